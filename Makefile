@@ -1,0 +1,41 @@
+# cardsync: every workflow a developer or CI needs. `make help` lists them.
+SHELL := /bin/bash
+CARGO ?= cargo
+export CARGO_INCREMENTAL ?= 0
+export CARGO_TERM_COLOR ?= never
+export RUST_BACKTRACE ?= 1
+
+.PHONY: help services build fmt fmt-check lint test ci bench demo clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
+
+services: ## make sure RabbitMQ, Redis and PostgreSQL run locally (installs and starts them if needed)
+	@bash deploy/local/services.sh
+
+build: ## build every binary
+	$(CARGO) build --workspace --locked
+
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+fmt-check: ## fail if the code is not formatted
+	$(CARGO) fmt --all -- --check
+
+lint: ## clippy on every target, warnings are errors
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+test: services ## every test, against real RabbitMQ, Redis and PostgreSQL
+	$(CARGO) test --workspace --locked --no-fail-fast
+
+ci: fmt-check lint test ## what .ci/run runs
+
+bench: services ## benchmarks; figures go to BENCHMARKS.md
+	$(CARGO) run --release --locked -p webhook --example ingest_bench
+
+demo: services ## the main job: webhook + handshake + notifications onto the queue
+	$(CARGO) build --locked -p webhook --bin webhook --example demo
+	$(CARGO) run --locked -p webhook --example demo
+
+clean:
+	$(CARGO) clean

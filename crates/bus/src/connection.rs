@@ -1,0 +1,43 @@
+//! Opening a connection: bounded in time, named so operators (and tests) can find it, and with
+//! the topology declared before anyone uses it.
+
+use crate::error::BusError;
+use crate::topology::{self, Topology};
+use lapin::{Connection, ConnectionProperties};
+use secrecy::{ExposeSecret, SecretString};
+use std::time::Duration;
+
+/// A `connection_name` client property unique to this process and purpose, e.g.
+/// `cardsync-bus publisher 4f3a…`. It shows in the management UI and `rabbitmqctl`.
+pub(crate) fn connection_name(role: &str) -> String {
+    format!("cardsync-bus {role} {:016x}", rand::random::<u64>())
+}
+
+/// Connects and declares `topology` on a short-lived channel, all within `timeout`.
+pub(crate) async fn connect(
+    url: &SecretString,
+    name: &str,
+    timeout: Duration,
+    topology: &Topology,
+) -> Result<Connection, BusError> {
+    let attempt = async {
+        let properties = ConnectionProperties::default().with_connection_name(name.into());
+        let connection = Connection::connect(url.expose_secret(), properties)
+            .await
+            .map_err(BusError::Connect)?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|source| BusError::Channel {
+                operation: "channel.open",
+                source,
+            })?;
+        topology::declare(&channel, topology).await?;
+        // Best effort: the channel is dropped (and closed) either way.
+        let _ = channel.close(200, "declared".into()).await;
+        Ok(connection)
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| BusError::ConnectTimeout(timeout))?
+}

@@ -1,0 +1,438 @@
+//! The broker layout as data: exchanges, work queues with their retry and dead-letter queues,
+//! and one idempotent [`declare`] that makes the broker match it.
+//!
+//! Every name carries the topology's prefix, so tests (and several deployments on one vhost)
+//! never collide.
+
+use crate::error::BusError;
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{Channel, ExchangeKind};
+use std::time::Duration;
+
+/// Short names of the standard cardsync exchanges, queues and routing keys (before the prefix).
+pub mod names {
+    /// Topic exchange of Graph changes (`change.<tenant>`) and lifecycle events (`lifecycle.<tenant>`).
+    pub const GRAPH: &str = "graph";
+    /// Topic exchange of sync requests (`request.<tenant>`).
+    pub const SYNC: &str = "sync";
+    /// Topic exchange of card commands (`command.live.<tenant>`, `command.bulk.<tenant>`).
+    pub const CARDS: &str = "cards";
+    /// Topic exchange of card events (`event.<kind>.<tenant>`).
+    pub const CARD_EVENTS: &str = "card-events";
+    /// Direct exchange every work queue dead-letters to, keyed by the work queue's full name.
+    pub const DEAD_LETTER: &str = "dlx";
+
+    /// Graph changes and sync requests, consumed by the delta-worker.
+    pub const DELTA_WORKER_CHANGES: &str = "delta-worker.changes";
+    /// Lifecycle notifications, consumed by the subscription-manager.
+    pub const SUBSCRIPTION_MANAGER_LIFECYCLE: &str = "subscription-manager.lifecycle";
+    /// Real-time card commands, consumed by the card-writer.
+    pub const CARD_WRITER_LIVE: &str = "card-writer.live";
+    /// Reconcile (bulk) card commands, consumed by the card-writer apart from live ones.
+    pub const CARD_WRITER_BULK: &str = "card-writer.bulk";
+    /// Every card event, so an event is never unroutable.
+    pub const CARD_EVENTS_AUDIT: &str = "card-events.audit";
+}
+
+/// Routing keys of the standard topology; the tenant is always the last segment.
+pub mod routing {
+    /// `change.<tenant>` on [`super::names::GRAPH`], carrying a `GraphChange`.
+    pub fn change(tenant: &str) -> String {
+        format!("change.{tenant}")
+    }
+    /// `lifecycle.<tenant>` on [`super::names::GRAPH`], carrying a `LifecycleEvent`.
+    pub fn lifecycle(tenant: &str) -> String {
+        format!("lifecycle.{tenant}")
+    }
+    /// `request.<tenant>` on [`super::names::SYNC`], carrying a `SyncRequest`.
+    pub fn sync_request(tenant: &str) -> String {
+        format!("request.{tenant}")
+    }
+    /// `command.live.<tenant>` on [`super::names::CARDS`], carrying a real-time `CardCommand`.
+    pub fn live_command(tenant: &str) -> String {
+        format!("command.live.{tenant}")
+    }
+    /// `command.bulk.<tenant>` on [`super::names::CARDS`], carrying a reconcile `CardCommand`.
+    pub fn bulk_command(tenant: &str) -> String {
+        format!("command.bulk.{tenant}")
+    }
+    /// `event.<kind>.<tenant>` on [`super::names::CARD_EVENTS`], carrying a `CardEvent`.
+    pub fn card_event(kind: &str, tenant: &str) -> String {
+        format!("event.{kind}.{tenant}")
+    }
+}
+
+/// Default retry tiers when a topology is not given the service's `retry_delays`.
+pub const DEFAULT_RETRY_DELAYS: [Duration; 5] = [
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+    Duration::from_secs(120),
+    Duration::from_secs(600),
+];
+
+/// Redeliveries (consumer crashed or lost its connection before acking) after which the broker
+/// itself dead-letters a message: the guard against a poison message that kills every consumer.
+pub const DEFAULT_DELIVERY_LIMIT: u32 = 10;
+
+/// A binding of a work queue to an exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// Full exchange name.
+    pub exchange: String,
+    /// Topic pattern, e.g. `change.*`.
+    pub pattern: String,
+}
+
+/// A durable quorum queue that a service consumes, with its bindings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkQueue {
+    /// Full queue name.
+    pub name: String,
+    /// Where its messages come from.
+    pub bindings: Vec<Binding>,
+}
+
+impl WorkQueue {
+    /// `{queue}.dlq`: where messages that can never be processed end up, with their error.
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}.dlq", self.name)
+    }
+
+    /// `{queue}.retry.{ms}ms`: holds a message for `delay`, then dead-letters it back to the queue.
+    pub fn retry_queue(&self, delay: Duration) -> String {
+        format!("{}.retry.{}ms", self.name, delay.as_millis())
+    }
+}
+
+/// The declarative broker layout. Build it once at start-up; [`declare`] makes it so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    prefix: String,
+    exchanges: Vec<String>,
+    queues: Vec<WorkQueue>,
+    retry_delays: Vec<Duration>,
+    delivery_limit: u32,
+}
+
+impl Topology {
+    /// An empty topology (only the dead-letter exchange) whose names all start with `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            exchanges: Vec::new(),
+            queues: Vec::new(),
+            retry_delays: DEFAULT_RETRY_DELAYS.to_vec(),
+            delivery_limit: DEFAULT_DELIVERY_LIMIT,
+        }
+    }
+
+    /// The standard cardsync layout (see the crate's README) with every name prefixed.
+    pub fn cardsync(prefix: &str) -> Self {
+        use names::*;
+        Self::new(prefix)
+            .with_exchange(GRAPH)
+            .with_exchange(SYNC)
+            .with_exchange(CARDS)
+            .with_exchange(CARD_EVENTS)
+            .with_queue(
+                DELTA_WORKER_CHANGES,
+                &[(GRAPH, "change.*"), (SYNC, "request.*")],
+            )
+            .with_queue(SUBSCRIPTION_MANAGER_LIFECYCLE, &[(GRAPH, "lifecycle.*")])
+            .with_queue(CARD_WRITER_LIVE, &[(CARDS, "command.live.*")])
+            .with_queue(CARD_WRITER_BULK, &[(CARDS, "command.bulk.*")])
+            .with_queue(CARD_EVENTS_AUDIT, &[(CARD_EVENTS, "event.#")])
+    }
+
+    /// Adds a durable topic exchange named `{prefix}{short_name}`.
+    pub fn with_exchange(mut self, short_name: &str) -> Self {
+        let name = self.name(short_name);
+        if !self.exchanges.contains(&name) {
+            self.exchanges.push(name);
+        }
+        self
+    }
+
+    /// Adds a work queue `{prefix}{short_name}` bound to `(exchange short name, pattern)` pairs.
+    pub fn with_queue(mut self, short_name: &str, bindings: &[(&str, &str)]) -> Self {
+        let queue = WorkQueue {
+            name: self.name(short_name),
+            bindings: bindings
+                .iter()
+                .map(|(exchange, pattern)| Binding {
+                    exchange: self.name(exchange),
+                    pattern: (*pattern).to_owned(),
+                })
+                .collect(),
+        };
+        self.queues.retain(|q| q.name != queue.name);
+        self.queues.push(queue);
+        self
+    }
+
+    /// Replaces the retry tiers (one delayed retry queue per distinct delay).
+    pub fn with_retry_delays(mut self, delays: &[Duration]) -> Self {
+        self.retry_delays = delays.to_vec();
+        self
+    }
+
+    /// Replaces the broker-side redelivery limit of every work queue.
+    pub fn with_delivery_limit(mut self, limit: u32) -> Self {
+        self.delivery_limit = limit;
+        self
+    }
+
+    /// `{prefix}{short_name}`.
+    pub fn name(&self, short_name: &str) -> String {
+        format!("{}{short_name}", self.prefix)
+    }
+
+    /// The prefix every name starts with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Full name of the dead-letter exchange.
+    pub fn dead_letter_exchange(&self) -> String {
+        self.name(names::DEAD_LETTER)
+    }
+
+    /// Full names of the topic exchanges.
+    pub fn exchanges(&self) -> &[String] {
+        &self.exchanges
+    }
+
+    /// The work queues.
+    pub fn queues(&self) -> &[WorkQueue] {
+        &self.queues
+    }
+
+    /// Retry delays in order: retry `n` waits `retry_delays[min(n, len) - 1]`.
+    pub fn retry_delays(&self) -> &[Duration] {
+        &self.retry_delays
+    }
+
+    /// The distinct retry delays, each of which has its own retry queue per work queue.
+    pub fn retry_tiers(&self) -> Vec<Duration> {
+        let mut tiers: Vec<Duration> = Vec::new();
+        for delay in &self.retry_delays {
+            if !tiers.contains(delay) {
+                tiers.push(*delay);
+            }
+        }
+        tiers
+    }
+
+    /// A work queue by its short name (`card-writer.live`) or full name.
+    pub fn queue(&self, name: &str) -> Option<&WorkQueue> {
+        let full = self.name(name);
+        self.queues
+            .iter()
+            .find(|q| q.name == full || q.name == name)
+    }
+}
+
+fn short(name: &str) -> Result<ShortString, BusError> {
+    ShortString::try_new(name).map_err(|_| BusError::NameTooLong {
+        name: name.to_owned(),
+    })
+}
+
+fn table(entries: Vec<(&str, AMQPValue)>) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (key, value) in entries {
+        table.insert(key.into(), value);
+    }
+    table
+}
+
+fn long_string(value: &str) -> AMQPValue {
+    AMQPValue::LongString(value.into())
+}
+
+fn millis(delay: Duration) -> AMQPValue {
+    AMQPValue::LongLongInt(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Arguments shared by every queue we declare: replicated, and dead-lettering that survives a
+/// broker crash mid-way (at-least-once needs `reject-publish` overflow; we set no length limit).
+fn quorum_arguments() -> Vec<(&'static str, AMQPValue)> {
+    vec![("x-queue-type", long_string("quorum"))]
+}
+
+fn dead_lettering(exchange: &str, routing_key: &str) -> Vec<(&'static str, AMQPValue)> {
+    vec![
+        ("x-dead-letter-exchange", long_string(exchange)),
+        ("x-dead-letter-routing-key", long_string(routing_key)),
+        ("x-dead-letter-strategy", long_string("at-least-once")),
+        ("x-overflow", long_string("reject-publish")),
+    ]
+}
+
+async fn declare_queue(
+    channel: &Channel,
+    name: &str,
+    arguments: FieldTable,
+) -> Result<(), BusError> {
+    let options = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(short(name)?, options, arguments)
+        .await
+        .map(|_| ())
+        .map_err(|source| BusError::Declare {
+            what: "queue",
+            name: name.to_owned(),
+            source,
+        })
+}
+
+async fn bind_queue(
+    channel: &Channel,
+    queue: &str,
+    exchange: &str,
+    key: &str,
+) -> Result<(), BusError> {
+    channel
+        .queue_bind(
+            short(queue)?,
+            short(exchange)?,
+            short(key)?,
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|source| BusError::Declare {
+            what: "binding",
+            name: format!("{exchange} -[{key}]-> {queue}"),
+            source,
+        })
+}
+
+async fn declare_exchange(
+    channel: &Channel,
+    name: &str,
+    kind: ExchangeKind,
+) -> Result<(), BusError> {
+    let options = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(short(name)?, kind, options, FieldTable::default())
+        .await
+        .map_err(|source| BusError::Declare {
+            what: "exchange",
+            name: name.to_owned(),
+            source,
+        })
+}
+
+/// Declares every exchange, queue and binding of `topology`. Idempotent: declaring an existing
+/// identical topology changes nothing. A queue that exists with different arguments makes the
+/// broker close the channel and this returns [`BusError::Declare`].
+pub async fn declare(channel: &Channel, topology: &Topology) -> Result<(), BusError> {
+    let dlx = topology.dead_letter_exchange();
+    declare_exchange(channel, &dlx, ExchangeKind::Direct).await?;
+    for exchange in &topology.exchanges {
+        declare_exchange(channel, exchange, ExchangeKind::Topic).await?;
+    }
+    let tiers = topology.retry_tiers();
+    for queue in &topology.queues {
+        let dlq = queue.dead_letter_queue();
+        declare_queue(channel, &dlq, table(quorum_arguments())).await?;
+        bind_queue(channel, &dlq, &dlx, &queue.name).await?;
+
+        for delay in &tiers {
+            let mut arguments = quorum_arguments();
+            arguments.push(("x-message-ttl", millis(*delay)));
+            // Expired messages go back to the work queue through the default exchange.
+            arguments.extend(dead_lettering("", &queue.name));
+            declare_queue(channel, &queue.retry_queue(*delay), table(arguments)).await?;
+        }
+
+        let mut arguments = quorum_arguments();
+        arguments.extend(dead_lettering(&dlx, &queue.name));
+        arguments.push((
+            "x-delivery-limit",
+            AMQPValue::LongLongInt(i64::from(topology.delivery_limit)),
+        ));
+        declare_queue(channel, &queue.name, table(arguments)).await?;
+        for binding in &queue.bindings {
+            bind_queue(channel, &queue.name, &binding.exchange, &binding.pattern).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes every exchange and queue of `topology` (messages included). For tests and teardown;
+/// missing ones are skipped.
+pub async fn delete(channel: &Channel, topology: &Topology) -> Result<(), BusError> {
+    let tiers = topology.retry_tiers();
+    for queue in &topology.queues {
+        let mut names = vec![queue.name.clone(), queue.dead_letter_queue()];
+        names.extend(tiers.iter().map(|delay| queue.retry_queue(*delay)));
+        for name in names {
+            channel
+                .queue_delete(short(&name)?, QueueDeleteOptions::default())
+                .await
+                .map_err(|source| BusError::Declare {
+                    what: "queue deletion",
+                    name,
+                    source,
+                })?;
+        }
+    }
+    let mut exchanges = topology.exchanges.clone();
+    exchanges.push(topology.dead_letter_exchange());
+    for name in exchanges {
+        channel
+            .exchange_delete(short(&name)?, ExchangeDeleteOptions::default())
+            .await
+            .map_err(|source| BusError::Declare {
+                what: "exchange deletion",
+                name,
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_standard_topology_prefixes_every_name() {
+        let topology = Topology::cardsync("t1-");
+        assert_eq!(topology.exchanges().len(), 4);
+        assert!(topology.exchanges().iter().all(|e| e.starts_with("t1-")));
+        assert_eq!(topology.dead_letter_exchange(), "t1-dlx");
+        let changes = topology.queue(names::DELTA_WORKER_CHANGES).unwrap();
+        assert_eq!(changes.name, "t1-delta-worker.changes");
+        assert_eq!(changes.bindings.len(), 2);
+        assert_eq!(changes.bindings[1].exchange, "t1-sync");
+        assert_eq!(changes.dead_letter_queue(), "t1-delta-worker.changes.dlq");
+        assert_eq!(
+            changes.retry_queue(Duration::from_millis(200)),
+            "t1-delta-worker.changes.retry.200ms"
+        );
+        assert!(topology.queue("t1-card-writer.live").is_some());
+        assert!(topology.queue("nope").is_none());
+    }
+
+    #[test]
+    fn repeated_delays_share_one_retry_queue() {
+        let d = Duration::from_secs;
+        let topology = Topology::new("p").with_retry_delays(&[d(1), d(5), d(5), d(1)]);
+        assert_eq!(topology.retry_tiers(), vec![d(1), d(5)]);
+        assert_eq!(topology.retry_delays().len(), 4);
+    }
+}

@@ -1,0 +1,136 @@
+//! The Graph subscription registry: the subscriptions cardsync created, their tenant, resource,
+//! clientState (as a SHA-256) and expiry. The webhook trusts a notification only if it matches a
+//! row here.
+
+use crate::StoreError;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// SHA-256 of a clientState, the only form in which it is stored or compared.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ClientStateHash([u8; 32]);
+
+impl ClientStateHash {
+    /// Hashes a clientState as received or generated.
+    pub fn of(client_state: &str) -> Self {
+        Self(Sha256::digest(client_state.as_bytes()).into())
+    }
+
+    /// Constant-time equality, so response timing says nothing about how much of a guess matched.
+    pub fn matches(&self, other: &ClientStateHash) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+
+    fn from_slice(bytes: &[u8]) -> Option<Self> {
+        bytes.try_into().ok().map(Self)
+    }
+}
+
+impl std::fmt::Debug for ClientStateHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientStateHash(<redacted>)")
+    }
+}
+
+/// One registered subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// Graph's subscription id.
+    pub id: Uuid,
+    /// The tenant whose directory the subscription watches.
+    pub tenant_id: Uuid,
+    /// Graph resource path, e.g. `/users`.
+    pub resource: String,
+    /// SHA-256 of the clientState given to Graph.
+    pub client_state: ClientStateHash,
+    /// When Graph stops delivering unless renewed.
+    pub expires_at: OffsetDateTime,
+}
+
+type Row = (Uuid, Uuid, String, Vec<u8>, OffsetDateTime);
+
+fn from_row((id, tenant_id, resource, hash, expires_at): Row) -> Option<Subscription> {
+    Some(Subscription {
+        id,
+        tenant_id,
+        resource,
+        client_state: ClientStateHash::from_slice(&hash)?,
+        expires_at,
+    })
+}
+
+/// Inserts or replaces a subscription (a renewal or re-creation updates it in place).
+pub async fn register(pool: &PgPool, subscription: &Subscription) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO subscriptions (subscription_id, tenant_id, resource, client_state_sha256, expires_at)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (subscription_id) DO UPDATE
+            SET tenant_id = EXCLUDED.tenant_id,
+                resource = EXCLUDED.resource,
+                client_state_sha256 = EXCLUDED.client_state_sha256,
+                expires_at = EXCLUDED.expires_at,
+                updated_at = now()",
+    )
+    .bind(subscription.id)
+    .bind(subscription.tenant_id)
+    .bind(&subscription.resource)
+    .bind(subscription.client_state.0.as_slice())
+    .bind(subscription.expires_at)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Removes a subscription; returns whether it existed.
+pub async fn remove(pool: &PgPool, id: Uuid) -> Result<bool, StoreError> {
+    let done = sqlx::query("DELETE FROM subscriptions WHERE subscription_id = $1")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Looks one subscription up by id.
+pub async fn find(pool: &PgPool, id: Uuid) -> Result<Option<Subscription>, StoreError> {
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT subscription_id, tenant_id, resource, client_state_sha256, expires_at
+           FROM subscriptions WHERE subscription_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(from_row))
+}
+
+/// Every registered subscription (bounded by Graph's quota of 50,000 per app).
+pub async fn all(pool: &PgPool) -> Result<Vec<Subscription>, StoreError> {
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT subscription_id, tenant_id, resource, client_state_sha256, expires_at FROM subscriptions",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().filter_map(from_row).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_client_states_match_and_different_ones_do_not() {
+        assert!(ClientStateHash::of("secret").matches(&ClientStateHash::of("secret")));
+        assert!(!ClientStateHash::of("secret").matches(&ClientStateHash::of("secreT")));
+        assert!(!ClientStateHash::of("").matches(&ClientStateHash::of(" ")));
+    }
+
+    #[test]
+    fn the_hash_never_prints() {
+        assert_eq!(
+            format!("{:?}", ClientStateHash::of("secret")),
+            "ClientStateHash(<redacted>)"
+        );
+    }
+}

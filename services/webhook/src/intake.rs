@@ -1,0 +1,245 @@
+//! The webhook's core, free of HTTP: verify each notification against the registry, publish
+//! the accepted ones, and report whether every one of them was confirmed by the broker.
+
+use crate::metrics::Metrics;
+use crate::notification::{self, ChangeType, ItemProblem, LifecycleKind, Notification};
+use crate::registry::{Lookup, Registry};
+use cardsync_bus::{Outgoing, PublishError, Publisher};
+use cardsync_proto as proto;
+use cardsync_store::subscriptions::ClientStateHash;
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+/// Why a notification was dropped. Each is counted; none is published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// The item was not a well-formed notification.
+    Malformed,
+    /// Its subscription id is not in the registry.
+    UnknownSubscription,
+    /// Its clientState differs from the registered one.
+    ClientStateMismatch,
+    /// Its tenant differs from the subscription's tenant.
+    TenantMismatch,
+}
+
+impl Rejection {
+    /// Stable metric label.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Rejection::Malformed => "malformed",
+            Rejection::UnknownSubscription => "unknown_subscription",
+            Rejection::ClientStateMismatch => "client_state_mismatch",
+            Rejection::TenantMismatch => "tenant_mismatch",
+        }
+    }
+}
+
+/// What happened to a request's notifications.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// Published and confirmed.
+    pub accepted: usize,
+    /// Dropped, with the reason of each.
+    pub rejected: Vec<Rejection>,
+}
+
+/// Why nothing can be promised for the request; Graph must redeliver it.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    /// A subscription could not be checked against the registry right now.
+    #[error("the subscription registry cannot be consulted")]
+    RegistryUnavailable,
+    /// The broker did not confirm every accepted notification.
+    #[error("publishing to the broker failed")]
+    Publish(#[from] PublishError),
+}
+
+/// Verifies and publishes notifications.
+#[derive(Debug, Clone)]
+pub struct Intake {
+    registry: Arc<Registry>,
+    publisher: Publisher,
+    metrics: Metrics,
+    exchange: String,
+}
+
+impl Intake {
+    /// Publishes accepted notifications to `exchange` (the topology's Graph exchange).
+    pub fn new(
+        registry: Arc<Registry>,
+        publisher: Publisher,
+        metrics: Metrics,
+        exchange: String,
+    ) -> Self {
+        Self {
+            registry,
+            publisher,
+            metrics,
+            exchange,
+        }
+    }
+
+    /// Verifies every item, publishes the accepted ones and waits for all their confirms.
+    pub async fn accept(
+        &self,
+        items: Vec<Result<Notification, ItemProblem>>,
+        received_at: OffsetDateTime,
+    ) -> Result<Verdict, IntakeError> {
+        let mut verdict = Verdict::default();
+        let mut batch = Vec::with_capacity(items.len());
+        let mut tenants = Vec::with_capacity(items.len());
+        for item in items {
+            let notification = match item {
+                Ok(notification) => notification,
+                Err(problem) => {
+                    tracing::info!(problem = %problem, "notification rejected");
+                    verdict.rejected.push(Rejection::Malformed);
+                    continue;
+                }
+            };
+            match self.verify(&notification).await? {
+                Ok(()) => {
+                    tenants.push((kind_label(&notification), notification.origin().tenant_id));
+                    batch.push(self.outgoing(&notification, received_at));
+                }
+                Err(rejection) => {
+                    let origin = notification.origin();
+                    // Never log the clientState; the ids are what an operator needs to investigate.
+                    tracing::warn!(
+                        reason = rejection.reason(),
+                        subscription_id = %origin.subscription_id,
+                        tenant_id = %origin.tenant_id,
+                        "notification rejected"
+                    );
+                    verdict.rejected.push(rejection);
+                }
+            }
+        }
+        for rejection in &verdict.rejected {
+            self.metrics
+                .rejected
+                .with_label_values(&[rejection.reason()])
+                .inc();
+        }
+        if batch.is_empty() {
+            return Ok(verdict);
+        }
+
+        let started = std::time::Instant::now();
+        let published = self.publisher.publish_all(batch).await;
+        let outcome = if published.is_ok() {
+            "confirmed"
+        } else {
+            "failed"
+        };
+        self.metrics
+            .publish_confirm
+            .with_label_values(&[outcome])
+            .observe(started.elapsed().as_secs_f64());
+        published?;
+
+        verdict.accepted = tenants.len();
+        for (kind, tenant) in tenants {
+            self.metrics
+                .accepted
+                .with_label_values(&[kind, &tenant.to_string()])
+                .inc();
+        }
+        Ok(verdict)
+    }
+
+    async fn verify(
+        &self,
+        notification: &Notification,
+    ) -> Result<Result<(), Rejection>, IntakeError> {
+        let origin = notification.origin();
+        let lookup = self.registry.lookup(origin.subscription_id).await;
+        let label = match &lookup {
+            Lookup::Found(_) => "found",
+            Lookup::Unknown => "unknown",
+            Lookup::Unverifiable => "unverifiable",
+        };
+        self.metrics
+            .registry_lookups
+            .with_label_values(&[label])
+            .inc();
+        let subscription = match lookup {
+            Lookup::Found(subscription) => subscription,
+            Lookup::Unknown => return Ok(Err(Rejection::UnknownSubscription)),
+            Lookup::Unverifiable => return Err(IntakeError::RegistryUnavailable),
+        };
+        let presented =
+            ClientStateHash::of(origin.client_state.as_ref().map_or("", |c| c.expose()));
+        if !subscription.client_state.matches(&presented) {
+            return Ok(Err(Rejection::ClientStateMismatch));
+        }
+        if subscription.tenant_id != origin.tenant_id {
+            return Ok(Err(Rejection::TenantMismatch));
+        }
+        Ok(Ok(()))
+    }
+
+    fn outgoing(&self, notification: &Notification, received_at: OffsetDateTime) -> Outgoing {
+        let origin = notification.origin();
+        let tenant = origin.tenant_id.to_string();
+        let envelope = Some(proto::Envelope::new(
+            tenant.clone(),
+            match notification {
+                Notification::Change(_) => proto::Cause::Notification,
+                Notification::Lifecycle(_) => proto::Cause::Lifecycle,
+            },
+        ));
+        let expires_at = origin.subscription_expires_at.map(proto::timestamp);
+        let received_at = Some(proto::timestamp(received_at));
+        match notification {
+            Notification::Change(change) => {
+                let message = proto::GraphChange {
+                    envelope,
+                    subscription_id: origin.subscription_id.to_string(),
+                    change_type: match change.change_type {
+                        ChangeType::Created => proto::ChangeType::Created,
+                        ChangeType::Updated => proto::ChangeType::Updated,
+                        ChangeType::Deleted => proto::ChangeType::Deleted,
+                        ChangeType::Other => proto::ChangeType::Unspecified,
+                    } as i32,
+                    resource: change.resource.clone(),
+                    resource_id: change.resource_id.clone().unwrap_or_default(),
+                    resource_type: change.resource_type.clone().unwrap_or_default(),
+                    subscription_expires_at: expires_at,
+                    received_at,
+                };
+                Outgoing::new(&self.exchange, &format!("change.{tenant}"), &message)
+            }
+            Notification::Lifecycle(lifecycle) => {
+                let message = proto::LifecycleEvent {
+                    envelope,
+                    subscription_id: origin.subscription_id.to_string(),
+                    kind: match lifecycle.kind {
+                        LifecycleKind::ReauthorizationRequired => {
+                            proto::LifecycleKind::ReauthorizationRequired
+                        }
+                        LifecycleKind::SubscriptionRemoved => {
+                            proto::LifecycleKind::SubscriptionRemoved
+                        }
+                        LifecycleKind::Missed => proto::LifecycleKind::Missed,
+                        LifecycleKind::Other => proto::LifecycleKind::Unspecified,
+                    } as i32,
+                    subscription_expires_at: expires_at,
+                    received_at,
+                };
+                Outgoing::new(&self.exchange, &format!("lifecycle.{tenant}"), &message)
+            }
+        }
+    }
+}
+
+fn kind_label(notification: &Notification) -> &'static str {
+    match notification {
+        Notification::Change(_) => "change",
+        Notification::Lifecycle(_) => "lifecycle",
+    }
+}
+
+/// Parses a body; re-exported here so the HTTP layer has one entry point.
+pub use notification::parse_batch;

@@ -1,0 +1,220 @@
+//! The webhook's view of the subscription registry: an in-memory cache over PostgreSQL.
+//!
+//! - Known subscriptions are served from memory and refreshed wholesale in the background, so
+//!   the webhook keeps accepting them while PostgreSQL is briefly down.
+//! - A miss asks PostgreSQL for that one id, within a per-second budget; the answer "no such
+//!   subscription" is remembered for a while (negative cache), so random ids cannot hammer the
+//!   database.
+//! - When a miss cannot be checked (budget spent, database down) the answer is
+//!   [`Lookup::Unverifiable`]: the request gets `503` and Graph redelivers it later, so a real
+//!   notification for a brand-new subscription is delayed, never lost.
+
+use cardsync_store::subscriptions::{self, Subscription};
+use serde::Deserialize;
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Cache tuning.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RegistrySettings {
+    /// How often the whole registry is reloaded from PostgreSQL.
+    #[serde(deserialize_with = "cardsync_config::duration::deserialize")]
+    pub refresh_interval: Duration,
+    /// How long "no such subscription" is remembered.
+    #[serde(deserialize_with = "cardsync_config::duration::deserialize")]
+    pub negative_ttl: Duration,
+    /// At most this many database look-ups of unknown ids per second.
+    pub miss_budget_per_second: u32,
+    /// At most this many remembered unknown ids (the oldest half is forgotten when full).
+    pub negative_capacity: usize,
+}
+
+impl cardsync_config::Validate for RegistrySettings {
+    fn validate(&self, problems: &mut Vec<String>) {
+        if self.refresh_interval.is_zero() {
+            problems.push("registry.refresh_interval: must be greater than 0".into());
+        }
+        if self.miss_budget_per_second == 0 {
+            problems.push("registry.miss_budget_per_second: must be greater than 0".into());
+        }
+        if self.negative_capacity == 0 {
+            problems.push("registry.negative_capacity: must be greater than 0".into());
+        }
+    }
+}
+
+/// The outcome of looking a subscription id up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// A registered subscription.
+    Found(Subscription),
+    /// Definitely not ours (as of a recent check).
+    Unknown,
+    /// Could not be checked right now.
+    Unverifiable,
+}
+
+/// The cached registry. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Registry {
+    pool: PgPool,
+    settings: RegistrySettings,
+    known: RwLock<HashMap<Uuid, Subscription>>,
+    unknown: Mutex<HashMap<Uuid, Instant>>,
+    budget: Mutex<Budget>,
+}
+
+#[derive(Debug)]
+struct Budget {
+    tokens: f64,
+    refilled_at: Instant,
+}
+
+impl Registry {
+    /// An empty cache over `pool`; call [`Registry::reload`] or spawn the refresher to warm it.
+    pub fn new(pool: PgPool, settings: RegistrySettings) -> Self {
+        let budget = Budget {
+            tokens: f64::from(settings.miss_budget_per_second),
+            refilled_at: Instant::now(),
+        };
+        Self {
+            pool,
+            settings,
+            known: RwLock::new(HashMap::new()),
+            unknown: Mutex::new(HashMap::new()),
+            budget: Mutex::new(budget),
+        }
+    }
+
+    /// Looks `id` up, from memory when possible.
+    pub async fn lookup(&self, id: Uuid) -> Lookup {
+        if let Some(found) = read(&self.known).get(&id) {
+            return Lookup::Found(found.clone());
+        }
+        if self.recently_unknown(id) {
+            return Lookup::Unknown;
+        }
+        if !self.take_budget() {
+            return Lookup::Unverifiable;
+        }
+        match subscriptions::find(&self.pool, id).await {
+            Ok(Some(found)) => {
+                write(&self.known).insert(id, found.clone());
+                Lookup::Found(found)
+            }
+            Ok(None) => {
+                self.remember_unknown(id);
+                Lookup::Unknown
+            }
+            Err(error) => {
+                tracing::warn!(error = %error_chain(&error), "registry lookup failed");
+                Lookup::Unverifiable
+            }
+        }
+    }
+
+    /// Replaces the cache with the registry's current content; on failure the cache is kept.
+    pub async fn reload(&self) -> Result<usize, cardsync_store::StoreError> {
+        let all = subscriptions::all(&self.pool).await?;
+        let count = all.len();
+        let fresh: HashMap<Uuid, Subscription> = all.into_iter().map(|s| (s.id, s)).collect();
+        // Ids registered since they were last seen as unknown become valid at once.
+        lock(&self.unknown).retain(|id, _| !fresh.contains_key(id));
+        *write(&self.known) = fresh;
+        Ok(count)
+    }
+
+    /// Whether PostgreSQL answers.
+    pub async fn is_reachable(&self) -> bool {
+        cardsync_store::ping(&self.pool).await
+    }
+
+    /// Reloads every `refresh_interval` until `shutdown`.
+    pub fn spawn_refresher(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(self.settings.refresh_interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = ticker.tick() => {
+                        match self.reload().await {
+                            Ok(count) => tracing::debug!(count, "registry reloaded"),
+                            Err(error) => tracing::warn!(error = %error_chain(&error), "registry reload failed; serving cached entries"),
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    fn recently_unknown(&self, id: Uuid) -> bool {
+        lock(&self.unknown)
+            .get(&id)
+            .is_some_and(|since| since.elapsed() < self.settings.negative_ttl)
+    }
+
+    fn remember_unknown(&self, id: Uuid) {
+        let mut unknown = lock(&self.unknown);
+        if unknown.len() >= self.settings.negative_capacity {
+            let ttl = self.settings.negative_ttl;
+            unknown.retain(|_, since| since.elapsed() < ttl);
+            if unknown.len() >= self.settings.negative_capacity {
+                // Still full of fresh entries: forgetting costs only extra (budgeted) look-ups.
+                unknown.clear();
+            }
+        }
+        unknown.insert(id, Instant::now());
+    }
+
+    fn take_budget(&self) -> bool {
+        let mut budget = lock(&self.budget);
+        let rate = f64::from(self.settings.miss_budget_per_second);
+        let now = Instant::now();
+        let refill = now.duration_since(budget.refilled_at).as_secs_f64() * rate;
+        budget.tokens = (budget.tokens + refill).min(rate);
+        budget.refilled_at = now;
+        if budget.tokens >= 1.0 {
+            budget.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Formats an error with its causes on one line, for a single log field.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+// A poisoned lock only means another request panicked mid-update of a plain map; the data is
+// still a valid cache, so keep serving it rather than propagating the panic.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
