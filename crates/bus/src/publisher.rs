@@ -236,7 +236,12 @@ impl Publisher {
 
     /// Closes the connection politely (shutdown). Later publishes reconnect.
     pub async fn close(&self) {
-        lock(&self.shared.idle).clear();
+        // Close channels before their connection, so lapin does not report the connection
+        // close racing with channels still open.
+        let idle: Vec<Pooled> = std::mem::take(&mut *lock(&self.shared.idle));
+        for pooled in idle {
+            let _ = pooled.channel.close(200, "shutdown".into()).await;
+        }
         let link = lock(&self.shared.link).take();
         if let Some(link) = link {
             let _ = link.connection.close(200, "shutdown".into()).await;

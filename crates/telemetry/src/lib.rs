@@ -53,7 +53,10 @@ pub fn init(
     let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer(service));
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    // The log filter applies to log output only. Spans at INFO and above always exist for the
+    // OpenTelemetry layer, so trace context forms (and crosses the bus) even when logs are quiet.
+    let otel = otel.with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+    let registry = tracing_subscriber::registry().with(otel);
     let result = match settings.log_format {
         LogFormat::Json => registry
             .with(
@@ -61,12 +64,11 @@ pub fn init(
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)
-                    .with_span_list(false),
+                    .with_span_list(false)
+                    .with_filter(filter),
             )
             .try_init(),
-        LogFormat::Pretty => registry
-            .with(tracing_subscriber::fmt::layer().compact())
-            .try_init(),
+        LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer().compact().with_filter(filter)).try_init(),
     };
     result.map_err(TelemetryError::AlreadyInstalled)?;
     Ok(TelemetryGuard { provider })
