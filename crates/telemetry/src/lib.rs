@@ -68,7 +68,13 @@ pub fn init(
                     .with_filter(filter),
             )
             .try_init(),
-        LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer().compact().with_filter(filter)).try_init(),
+        LogFormat::Pretty => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .compact()
+                    .with_filter(filter),
+            )
+            .try_init(),
     };
     result.map_err(TelemetryError::AlreadyInstalled)?;
     Ok(TelemetryGuard { provider })

@@ -19,7 +19,10 @@ struct Webhook(Child);
 
 impl Drop for Webhook {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
         let _ = self.0.wait();
     }
 }
@@ -32,9 +35,15 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|examples| examples.parent())
         .map(|dir| dir.join("webhook"))
         .context("locating the webhook binary")?;
-    ensure!(binary.exists(), "{} is missing: run `make demo`, which builds it", binary.display());
+    ensure!(
+        binary.exists(),
+        "{} is missing: run `make demo`, which builds it",
+        binary.display()
+    );
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let env = [
         ("CARDSYNC__HTTP__LISTEN", format!("127.0.0.1:{port}")),
         ("CARDSYNC__TOPOLOGY__PREFIX", PREFIX.to_owned()),
@@ -51,7 +60,13 @@ async fn main() -> anyhow::Result<()> {
     let expires = expires.format(&time::format_description::well_known::Rfc3339)?;
     for (tenant, subscription) in tenants.iter().zip(&subscriptions) {
         let status = Command::new(&binary)
-            .args(["register-subscription", "--id", &subscription.to_string(), "--tenant", &tenant.to_string()])
+            .args([
+                "register-subscription",
+                "--id",
+                &subscription.to_string(),
+                "--tenant",
+                &tenant.to_string(),
+            ])
             .args(["--resource", "/users", "--expires-at", &expires])
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("CARDSYNC_CLIENT_STATE", &client_state)
@@ -69,7 +84,9 @@ async fn main() -> anyhow::Result<()> {
             .spawn()?,
     );
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
     wait_ready(&http, &base).await?;
     println!("webhook ready on {base} (POST {base}/graph/notifications, {base}/graph/lifecycle)");
 
@@ -79,8 +96,16 @@ async fn main() -> anyhow::Result<()> {
         .header("content-type", "text/plain; charset=utf-8")
         .send()
         .await?;
-    let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap_or("?").to_owned());
-    println!("status {} content-type {:?} body {:?}", response.status(), content_type, response.text().await?);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap_or("?").to_owned());
+    println!(
+        "status {} content-type {:?} body {:?}",
+        response.status(),
+        content_type,
+        response.text().await?
+    );
 
     section("4. post a batch: 4 changes over two tenants, 1 forged clientState, 1 lifecycle event");
     let change = |tenant: Uuid, subscription: Uuid, state: &str, user: &str| {
@@ -99,18 +124,27 @@ async fn main() -> anyhow::Result<()> {
         change(tenants[1], subscriptions[1], "forged", "attacker"),
         change(tenants[1], subscriptions[1], &client_state, &users[3]),
     ]});
-    let response = http.post(format!("{base}/graph/notifications")).json(&batch).send().await?;
+    let response = http
+        .post(format!("{base}/graph/notifications"))
+        .json(&batch)
+        .send()
+        .await?;
     println!("notifications: {}", response.status());
     ensure!(response.status() == 202, "expected 202");
     let lifecycle = serde_json::json!({ "value": [{
         "subscriptionId": subscriptions[0], "subscriptionExpirationDateTime": expires,
         "tenantId": tenants[0], "clientState": client_state, "lifecycleEvent": "reauthorizationRequired"
     }]});
-    let response = http.post(format!("{base}/graph/lifecycle")).json(&lifecycle).send().await?;
+    let response = http
+        .post(format!("{base}/graph/lifecycle"))
+        .json(&lifecycle)
+        .send()
+        .await?;
     println!("lifecycle:     {}", response.status());
 
     section("5. what reached the queues");
-    let connection = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await?;
+    let connection =
+        lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
     let changes = take_all(&channel, &format!("{PREFIX}delta-worker.changes")).await?;
     for delivery in &changes {
@@ -128,16 +162,33 @@ async fn main() -> anyhow::Result<()> {
     let events = take_all(&channel, &format!("{PREFIX}subscription-manager.lifecycle")).await?;
     for delivery in &events {
         let message = LifecycleEvent::decode(delivery.data.as_slice())?;
-        println!("LifecycleEvent key={} subscription={} kind={:?}", delivery.routing_key, message.subscription_id, message.kind());
+        println!(
+            "LifecycleEvent key={} subscription={} kind={:?}",
+            delivery.routing_key,
+            message.subscription_id,
+            message.kind()
+        );
     }
-    let metrics = http.get(format!("{base}/metrics")).send().await?.text().await?;
-    for line in metrics.lines().filter(|l| l.starts_with("cardsync_webhook_notifications_")) {
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("cardsync_webhook_notifications_"))
+    {
         println!("{line}");
     }
     let _ = cardsync_bus::delete(&channel, &cardsync_bus::Topology::cardsync(PREFIX)).await;
 
     if changes.len() != 4 || events.len() != 1 {
-        bail!("expected 4 changes and 1 lifecycle event, got {} and {}", changes.len(), events.len());
+        bail!(
+            "expected 4 changes and 1 lifecycle event, got {} and {}",
+            changes.len(),
+            events.len()
+        );
     }
     section("done: 4 changes and 1 lifecycle event queued, the forged item dropped");
     Ok(())
@@ -159,10 +210,17 @@ async fn wait_ready(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
     bail!("the webhook did not become ready within 20 s")
 }
 
-async fn take_all(channel: &lapin::Channel, queue: &str) -> anyhow::Result<Vec<lapin::message::Delivery>> {
+async fn take_all(
+    channel: &lapin::Channel,
+    queue: &str,
+) -> anyhow::Result<Vec<lapin::message::Delivery>> {
     let mut out = Vec::new();
-    while let Some(message) =
-        channel.basic_get(queue.into(), lapin::options::BasicGetOptions { no_ack: true }).await?
+    while let Some(message) = channel
+        .basic_get(
+            queue.into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await?
     {
         out.push(message.delivery);
     }

@@ -1,0 +1,1172 @@
+//! `make bench`: how many Graph notifications per second the webhook turns into confirmed
+//! RabbitMQ messages, how fast it answers at a steady 1,000 requests/s, and how that compares
+//! with a minimal lapin publisher against the same broker, all in one run (about 90 s).
+//!
+//! - The webhook runs as a child process of the `webhook` binary of this build profile (built
+//!   here if needed), configured exactly as deployed apart from its listen port, topology prefix
+//!   and database: its own runtime, actix workers, telemetry and metrics. That keeps the load
+//!   generator's runtime out of its way and lets the CPU split between webhook, RabbitMQ and load
+//!   generator be read from `/proc` per phase, which is what explains a missed target on 2 cores.
+//! - Throughput: per batch size, `--concurrency` connections post back to back (closed loop) for
+//!   `--seconds`; only `202` counts as accepted. Right after, the raw publisher: one connection,
+//!   as many confirm channels as the webhook's publisher pool (`bus.publish_channels`), each
+//!   publishing a window of the same size (pipelined) and awaiting its confirms, with the very
+//!   bytes and properties the webhook published, to the same exchange and quorum queue. The queue
+//!   is purged between phases so each starts from empty.
+//! - Latency: open loop at `--rate` requests/s of `--latency-batch` notifications; each time is
+//!   measured from when the request was due, so a stall shows up instead of pausing the clock.
+//! - Everything it created (queues, exchanges, the subscription row) is removed at the end.
+//!
+//! `cargo run --release --locked -p webhook --example ingest_bench [-- --help]`
+
+use anyhow::{Context as _, bail, ensure};
+use bytes::Bytes;
+use cardsync_bus::lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueuePurgeOptions,
+};
+use cardsync_bus::lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
+use cardsync_bus::{Topology, names};
+use cardsync_config::Sources;
+use cardsync_store::subscriptions::{self, ClientStateHash, Subscription};
+use clap::Parser;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use uuid::Uuid;
+use webhook::{NOTIFICATIONS_PATH, Settings};
+
+const DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/cardsync_test";
+const ADMIN_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// Distinct bodies per batch size, so the webhook does not see one body over and over.
+const BODIES_PER_BATCH: usize = 64;
+/// Open-loop requests allowed in flight before the generator itself waits (the wait is still
+/// counted in the latency, because times run from when a request was due).
+const OPEN_LOOP_MAX_IN_FLIGHT: usize = 512;
+
+// Targets from issue 2, section 6.
+const TARGET_NOTIFICATIONS_PER_S: f64 = 10_000.0;
+const TARGET_P99_MS: f64 = 50.0;
+const TARGET_RATIO: f64 = 0.7;
+
+#[derive(Debug, Parser)]
+#[command(
+    about = "Webhook ingest benchmark: throughput, latency at a fixed rate, raw broker ratio"
+)]
+struct Args {
+    /// Batch sizes (notifications per POST) of the throughput phases.
+    #[arg(long, value_delimiter = ',', default_value = "10,50,100")]
+    batches: Vec<usize>,
+    /// Concurrent connections of the closed-loop throughput phases.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Seconds per throughput phase (webhook and raw each).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Requests per second of the latency phase.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Notifications per request of the latency phase.
+    #[arg(long, default_value_t = 10)]
+    latency_batch: usize,
+    /// Seconds of the latency phase.
+    #[arg(long, default_value_t = 10)]
+    latency_seconds: u64,
+    /// Confirm channels of the raw publisher (default: the webhook's `bus.publish_channels`).
+    #[arg(long)]
+    raw_channels: Option<usize>,
+    /// Extra `CARDSYNC__…=value` settings for the webhook, e.g. `CARDSYNC__BUS__PUBLISH_CHANNELS=32`.
+    #[arg(long = "set", value_parser = parse_setting)]
+    settings: Vec<(String, String)>,
+}
+
+fn parse_setting(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if key.starts_with("CARDSYNC__") => Ok((key.into(), value.into())),
+        _ => Err("expected CARDSYNC__SECTION__KEY=value".into()),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    ensure!(
+        !args.batches.is_empty() && args.batches.iter().all(|b| *b > 0),
+        "--batches needs sizes > 0"
+    );
+    ensure!(args.concurrency > 0 && args.rate > 0.0 && args.latency_batch > 0);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let load_before = load_average();
+    if load_before.first().is_some_and(|one| *one > 1.5) {
+        println!(
+            "warning: load average {load_before:?} before the run; other work will skew the figures"
+        );
+    }
+
+    // Settings the child will run with; loading them here validates them and tells us its
+    // publisher pool size and retry tiers (for an exact teardown).
+    let prefix = format!("bench.{}.", &Uuid::new_v4().simple().to_string()[..8]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut env = vec![
+        (
+            "CARDSYNC__HTTP__LISTEN".to_owned(),
+            format!("127.0.0.1:{port}"),
+        ),
+        ("CARDSYNC__TOPOLOGY__PREFIX".to_owned(), prefix.clone()),
+        (
+            "CARDSYNC__POSTGRES__URL".to_owned(),
+            DATABASE_URL.to_owned(),
+        ),
+        ("CARDSYNC__BUS__URL".to_owned(), AMQP_URL.to_owned()),
+    ];
+    env.extend(args.settings.iter().cloned());
+    let settings = Settings::load(&Sources {
+        file: None,
+        env: Some(env.clone()),
+    })
+    .context("the webhook settings of the benchmark are invalid")?;
+    let topology = Topology::cardsync(&prefix).with_retry_delays(&settings.bus.retry_delays);
+    let raw_channels = args.raw_channels.unwrap_or(settings.bus.publish_channels);
+
+    let pool = test_database().await?;
+    let tenant = Uuid::new_v4();
+    let client_state = format!("bench-{}", Uuid::new_v4().simple());
+    let subscription = Subscription {
+        id: Uuid::new_v4(),
+        tenant_id: tenant,
+        resource: "/users".into(),
+        client_state: ClientStateHash::of(&client_state),
+        expires_at: time::OffsetDateTime::now_utc() + time::Duration::days(2),
+    };
+    subscriptions::register(&pool, &subscription)
+        .await
+        .context("registering the benchmark subscription")?;
+
+    let binary = webhook_binary()?;
+    let log = std::env::temp_dir().join(format!("ingest_bench-{prefix}log"));
+    let mut webhook = Webhook::spawn(&binary, &env, &log)?;
+    let admin = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .context("RabbitMQ must run on 127.0.0.1:5672: run `make services`")?;
+    let admin_channel = admin.create_channel().await?;
+
+    let bench = Bench {
+        args: &args,
+        base: format!("http://127.0.0.1:{port}"),
+        subscription: subscription.id,
+        tenant,
+        client_state,
+        webhook_pid: webhook.pid(),
+        queue: topology.name(names::DELTA_WORKER_CHANGES),
+        exchange: topology.name(names::GRAPH),
+        raw_channels,
+        admin: &admin_channel,
+    };
+    let outcome = bench.run(load_before, &mut webhook).await;
+
+    // Teardown whatever happened: stop the webhook, then remove what the run created.
+    let webhook_exit = webhook.stop();
+    let deleted = cardsync_bus::delete(&admin_channel, &topology).await;
+    let removed = subscriptions::remove(&pool, subscription.id).await;
+    let _ = admin.close(200, "bench done".into()).await;
+    match outcome {
+        Ok(()) => {
+            deleted.context("deleting the benchmark topology")?;
+            removed.context("removing the benchmark subscription")?;
+            let _ = std::fs::remove_file(&log);
+            Ok(())
+        }
+        Err(error) => {
+            println!("webhook exit: {webhook_exit:?}; its log: {}", log.display());
+            Err(error)
+        }
+    }
+}
+
+/// The test database, created and migrated if needed.
+async fn test_database() -> anyhow::Result<sqlx::PgPool> {
+    let admin = sqlx::PgPool::connect(ADMIN_DATABASE_URL)
+        .await
+        .context("PostgreSQL must run on 127.0.0.1:5432: run `make services`")?;
+    let exists: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = 'cardsync_test'")
+            .fetch_optional(&admin)
+            .await?;
+    if exists.is_none() {
+        // Another process may create it at the same moment; connecting below is the real check.
+        let _ = sqlx::query("CREATE DATABASE cardsync_test")
+            .execute(&admin)
+            .await;
+    }
+    admin.close().await;
+    let pool = sqlx::PgPool::connect(DATABASE_URL)
+        .await
+        .context("connecting to cardsync_test")?;
+    cardsync_store::migrate(&pool)
+        .await
+        .context("migrating cardsync_test")?;
+    Ok(pool)
+}
+
+/// The `webhook` binary next to this example, (re)built with the same profile and target dir so
+/// the numbers are never those of a stale or debug server.
+fn webhook_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("locating the build directory")?;
+    let target_dir = profile_dir
+        .parent()
+        .context("locating the target directory")?;
+    let profile = profile_dir
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or("debug");
+    if profile != "release" {
+        println!("warning: profile {profile:?}; only release figures belong in BENCHMARKS.md");
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .args(["build", "--quiet", "--locked", "--bin", "webhook"])
+        .arg("--manifest-path")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir);
+    match profile {
+        "debug" => {}
+        "release" => {
+            build.arg("--release");
+        }
+        other => {
+            build.args(["--profile", other]);
+        }
+    }
+    let status = build.status().context("running cargo build")?;
+    ensure!(status.success(), "building the webhook binary failed");
+    Ok(profile_dir.join("webhook"))
+}
+
+/// The webhook child process; stopped with SIGTERM (then killed) however the run ends.
+struct Webhook(Option<Child>);
+
+impl Webhook {
+    fn spawn(binary: &Path, env: &[(String, String)], log: &Path) -> anyhow::Result<Self> {
+        let out = std::fs::File::create(log)?;
+        let mut command = Command::new(binary);
+        command.arg("serve");
+        // Only our settings: a CARDSYNC__ variable in the caller's shell would make the child
+        // differ from the settings loaded above.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("CARDSYNC") {
+                command.env_remove(key);
+            }
+        }
+        let child = command
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        Ok(Self(Some(child)))
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.as_ref().map_or(0, Child::id)
+    }
+
+    fn has_exited(&mut self) -> bool {
+        self.0
+            .as_mut()
+            .is_none_or(|child| !matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// SIGTERM, up to 10 s for the graceful drain, then SIGKILL.
+    fn stop(mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.0.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        for _ in 0..100 {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Everything the phases share.
+struct Bench<'a> {
+    args: &'a Args,
+    base: String,
+    subscription: Uuid,
+    tenant: Uuid,
+    client_state: String,
+    webhook_pid: u32,
+    queue: String,
+    exchange: String,
+    raw_channels: usize,
+    admin: &'a cardsync_bus::lapin::Channel,
+}
+
+impl Bench<'_> {
+    async fn run(&self, load_before: Vec<f64>, webhook: &mut Webhook) -> anyhow::Result<()> {
+        let args = self.args;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
+            .http1_only()
+            .build()?;
+        self.wait_ready(&client, webhook).await?;
+        let cpu = CpuProbe::new(self.webhook_pid);
+        println!(
+            "webhook ready (pid {}), RabbitMQ pid(s) {:?}, {} CPUs, load {:?}",
+            self.webhook_pid, cpu.broker, cpu.cpus, load_before
+        );
+
+        // Warm-up: connections, publisher channels, registry cache. Then take one message the
+        // webhook published, as the raw publisher's template.
+        let warm = self.target(&client, 50);
+        closed_loop(&warm, args.concurrency, Duration::from_secs(2)).await;
+        let template = self
+            .admin
+            .basic_get(self.queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await?
+            .context("the warm-up published nothing: is the subscription registered?")?
+            .delivery;
+        self.purge().await?;
+        let raw_connection = Connection::connect(AMQP_URL, ConnectionProperties::default()).await?;
+        let raw = RawTemplate {
+            exchange: self.exchange.clone(),
+            routing_key: template.routing_key.to_string(),
+            payload: template.data.clone(),
+            properties: template.properties.clone(),
+        };
+
+        let seconds = Duration::from_secs(args.seconds);
+        let mut rows = Vec::new();
+        for &batch in &args.batches {
+            let target = self.target(&client, batch);
+            let probe = cpu.snapshot();
+            let http = closed_loop(&target, args.concurrency, seconds).await;
+            let http_cpu = cpu.since(&probe);
+            self.purge().await?;
+            let probe = cpu.snapshot();
+            let broker =
+                raw_publish(&raw_connection, &raw, batch, self.raw_channels, seconds).await?;
+            let raw_cpu = cpu.since(&probe);
+            self.purge().await?;
+            let row = ThroughputRow {
+                batch,
+                http,
+                http_cpu,
+                raw: broker,
+                raw_cpu,
+            };
+            println!("{}", row.progress());
+            rows.push(row);
+        }
+
+        let target = self.target(&client, args.latency_batch);
+        let probe = cpu.snapshot();
+        let latency = open_loop(
+            &target,
+            args.rate,
+            Duration::from_secs(args.latency_seconds),
+        )
+        .await;
+        let latency_cpu = cpu.since(&probe);
+        self.purge().await?;
+        let _ = raw_connection.close(200, "bench done".into()).await;
+
+        let report = Report {
+            args,
+            raw_channels: self.raw_channels,
+            load_before,
+            load_after: load_average(),
+            rows,
+            latency,
+            latency_cpu,
+        };
+        report.print();
+        Ok(())
+    }
+
+    fn target(&self, client: &reqwest::Client, batch: usize) -> Target {
+        let bodies = (0..BODIES_PER_BATCH)
+            .map(|_| {
+                let value: Vec<Value> = (0..batch)
+                    .map(|_| {
+                        user_change(
+                            self.subscription,
+                            self.tenant,
+                            &self.client_state,
+                            &Uuid::new_v4().to_string(),
+                        )
+                    })
+                    .collect();
+                Bytes::from(json!({ "value": value }).to_string())
+            })
+            .collect();
+        Target {
+            client: client.clone(),
+            url: format!("{}{NOTIFICATIONS_PATH}", self.base),
+            bodies: Arc::new(bodies),
+            batch,
+        }
+    }
+
+    async fn wait_ready(
+        &self,
+        client: &reqwest::Client,
+        webhook: &mut Webhook,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(response) = client
+                .get(format!("{}/health/ready", self.base))
+                .send()
+                .await
+                && response.status() == 200
+            {
+                return Ok(());
+            }
+            ensure!(!webhook.has_exited(), "the webhook exited during start-up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("the webhook did not become ready within 30 s: run `make services`")
+    }
+
+    async fn purge(&self) -> anyhow::Result<()> {
+        self.admin
+            .queue_purge(self.queue.as_str().into(), QueuePurgeOptions::default())
+            .await
+            .context("purging the benchmark queue")?;
+        Ok(())
+    }
+}
+
+/// A Graph-shaped user change notification (the shape of `tests/api/helpers.rs`).
+fn user_change(subscription: Uuid, tenant: Uuid, client_state: &str, user: &str) -> Value {
+    json!({
+        "subscriptionId": subscription,
+        "subscriptionExpirationDateTime": "2026-11-24T18:23:45.9356913Z",
+        "changeType": "updated",
+        "resource": format!("Users/{user}"),
+        "resourceData": {
+            "@odata.type": "#Microsoft.Graph.User",
+            "@odata.id": format!("Users/{user}"),
+            "id": user,
+            "organizationId": tenant,
+            "sequenceNumber": 1
+        },
+        "clientState": client_state,
+        "tenantId": tenant
+    })
+}
+
+/// Where and what the load generator posts.
+#[derive(Clone)]
+struct Target {
+    client: reqwest::Client,
+    url: String,
+    bodies: Arc<Vec<Bytes>>,
+    batch: usize,
+}
+
+impl Target {
+    async fn post(&self, sequence: usize) -> Result<u16, reqwest::Error> {
+        let body = self.bodies[sequence % self.bodies.len()].clone();
+        let response = self
+            .client
+            .post(&self.url)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/json; charset=utf-8",
+            )
+            .body(body)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        // Read the (empty) body to the end so the connection goes back to the pool.
+        response.bytes().await?;
+        Ok(status)
+    }
+}
+
+/// Outcomes of one HTTP phase.
+#[derive(Debug, Default)]
+struct HttpPhase {
+    /// Response times in microseconds.
+    latencies_us: Vec<u32>,
+    statuses: BTreeMap<u16, u64>,
+    errors: u64,
+    accepted: u64,
+    elapsed: Duration,
+}
+
+impl HttpPhase {
+    fn record(&mut self, outcome: Result<u16, reqwest::Error>, took: Duration, batch: usize) {
+        self.latencies_us
+            .push(u32::try_from(took.as_micros()).unwrap_or(u32::MAX));
+        match outcome {
+            Ok(status) => {
+                *self.statuses.entry(status).or_default() += 1;
+                if status == 202 {
+                    self.accepted += batch as u64;
+                }
+            }
+            Err(_) => self.errors += 1,
+        }
+    }
+
+    fn merge(&mut self, other: HttpPhase) {
+        self.latencies_us.extend(other.latencies_us);
+        for (status, count) in other.statuses {
+            *self.statuses.entry(status).or_default() += count;
+        }
+        self.errors += other.errors;
+        self.accepted += other.accepted;
+    }
+
+    fn requests(&self) -> u64 {
+        self.latencies_us.len() as u64
+    }
+
+    fn per_second(&self, count: u64) -> f64 {
+        count as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn non_202(&self) -> BTreeMap<String, u64> {
+        let mut other: BTreeMap<String, u64> = self
+            .statuses
+            .iter()
+            .filter(|(status, _)| **status != 202)
+            .map(|(status, count)| (status.to_string(), *count))
+            .collect();
+        if self.errors > 0 {
+            other.insert("transport_error".into(), self.errors);
+        }
+        other
+    }
+
+    fn percentiles(&mut self) -> Percentiles {
+        Percentiles::of(&mut self.latencies_us)
+    }
+}
+
+/// p50/p99/max in milliseconds.
+#[derive(Debug, Clone, Copy, Default)]
+struct Percentiles {
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Percentiles {
+    fn of(samples_us: &mut [u32]) -> Self {
+        if samples_us.is_empty() {
+            return Self::default();
+        }
+        samples_us.sort_unstable();
+        // Nearest rank: the smallest sample with at least q of all samples at or below it.
+        let rank = |q: f64| {
+            let index = (q * samples_us.len() as f64).ceil() as usize;
+            f64::from(samples_us[index.clamp(1, samples_us.len()) - 1]) / 1000.0
+        };
+        Self {
+            p50: rank(0.50),
+            p99: rank(0.99),
+            max: rank(1.0),
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({ "p50_ms": round2(self.p50), "p99_ms": round2(self.p99), "max_ms": round2(self.max) })
+    }
+}
+
+/// `concurrency` connections, each posting as soon as its previous answer arrived, until
+/// `duration` has passed; the elapsed time includes the last answers.
+async fn closed_loop(target: &Target, concurrency: usize, duration: Duration) -> HttpPhase {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut workers = JoinSet::new();
+    for worker in 0..concurrency {
+        let target = target.clone();
+        workers.spawn(async move {
+            let mut phase = HttpPhase::default();
+            let mut sequence = worker;
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                let outcome = target.post(sequence).await;
+                phase.record(outcome, sent.elapsed(), target.batch);
+                sequence += concurrency;
+            }
+            phase
+        });
+    }
+    let mut total = HttpPhase::default();
+    while let Some(done) = workers.join_next().await {
+        if let Ok(phase) = done {
+            total.merge(phase);
+        }
+    }
+    total.elapsed = started.elapsed();
+    total
+}
+
+/// Requests sent on a fixed schedule whatever the answers do; each time runs from when the
+/// request was due (no coordinated omission).
+async fn open_loop(target: &Target, rate: f64, duration: Duration) -> HttpPhase {
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let count = (rate * duration.as_secs_f64()).round() as usize;
+    let shared = Arc::new(Mutex::new(HttpPhase::default()));
+    let in_flight = Arc::new(Semaphore::new(OPEN_LOOP_MAX_IN_FLIGHT));
+    let started = Instant::now();
+    for sequence in 0..count {
+        // Absolute due times: a late wake-up sends the overdue requests at once, keeping the rate.
+        let due = started + period.mul_f64(sequence as f64);
+        tokio::time::sleep_until(due).await;
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        let (target, shared) = (target.clone(), shared.clone());
+        tokio::spawn(async move {
+            let outcome = target.post(sequence).await;
+            let took = due.elapsed();
+            shared
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .record(outcome, took, target.batch);
+            drop(permit);
+        });
+    }
+    // Every request has finished once all permits are back.
+    let all = u32::try_from(OPEN_LOOP_MAX_IN_FLIGHT).unwrap_or(u32::MAX);
+    let _ = in_flight.acquire_many(all).await;
+    let elapsed = started.elapsed();
+    let mut phase = std::mem::take(
+        &mut *shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    phase.elapsed = elapsed;
+    phase
+}
+
+/// What the raw publisher sends: a message exactly as the webhook published it.
+struct RawTemplate {
+    exchange: String,
+    routing_key: String,
+    payload: Vec<u8>,
+    properties: BasicProperties,
+}
+
+/// Outcomes of one raw publishing phase.
+#[derive(Debug, Default)]
+struct RawPhase {
+    confirmed: u64,
+    failed: u64,
+    /// Publish-to-last-confirm time of each window, in microseconds.
+    windows_us: Vec<u32>,
+    elapsed: Duration,
+}
+
+impl RawPhase {
+    fn per_second(&self) -> f64 {
+        self.confirmed as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// The minimal lapin publisher: one connection, `channels` confirm channels, each publishing a
+/// window of `batch` messages (`mandatory`, pipelined) and then awaiting all of its confirms,
+/// until `duration` has passed.
+async fn raw_publish(
+    connection: &Connection,
+    template: &RawTemplate,
+    batch: usize,
+    channels: usize,
+    duration: Duration,
+) -> anyhow::Result<RawPhase> {
+    let mut opened = Vec::with_capacity(channels);
+    for _ in 0..channels {
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        opened.push(channel);
+    }
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut workers = JoinSet::new();
+    for channel in opened {
+        let exchange = template.exchange.clone();
+        let routing_key = template.routing_key.clone();
+        let payload = template.payload.clone();
+        let properties = template.properties.clone();
+        workers.spawn(async move {
+            let mut phase = RawPhase::default();
+            let options = BasicPublishOptions {
+                mandatory: true,
+                immediate: false,
+            };
+            while Instant::now() < deadline {
+                let window = Instant::now();
+                let sends = (0..batch).map(|_| {
+                    channel.basic_publish(
+                        exchange.as_str().into(),
+                        routing_key.as_str().into(),
+                        options,
+                        &payload,
+                        properties.clone(),
+                    )
+                });
+                let confirms = futures_util::future::try_join_all(sends).await?;
+                for confirmation in futures_util::future::join_all(confirms).await {
+                    match confirmation? {
+                        Confirmation::Ack(None) => phase.confirmed += 1,
+                        _ => phase.failed += 1,
+                    }
+                }
+                phase
+                    .windows_us
+                    .push(u32::try_from(window.elapsed().as_micros()).unwrap_or(u32::MAX));
+            }
+            let _ = channel.close(200, "bench done".into()).await;
+            Ok::<_, cardsync_bus::lapin::Error>(phase)
+        });
+    }
+    let mut total = RawPhase::default();
+    while let Some(done) = workers.join_next().await {
+        let phase = done??;
+        total.confirmed += phase.confirmed;
+        total.failed += phase.failed;
+        total.windows_us.extend(phase.windows_us);
+    }
+    total.elapsed = started.elapsed();
+    Ok(total)
+}
+
+/// CPU time per process from `/proc`, as cores used over a phase.
+struct CpuProbe {
+    webhook: u32,
+    broker: Vec<u32>,
+    cpus: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuTimes {
+    total: u64,
+    idle: u64,
+    webhook: u64,
+    broker: u64,
+    bench: u64,
+}
+
+/// Cores used during a phase (each between 0 and the number of CPUs).
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuSplit {
+    webhook: f64,
+    broker: f64,
+    bench: f64,
+    other: f64,
+    idle: f64,
+}
+
+impl CpuProbe {
+    fn new(webhook: u32) -> Self {
+        let broker = process_ids("beam.smp");
+        let cpus = std::fs::read_to_string("/proc/stat")
+            .map(|stat| {
+                stat.lines()
+                    .filter(|line| {
+                        line.strip_prefix("cpu")
+                            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+            .max(1);
+        Self {
+            webhook,
+            broker,
+            cpus,
+        }
+    }
+
+    fn snapshot(&self) -> CpuTimes {
+        let (total, idle) = system_jiffies();
+        CpuTimes {
+            total,
+            idle,
+            webhook: process_jiffies(&self.webhook.to_string()),
+            broker: self
+                .broker
+                .iter()
+                .map(|pid| process_jiffies(&pid.to_string()))
+                .sum(),
+            bench: process_jiffies("self"),
+        }
+    }
+
+    /// Shares of all CPU time since `before`, scaled to cores; no clock-tick rate needed.
+    fn since(&self, before: &CpuTimes) -> CpuSplit {
+        let now = self.snapshot();
+        let total = now.total.saturating_sub(before.total);
+        if total == 0 {
+            return CpuSplit::default();
+        }
+        let cores = |ticks: u64| ticks as f64 / total as f64 * self.cpus as f64;
+        let webhook = cores(now.webhook.saturating_sub(before.webhook));
+        let broker = cores(now.broker.saturating_sub(before.broker));
+        let bench = cores(now.bench.saturating_sub(before.bench));
+        let idle = cores(now.idle.saturating_sub(before.idle));
+        CpuSplit {
+            webhook,
+            broker,
+            bench,
+            other: (self.cpus as f64 - idle - webhook - broker - bench).max(0.0),
+            idle,
+        }
+    }
+}
+
+impl CpuSplit {
+    fn json(&self) -> Value {
+        json!({
+            "webhook": round2(self.webhook),
+            "rabbitmq": round2(self.broker),
+            "load_generator": round2(self.bench),
+            "other": round2(self.other),
+            "idle": round2(self.idle),
+        })
+    }
+
+    fn short(&self) -> String {
+        format!(
+            "{:.2}/{:.2}/{:.2}/{:.2}/{:.2}",
+            self.webhook, self.broker, self.bench, self.other, self.idle
+        )
+    }
+}
+
+/// All jiffies and idle (+ iowait) jiffies of the machine.
+fn system_jiffies() -> (u64, u64) {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return (0, 0);
+    };
+    let Some(line) = stat.lines().next() else {
+        return (0, 0);
+    };
+    // cpu user nice system idle iowait irq softirq steal (guest time is already in user).
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total = fields.iter().sum();
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (total, idle)
+}
+
+/// User + system jiffies of every thread of `/proc/<pid>` (0 if it is gone).
+fn process_jiffies(pid: &str) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // The command name may contain spaces; the fields after its closing parenthesis do not.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After ")": state is field 3 of stat(5), so utime (14) and stime (15) are at 11 and 12.
+    let field = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+fn process_ids(command: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == command)
+        })
+        .collect()
+}
+
+fn load_average() -> Vec<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .filter_map(|f| f.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name")?.split_once(':'))
+        .map_or("unknown CPU", |(_, model)| model.trim())
+        .to_owned();
+    let memory_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("MemTotal:"))
+                .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    format!("{cpus} CPUs ({model}), {memory_gib:.0} GiB")
+}
+
+fn round2(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
+fn verdict(pass: bool) -> &'static str {
+    if pass { "met" } else { "MISSED" }
+}
+
+/// One batch size: the webhook, then the raw publisher.
+struct ThroughputRow {
+    batch: usize,
+    http: HttpPhase,
+    http_cpu: CpuSplit,
+    raw: RawPhase,
+    raw_cpu: CpuSplit,
+}
+
+impl ThroughputRow {
+    fn webhook_rate(&self) -> f64 {
+        self.http.per_second(self.http.accepted)
+    }
+
+    fn ratio(&self) -> f64 {
+        let raw = self.raw.per_second();
+        if raw > 0.0 {
+            self.webhook_rate() / raw
+        } else {
+            0.0
+        }
+    }
+
+    fn progress(&self) -> String {
+        format!(
+            "batch {:>3}: webhook {:>7.0} notifications/s, raw {:>7.0}/s",
+            self.batch,
+            self.webhook_rate(),
+            self.raw.per_second()
+        )
+    }
+}
+
+struct Report<'a> {
+    args: &'a Args,
+    raw_channels: usize,
+    load_before: Vec<f64>,
+    load_after: Vec<f64>,
+    rows: Vec<ThroughputRow>,
+    latency: HttpPhase,
+    latency_cpu: CpuSplit,
+}
+
+impl Report<'_> {
+    fn print(mut self) {
+        let args = self.args;
+        let date = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let machine = machine();
+        println!();
+        println!("webhook ingest benchmark, {date}, {machine}");
+        println!(
+            "load average before {:?}, after {:?}; cpu columns are cores used: webhook/rabbitmq/load generator/other/idle",
+            self.load_before, self.load_after
+        );
+        println!();
+        println!(
+            "throughput: closed loop, {} connections, {} s per batch size; raw: {} confirm channels, windows of the batch size",
+            args.concurrency, args.seconds, self.raw_channels
+        );
+        println!(
+            "{:>5} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>24} {:>9} {:>8} {:>6} {:>24}",
+            "batch",
+            "req/s",
+            "notif/s",
+            "non-202",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "cpu (webhook phase)",
+            "raw /s",
+            "raw p99",
+            "ratio",
+            "cpu (raw phase)"
+        );
+        let mut rows_json = Vec::new();
+        for row in &mut self.rows {
+            let rate = row.webhook_rate();
+            let ratio = row.ratio();
+            let http = row.http.percentiles();
+            let raw_windows = Percentiles::of(&mut row.raw.windows_us);
+            let non_202 = row.http.non_202();
+            let non_202_count: u64 = non_202.values().sum();
+            println!(
+                "{:>5} {:>8.0} {:>9.0} {:>8} {:>8.1} {:>8.1} {:>8.1} {:>24} {:>9.0} {:>8.1} {:>6.2} {:>24}",
+                row.batch,
+                row.http.per_second(row.http.requests()),
+                rate,
+                non_202_count,
+                http.p50,
+                http.p99,
+                http.max,
+                row.http_cpu.short(),
+                row.raw.per_second(),
+                raw_windows.p99,
+                ratio,
+                row.raw_cpu.short(),
+            );
+            rows_json.push(json!({
+                "batch": row.batch,
+                "concurrency": args.concurrency,
+                "seconds": round2(row.http.elapsed.as_secs_f64()),
+                "requests": row.http.requests(),
+                "requests_per_s": round2(row.http.per_second(row.http.requests())),
+                "accepted_notifications": row.http.accepted,
+                "notifications_per_s": round2(rate),
+                "non_202": non_202,
+                "response": http.json(),
+                "cpu_cores": row.http_cpu.json(),
+                "raw": {
+                    "channels": self.raw_channels,
+                    "confirmed": row.raw.confirmed,
+                    "failed": row.raw.failed,
+                    "per_s": round2(row.raw.per_second()),
+                    "window": raw_windows.json(),
+                    "cpu_cores": row.raw_cpu.json(),
+                },
+                "ratio": round2(ratio),
+            }));
+        }
+
+        let latency = self.latency.percentiles();
+        let non_202 = self.latency.non_202();
+        let achieved = self.latency.per_second(self.latency.requests());
+        println!();
+        println!(
+            "latency: open loop, {:.0} requests/s of {} notifications for {} s",
+            args.rate, args.latency_batch, args.latency_seconds
+        );
+        println!(
+            "{:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>24}",
+            "req/s", "notif/s", "non-202", "p50 ms", "p99 ms", "max ms", "cpu"
+        );
+        println!(
+            "{:>9.0} {:>9.0} {:>8} {:>8.1} {:>8.1} {:>8.1} {:>24}",
+            achieved,
+            self.latency.per_second(self.latency.accepted),
+            non_202.values().sum::<u64>(),
+            latency.p50,
+            latency.p99,
+            latency.max,
+            self.latency_cpu.short()
+        );
+
+        let slowest = self
+            .rows
+            .iter()
+            .map(ThroughputRow::webhook_rate)
+            .fold(f64::INFINITY, f64::min);
+        let lowest_ratio = self
+            .rows
+            .iter()
+            .map(ThroughputRow::ratio)
+            .fold(f64::INFINITY, f64::min);
+        let latency_ok = latency.p99 < TARGET_P99_MS && non_202.is_empty();
+        println!();
+        println!(
+            "target >= {TARGET_NOTIFICATIONS_PER_S:.0} notifications/s (every batch size): {:.0} at worst, {}",
+            slowest,
+            verdict(slowest >= TARGET_NOTIFICATIONS_PER_S)
+        );
+        println!(
+            "target p99 < {TARGET_P99_MS:.0} ms at {:.0} requests/s: {:.1} ms, {}",
+            args.rate,
+            latency.p99,
+            verdict(latency_ok)
+        );
+        println!(
+            "target ratio >= {TARGET_RATIO} of the raw broker rate (every batch size): {:.2} at worst, {}",
+            lowest_ratio,
+            verdict(lowest_ratio >= TARGET_RATIO)
+        );
+
+        let summary = json!({
+            "bench": "webhook_ingest",
+            "date": date,
+            "machine": machine,
+            "load_before": self.load_before,
+            "load_after": self.load_after,
+            "webhook": "child process, release binary",
+            "throughput": rows_json,
+            "latency": {
+                "rate": args.rate,
+                "batch": args.latency_batch,
+                "seconds": round2(self.latency.elapsed.as_secs_f64()),
+                "requests": self.latency.requests(),
+                "achieved_requests_per_s": round2(achieved),
+                "accepted_notifications": self.latency.accepted,
+                "non_202": non_202,
+                "response": latency.json(),
+                "cpu_cores": self.latency_cpu.json(),
+            },
+            "targets": {
+                "notifications_per_s": { "target": TARGET_NOTIFICATIONS_PER_S, "worst": round2(slowest), "met": slowest >= TARGET_NOTIFICATIONS_PER_S },
+                "p99_ms_at_rate": { "target": TARGET_P99_MS, "value": round2(latency.p99), "met": latency_ok },
+                "ratio_to_raw": { "target": TARGET_RATIO, "worst": round2(lowest_ratio), "met": lowest_ratio >= TARGET_RATIO },
+            },
+        });
+        println!();
+        println!("{summary}");
+    }
+}
