@@ -1,0 +1,24 @@
+//! The Microsoft Graph calls cardsync needs, and nothing more: app-only tokens (client secret,
+//! certificate assertion, workload identity federation) cached per tenant, delta rounds, paging,
+//! photos, transitive group members and directory-role members.
+//!
+//! Every call has a timeout, spends from a per-tenant resource-unit budget (so one tenant cannot
+//! exhaust the app's throttling quota), honours `Retry-After` (integer, fractional or HTTP date)
+//! and otherwise backs off with jitter. Errors say what failed so callers can decide: a
+//! [`GraphError::DeltaTokenExpired`] or [`GraphError::ResyncRequired`] starts a full round, a
+//! [`GraphError::Throttled`] waits.
+
+mod budget;
+mod client;
+mod credential;
+mod delta;
+mod error;
+mod retry;
+mod settings;
+
+pub use client::{GraphClient, PhotoMeta, RequestCost};
+pub use credential::{AssertionAlgorithm, Credential, TenantConnection};
+pub use delta::{DeltaPage, PageLink, delta_start_url};
+pub use error::{GraphError, TokenError};
+pub use retry::parse_retry_after;
+pub use settings::GraphSettings;
