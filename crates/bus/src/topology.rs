@@ -26,8 +26,11 @@ pub mod names {
     /// Direct exchange every work queue dead-letters to, keyed by the work queue's full name.
     pub const DEAD_LETTER: &str = "dlx";
 
-    /// Graph changes and sync requests, consumed by the delta-worker.
+    /// Graph change notifications, consumed by the delta-worker.
     pub const DELTA_WORKER_CHANGES: &str = "delta-worker.changes";
+    /// Sync requests (Sync Now, per-user and per-group sync), consumed by the delta-worker.
+    /// Apart from changes because a consumer decodes one message type per queue.
+    pub const DELTA_WORKER_REQUESTS: &str = "delta-worker.requests";
     /// Lifecycle notifications, consumed by the subscription-manager.
     pub const SUBSCRIPTION_MANAGER_LIFECYCLE: &str = "subscription-manager.lifecycle";
     /// Real-time card commands, consumed by the card-writer.
@@ -139,10 +142,8 @@ impl Topology {
             .with_exchange(SYNC)
             .with_exchange(CARDS)
             .with_exchange(CARD_EVENTS)
-            .with_queue(
-                DELTA_WORKER_CHANGES,
-                &[(GRAPH, "change.*"), (SYNC, "request.*")],
-            )
+            .with_queue(DELTA_WORKER_CHANGES, &[(GRAPH, "change.*")])
+            .with_queue(DELTA_WORKER_REQUESTS, &[(SYNC, "request.*")])
             .with_queue(SUBSCRIPTION_MANAGER_LIFECYCLE, &[(GRAPH, "lifecycle.*")])
             .with_queue(CARD_WRITER_LIVE, &[(CARDS, "command.live.*")])
             .with_queue(CARD_WRITER_BULK, &[(CARDS, "command.bulk.*")])

@@ -2,7 +2,7 @@ use crate::support::*;
 use cardsync_bus::lapin::options::QueueDeclareOptions;
 use cardsync_bus::lapin::types::FieldTable;
 use cardsync_bus::{Outgoing, Publisher, Topology, names, routing};
-use cardsync_proto::{CardCommand, CardEvent, Cause, Envelope};
+use cardsync_proto::{CardCommand, CardEvent, Cause, Envelope, SyncRequest};
 use std::time::Duration;
 
 #[tokio::test]
@@ -57,6 +57,14 @@ async fn the_standard_routing_keys_reach_their_queues() {
                 &routing::change("t1"),
                 &change("t1"),
             ),
+            Outgoing::new(
+                &topology.name(names::SYNC),
+                &routing::sync_request("t1"),
+                &SyncRequest {
+                    envelope: Some(Envelope::new("t1", Cause::Manual)),
+                    ..Default::default()
+                },
+            ),
             Outgoing::new(&cards, &routing::live_command("t1"), &command),
             Outgoing::new(&cards, &routing::bulk_command("t1"), &command),
             Outgoing::new(
@@ -69,6 +77,7 @@ async fn the_standard_routing_keys_reach_their_queues() {
         .unwrap();
     for queue in [
         names::DELTA_WORKER_CHANGES,
+        names::DELTA_WORKER_REQUESTS,
         names::CARD_WRITER_LIVE,
         names::CARD_WRITER_BULK,
         names::CARD_EVENTS_AUDIT,
