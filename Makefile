@@ -31,6 +31,8 @@ test: services ## every test, against real RabbitMQ, Redis and PostgreSQL
 ci: fmt-check lint test ## what .ci/run runs
 
 bench: services ## benchmarks; figures go to BENCHMARKS.md
+	$(CARGO) build --release --locked -p graph-sim --bin graph-sim
+	target/release/graph-sim bench --users 100000 --page-size 999
 	$(CARGO) run --release --locked -p webhook --example ingest_bench
 
 demo: services ## the main job: webhook + handshake + notifications onto the queue

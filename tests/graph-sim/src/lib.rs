@@ -1,1 +1,220 @@
-//! placeholder
+//! graph-sim: a Microsoft Graph and Microsoft identity platform simulator for cardsync's tests, demo and
+//! benchmarks.
+//!
+//! [`spawn`] starts two HTTP servers on loopback: the Graph surface (token endpoint, `/v1.0` directory reads,
+//! delta, subscriptions) and a separate control API used to set up tenants, seed and mutate directories, inject
+//! faults and read back counters and the delivery log. Behaviour follows `graph-facts.md`; see the README for
+//! the endpoint list and fidelity notes.
+
+pub mod bench;
+pub mod clock;
+pub mod control;
+pub mod delivery;
+pub mod delta;
+pub mod directory;
+pub mod graph;
+pub mod identity;
+pub mod seed;
+pub mod state;
+pub mod subscriptions;
+pub mod throttle;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{App, HttpResponse, HttpServer, web};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::SimClock;
+use crate::delivery::Notifier;
+use crate::identity::SigningKey;
+use crate::state::{Settings, Sim};
+
+/// Start-up settings of a simulator.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Where the Graph and identity endpoints listen (port 0 = any free port).
+    pub graph_listen: SocketAddr,
+    /// Where the control API listens.
+    pub control_listen: SocketAddr,
+    /// Compresses simulated waits (retry back-off, slow/drop windows): 3600 turns an hour into a second.
+    pub time_scale: f64,
+    /// Access token lifetime (`expires_in`), seconds.
+    pub token_lifetime_secs: i64,
+    /// HTTP worker threads per server.
+    pub workers: usize,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            graph_listen: loopback,
+            control_listen: loopback,
+            time_scale: 1.0,
+            token_lifetime_secs: 3599,
+            workers: 2,
+        }
+    }
+}
+
+/// Why the simulator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// Binding a listener failed.
+    #[error("binding {addr} failed")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The token-signing key could not be generated.
+    #[error("generating the token-signing key failed")]
+    Key(#[from] identity::KeyError),
+    /// The outbound HTTP client could not be built.
+    #[error("building the HTTP client failed")]
+    Client(#[from] reqwest::Error),
+    /// The server could not start.
+    #[error("starting the HTTP server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+/// A running simulator; dropping it stops the servers and background work.
+#[derive(Debug)]
+pub struct RunningSim {
+    graph_url: String,
+    control_url: String,
+    sim: web::Data<Sim>,
+    handles: Vec<ServerHandle>,
+    cancel: CancellationToken,
+}
+
+impl RunningSim {
+    /// Base URL of the Graph and identity endpoints (`http://127.0.0.1:PORT`).
+    pub fn graph_url(&self) -> &str {
+        &self.graph_url
+    }
+
+    /// Base URL of the control API.
+    pub fn control_url(&self) -> &str {
+        &self.control_url
+    }
+
+    /// The token endpoint of a tenant.
+    pub fn token_url(&self, tenant: &str) -> String {
+        format!("{}/{tenant}/oauth2/v2.0/token", self.graph_url)
+    }
+
+    /// Direct access to the simulator state (for in-process callers such as the benchmark).
+    pub fn state(&self) -> &Sim {
+        &self.sim
+    }
+
+    /// Stops both servers gracefully and ends background work.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        for h in self.handles.drain(..) {
+            h.stop(true).await;
+        }
+    }
+}
+
+impl Drop for RunningSim {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            for h in self.handles.drain(..) {
+                rt.spawn(async move { h.stop(false).await });
+            }
+        }
+    }
+}
+
+fn bind(addr: SocketAddr) -> Result<(TcpListener, String), SpawnError> {
+    let listener = TcpListener::bind(addr).map_err(|source| SpawnError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| SpawnError::Bind { addr, source })?;
+    Ok((listener, format!("http://{local}")))
+}
+
+async fn graph_not_found() -> HttpResponse {
+    HttpResponse::BadRequest().json(json!({"error": {"code": "BadRequest", "message": "Resource not found for the segment.", "innerError": {"request-id": uuid::Uuid::new_v4().to_string()}}}))
+}
+
+/// Starts the simulator on the current Tokio runtime.
+pub async fn spawn(config: SimConfig) -> Result<RunningSim, SpawnError> {
+    // ring is the workspace's single rustls provider; an earlier install by the host process is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let clock = Arc::new(SimClock::new(config.time_scale));
+    let keys = SigningKey::generate()?;
+    let http = reqwest::Client::builder().build()?;
+    let cancel = CancellationToken::new();
+    let notifier = Notifier::new(
+        http.clone(),
+        clock.clone(),
+        tokio::runtime::Handle::current(),
+        cancel.clone(),
+    );
+    let settings = Settings {
+        token_lifetime_secs: config.token_lifetime_secs,
+    };
+    let sim = web::Data::new(Sim::new(clock, keys, settings, http, notifier));
+
+    let (graph_listener, graph_url) = bind(config.graph_listen)?;
+    let (control_listener, control_url) = bind(config.control_listen)?;
+    let data = sim.clone();
+    let graph = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(4 * 1024 * 1024))
+            .configure(graph::configure)
+            .default_service(web::to(graph_not_found))
+    })
+    .workers(config.workers.max(1))
+    .disable_signals()
+    .listen(graph_listener)
+    .map_err(SpawnError::Serve)?
+    .run();
+    let data = sim.clone();
+    let control = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(16 * 1024 * 1024))
+            .app_data(web::JsonConfig::default().limit(16 * 1024 * 1024))
+            .configure(control::configure)
+    })
+    .workers(config.workers.max(1))
+    .disable_signals()
+    .listen(control_listener)
+    .map_err(SpawnError::Serve)?
+    .run();
+    let handles = vec![graph.handle(), control.handle()];
+    tokio::spawn(graph);
+    tokio::spawn(control);
+    spawn_housekeeping(sim.clone(), cancel.clone());
+    Ok(RunningSim {
+        graph_url,
+        control_url,
+        sim,
+        handles,
+        cancel,
+    })
+}
+
+fn spawn_housekeeping(sim: web::Data<Sim>, cancel: CancellationToken) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = every.tick() => sim.tick(),
+            }
+        }
+    });
+}

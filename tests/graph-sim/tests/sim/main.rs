@@ -1,0 +1,10 @@
+//! graph-sim integration tests: one binary, one module per behaviour area.
+
+mod control;
+mod delta;
+mod directory;
+mod identity;
+mod notifications;
+mod subscriptions;
+mod support;
+mod throttling;
