@@ -25,7 +25,11 @@ impl TenantBudgets {
     /// `units` resource units per `window`, as a bucket that starts full.
     pub fn new(units: u32, window: Duration) -> Self {
         let capacity = f64::from(units.max(1));
-        Self { capacity, per_second: capacity / window.as_secs_f64().max(0.001), buckets: Mutex::new(HashMap::new()) }
+        Self {
+            capacity,
+            per_second: capacity / window.as_secs_f64().max(0.001),
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Waits until `tenant` can spend `cost` units, then spends them.
@@ -33,10 +37,15 @@ impl TenantBudgets {
         let cost = f64::from(cost).min(self.capacity);
         loop {
             let wait = {
-                let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut buckets = self
+                    .buckets
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let now = Instant::now();
-                let bucket =
-                    buckets.entry(tenant.to_owned()).or_insert(Bucket { units: self.capacity, refilled_at: now });
+                let bucket = buckets.entry(tenant.to_owned()).or_insert(Bucket {
+                    units: self.capacity,
+                    refilled_at: now,
+                });
                 let refill = now.duration_since(bucket.refilled_at).as_secs_f64() * self.per_second;
                 bucket.units = (bucket.units + refill).min(self.capacity);
                 bucket.refilled_at = now;
@@ -64,7 +73,11 @@ mod tests {
         }
         assert_eq!(started.elapsed(), Duration::ZERO);
         budgets.spend("a", 2).await;
-        assert!(started.elapsed() >= Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() >= Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
         let before_b = Instant::now();
         budgets.spend("b", 5).await;
         assert_eq!(before_b.elapsed(), Duration::ZERO);

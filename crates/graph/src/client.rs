@@ -36,6 +36,9 @@ pub struct PhotoMeta {
     pub content_type: Option<String>,
 }
 
+/// One cached token; the async mutex makes its refresh single-flight.
+type TokenSlot = Arc<tokio::sync::Mutex<Option<CachedToken>>>;
+
 #[derive(Clone)]
 struct CachedToken {
     token: AccessToken,
@@ -53,12 +56,14 @@ struct Inner {
     settings: GraphSettings,
     budgets: TenantBudgets,
     /// Cached tokens by (tenant, client id); the async mutex makes refreshes single-flight.
-    tokens: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<Option<CachedToken>>>>>,
+    tokens: Mutex<HashMap<(String, String), TokenSlot>>,
 }
 
 impl std::fmt::Debug for GraphClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GraphClient").field("graph_url", &self.inner.settings.graph_url.as_str()).finish_non_exhaustive()
+        f.debug_struct("GraphClient")
+            .field("graph_url", &self.inner.settings.graph_url.as_str())
+            .finish_non_exhaustive()
     }
 }
 
@@ -72,14 +77,26 @@ impl GraphClient {
             .user_agent(concat!("cardsync/", env!("CARGO_PKG_VERSION")))
             .pool_idle_timeout(Duration::from_secs(90));
         if let Some(path) = &settings.extra_ca_file {
-            let pem = std::fs::read(path).map_err(|e| GraphError::BadResponse(format!("extra CA {}: {e}", path.display())))?;
-            let certificate = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| GraphError::BadResponse(format!("extra CA {} is not PEM: {e}", path.display())))?;
+            let pem = std::fs::read(path).map_err(|e| {
+                GraphError::BadResponse(format!("extra CA {}: {e}", path.display()))
+            })?;
+            let certificate = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                GraphError::BadResponse(format!("extra CA {} is not PEM: {e}", path.display()))
+            })?;
             builder = builder.add_root_certificate(certificate);
         }
-        let http = builder.build().map_err(|e| GraphError::BadResponse(format!("HTTP client: {e}")))?;
+        let http = builder
+            .build()
+            .map_err(|e| GraphError::BadResponse(format!("HTTP client: {e}")))?;
         let budgets = TenantBudgets::new(settings.tenant_budget_units, Duration::from_secs(10));
-        Ok(Self { inner: Arc::new(Inner { http, settings, budgets, tokens: Mutex::new(HashMap::new()) }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                settings,
+                budgets,
+                tokens: Mutex::new(HashMap::new()),
+            }),
+        })
     }
 
     /// The settings in use.
@@ -89,48 +106,89 @@ impl GraphClient {
 
     /// An absolute URL for a Graph v1.0 path such as `/users/{id}`.
     pub fn url(&self, path: &str) -> String {
-        format!("{}/v1.0{path}", self.inner.settings.graph_url.as_str().trim_end_matches('/'))
+        format!(
+            "{}/v1.0{path}",
+            self.inner.settings.graph_url.as_str().trim_end_matches('/')
+        )
     }
 
     /// Fetches one delta page (an initial URL, a nextLink or a deltaLink, used unchanged).
     /// `minimal` asks for changed properties only (`Prefer: return=minimal`), valid on deltaLinks.
-    pub async fn delta_page(&self, connection: &TenantConnection, url: &str, minimal: bool) -> Result<DeltaPage, GraphError> {
+    pub async fn delta_page(
+        &self,
+        connection: &TenantConnection,
+        url: &str,
+        minimal: bool,
+    ) -> Result<DeltaPage, GraphError> {
         let prefer = minimal.then_some("return=minimal");
-        let body = self.fetch(connection, url, RequestCost::LIGHT, prefer).await?;
+        let body = self
+            .fetch(connection, url, RequestCost::LIGHT, prefer)
+            .await?;
         DeltaPage::parse(&body)
     }
 
     /// GETs a JSON document.
-    pub async fn get_json(&self, connection: &TenantConnection, url: &str, cost: RequestCost) -> Result<Value, GraphError> {
+    pub async fn get_json(
+        &self,
+        connection: &TenantConnection,
+        url: &str,
+        cost: RequestCost,
+    ) -> Result<Value, GraphError> {
         let body = self.fetch(connection, url, cost, None).await?;
         serde_json::from_slice(&body).map_err(|e| GraphError::BadResponse(format!("not JSON: {e}")))
     }
 
     /// Every item of a paged collection, following `@odata.nextLink`.
-    pub async fn get_all(&self, connection: &TenantConnection, url: &str, cost: RequestCost) -> Result<Vec<Value>, GraphError> {
+    pub async fn get_all(
+        &self,
+        connection: &TenantConnection,
+        url: &str,
+        cost: RequestCost,
+    ) -> Result<Vec<Value>, GraphError> {
         let mut items = Vec::new();
         let mut next = Some(url.to_owned());
         while let Some(url) = next.take() {
             let mut page = self.get_json(connection, &url, cost).await?;
             match page.get_mut("value").map(Value::take) {
                 Some(Value::Array(values)) => items.extend(values),
-                _ => return Err(GraphError::BadResponse("collection page has no value array".into())),
+                _ => {
+                    return Err(GraphError::BadResponse(
+                        "collection page has no value array".into(),
+                    ));
+                }
             }
-            next = page.get("@odata.nextLink").and_then(Value::as_str).map(str::to_owned);
+            next = page
+                .get("@odata.nextLink")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
         }
         Ok(items)
     }
 
     /// Ids of every user that is a member of `group_id`, directly or through nested groups.
-    pub async fn transitive_user_ids(&self, connection: &TenantConnection, group_id: &str) -> Result<Vec<String>, GraphError> {
-        let url = self.url(&format!("/groups/{group_id}/transitiveMembers/microsoft.graph.user?$select=id"));
-        let members = self.get_all(connection, &url, RequestCost::TRANSITIVE_MEMBERS).await?;
+    pub async fn transitive_user_ids(
+        &self,
+        connection: &TenantConnection,
+        group_id: &str,
+    ) -> Result<Vec<String>, GraphError> {
+        let url = self.url(&format!(
+            "/groups/{group_id}/transitiveMembers/microsoft.graph.user?$select=id"
+        ));
+        let members = self
+            .get_all(connection, &url, RequestCost::TRANSITIVE_MEMBERS)
+            .await?;
         Ok(ids(&members))
     }
 
     /// Ids of the users holding a directory role, by its template id; an inactive role has none.
-    pub async fn role_member_ids(&self, connection: &TenantConnection, role_template_id: &str) -> Result<Vec<String>, GraphError> {
-        let url = self.url(&format!("/directoryRoles/roleTemplateId={role_template_id}/members?$select=id"));
+    pub async fn role_member_ids(
+        &self,
+        connection: &TenantConnection,
+        role_template_id: &str,
+    ) -> Result<Vec<String>, GraphError> {
+        let url = self.url(&format!(
+            "/directoryRoles/roleTemplateId={role_template_id}/members?$select=id"
+        ));
         match self.get_all(connection, &url, RequestCost::LIGHT).await {
             Ok(members) => Ok(ids(&members)),
             // /directoryRoles lists only activated roles: never activated means nobody holds it.
@@ -140,12 +198,22 @@ impl GraphClient {
     }
 
     /// A user's photo metadata, `None` when the user has no photo.
-    pub async fn photo_meta(&self, connection: &TenantConnection, user_id: &str) -> Result<Option<PhotoMeta>, GraphError> {
+    pub async fn photo_meta(
+        &self,
+        connection: &TenantConnection,
+        user_id: &str,
+    ) -> Result<Option<PhotoMeta>, GraphError> {
         let url = self.url(&format!("/users/{user_id}/photo"));
         match self.get_json(connection, &url, RequestCost::LIGHT).await {
             Ok(meta) => Ok(Some(PhotoMeta {
-                etag: meta.get("@odata.mediaEtag").and_then(Value::as_str).map(str::to_owned),
-                content_type: meta.get("@odata.mediaContentType").and_then(Value::as_str).map(str::to_owned),
+                etag: meta
+                    .get("@odata.mediaEtag")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                content_type: meta
+                    .get("@odata.mediaContentType")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
             })),
             Err(GraphError::NotFound) => Ok(None),
             Err(error) => Err(error),
@@ -167,7 +235,10 @@ impl GraphClient {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("application/octet-stream")
                     .to_owned();
-                let bytes = response.bytes().await.map_err(|e| GraphError::BadResponse(format!("photo body: {e}")))?;
+                let bytes = response
+                    .bytes()
+                    .await
+                    .map_err(|e| GraphError::BadResponse(format!("photo body: {e}")))?;
                 Ok(Some((bytes, content_type)))
             }
             Err(GraphError::NotFound) => Ok(None),
@@ -177,7 +248,10 @@ impl GraphClient {
 
     /// Obtains (or reuses) an access token, as a connection test does.
     pub async fn check_credentials(&self, connection: &TenantConnection) -> Result<(), GraphError> {
-        self.token(connection, false).await.map(|_| ()).map_err(GraphError::from)
+        self.token(connection, false)
+            .await
+            .map(|_| ())
+            .map_err(GraphError::from)
     }
 
     async fn fetch(
@@ -188,7 +262,10 @@ impl GraphClient {
         prefer: Option<&str>,
     ) -> Result<bytes::Bytes, GraphError> {
         let response = self.send(connection, url, cost, prefer).await?;
-        response.bytes().await.map_err(|e| GraphError::BadResponse(format!("body: {e}")))
+        response
+            .bytes()
+            .await
+            .map_err(|e| GraphError::BadResponse(format!("body: {e}")))
     }
 
     /// The request loop: budget, token, send, and one place that decides retry versus error.
@@ -204,7 +281,10 @@ impl GraphClient {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            self.inner.budgets.spend(&connection.tenant_id, cost.0).await;
+            self.inner
+                .budgets
+                .spend(&connection.tenant_id, cost.0)
+                .await;
             let token = self.token(connection, false).await?;
             let mut request = self
                 .inner
@@ -224,7 +304,11 @@ impl GraphClient {
                         .get(header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| parse_retry_after(v, time::OffsetDateTime::now_utc()));
-                    let location = response.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                    let location = response
+                        .headers()
+                        .get(header::LOCATION)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
                     let code = error_code(response).await;
                     match classify(status, &code, location) {
                         Verdict::Fail(error) => return Err(error),
@@ -237,14 +321,27 @@ impl GraphClient {
                         Verdict::RefreshToken => return Err(GraphError::Unauthorized),
                         Verdict::Retry => {
                             if attempt >= settings.max_attempts {
-                                if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
-                                    let retry_after = retry_after.unwrap_or_else(|| backoff(attempt, settings.backoff_base, settings.backoff_cap));
+                                if status == StatusCode::TOO_MANY_REQUESTS
+                                    || status == StatusCode::SERVICE_UNAVAILABLE
+                                {
+                                    let retry_after = retry_after.unwrap_or_else(|| {
+                                        backoff(
+                                            attempt,
+                                            settings.backoff_base,
+                                            settings.backoff_cap,
+                                        )
+                                    });
                                     return Err(GraphError::Throttled { retry_after });
                                 }
-                                return Err(GraphError::Unavailable { attempts: attempt, last: format!("{status} ({code})").into() });
+                                return Err(GraphError::Unavailable {
+                                    attempts: attempt,
+                                    last: format!("{status} ({code})").into(),
+                                });
                             }
                             let wait = retry_after
-                                .unwrap_or_else(|| backoff(attempt, settings.backoff_base, settings.backoff_cap))
+                                .unwrap_or_else(|| {
+                                    backoff(attempt, settings.backoff_base, settings.backoff_cap)
+                                })
                                 .min(settings.backoff_cap);
                             tracing::debug!(%status, code, attempt, ?wait, "graph retry");
                             tokio::time::sleep(wait).await;
@@ -255,7 +352,10 @@ impl GraphClient {
                 Err(error) => Box::new(error),
             };
             if attempt >= settings.max_attempts {
-                return Err(GraphError::Unavailable { attempts: attempt, last: failure });
+                return Err(GraphError::Unavailable {
+                    attempts: attempt,
+                    last: failure,
+                });
             }
             let wait = backoff(attempt, settings.backoff_base, settings.backoff_cap);
             tracing::debug!(error = %failure, attempt, ?wait, "graph transport retry");
@@ -263,13 +363,24 @@ impl GraphClient {
         }
     }
 
-    async fn slot(&self, connection: &TenantConnection) -> Arc<tokio::sync::Mutex<Option<CachedToken>>> {
+    async fn slot(
+        &self,
+        connection: &TenantConnection,
+    ) -> Arc<tokio::sync::Mutex<Option<CachedToken>>> {
         let key = (connection.tenant_id.clone(), connection.client_id.clone());
-        let mut tokens = self.inner.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut tokens = self
+            .inner
+            .tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         tokens.entry(key).or_default().clone()
     }
 
-    async fn token(&self, connection: &TenantConnection, force: bool) -> Result<AccessToken, TokenError> {
+    async fn token(
+        &self,
+        connection: &TenantConnection,
+        force: bool,
+    ) -> Result<AccessToken, TokenError> {
         let slot = self.slot(connection).await;
         let mut cached = slot.lock().await;
         if !force
@@ -278,10 +389,22 @@ impl GraphClient {
         {
             return Ok(cached.token.clone());
         }
-        let token = credential::acquire(&self.inner.http, &self.inner.settings.authority_url, connection).await?;
+        let token = credential::acquire(
+            &self.inner.http,
+            &self.inner.settings.authority_url,
+            connection,
+        )
+        .await?;
         // Refresh a margin before expiry, but never later than half-way through a short-lived token.
-        let lead = self.inner.settings.token_refresh_margin.min(token.lifetime / 2);
-        *cached = Some(CachedToken { token: token.clone(), refresh_at: Instant::now() + token.lifetime - lead });
+        let lead = self
+            .inner
+            .settings
+            .token_refresh_margin
+            .min(token.lifetime / 2);
+        *cached = Some(CachedToken {
+            token: token.clone(),
+            refresh_at: Instant::now() + token.lifetime - lead,
+        });
         Ok(token)
     }
 
@@ -298,18 +421,29 @@ enum Verdict {
 
 /// The one place that maps a Graph error response to a decision.
 fn classify(status: StatusCode, code: &str, location: Option<String>) -> Verdict {
-    let expired = code.eq_ignore_ascii_case("syncStateNotFound") || code.eq_ignore_ascii_case("resyncRequired");
+    let expired = code.eq_ignore_ascii_case("syncStateNotFound")
+        || code.eq_ignore_ascii_case("resyncRequired");
     match status.as_u16() {
         401 => Verdict::RefreshToken,
+        // A Location names where the full resynchronisation starts, whatever the code says.
         410 => match location {
-            Some(location) if !expired => Verdict::Fail(GraphError::ResyncRequired { location }),
-            _ => Verdict::Fail(GraphError::DeltaTokenExpired { code: code.to_owned() }),
+            Some(location) => Verdict::Fail(GraphError::ResyncRequired { location }),
+            None => Verdict::Fail(GraphError::DeltaTokenExpired {
+                code: code.to_owned(),
+            }),
         },
-        400..=499 if expired => Verdict::Fail(GraphError::DeltaTokenExpired { code: code.to_owned() }),
-        403 => Verdict::Fail(GraphError::Forbidden { code: code.to_owned() }),
+        400..=499 if expired => Verdict::Fail(GraphError::DeltaTokenExpired {
+            code: code.to_owned(),
+        }),
+        403 => Verdict::Fail(GraphError::Forbidden {
+            code: code.to_owned(),
+        }),
         404 => Verdict::Fail(GraphError::NotFound),
         408 | 429 | 500..=599 => Verdict::Retry,
-        status => Verdict::Fail(GraphError::Rejected { status, code: code.to_owned() }),
+        status => Verdict::Fail(GraphError::Rejected {
+            status,
+            code: code.to_owned(),
+        }),
     }
 }
 
@@ -318,12 +452,20 @@ async fn error_code(response: reqwest::Response) -> String {
     let body = response.bytes().await.unwrap_or_default();
     serde_json::from_slice::<Value>(&body)
         .ok()
-        .and_then(|v| v.pointer("/error/code").and_then(Value::as_str).map(str::to_owned))
+        .and_then(|v| {
+            v.pointer("/error/code")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
         .unwrap_or_default()
 }
 
 fn ids(objects: &[Value]) -> Vec<String> {
-    objects.iter().filter_map(|o| o.get("id").and_then(Value::as_str)).map(str::to_owned).collect()
+    objects
+        .iter()
+        .filter_map(|o| o.get("id").and_then(Value::as_str))
+        .map(str::to_owned)
+        .collect()
 }
 
 #[cfg(test)]
@@ -341,7 +483,11 @@ mod tests {
             Verdict::Fail(GraphError::DeltaTokenExpired { .. })
         ));
         assert!(matches!(
-            classify(StatusCode::GONE, "", Some("https://g/v1.0/users/delta?$deltatoken=".into())),
+            classify(
+                StatusCode::GONE,
+                "",
+                Some("https://g/v1.0/users/delta?$deltatoken=".into())
+            ),
             Verdict::Fail(GraphError::ResyncRequired { .. })
         ));
     }
@@ -349,11 +495,29 @@ mod tests {
     #[test]
     fn throttling_and_server_errors_retry_and_client_errors_do_not() {
         for status in [429, 500, 502, 503, 504] {
-            assert!(matches!(classify(StatusCode::from_u16(status).unwrap(), "", None), Verdict::Retry), "{status}");
+            assert!(
+                matches!(
+                    classify(StatusCode::from_u16(status).unwrap(), "", None),
+                    Verdict::Retry
+                ),
+                "{status}"
+            );
         }
-        assert!(matches!(classify(StatusCode::UNAUTHORIZED, "", None), Verdict::RefreshToken));
-        assert!(matches!(classify(StatusCode::FORBIDDEN, "accessDenied", None), Verdict::Fail(GraphError::Forbidden { .. })));
-        assert!(matches!(classify(StatusCode::NOT_FOUND, "", None), Verdict::Fail(GraphError::NotFound)));
-        assert!(matches!(classify(StatusCode::BAD_REQUEST, "x", None), Verdict::Fail(GraphError::Rejected { status: 400, .. })));
+        assert!(matches!(
+            classify(StatusCode::UNAUTHORIZED, "", None),
+            Verdict::RefreshToken
+        ));
+        assert!(matches!(
+            classify(StatusCode::FORBIDDEN, "accessDenied", None),
+            Verdict::Fail(GraphError::Forbidden { .. })
+        ));
+        assert!(matches!(
+            classify(StatusCode::NOT_FOUND, "", None),
+            Verdict::Fail(GraphError::NotFound)
+        ));
+        assert!(matches!(
+            classify(StatusCode::BAD_REQUEST, "x", None),
+            Verdict::Fail(GraphError::Rejected { status: 400, .. })
+        ));
     }
 }

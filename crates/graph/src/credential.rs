@@ -49,10 +49,14 @@ impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Credential::Secret(_) => f.write_str("Secret(<redacted>)"),
-            Credential::Certificate { algorithm, .. } => {
-                f.debug_struct("Certificate").field("algorithm", algorithm).finish_non_exhaustive()
-            }
-            Credential::Federated { token_file } => f.debug_struct("Federated").field("token_file", token_file).finish(),
+            Credential::Certificate { algorithm, .. } => f
+                .debug_struct("Certificate")
+                .field("algorithm", algorithm)
+                .finish_non_exhaustive(),
+            Credential::Federated { token_file } => f
+                .debug_struct("Federated")
+                .field("token_file", token_file)
+                .finish(),
         }
     }
 }
@@ -101,14 +105,28 @@ pub(crate) async fn acquire(
         ("scope", GRAPH_SCOPE.into()),
     ];
     match &connection.credential {
-        Credential::Secret(secret) => form.push(("client_secret", secret.expose_secret().to_owned())),
-        Credential::Certificate { certificate_pem, private_key_pem, algorithm } => {
-            let assertion = sign_assertion(&endpoint, &connection.client_id, certificate_pem, private_key_pem, *algorithm)?;
+        Credential::Secret(secret) => {
+            form.push(("client_secret", secret.expose_secret().to_owned()))
+        }
+        Credential::Certificate {
+            certificate_pem,
+            private_key_pem,
+            algorithm,
+        } => {
+            let assertion = sign_assertion(
+                &endpoint,
+                &connection.client_id,
+                certificate_pem,
+                private_key_pem,
+                *algorithm,
+            )?;
             form.push(("client_assertion_type", ASSERTION_TYPE.into()));
             form.push(("client_assertion", assertion));
         }
         Credential::Federated { token_file } => {
-            let token = tokio::fs::read_to_string(token_file).await.map_err(TokenError::FederatedTokenFile)?;
+            let token = tokio::fs::read_to_string(token_file)
+                .await
+                .map_err(TokenError::FederatedTokenFile)?;
             form.push(("client_assertion_type", ASSERTION_TYPE.into()));
             form.push(("client_assertion", token.trim().to_owned()));
         }
@@ -121,10 +139,13 @@ pub(crate) async fn acquire(
         .await
         .map_err(|e| TokenError::Unavailable(Box::new(e)))?;
     let status = response.status();
-    let body = response.bytes().await.map_err(|e| TokenError::Unavailable(Box::new(e)))?;
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| TokenError::Unavailable(Box::new(e)))?;
     if status.is_success() {
-        let token: TokenResponse =
-            serde_json::from_slice(&body).map_err(|e| TokenError::BadResponse(format!("not a token response: {e}")))?;
+        let token: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|e| TokenError::BadResponse(format!("not a token response: {e}")))?;
         // expires_in is a number in v2.0 responses and a string in some older ones.
         let seconds = match token.expires_in {
             Some(serde_json::Value::Number(n)) => n.as_u64(),
@@ -132,20 +153,33 @@ pub(crate) async fn acquire(
             _ => None,
         }
         .unwrap_or(3599);
-        return Ok(AccessToken { secret: SecretString::from(token.access_token), lifetime: Duration::from_secs(seconds) });
+        return Ok(AccessToken {
+            secret: SecretString::from(token.access_token),
+            lifetime: Duration::from_secs(seconds),
+        });
     }
     if status.is_server_error() || status.as_u16() == 429 {
-        return Err(TokenError::Unavailable(format!("token endpoint answered {status}").into()));
+        return Err(TokenError::Unavailable(
+            format!("token endpoint answered {status}").into(),
+        ));
     }
     match serde_json::from_slice::<TokenErrorResponse>(&body) {
-        Ok(refusal) => Err(TokenError::Refused { error: refusal.error, codes: refusal.error_codes }),
-        Err(_) => Err(TokenError::BadResponse(format!("token endpoint answered {status}"))),
+        Ok(refusal) => Err(TokenError::Refused {
+            error: refusal.error,
+            codes: refusal.error_codes,
+        }),
+        Err(_) => Err(TokenError::BadResponse(format!(
+            "token endpoint answered {status}"
+        ))),
     }
 }
 
 /// `{authority}/{tenant}/oauth2/v2.0/token`.
 pub(crate) fn token_endpoint(authority: &url::Url, tenant: &str) -> String {
-    format!("{}/{tenant}/oauth2/v2.0/token", authority.as_str().trim_end_matches('/'))
+    format!(
+        "{}/{tenant}/oauth2/v2.0/token",
+        authority.as_str().trim_end_matches('/')
+    )
 }
 
 #[derive(serde::Serialize)]
@@ -176,11 +210,17 @@ pub(crate) fn sign_assertion(
     });
     header.typ = Some("JWT".into());
     match algorithm {
-        AssertionAlgorithm::Ps256 => header.x5t_s256 = Some(URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&der))),
-        AssertionAlgorithm::Rs256 => header.x5t = Some(URL_SAFE_NO_PAD.encode(sha1::Sha1::digest(&der))),
+        AssertionAlgorithm::Ps256 => {
+            header.x5t_s256 = Some(URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&der)))
+        }
+        AssertionAlgorithm::Rs256 => {
+            header.x5t = Some(URL_SAFE_NO_PAD.encode(sha1::Sha1::digest(&der)))
+        }
     }
     let key = jsonwebtoken::EncodingKey::from_rsa_pem(private_key_pem.expose_secret().as_bytes())
-        .map_err(|_| TokenError::BadCertificate("the private key is not an RSA PEM key".into()))?;
+        .map_err(|_| {
+        TokenError::BadCertificate("the private key is not an RSA PEM key".into())
+    })?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let claims = AssertionClaims {
         aud: audience,
@@ -191,7 +231,8 @@ pub(crate) fn sign_assertion(
         iat: now,
         exp: now + 600,
     };
-    jsonwebtoken::encode(&header, &claims, &key).map_err(|e| TokenError::BadCertificate(format!("signing failed: {e}")))
+    jsonwebtoken::encode(&header, &claims, &key)
+        .map_err(|e| TokenError::BadCertificate(format!("signing failed: {e}")))
 }
 
 /// The DER bytes of the first PEM block labelled `label`.
@@ -200,7 +241,10 @@ fn pem_body(pem: &str, label: &str) -> Option<Vec<u8>> {
     let end = format!("-----END {label}-----");
     let start = pem.find(&begin)? + begin.len();
     let stop = start + pem[start..].find(&end)?;
-    let base64: String = pem[start..stop].chars().filter(|c| !c.is_whitespace()).collect();
+    let base64: String = pem[start..stop]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
     STANDARD.decode(base64).ok()
 }
 
@@ -212,14 +256,21 @@ mod tests {
     fn secrets_do_not_print() {
         let credential = Credential::Secret(SecretString::from("hunter2"));
         assert_eq!(format!("{credential:?}"), "Secret(<redacted>)");
-        let connection = TenantConnection { tenant_id: "t".into(), client_id: "c".into(), credential };
+        let connection = TenantConnection {
+            tenant_id: "t".into(),
+            client_id: "c".into(),
+            credential,
+        };
         assert!(!format!("{connection:?}").contains("hunter2"));
     }
 
     #[test]
     fn the_token_endpoint_is_per_tenant() {
         let authority = url::Url::parse("https://login.microsoftonline.com/").unwrap();
-        assert_eq!(token_endpoint(&authority, "contoso.com"), "https://login.microsoftonline.com/contoso.com/oauth2/v2.0/token");
+        assert_eq!(
+            token_endpoint(&authority, "contoso.com"),
+            "https://login.microsoftonline.com/contoso.com/oauth2/v2.0/token"
+        );
     }
 
     #[test]
@@ -228,7 +279,13 @@ mod tests {
         assert_eq!(pem_body(pem, "CERTIFICATE"), Some(vec![0, 1, 2, 3]));
         assert_eq!(pem_body("nothing", "CERTIFICATE"), None);
         assert!(matches!(
-            sign_assertion("aud", "c", "nothing", &SecretString::from("k"), AssertionAlgorithm::Ps256),
+            sign_assertion(
+                "aud",
+                "c",
+                "nothing",
+                &SecretString::from("k"),
+                AssertionAlgorithm::Ps256
+            ),
             Err(TokenError::BadCertificate(_))
         ));
     }

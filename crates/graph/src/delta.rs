@@ -25,17 +25,27 @@ impl DeltaPage {
     /// Reads a delta response body; a page must carry exactly one of the two links.
     pub fn parse(body: &[u8]) -> Result<Self, GraphError> {
         let mut root: serde_json::Map<String, Value> =
-            serde_json::from_slice(body).map_err(|e| GraphError::BadResponse(format!("delta page is not a JSON object: {e}")))?;
+            serde_json::from_slice(body).map_err(|e| {
+                GraphError::BadResponse(format!("delta page is not a JSON object: {e}"))
+            })?;
         let items = match root.remove("value") {
             Some(Value::Array(items)) => items,
-            _ => return Err(GraphError::BadResponse("delta page has no value array".into())),
+            _ => {
+                return Err(GraphError::BadResponse(
+                    "delta page has no value array".into(),
+                ));
+            }
         };
         let next = root.get("@odata.nextLink").and_then(Value::as_str);
         let done = root.get("@odata.deltaLink").and_then(Value::as_str);
         let link = match (next, done) {
             (Some(next), None) => PageLink::Next(next.to_owned()),
             (None, Some(done)) => PageLink::Done(done.to_owned()),
-            _ => return Err(GraphError::BadResponse("delta page must carry exactly one of nextLink and deltaLink".into())),
+            _ => {
+                return Err(GraphError::BadResponse(
+                    "delta page must carry exactly one of nextLink and deltaLink".into(),
+                ));
+            }
         };
         Ok(Self { items, link })
     }
@@ -47,7 +57,10 @@ pub fn delta_start_url(graph: &url::Url, collection: &str, select: &[&str]) -> S
     if select.is_empty() {
         format!("{base}/v1.0/{collection}/delta")
     } else {
-        format!("{base}/v1.0/{collection}/delta?$select={}", select.join(","))
+        format!(
+            "{base}/v1.0/{collection}/delta?$select={}",
+            select.join(",")
+        )
     }
 }
 
@@ -57,9 +70,15 @@ mod tests {
 
     #[test]
     fn a_page_with_a_next_link_continues_even_when_empty() {
-        let page = DeltaPage::parse(br#"{"value":[],"@odata.nextLink":"https://g/v1.0/users/delta?$skiptoken=x"}"#).unwrap();
+        let page = DeltaPage::parse(
+            br#"{"value":[],"@odata.nextLink":"https://g/v1.0/users/delta?$skiptoken=x"}"#,
+        )
+        .unwrap();
         assert!(page.items.is_empty());
-        assert_eq!(page.link, PageLink::Next("https://g/v1.0/users/delta?$skiptoken=x".into()));
+        assert_eq!(
+            page.link,
+            PageLink::Next("https://g/v1.0/users/delta?$skiptoken=x".into())
+        );
     }
 
     #[test]
@@ -75,7 +94,10 @@ mod tests {
     #[test]
     fn pages_without_exactly_one_link_are_refused() {
         assert!(DeltaPage::parse(br#"{"value":[]}"#).is_err());
-        assert!(DeltaPage::parse(br#"{"value":[],"@odata.nextLink":"a","@odata.deltaLink":"b"}"#).is_err());
+        assert!(
+            DeltaPage::parse(br#"{"value":[],"@odata.nextLink":"a","@odata.deltaLink":"b"}"#)
+                .is_err()
+        );
         assert!(DeltaPage::parse(b"[]").is_err());
     }
 

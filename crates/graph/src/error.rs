@@ -100,6 +100,9 @@ pub enum TokenError {
 impl TokenError {
     /// Whether trying again later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, TokenError::Unavailable(_) | TokenError::FederatedTokenFile(_))
+        matches!(
+            self,
+            TokenError::Unavailable(_) | TokenError::FederatedTokenFile(_)
+        )
     }
 }

@@ -7,11 +7,18 @@ use std::time::Duration;
 pub fn parse_retry_after(value: &str, now: time::OffsetDateTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && (0.0..=86_400.0).contains(&seconds)).then(|| Duration::from_secs_f64(seconds));
+        return (seconds.is_finite() && (0.0..=86_400.0).contains(&seconds))
+            .then(|| Duration::from_secs_f64(seconds));
     }
-    let at = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
+    let at =
+        time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
     let wait = at - now;
-    Some(if wait.is_negative() { Duration::ZERO } else { wait.try_into().ok()? }).filter(|d| *d <= Duration::from_secs(86_400))
+    Some(if wait.is_negative() {
+        Duration::ZERO
+    } else {
+        wait.try_into().ok()?
+    })
+    .filter(|d| *d <= Duration::from_secs(86_400))
 }
 
 /// Full-jitter exponential backoff for attempt `n` (1-based): uniform in `[0, min(cap, base·2ⁿ⁻¹)]`,
@@ -33,10 +40,19 @@ mod tests {
     fn integer_fractional_and_date_forms_parse() {
         let now = datetime!(2026-11-22 10:00:00 UTC);
         assert_eq!(parse_retry_after("3", now), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after("2.128", now), Some(Duration::from_millis(2128)));
+        assert_eq!(
+            parse_retry_after("2.128", now),
+            Some(Duration::from_millis(2128))
+        );
         assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("Sun, 22 Nov 2026 10:00:05 GMT", now), Some(Duration::from_secs(5)));
-        assert_eq!(parse_retry_after("Sun, 22 Nov 2026 09:00:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Sun, 22 Nov 2026 10:00:05 GMT", now),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 22 Nov 2026 09:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
     }
 
     #[test]
@@ -53,7 +69,10 @@ mod tests {
         let cap = Duration::from_secs(5);
         for attempt in 1..40 {
             let wait = backoff(attempt, base, cap);
-            assert!(wait >= Duration::from_millis(50) && wait <= cap, "{attempt}: {wait:?}");
+            assert!(
+                wait >= Duration::from_millis(50) && wait <= cap,
+                "{attempt}: {wait:?}"
+            );
         }
         assert!(backoff(1, base, cap) <= base);
     }

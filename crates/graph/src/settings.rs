@@ -59,7 +59,10 @@ impl GraphSettings {
 
 impl cardsync_config::Validate for GraphSettings {
     fn validate(&self, problems: &mut Vec<String>) {
-        for (key, url) in [("graph.authority_url", &self.authority_url), ("graph.graph_url", &self.graph_url)] {
+        for (key, url) in [
+            ("graph.authority_url", &self.authority_url),
+            ("graph.graph_url", &self.graph_url),
+        ] {
             if !matches!(url.scheme(), "http" | "https") {
                 problems.push(format!("{key}: must be an http(s) URL"));
             }
@@ -76,7 +79,10 @@ impl cardsync_config::Validate for GraphSettings {
         if let Some(path) = &self.extra_ca_file
             && !path.is_file()
         {
-            problems.push(format!("graph.extra_ca_file: {} does not exist", path.display()));
+            problems.push(format!(
+                "graph.extra_ca_file: {} does not exist",
+                path.display()
+            ));
         }
     }
 }

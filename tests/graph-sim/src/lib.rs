@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod clock;
 pub mod control;
+pub mod control_client;
 pub mod delivery;
 pub mod delta;
 pub mod directory;
