@@ -1,6 +1,9 @@
 //! The Graph client against graph-sim: tokens of every kind, delta rounds, throttling and the
 //! errors callers decide on. One test binary; each test spawns its own simulator.
-#![allow(clippy::unwrap_used, reason = "test set-up helpers fail the test by panicking")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test set-up helpers fail the test by panicking"
+)]
 
 use cardsync_graph::{
     AssertionAlgorithm, Credential, GraphClient, GraphError, GraphSettings, PageLink,
