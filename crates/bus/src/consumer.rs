@@ -157,7 +157,9 @@ impl Consumer {
     /// Nothing connects until [`Consumer::run`] or [`Consumer::process_next`]. The topology's
     /// retry tiers are taken from `settings.retry_delays`.
     pub fn new(settings: BusSettings, topology: Topology, queue: &str) -> Self {
-        let topology = topology.with_retry_delays(&settings.retry_delays);
+        let topology = topology
+            .with_retry_delays(&settings.retry_delays)
+            .with_queue_type(settings.queue_type);
         let work_queue = topology.queue(queue).cloned();
         let name = connection::connection_name(&format!("consumer {queue}"));
         let republisher =

@@ -27,8 +27,8 @@ pub use message::{CONTENT_TYPE, Outgoing, PERSISTENT, header_int, header_str, he
 pub use publisher::{PublishError, Publisher, Unconfirmed};
 pub use settings::{BusSettings, deserialize_durations};
 pub use topology::{
-    Binding, DEFAULT_DELIVERY_LIMIT, DEFAULT_RETRY_DELAYS, Topology, WorkQueue, declare, delete,
-    names, routing,
+    Binding, DEFAULT_DELIVERY_LIMIT, DEFAULT_RETRY_DELAYS, QueueType, Topology, WorkQueue, declare,
+    delete, names, routing,
 };
 
 /// The lapin version this crate is built on, re-exported so tests and tools use the same types.

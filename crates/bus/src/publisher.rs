@@ -182,7 +182,9 @@ impl Publisher {
     }
 
     pub(crate) fn lazy_named(settings: &BusSettings, topology: Topology, role: &str) -> Self {
-        let topology = topology.with_retry_delays(&settings.retry_delays);
+        let topology = topology
+            .with_retry_delays(&settings.retry_delays)
+            .with_queue_type(settings.queue_type);
         let channels = settings.publish_channels.max(1);
         Self {
             shared: Arc::new(Shared {

@@ -55,6 +55,9 @@ pub struct BusSettings {
     /// Confirm channels a publisher keeps open; each carries one batch at a time.
     #[serde(default = "defaults::publish_channels")]
     pub publish_channels: usize,
+    /// `quorum` (production) or `classic` (local runs and test suites).
+    #[serde(default)]
+    pub queue_type: crate::QueueType,
 }
 
 mod defaults {
@@ -106,6 +109,7 @@ impl BusSettings {
             reconnect_max_backoff: defaults::reconnect_max_backoff(),
             drain_timeout: defaults::drain_timeout(),
             publish_channels: defaults::publish_channels(),
+            queue_type: crate::QueueType::default(),
         }
     }
 

@@ -120,6 +120,19 @@ pub struct Topology {
     queues: Vec<WorkQueue>,
     retry_delays: Vec<Duration>,
     delivery_limit: u32,
+    queue_type: QueueType,
+}
+
+/// How queues are stored by the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    /// Replicated Raft queues: what production uses (survive a node loss, poison-message limit).
+    #[default]
+    Quorum,
+    /// Single-node classic queues: for local runs and test suites that declare thousands of
+    /// short-lived queues, which is heavy work for a single quorum-queue node.
+    Classic,
 }
 
 impl Topology {
@@ -131,6 +144,7 @@ impl Topology {
             queues: Vec::new(),
             retry_delays: DEFAULT_RETRY_DELAYS.to_vec(),
             delivery_limit: DEFAULT_DELIVERY_LIMIT,
+            queue_type: QueueType::Quorum,
         }
     }
 
@@ -182,7 +196,13 @@ impl Topology {
         self
     }
 
-    /// Replaces the broker-side redelivery limit of every work queue.
+    /// Chooses how every queue of the topology is stored.
+    pub fn with_queue_type(mut self, queue_type: QueueType) -> Self {
+        self.queue_type = queue_type;
+        self
+    }
+
+    /// Sets the broker-side redelivery limit of work queues (quorum queues only).
     pub fn with_delivery_limit(mut self, limit: u32) -> Self {
         self.delivery_limit = limit;
         self
@@ -262,17 +282,28 @@ fn millis(delay: Duration) -> AMQPValue {
 
 /// Arguments shared by every queue we declare: replicated, and dead-lettering that survives a
 /// broker crash mid-way (at-least-once needs `reject-publish` overflow; we set no length limit).
-fn quorum_arguments() -> Vec<(&'static str, AMQPValue)> {
-    vec![("x-queue-type", long_string("quorum"))]
+fn queue_arguments(kind: QueueType) -> Vec<(&'static str, AMQPValue)> {
+    match kind {
+        QueueType::Quorum => vec![("x-queue-type", long_string("quorum"))],
+        QueueType::Classic => vec![("x-queue-type", long_string("classic"))],
+    }
 }
 
-fn dead_lettering(exchange: &str, routing_key: &str) -> Vec<(&'static str, AMQPValue)> {
-    vec![
+fn dead_lettering(
+    kind: QueueType,
+    exchange: &str,
+    routing_key: &str,
+) -> Vec<(&'static str, AMQPValue)> {
+    let mut arguments = vec![
         ("x-dead-letter-exchange", long_string(exchange)),
         ("x-dead-letter-routing-key", long_string(routing_key)),
-        ("x-dead-letter-strategy", long_string("at-least-once")),
-        ("x-overflow", long_string("reject-publish")),
-    ]
+    ];
+    // At-least-once dead-lettering exists for quorum queues only.
+    if kind == QueueType::Quorum {
+        arguments.push(("x-dead-letter-strategy", long_string("at-least-once")));
+        arguments.push(("x-overflow", long_string("reject-publish")));
+    }
+    arguments
 }
 
 async fn declare_queue(
@@ -348,23 +379,26 @@ pub async fn declare(channel: &Channel, topology: &Topology) -> Result<(), BusEr
     let tiers = topology.retry_tiers();
     for queue in &topology.queues {
         let dlq = queue.dead_letter_queue();
-        declare_queue(channel, &dlq, table(quorum_arguments())).await?;
+        let kind = topology.queue_type;
+        declare_queue(channel, &dlq, table(queue_arguments(kind))).await?;
         bind_queue(channel, &dlq, &dlx, &queue.name).await?;
 
         for delay in &tiers {
-            let mut arguments = quorum_arguments();
+            let mut arguments = queue_arguments(kind);
             arguments.push(("x-message-ttl", millis(*delay)));
             // Expired messages go back to the work queue through the default exchange.
-            arguments.extend(dead_lettering("", &queue.name));
+            arguments.extend(dead_lettering(kind, "", &queue.name));
             declare_queue(channel, &queue.retry_queue(*delay), table(arguments)).await?;
         }
 
-        let mut arguments = quorum_arguments();
-        arguments.extend(dead_lettering(&dlx, &queue.name));
-        arguments.push((
-            "x-delivery-limit",
-            AMQPValue::LongLongInt(i64::from(topology.delivery_limit)),
-        ));
+        let mut arguments = queue_arguments(kind);
+        arguments.extend(dead_lettering(kind, &dlx, &queue.name));
+        if kind == QueueType::Quorum {
+            arguments.push((
+                "x-delivery-limit",
+                AMQPValue::LongLongInt(i64::from(topology.delivery_limit)),
+            ));
+        }
         declare_queue(channel, &queue.name, table(arguments)).await?;
         for binding in &queue.bindings {
             bind_queue(channel, &queue.name, &binding.exchange, &binding.pattern).await?;
@@ -418,8 +452,10 @@ mod tests {
         assert_eq!(topology.dead_letter_exchange(), "t1-dlx");
         let changes = topology.queue(names::DELTA_WORKER_CHANGES).unwrap();
         assert_eq!(changes.name, "t1-delta-worker.changes");
-        assert_eq!(changes.bindings.len(), 2);
-        assert_eq!(changes.bindings[1].exchange, "t1-sync");
+        assert_eq!(changes.bindings.len(), 1);
+        assert_eq!(changes.bindings[0].exchange, "t1-graph");
+        let requests = topology.queue(names::DELTA_WORKER_REQUESTS).unwrap();
+        assert_eq!(requests.bindings[0].exchange, "t1-sync");
         assert_eq!(changes.dead_letter_queue(), "t1-delta-worker.changes.dlq");
         assert_eq!(
             changes.retry_queue(Duration::from_millis(200)),

@@ -86,6 +86,9 @@ pub async fn spawn_app_unready(overrides: &[(&str, &str)]) -> TestApp {
         // Tests run in parallel, each declaring a whole topology of quorum queues: on 2 cores
         // the first connection can take longer than production's 1 s.
         ("CARDSYNC__BUS__CONNECT_TIMEOUT".into(), "20s".into()),
+        // Thousands of short-lived test queues are heavy work for a single quorum-queue node;
+        // the bus crate's own tests cover quorum queues.
+        ("CARDSYNC__BUS__QUEUE_TYPE".into(), "classic".into()),
     ];
     env.extend(
         overrides
