@@ -1,7 +1,14 @@
 //! PostgreSQL access for cardsync: the connection pool, embedded migrations, and one module per
 //! table family with the typed queries the services share.
 
+pub mod audit;
+pub mod cards;
+pub mod connections;
+pub mod directory;
+pub mod outbox;
 pub mod subscriptions;
+pub mod teams;
+pub mod tenants;
 
 use cardsync_config::PostgresSettings;
 use secrecy::ExposeSecret;

@@ -1,0 +1,103 @@
+//! The audit log: one row per change to a card, with its cause, the message that caused it,
+//! and the status and field states before and after.
+
+use crate::StoreError;
+use cardsync_rules::FieldStates;
+use sqlx::types::Json;
+use sqlx::{FromRow, PgConnection, PgExecutor};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// One change to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// The tenant.
+    pub tenant_id: Uuid,
+    /// The card.
+    pub card_id: Uuid,
+    /// What happened (`created`, `updated`, `linked`, `deactivated`, `reactivated`, `deleted`,
+    /// `local_edit`, …).
+    pub action: String,
+    /// Why (the message's cause, or `local_edit`).
+    pub cause: String,
+    /// The bus message behind the change, if any.
+    pub message_id: Option<String>,
+    /// The directory version applied, if any.
+    pub version: Option<i64>,
+    /// Status before (`None` for a new card).
+    pub status_before: Option<String>,
+    /// Status after.
+    pub status_after: Option<String>,
+    /// Field states before (`None` for a new card).
+    pub fields_before: Option<FieldStates>,
+    /// Field states after.
+    pub fields_after: Option<FieldStates>,
+}
+
+/// One stored audit row.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct AuditRecord {
+    /// Insertion order.
+    pub id: i64,
+    /// The tenant.
+    pub tenant_id: Uuid,
+    /// The card.
+    pub card_id: Uuid,
+    /// What happened.
+    pub action: String,
+    /// Why.
+    pub cause: String,
+    /// The bus message behind the change.
+    pub message_id: Option<String>,
+    /// The directory version applied.
+    pub version: Option<i64>,
+    /// Status before.
+    pub status_before: Option<String>,
+    /// Status after.
+    pub status_after: Option<String>,
+    /// Field states before.
+    pub fields_before: Option<Json<FieldStates>>,
+    /// Field states after.
+    pub fields_after: Option<Json<FieldStates>>,
+    /// When.
+    pub at: OffsetDateTime,
+}
+
+/// Appends an entry (inside the transaction of the change it describes).
+pub async fn record(conn: &mut PgConnection, entry: &AuditEntry) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit_log (tenant_id, card_id, action, cause, message_id, version,
+                                status_before, status_after, fields_before, fields_after)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(entry.tenant_id)
+    .bind(entry.card_id)
+    .bind(&entry.action)
+    .bind(&entry.cause)
+    .bind(&entry.message_id)
+    .bind(entry.version)
+    .bind(&entry.status_before)
+    .bind(&entry.status_after)
+    .bind(entry.fields_before.as_ref().map(Json))
+    .bind(entry.fields_after.as_ref().map(Json))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The history of one card, oldest first.
+pub async fn for_card(
+    executor: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    card_id: Uuid,
+) -> Result<Vec<AuditRecord>, StoreError> {
+    Ok(sqlx::query_as::<_, AuditRecord>(
+        "SELECT id, tenant_id, card_id, action, cause, message_id, version, status_before,
+                status_after, fields_before, fields_after, at
+           FROM audit_log WHERE tenant_id = $1 AND card_id = $2 ORDER BY id",
+    )
+    .bind(tenant_id)
+    .bind(card_id)
+    .fetch_all(executor)
+    .await?)
+}

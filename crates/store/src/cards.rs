@@ -1,0 +1,381 @@
+//! Cards: one per person, with per-field state (`cardsync_rules::FieldStates`), status, role,
+//! team memberships and the directory version last applied.
+//!
+//! The card-writer reads and writes cards inside one transaction per command; every `lock_*`
+//! query takes the row lock (`FOR UPDATE`), so the version check and the write are atomic.
+
+use crate::StoreError;
+use cardsync_rules::FieldStates;
+use sqlx::postgres::PgRow;
+use sqlx::types::Json;
+use sqlx::{FromRow, PgConnection, PgExecutor, Row as _};
+use std::fmt;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// A card's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CardStatus {
+    /// Visible and in use.
+    Active,
+    /// The person left the scope or the account is disabled; can be reactivated.
+    Deactivated,
+    /// Permanently deleted: a tombstone without personal data that only remembers the version.
+    Deleted,
+}
+
+impl CardStatus {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CardStatus::Active => "active",
+            CardStatus::Deactivated => "deactivated",
+            CardStatus::Deleted => "deleted",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "active" => Some(CardStatus::Active),
+            "deactivated" => Some(CardStatus::Deactivated),
+            "deleted" => Some(CardStatus::Deleted),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for CardStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A card holder's role in the tenant's team.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum CardRole {
+    /// An ordinary member.
+    #[default]
+    Member,
+    /// A full team admin (Entra Global Administrators, when the tenant turns admin roles on).
+    TeamAdmin,
+    /// A subteam admin (Entra Groups Administrators, when the tenant turns admin roles on).
+    SubteamAdmin,
+}
+
+impl CardRole {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CardRole::Member => "member",
+            CardRole::TeamAdmin => "team_admin",
+            CardRole::SubteamAdmin => "subteam_admin",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "member" => Some(CardRole::Member),
+            "team_admin" => Some(CardRole::TeamAdmin),
+            "subteam_admin" => Some(CardRole::SubteamAdmin),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for CardRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One card row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Card {
+    /// The tenant.
+    pub tenant_id: Uuid,
+    /// The card's own id (stable across links and updates).
+    pub card_id: Uuid,
+    /// The directory user (Entra object id); `None` for a card no command has linked yet.
+    pub user_id: Option<String>,
+    /// The tenant's UID of the person.
+    pub uid: Option<String>,
+    /// The card's email (matched case-insensitively for linking).
+    pub email: Option<String>,
+    /// Lifecycle state.
+    pub status: CardStatus,
+    /// Per-field value, source and last directory value.
+    pub fields: FieldStates,
+    /// The directory photo's etag as last reported.
+    pub photo_etag: Option<String>,
+    /// The directory version of `user_id` last applied (0: none).
+    pub applied_version: i64,
+    /// Role in the team.
+    pub role: CardRole,
+    /// When the row was created.
+    pub created_at: OffsetDateTime,
+    /// When it last changed.
+    pub updated_at: OffsetDateTime,
+}
+
+impl Card {
+    /// A new, active card with no fields, not yet stored.
+    pub fn new(tenant_id: Uuid) -> Self {
+        let now = OffsetDateTime::now_utc();
+        Self {
+            tenant_id,
+            card_id: Uuid::now_v7(),
+            user_id: None,
+            uid: None,
+            email: None,
+            status: CardStatus::Active,
+            fields: FieldStates::new(),
+            photo_etag: None,
+            applied_version: 0,
+            role: CardRole::Member,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
+fn decode_error(column: &str, value: &str) -> sqlx::Error {
+    sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: format!("unexpected value {value:?}").into(),
+    }
+}
+
+impl<'r> FromRow<'r, PgRow> for Card {
+    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+        let status: String = row.try_get("status")?;
+        let role: String = row.try_get("role")?;
+        let Json(fields): Json<FieldStates> = row.try_get("fields")?;
+        Ok(Self {
+            tenant_id: row.try_get("tenant_id")?,
+            card_id: row.try_get("card_id")?,
+            user_id: row.try_get("user_id")?,
+            uid: row.try_get("uid")?,
+            email: row.try_get("email")?,
+            status: CardStatus::parse(&status).ok_or_else(|| decode_error("status", &status))?,
+            fields,
+            photo_etag: row.try_get("photo_etag")?,
+            applied_version: row.try_get("applied_version")?,
+            role: CardRole::parse(&role).ok_or_else(|| decode_error("role", &role))?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
+/// Serialises every write for one directory user until the transaction ends (a transaction
+/// advisory lock), so two commands for the same user, even one with no card yet, never race.
+pub async fn lock_user(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    user_id: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("card:{tenant_id}:{user_id}"))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The card of a directory user, tombstones included, locked for update.
+pub async fn lock_by_user(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    user_id: &str,
+) -> Result<Option<Card>, StoreError> {
+    Ok(sqlx::query_as::<_, Card>(
+        "SELECT * FROM cards WHERE tenant_id = $1 AND user_id = $2 FOR UPDATE",
+    )
+    .bind(tenant_id)
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// The live (not deleted) card with this UID, locked for update.
+pub async fn lock_by_uid(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    uid: &str,
+) -> Result<Option<Card>, StoreError> {
+    Ok(sqlx::query_as::<_, Card>(
+        "SELECT * FROM cards WHERE tenant_id = $1 AND uid = $2 AND status <> 'deleted' FOR UPDATE",
+    )
+    .bind(tenant_id)
+    .bind(uid)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// The live card with this email, compared case-insensitively, locked for update.
+pub async fn lock_by_email(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    email: &str,
+) -> Result<Option<Card>, StoreError> {
+    Ok(sqlx::query_as::<_, Card>(
+        "SELECT * FROM cards
+         WHERE tenant_id = $1 AND lower(email) = lower($2) AND status <> 'deleted'
+         FOR UPDATE",
+    )
+    .bind(tenant_id)
+    .bind(email)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// One card by id, locked for update.
+pub async fn lock(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    card_id: Uuid,
+) -> Result<Option<Card>, StoreError> {
+    Ok(sqlx::query_as::<_, Card>(
+        "SELECT * FROM cards WHERE tenant_id = $1 AND card_id = $2 FOR UPDATE",
+    )
+    .bind(tenant_id)
+    .bind(card_id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// One card by id.
+pub async fn get(
+    executor: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    card_id: Uuid,
+) -> Result<Option<Card>, StoreError> {
+    Ok(
+        sqlx::query_as::<_, Card>("SELECT * FROM cards WHERE tenant_id = $1 AND card_id = $2")
+            .bind(tenant_id)
+            .bind(card_id)
+            .fetch_optional(executor)
+            .await?,
+    )
+}
+
+/// Every card of a tenant, tombstones included, oldest first.
+pub async fn list(executor: impl PgExecutor<'_>, tenant_id: Uuid) -> Result<Vec<Card>, StoreError> {
+    Ok(
+        sqlx::query_as::<_, Card>("SELECT * FROM cards WHERE tenant_id = $1 ORDER BY card_id")
+            .bind(tenant_id)
+            .fetch_all(executor)
+            .await?,
+    )
+}
+
+/// Stores a new card.
+pub async fn insert(conn: &mut PgConnection, card: &Card) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO cards (tenant_id, card_id, user_id, uid, email, status, fields, photo_etag,
+                            applied_version, role, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now(), now())",
+    )
+    .bind(card.tenant_id)
+    .bind(card.card_id)
+    .bind(&card.user_id)
+    .bind(&card.uid)
+    .bind(&card.email)
+    .bind(card.status.as_str())
+    .bind(Json(&card.fields))
+    .bind(&card.photo_etag)
+    .bind(card.applied_version)
+    .bind(card.role.as_str())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Writes every mutable column of an existing card.
+pub async fn update(conn: &mut PgConnection, card: &Card) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE cards
+            SET user_id = $3, uid = $4, email = $5, status = $6, fields = $7, photo_etag = $8,
+                applied_version = $9, role = $10, updated_at = now()
+          WHERE tenant_id = $1 AND card_id = $2",
+    )
+    .bind(card.tenant_id)
+    .bind(card.card_id)
+    .bind(&card.user_id)
+    .bind(&card.uid)
+    .bind(&card.email)
+    .bind(card.status.as_str())
+    .bind(Json(&card.fields))
+    .bind(&card.photo_etag)
+    .bind(card.applied_version)
+    .bind(card.role.as_str())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Removes a row for good (a tombstone being replaced by a new card for the same user).
+pub async fn remove(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    card_id: Uuid,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM cards WHERE tenant_id = $1 AND card_id = $2")
+        .bind(tenant_id)
+        .bind(card_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The team (group) ids of a card, sorted.
+pub async fn teams_of(
+    executor: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    card_id: Uuid,
+) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar::<_, String>(
+        "SELECT group_id FROM card_teams WHERE tenant_id = $1 AND card_id = $2 ORDER BY group_id",
+    )
+    .bind(tenant_id)
+    .bind(card_id)
+    .fetch_all(executor)
+    .await?)
+}
+
+/// Makes the card's memberships exactly `group_ids` (each team must exist); returns whether
+/// anything changed.
+pub async fn set_teams(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    card_id: Uuid,
+    group_ids: &[String],
+) -> Result<bool, StoreError> {
+    let removed = sqlx::query(
+        "DELETE FROM card_teams
+          WHERE tenant_id = $1 AND card_id = $2 AND NOT (group_id = ANY($3))",
+    )
+    .bind(tenant_id)
+    .bind(card_id)
+    .bind(group_ids)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    let added = sqlx::query(
+        "INSERT INTO card_teams (tenant_id, card_id, group_id)
+         SELECT $1, $2, g FROM unnest($3::text[]) AS g
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant_id)
+    .bind(card_id)
+    .bind(group_ids)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(removed + added > 0)
+}

@@ -1,0 +1,414 @@
+//! The delta-worker's durable directory snapshot: merged user states with their versions, group
+//! memberships, per-tenant sync bookkeeping (fencing) and scope.
+
+use crate::StoreError;
+use serde_json::Value;
+use sqlx::{PgPool, Postgres, Transaction};
+use std::collections::HashMap;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Whether a user still exists in the directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// A live user object.
+    Present,
+    /// In Entra's deleted items (restorable): `@removed` with reason `changed`.
+    SoftDeleted,
+    /// Permanently gone: `@removed` with reason `deleted`, or missing from a full enumeration.
+    Deleted,
+}
+
+impl Presence {
+    fn as_str(self) -> &'static str {
+        match self {
+            Presence::Present => "present",
+            Presence::SoftDeleted => "soft_deleted",
+            Presence::Deleted => "deleted",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        match text {
+            "soft_deleted" => Presence::SoftDeleted,
+            "deleted" => Presence::Deleted,
+            _ => Presence::Present,
+        }
+    }
+}
+
+/// One user of the snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRow {
+    /// Entra object id.
+    pub user_id: String,
+    /// The merged Graph object.
+    pub data: Value,
+    /// Existence.
+    pub presence: Presence,
+    /// Within the tenant's scope.
+    pub in_scope: bool,
+    /// Scope groups (teams) containing the user.
+    pub team_ids: Vec<String>,
+    /// Last seen photo etag.
+    pub photo_etag: Option<String>,
+    /// Current version (0 for a row not yet stored).
+    pub version: i64,
+    /// Last confirmed version.
+    pub emitted_version: i64,
+    /// Action of the last confirmed command.
+    pub emitted_action: Option<String>,
+    /// When the current version's change was observed.
+    pub observed_at: OffsetDateTime,
+}
+
+type UserTuple = (
+    String,
+    Value,
+    String,
+    bool,
+    Vec<String>,
+    Option<String>,
+    i64,
+    i64,
+    Option<String>,
+    OffsetDateTime,
+);
+
+fn user_from(
+    (
+        user_id,
+        data,
+        presence,
+        in_scope,
+        team_ids,
+        photo_etag,
+        version,
+        emitted_version,
+        emitted_action,
+        observed_at,
+    ): UserTuple,
+) -> UserRow {
+    UserRow {
+        user_id,
+        data,
+        presence: Presence::parse(&presence),
+        in_scope,
+        team_ids,
+        photo_etag,
+        version,
+        emitted_version,
+        emitted_action,
+        observed_at,
+    }
+}
+
+/// The user columns, as a macro so queries stay `&'static str` (sqlx refuses dynamic SQL).
+macro_rules! user_columns {
+    () => {
+        "user_id, data, presence, in_scope, team_ids, photo_etag, version, emitted_version, emitted_action, observed_at"
+    };
+}
+
+/// Makes sure the tenant has a sync-state row (the fencing anchor).
+pub async fn ensure_sync_state(pool: &PgPool, tenant: Uuid) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO tenant_sync_state (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(tenant)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Claims the tenant for `token` inside `tx`: false when a newer lease holder has written since,
+/// in which case the caller must abandon the transaction.
+pub async fn fence(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: Uuid,
+    token: i64,
+) -> Result<bool, StoreError> {
+    let done =
+        sqlx::query("UPDATE tenant_sync_state SET fence = $2 WHERE tenant_id = $1 AND fence <= $2")
+            .bind(tenant)
+            .bind(token)
+            .execute(&mut **tx)
+            .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Records a finished round.
+pub async fn record_round(pool: &PgPool, tenant: Uuid, cause: &str) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE tenant_sync_state SET rounds = rounds + 1, last_round_at = now(), last_round_cause = $2 WHERE tenant_id = $1",
+    )
+    .bind(tenant)
+    .bind(cause)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Tenants with a connection whose last round is older than `idle` (or that never had one).
+pub async fn idle_tenants(
+    pool: &PgPool,
+    idle: std::time::Duration,
+) -> Result<Vec<Uuid>, StoreError> {
+    let seconds = idle.as_secs_f64();
+    Ok(sqlx::query_scalar(
+        "SELECT c.tenant_id FROM tenant_connections c
+           LEFT JOIN tenant_sync_state s ON s.tenant_id = c.tenant_id
+          WHERE s.last_round_at IS NULL OR s.last_round_at < now() - make_interval(secs => $1)",
+    )
+    .bind(seconds)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The stored users among `ids`.
+pub async fn users(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: Uuid,
+    ids: &[String],
+) -> Result<HashMap<String, UserRow>, StoreError> {
+    let rows: Vec<UserTuple> = sqlx::query_as(concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM directory_users WHERE tenant_id = $1 AND user_id = ANY($2)"
+    ))
+    .bind(tenant)
+    .bind(ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(user_from)
+        .map(|row| (row.user_id.clone(), row))
+        .collect())
+}
+
+/// Every stored user of a tenant (full-round bookkeeping and scope changes).
+pub async fn all_users(pool: &PgPool, tenant: Uuid) -> Result<Vec<UserRow>, StoreError> {
+    let rows: Vec<UserTuple> = sqlx::query_as(concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM directory_users WHERE tenant_id = $1"
+    ))
+    .bind(tenant)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(user_from).collect())
+}
+
+/// Stores changed users, each with a fresh version from the global sequence; returns the
+/// versions given, by user id.
+pub async fn save_users(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: Uuid,
+    rows: &[UserRow],
+) -> Result<HashMap<String, i64>, StoreError> {
+    if rows.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let ids: Vec<&str> = rows.iter().map(|r| r.user_id.as_str()).collect();
+    let data: Vec<&Value> = rows.iter().map(|r| &r.data).collect();
+    let presence: Vec<&str> = rows.iter().map(|r| r.presence.as_str()).collect();
+    let in_scope: Vec<bool> = rows.iter().map(|r| r.in_scope).collect();
+    // Arrays of arrays cannot be bound directly; teams travel as JSON arrays.
+    let teams: Vec<Value> = rows
+        .iter()
+        .map(|r| Value::from(r.team_ids.clone()))
+        .collect();
+    let photos: Vec<Option<&str>> = rows.iter().map(|r| r.photo_etag.as_deref()).collect();
+    let observed: Vec<OffsetDateTime> = rows.iter().map(|r| r.observed_at).collect();
+    let saved: Vec<(String, i64)> = sqlx::query_as(
+        "INSERT INTO directory_users (tenant_id, user_id, data, presence, in_scope, team_ids, photo_etag, version, observed_at)
+         SELECT $1, u.id, u.data, u.presence, u.in_scope,
+                ARRAY(SELECT jsonb_array_elements_text(u.teams)), u.photo, nextval('directory_version_seq'), u.observed
+           FROM UNNEST($2::text[], $3::jsonb[], $4::text[], $5::bool[], $6::jsonb[], $7::text[], $8::timestamptz[])
+             AS u(id, data, presence, in_scope, teams, photo, observed)
+         ON CONFLICT (tenant_id, user_id) DO UPDATE SET
+             data = EXCLUDED.data, presence = EXCLUDED.presence, in_scope = EXCLUDED.in_scope,
+             team_ids = EXCLUDED.team_ids, photo_etag = EXCLUDED.photo_etag,
+             version = EXCLUDED.version, observed_at = EXCLUDED.observed_at
+         RETURNING user_id, version",
+    )
+    .bind(tenant)
+    .bind(&ids)
+    .bind(&data)
+    .bind(&presence)
+    .bind(&in_scope)
+    .bind(&teams)
+    .bind(&photos)
+    .bind(&observed)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(saved.into_iter().collect())
+}
+
+/// Users whose current version has no confirmed card command yet (oldest first).
+pub async fn unemitted(
+    pool: &PgPool,
+    tenant: Uuid,
+    limit: i64,
+) -> Result<Vec<UserRow>, StoreError> {
+    let rows: Vec<UserTuple> = sqlx::query_as(concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM directory_users WHERE tenant_id = $1 AND version > emitted_version ORDER BY version LIMIT $2"
+    ))
+    .bind(tenant)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(user_from).collect())
+}
+
+/// Records that the commands for these `(user, version, action)` were confirmed by the broker.
+/// `action` is `None` when no command was needed for that version.
+pub async fn mark_emitted(
+    pool: &PgPool,
+    tenant: Uuid,
+    emitted: &[(String, i64, Option<&str>)],
+) -> Result<(), StoreError> {
+    if emitted.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = emitted.iter().map(|(id, _, _)| id.as_str()).collect();
+    let versions: Vec<i64> = emitted.iter().map(|(_, v, _)| *v).collect();
+    let actions: Vec<Option<&str>> = emitted.iter().map(|(_, _, a)| *a).collect();
+    sqlx::query(
+        "UPDATE directory_users d SET emitted_version = u.version,
+                emitted_action = COALESCE(u.action, d.emitted_action)
+           FROM UNNEST($2::text[], $3::bigint[], $4::text[]) AS u(id, version, action)
+          WHERE d.tenant_id = $1 AND d.user_id = u.id AND d.emitted_version < u.version",
+    )
+    .bind(tenant)
+    .bind(&ids)
+    .bind(&versions)
+    .bind(&actions)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Users whose photo was checked longest ago (never first), for the budgeted photo scan.
+pub async fn photo_scan_candidates(
+    pool: &PgPool,
+    tenant: Uuid,
+    limit: i64,
+) -> Result<Vec<UserRow>, StoreError> {
+    let rows: Vec<UserTuple> = sqlx::query_as(concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM directory_users WHERE tenant_id = $1 AND presence = 'present' AND in_scope
+          ORDER BY photo_checked_at NULLS FIRST LIMIT $2"
+    ))
+    .bind(tenant)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(user_from).collect())
+}
+
+/// Notes that these users' photos were checked now, recording what was found without a new
+/// version (used when the finding changes nothing on the card, e.g. "still no photo"); `None`
+/// keeps the stored etag.
+pub async fn mark_photos_checked(
+    pool: &PgPool,
+    tenant: Uuid,
+    checked: &[(String, Option<String>)],
+) -> Result<(), StoreError> {
+    let ids: Vec<&str> = checked.iter().map(|(id, _)| id.as_str()).collect();
+    let etags: Vec<Option<&str>> = checked.iter().map(|(_, etag)| etag.as_deref()).collect();
+    sqlx::query(
+        "UPDATE directory_users d SET photo_checked_at = now(), photo_etag = COALESCE(c.etag, d.photo_etag)
+           FROM UNNEST($2::text[], $3::text[]) AS c(id, etag)
+          WHERE d.tenant_id = $1 AND d.user_id = c.id",
+    )
+    .bind(tenant)
+    .bind(&ids)
+    .bind(&etags)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// One group of the snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupRow {
+    /// Entra object id.
+    pub group_id: String,
+    /// Its name (teams follow renames).
+    pub display_name: Option<String>,
+    /// Direct members by id, with their kind (`user`, `group`, `other`).
+    pub members: HashMap<String, String>,
+    /// Still exists.
+    pub present: bool,
+}
+
+/// Every group of a tenant.
+pub async fn groups(pool: &PgPool, tenant: Uuid) -> Result<Vec<GroupRow>, StoreError> {
+    let rows: Vec<(String, Option<String>, Value, bool)> =
+        sqlx::query_as("SELECT group_id, display_name, members, present FROM directory_groups WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(group_id, display_name, members, present)| GroupRow {
+            group_id,
+            display_name,
+            members: serde_json::from_value(members).unwrap_or_default(),
+            present,
+        })
+        .collect())
+}
+
+/// Stores groups as they are now.
+pub async fn save_groups(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: Uuid,
+    rows: &[GroupRow],
+) -> Result<(), StoreError> {
+    for row in rows {
+        sqlx::query(
+            "INSERT INTO directory_groups (tenant_id, group_id, display_name, members, present) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (tenant_id, group_id) DO UPDATE SET
+                 display_name = EXCLUDED.display_name, members = EXCLUDED.members, present = EXCLUDED.present",
+        )
+        .bind(tenant)
+        .bind(&row.group_id)
+        .bind(&row.display_name)
+        .bind(serde_json::to_value(&row.members).unwrap_or_default())
+        .bind(row.present)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The tenant's scope: `None` = every user, `Some(groups)` = nested members of those groups.
+pub async fn scope(pool: &PgPool, tenant: Uuid) -> Result<Option<Vec<String>>, StoreError> {
+    let groups: Option<Vec<String>> =
+        sqlx::query_scalar("SELECT group_ids FROM tenant_scopes WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_optional(pool)
+            .await?;
+    Ok(groups.filter(|g| !g.is_empty()))
+}
+
+/// Sets the tenant's scope (an empty list means every user).
+pub async fn set_scope(
+    pool: &PgPool,
+    tenant: Uuid,
+    group_ids: &[String],
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO tenant_scopes (tenant_id, group_ids) VALUES ($1, $2)
+         ON CONFLICT (tenant_id) DO UPDATE SET group_ids = EXCLUDED.group_ids",
+    )
+    .bind(tenant)
+    .bind(group_ids)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

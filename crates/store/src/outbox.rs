@@ -1,0 +1,154 @@
+//! The transactional outbox: messages written in the same transaction as the change they
+//! announce, and published later by a relay that marks them once the broker confirmed them.
+//!
+//! Delivery is at least once: a relay that dies between the broker's confirm and the mark
+//! publishes the same row again, with the same message id, so consumers can deduplicate.
+
+use crate::StoreError;
+use sqlx::types::Json;
+use sqlx::{FromRow, PgConnection, PgExecutor};
+use std::collections::BTreeMap;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// A message to enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// The tenant.
+    pub tenant_id: Uuid,
+    /// The message id it will be published with (fixed now, so a republish is the same message).
+    pub message_id: Uuid,
+    /// Full exchange name (topology prefix included): a relay publishes only its own rows.
+    pub exchange: String,
+    /// Routing key.
+    pub routing_key: String,
+    /// AMQP `type`.
+    pub message_type: String,
+    /// Encoded body.
+    pub payload: Vec<u8>,
+    /// String headers (tenant, trace context).
+    pub headers: BTreeMap<String, String>,
+}
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct Message {
+    /// Position in the outbox.
+    pub id: i64,
+    /// The tenant.
+    pub tenant_id: Uuid,
+    /// The message id.
+    pub message_id: Uuid,
+    /// Full exchange name.
+    pub exchange: String,
+    /// Routing key.
+    pub routing_key: String,
+    /// AMQP `type`.
+    pub message_type: String,
+    /// Encoded body.
+    pub payload: Vec<u8>,
+    /// String headers.
+    #[sqlx(json)]
+    pub headers: BTreeMap<String, String>,
+    /// When it was enqueued.
+    pub created_at: OffsetDateTime,
+}
+
+/// How far behind the relay is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    /// Unpublished messages.
+    pub pending: i64,
+    /// Enqueue time of the oldest unpublished message.
+    pub oldest: Option<OffsetDateTime>,
+}
+
+/// Enqueues a message (inside the transaction of the change).
+pub async fn enqueue(conn: &mut PgConnection, message: &NewMessage) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO outbox (tenant_id, message_id, exchange, routing_key, message_type, payload, headers)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(message.tenant_id)
+    .bind(message.message_id)
+    .bind(&message.exchange)
+    .bind(&message.routing_key)
+    .bind(&message.message_type)
+    .bind(&message.payload)
+    .bind(Json(&message.headers))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Claims up to `limit` unpublished messages for `exchanges`, oldest first, locking them for
+/// this transaction; rows another relay holds are skipped, so relays work in parallel without
+/// doubling.
+pub async fn claim(
+    conn: &mut PgConnection,
+    exchanges: &[String],
+    limit: i64,
+) -> Result<Vec<Message>, StoreError> {
+    Ok(sqlx::query_as::<_, Message>(
+        "SELECT id, tenant_id, message_id, exchange, routing_key, message_type, payload, headers, created_at
+           FROM outbox WHERE published_at IS NULL AND exchange = ANY($1)
+          ORDER BY id LIMIT $2
+          FOR UPDATE SKIP LOCKED",
+    )
+    .bind(exchanges)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Marks messages as published.
+pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> Result<(), StoreError> {
+    sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The backlog of the rows for `exchanges`.
+pub async fn backlog(
+    executor: impl PgExecutor<'_>,
+    exchanges: &[String],
+) -> Result<Backlog, StoreError> {
+    let (pending, oldest): (i64, Option<OffsetDateTime>) = sqlx::query_as(
+        "SELECT count(*), min(created_at) FROM outbox
+          WHERE published_at IS NULL AND exchange = ANY($1)",
+    )
+    .bind(exchanges)
+    .fetch_one(executor)
+    .await?;
+    Ok(Backlog { pending, oldest })
+}
+
+/// Deletes published messages older than `before`; returns how many.
+pub async fn purge_published(
+    executor: impl PgExecutor<'_>,
+    before: OffsetDateTime,
+) -> Result<u64, StoreError> {
+    Ok(
+        sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
+            .bind(before)
+            .execute(executor)
+            .await?
+            .rows_affected(),
+    )
+}
+
+/// Every message of a tenant, oldest first (for tests and tools).
+pub async fn for_tenant(
+    executor: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+) -> Result<Vec<Message>, StoreError> {
+    Ok(sqlx::query_as::<_, Message>(
+        "SELECT id, tenant_id, message_id, exchange, routing_key, message_type, payload, headers, created_at
+           FROM outbox WHERE tenant_id = $1 ORDER BY id",
+    )
+    .bind(tenant_id)
+    .fetch_all(executor)
+    .await?)
+}

@@ -1,0 +1,213 @@
+//! Changes made on the card rather than in the directory: a local field edit (refused for
+//! locked fields by `cardsync_rules::apply_local_edit`) and a card created before any sync.
+//! Both write the card, an audit row and an `updated`/`created` event in one transaction.
+
+use crate::apply::is_transient_sql;
+use crate::command::{MAX_VALUE_BYTES, is_field_name};
+use crate::events::{EventSpec, outbox_message};
+use cardsync_proto::Cause;
+use cardsync_proto::card_event::Kind;
+use cardsync_rules::{EditRefused, FieldName, FieldStates, apply_local_edit};
+use cardsync_store::cards::{self, Card, CardStatus};
+use cardsync_store::{StoreError, audit, outbox, tenants};
+use sqlx::PgPool;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// Why an edit was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum EditError {
+    /// The tenant is not configured.
+    #[error("tenant {0} is not configured")]
+    UnknownTenant(Uuid),
+    /// No such card in this tenant.
+    #[error("card {0} does not exist")]
+    UnknownCard(Uuid),
+    /// The card was deleted.
+    #[error("card {0} was deleted")]
+    Deleted(Uuid),
+    /// Not a card field name.
+    #[error("{0:?} is not a valid field name")]
+    BadFieldName(String),
+    /// A value over the limit.
+    #[error("the value is longer than {MAX_VALUE_BYTES} bytes")]
+    TooLong,
+    /// The rules refuse the edit (a locked field).
+    #[error(transparent)]
+    Refused(#[from] EditRefused),
+    /// Another card already has this email.
+    #[error("another card already has this email")]
+    EmailInUse,
+    /// PostgreSQL failed.
+    #[error("card store failed")]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for EditError {
+    fn from(error: sqlx::Error) -> Self {
+        EditError::Store(StoreError::Query(error))
+    }
+}
+
+impl EditError {
+    /// Whether PostgreSQL was unavailable (answer 503) rather than the request being wrong.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, EditError::Store(StoreError::Query(error)) if is_transient_sql(error))
+    }
+}
+
+fn email_conflict(error: StoreError) -> EditError {
+    match &error {
+        StoreError::Query(sqlx::Error::Database(db))
+            if db.is_unique_violation() && db.constraint() == Some("cards_by_email") =>
+        {
+            EditError::EmailInUse
+        }
+        _ => EditError::Store(error),
+    }
+}
+
+/// Sets one field of a card as a local edit (`None` or blank clears it); its event goes to
+/// `exchange` (full name). Returns the card.
+pub async fn edit_field(
+    pool: &PgPool,
+    exchange: &str,
+    tenant_id: Uuid,
+    card_id: Uuid,
+    field: &str,
+    value: Option<&str>,
+) -> Result<Card, EditError> {
+    if !is_field_name(field) {
+        return Err(EditError::BadFieldName(field.to_owned()));
+    }
+    if value.is_some_and(|v| v.len() > MAX_VALUE_BYTES) {
+        return Err(EditError::TooLong);
+    }
+    let mut tx = pool.begin().await?;
+    let tenant = tenants::get(&mut *tx, tenant_id)
+        .await?
+        .ok_or(EditError::UnknownTenant(tenant_id))?;
+    let mut card = cards::lock(&mut tx, tenant_id, card_id)
+        .await?
+        .ok_or(EditError::UnknownCard(card_id))?;
+    if card.status == CardStatus::Deleted {
+        return Err(EditError::Deleted(card_id));
+    }
+    let name = FieldName::new(field);
+    let states = apply_local_edit(&tenant.rules, &card.fields, &name, value)?;
+    if states == card.fields {
+        return Ok(card);
+    }
+    let before = card.clone();
+    let changed = before.fields.value(field) != states.value(field);
+    card.fields = states;
+    card.email = card.fields.value("email").map(str::to_owned);
+    cards::update(&mut tx, &card)
+        .await
+        .map_err(email_conflict)?;
+    audit::record(
+        &mut tx,
+        &audit::AuditEntry {
+            tenant_id,
+            card_id,
+            action: "local_edit".into(),
+            cause: "local_edit".into(),
+            message_id: None,
+            version: None,
+            status_before: Some(before.status.as_str().into()),
+            status_after: Some(card.status.as_str().into()),
+            fields_before: Some(before.fields),
+            fields_after: Some(card.fields.clone()),
+        },
+    )
+    .await?;
+    if changed {
+        let changed_fields = [field.to_owned()];
+        let message = outbox_message(
+            &EventSpec {
+                tenant_id,
+                cause: Cause::Manual,
+                causation_id: "",
+                kind: Kind::Updated,
+                card_id,
+                user_id: card.user_id.as_deref().unwrap_or(""),
+                version: card.applied_version,
+                changed_fields: &changed_fields,
+            },
+            exchange,
+        );
+        outbox::enqueue(&mut tx, &message).await?;
+    }
+    tx.commit().await?;
+    Ok(card)
+}
+
+/// Creates a card that exists before any sync (a person who already has a card): every value
+/// is a local value, and a later command with the same email links it.
+pub async fn create_local_card(
+    pool: &PgPool,
+    exchange: &str,
+    tenant_id: Uuid,
+    values: &BTreeMap<String, Option<String>>,
+) -> Result<Card, EditError> {
+    for (name, value) in values {
+        if !is_field_name(name) {
+            return Err(EditError::BadFieldName(name.clone()));
+        }
+        if value.as_ref().is_some_and(|v| v.len() > MAX_VALUE_BYTES) {
+            return Err(EditError::TooLong);
+        }
+    }
+    let mut tx = pool.begin().await?;
+    tenants::get(&mut *tx, tenant_id)
+        .await?
+        .ok_or(EditError::UnknownTenant(tenant_id))?;
+    let mut card = Card::new(tenant_id);
+    card.fields = FieldStates::from_local_values(
+        values
+            .iter()
+            .map(|(name, value)| (FieldName::new(name.clone()), value.as_deref())),
+    );
+    card.email = card.fields.value("email").map(str::to_owned);
+    cards::insert(&mut tx, &card)
+        .await
+        .map_err(email_conflict)?;
+    audit::record(
+        &mut tx,
+        &audit::AuditEntry {
+            tenant_id,
+            card_id: card.card_id,
+            action: "created".into(),
+            cause: "local_edit".into(),
+            message_id: None,
+            version: None,
+            status_before: None,
+            status_after: Some(card.status.as_str().into()),
+            fields_before: None,
+            fields_after: Some(card.fields.clone()),
+        },
+    )
+    .await?;
+    let changed_fields: Vec<String> = card
+        .fields
+        .iter()
+        .filter(|(_, state)| state.value.is_some())
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let message = outbox_message(
+        &EventSpec {
+            tenant_id,
+            cause: Cause::Manual,
+            causation_id: "",
+            kind: Kind::Created,
+            card_id: card.card_id,
+            user_id: "",
+            version: 0,
+            changed_fields: &changed_fields,
+        },
+        exchange,
+    );
+    outbox::enqueue(&mut tx, &message).await?;
+    tx.commit().await?;
+    Ok(card)
+}

@@ -1,0 +1,140 @@
+//! The card-writer's Prometheus metrics, registered on the process registry and passed in state.
+
+use cardsync_telemetry::metrics::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, LATENCY_BUCKETS,
+    MetricsError, Opts, Registry, register,
+};
+use prometheus::Gauge;
+
+/// Typed handles to every metric the card-writer exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// HTTP requests by route pattern and status code.
+    pub http_requests: IntCounterVec,
+    /// HTTP request latency by route pattern and status code.
+    pub http_duration: HistogramVec,
+    /// Requests being handled right now.
+    pub http_in_flight: IntGauge,
+    /// Card commands by queue (`live`, `bulk`), outcome and tenant. Outcomes: `created`,
+    /// `updated`, `linked`, `unchanged`, `deactivated`, `reactivated`, `deleted`, `tombstoned`,
+    /// `stale`, `duplicate` (PostgreSQL's version check), `duplicate_fast` (Redis fast path),
+    /// `invalid`, `failed`.
+    pub commands: IntCounterVec,
+    /// Time to apply one command (transaction included), by queue.
+    pub apply_duration: HistogramVec,
+    /// From the directory change being observed to the card commit, by queue.
+    pub end_to_end: HistogramVec,
+    /// Card events published from the outbox.
+    pub outbox_published: IntCounter,
+    /// Outbox batches the broker did not confirm (they are published again).
+    pub outbox_publish_failures: IntCounter,
+    /// Unpublished outbox rows at the last look.
+    pub outbox_pending: IntGauge,
+    /// Age in seconds of the oldest unpublished outbox row at the last look (0 when none).
+    pub outbox_lag_seconds: Gauge,
+    /// Redis dedup fast-path failures (the command is applied anyway; PostgreSQL guards).
+    pub dedup_errors: IntCounter,
+}
+
+impl Metrics {
+    /// Registers every metric on `registry`.
+    pub fn register(registry: &Registry) -> Result<Self, MetricsError> {
+        let latency = |name: &str, help: &str| {
+            HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec())
+        };
+        Ok(Self {
+            http_requests: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "cardsync_card_writer_http_requests_total",
+                        "HTTP requests by route and status",
+                    ),
+                    &["route", "status"],
+                )?,
+            )?,
+            http_duration: register(
+                registry,
+                HistogramVec::new(
+                    latency(
+                        "cardsync_card_writer_http_request_duration_seconds",
+                        "HTTP request latency",
+                    ),
+                    &["route", "status"],
+                )?,
+            )?,
+            http_in_flight: register(
+                registry,
+                IntGauge::new(
+                    "cardsync_card_writer_http_requests_in_flight",
+                    "HTTP requests being handled",
+                )?,
+            )?,
+            commands: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "cardsync_card_writer_commands_total",
+                        "Card commands by queue, outcome and tenant",
+                    ),
+                    &["queue", "outcome", "tenant"],
+                )?,
+            )?,
+            apply_duration: register(
+                registry,
+                HistogramVec::new(
+                    latency(
+                        "cardsync_card_writer_apply_duration_seconds",
+                        "Time to apply one card command",
+                    ),
+                    &["queue"],
+                )?,
+            )?,
+            end_to_end: register(
+                registry,
+                HistogramVec::new(
+                    latency(
+                        "cardsync_card_writer_end_to_end_seconds",
+                        "From the directory change being observed to the card commit",
+                    ),
+                    &["queue"],
+                )?,
+            )?,
+            outbox_published: register(
+                registry,
+                IntCounter::new(
+                    "cardsync_card_writer_outbox_published_total",
+                    "Card events published from the outbox",
+                )?,
+            )?,
+            outbox_publish_failures: register(
+                registry,
+                IntCounter::new(
+                    "cardsync_card_writer_outbox_publish_failures_total",
+                    "Outbox batches the broker did not confirm",
+                )?,
+            )?,
+            outbox_pending: register(
+                registry,
+                IntGauge::new(
+                    "cardsync_card_writer_outbox_pending",
+                    "Unpublished outbox rows",
+                )?,
+            )?,
+            outbox_lag_seconds: register(
+                registry,
+                Gauge::new(
+                    "cardsync_card_writer_outbox_lag_seconds",
+                    "Age of the oldest unpublished outbox row",
+                )?,
+            )?,
+            dedup_errors: register(
+                registry,
+                IntCounter::new(
+                    "cardsync_card_writer_dedup_errors_total",
+                    "Redis dedup fast-path failures",
+                )?,
+            )?,
+        })
+    }
+}

@@ -1,0 +1,174 @@
+//! The outbox relay: claims unpublished outbox rows (`FOR UPDATE SKIP LOCKED`), publishes them
+//! with confirms, marks them published, and commits. A crash after the broker's confirm and
+//! before the commit publishes the same rows again with the same message ids: at least once,
+//! and recognisably so.
+
+use crate::metrics::Metrics;
+use crate::settings::RelaySettings;
+use cardsync_bus::{Outgoing, PublishError, Publisher, Topology, names};
+use cardsync_store::{StoreError, outbox};
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Why a batch was not published.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// PostgreSQL failed.
+    #[error("outbox query failed")]
+    Store(#[from] StoreError),
+    /// The broker did not confirm the batch; it stays unpublished.
+    #[error("publishing card events failed")]
+    Publish(#[from] PublishError),
+}
+
+impl From<sqlx::Error> for RelayError {
+    fn from(error: sqlx::Error) -> Self {
+        RelayError::Store(StoreError::Query(error))
+    }
+}
+
+/// Publishes the outbox; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    pool: PgPool,
+    publisher: Publisher,
+    topology: Topology,
+    metrics: Metrics,
+    settings: RelaySettings,
+    wake: Arc<Notify>,
+}
+
+impl Relay {
+    /// A relay over `pool`, publishing with `publisher` to `topology`'s exchanges.
+    pub fn new(
+        pool: PgPool,
+        publisher: Publisher,
+        topology: Topology,
+        metrics: Metrics,
+        settings: RelaySettings,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Self {
+            pool,
+            publisher,
+            topology,
+            metrics,
+            settings,
+            wake,
+        }
+    }
+
+    /// The exchanges this relay publishes rows of (its own deployment's).
+    fn exchanges(&self) -> Vec<String> {
+        vec![self.topology.name(names::CARD_EVENTS)]
+    }
+
+    /// Publishes one batch of the oldest unpublished rows; returns how many were published.
+    pub async fn publish_batch(&self) -> Result<usize, RelayError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = outbox::claim(
+            &mut tx,
+            &self.exchanges(),
+            i64::from(self.settings.batch_size),
+        )
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+        let batch: Vec<Outgoing> = rows
+            .into_iter()
+            .map(|row| Outgoing {
+                exchange: row.exchange,
+                routing_key: row.routing_key,
+                message_type: row.message_type,
+                message_id: row.message_id.to_string(),
+                payload: row.payload,
+                headers: row.headers.into_iter().collect(),
+            })
+            .collect();
+        if let Err(error) = self.publisher.publish_all(batch).await {
+            self.metrics.outbox_publish_failures.inc();
+            return Err(error.into());
+        }
+        outbox::mark_published(&mut tx, &ids).await?;
+        tx.commit().await?;
+        self.metrics.outbox_published.inc_by(ids.len() as u64);
+        Ok(ids.len())
+    }
+
+    /// Publishes batches until the outbox is empty; returns how many were published.
+    pub async fn drain(&self) -> Result<usize, RelayError> {
+        let mut total = 0;
+        loop {
+            let published = self.publish_batch().await?;
+            total += published;
+            if published < self.settings.batch_size as usize {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Updates the backlog gauges.
+    pub async fn observe_backlog(&self) -> Result<(), RelayError> {
+        let backlog = outbox::backlog(&self.pool, &self.exchanges()).await?;
+        self.metrics.outbox_pending.set(backlog.pending);
+        let lag = backlog.oldest.map_or(0.0, |oldest| {
+            (OffsetDateTime::now_utc() - oldest).as_seconds_f64()
+        });
+        self.metrics.outbox_lag_seconds.set(lag.max(0.0));
+        Ok(())
+    }
+
+    /// Runs until `shutdown`: drains whenever a commit wakes it or the poll interval passes,
+    /// backs off while PostgreSQL or RabbitMQ fail, and purges old published rows.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut failures: u32 = 0;
+        let mut last_purge = tokio::time::Instant::now();
+        while !shutdown.is_cancelled() {
+            let wait = match self.drain().await {
+                Ok(_) => {
+                    failures = 0;
+                    self.settings.poll_interval
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    let delay = Duration::from_millis(100)
+                        .saturating_mul(2u32.saturating_pow(failures.min(8)))
+                        .min(Duration::from_secs(10));
+                    tracing::warn!(error = %cardsync_bus::error_chain(&error), retry_in = ?delay, "outbox relay failed");
+                    delay
+                }
+            };
+            if let Err(error) = self.observe_backlog().await {
+                tracing::debug!(error = %cardsync_bus::error_chain(&error), "outbox backlog unknown");
+            }
+            if last_purge.elapsed() >= Duration::from_secs(60) {
+                last_purge = tokio::time::Instant::now();
+                let before = OffsetDateTime::now_utc() - self.settings.retention;
+                match outbox::purge_published(&self.pool, before).await {
+                    Ok(purged) if purged > 0 => {
+                        tracing::info!(purged, "published outbox rows purged")
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::debug!(error = %cardsync_bus::error_chain(&error), "outbox purge failed")
+                    }
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        // A last pass so events of commands applied during the drain are not left waiting.
+        if let Err(error) = self.drain().await {
+            tracing::warn!(error = %cardsync_bus::error_chain(&error), "outbox not drained at shutdown; published on next start");
+        }
+    }
+}

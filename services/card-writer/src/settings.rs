@@ -1,0 +1,168 @@
+//! The card-writer's settings, loaded through the shared loader over `config/default.toml`.
+
+use cardsync_bus::BusSettings;
+use cardsync_config::{
+    HttpSettings, PostgresSettings, RedisSettings, Sources, TelemetrySettings, Validate,
+};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Embedded defaults.
+pub const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// Everything the card-writer needs to run.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// HTTP listener (local edits, health, metrics).
+    pub http: HttpSettings,
+    /// Consumers and dedup.
+    pub card_writer: CardWriterSettings,
+    /// The outbox relay.
+    pub relay: RelaySettings,
+    /// RabbitMQ.
+    pub bus: BusSettings,
+    /// Exchange and queue naming.
+    pub topology: TopologySettings,
+    /// PostgreSQL (cards, tenants, outbox).
+    pub postgres: PostgresSettings,
+    /// Redis (the dedup fast path only).
+    pub redis: RedisSettings,
+    /// Logs and traces.
+    pub telemetry: TelemetrySettings,
+}
+
+/// How commands are consumed.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CardWriterSettings {
+    /// Whether the live and bulk consumers run (tests drive them step by step instead).
+    pub consume: bool,
+    /// Grace period for in-flight HTTP requests at shutdown.
+    #[serde(deserialize_with = "cardsync_config::duration::deserialize")]
+    pub shutdown_timeout: Duration,
+    /// Lifetime of a Redis dedup key.
+    #[serde(deserialize_with = "cardsync_config::duration::deserialize")]
+    pub dedup_ttl: Duration,
+    /// Prefetch of the live consumer.
+    pub live_prefetch: u16,
+    /// Handlers running at once on the live queue.
+    pub live_concurrency: usize,
+    /// Prefetch of the bulk consumer.
+    pub bulk_prefetch: u16,
+    /// Handlers running at once on the bulk queue.
+    pub bulk_concurrency: usize,
+    /// Size of the bulk consumer's own PostgreSQL pool.
+    pub bulk_max_connections: u32,
+}
+
+/// The outbox relay.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RelaySettings {
+    /// Whether the relay runs in the background.
+    pub enabled: bool,
+    /// How often it looks for unpublished rows when nothing wakes it.
+    #[serde(deserialize_with = "cardsync_config::duration::deserialize")]
+    pub poll_interval: Duration,
+    /// Rows per published batch.
+    pub batch_size: u32,
+    /// How long published rows are kept.
+    #[serde(deserialize_with = "cardsync_config::duration::deserialize")]
+    pub retention: Duration,
+}
+
+/// Exchange and queue naming.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TopologySettings {
+    /// Prefix of every exchange and queue name.
+    pub prefix: String,
+}
+
+impl Validate for Settings {
+    fn validate(&self, problems: &mut Vec<String>) {
+        self.http.validate(problems);
+        self.bus.validate(problems);
+        self.postgres.validate(problems);
+        self.redis.validate(problems);
+        self.telemetry.validate(problems);
+        let writer = &self.card_writer;
+        for (key, value) in [
+            ("card_writer.live_concurrency", writer.live_concurrency),
+            ("card_writer.bulk_concurrency", writer.bulk_concurrency),
+            (
+                "card_writer.live_prefetch",
+                usize::from(writer.live_prefetch),
+            ),
+            (
+                "card_writer.bulk_prefetch",
+                usize::from(writer.bulk_prefetch),
+            ),
+        ] {
+            if value == 0 {
+                problems.push(format!("{key}: must be greater than 0"));
+            }
+        }
+        if writer.live_concurrency > usize::from(writer.live_prefetch) {
+            problems.push("card_writer.live_concurrency: must not exceed live_prefetch".into());
+        }
+        if writer.bulk_concurrency > usize::from(writer.bulk_prefetch) {
+            problems.push("card_writer.bulk_concurrency: must not exceed bulk_prefetch".into());
+        }
+        if writer.bulk_max_connections == 0 {
+            problems.push("card_writer.bulk_max_connections: must be greater than 0".into());
+        }
+        if writer.dedup_ttl.is_zero() {
+            problems.push("card_writer.dedup_ttl: must be greater than 0".into());
+        }
+        if self.relay.batch_size == 0 {
+            problems.push("relay.batch_size: must be greater than 0".into());
+        }
+        if self.relay.poll_interval.is_zero() {
+            problems.push("relay.poll_interval: must be greater than 0".into());
+        }
+        if !self
+            .topology
+            .prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            problems.push(
+                "topology.prefix: only ASCII letters, digits, '-', '_' and '.' are allowed".into(),
+            );
+        }
+    }
+}
+
+impl Settings {
+    /// Loads defaults, the optional file and the environment, and validates.
+    pub fn load(sources: &Sources) -> Result<Self, cardsync_config::ConfigError> {
+        cardsync_config::load(DEFAULTS, sources)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_defaults_are_valid() {
+        let settings = Settings::load(&Sources {
+            file: None,
+            env: Some(vec![]),
+        })
+        .unwrap();
+        assert!(settings.card_writer.consume);
+        assert_eq!(settings.relay.batch_size, 256);
+    }
+
+    #[test]
+    fn a_bulk_concurrency_above_its_prefetch_is_refused() {
+        let sources = Sources {
+            file: None,
+            env: Some(vec![(
+                "CARDSYNC__CARD_WRITER__BULK_CONCURRENCY".into(),
+                "64".into(),
+            )]),
+        };
+        let error = Settings::load(&sources).unwrap_err();
+        assert!(error.to_string().contains("bulk_concurrency"), "{error}");
+    }
+}

@@ -1,0 +1,331 @@
+//! Applying commands: create, update, versions, linking, removal policies, dead letters.
+
+use crate::helpers::{command, kinds, spawn_app, spawn_app_with, upsert};
+use cardsync_bus::{DeadLetterReason, Processed};
+use cardsync_proto::card_command::Action;
+use cardsync_rules::{FieldRules, RemovalPolicy, ValueSource};
+use cardsync_store::audit;
+use cardsync_store::cards::CardStatus;
+
+#[tokio::test]
+async fn an_upsert_creates_a_card_audits_it_and_announces_it() {
+    let mut app = spawn_app().await;
+    app.apply(&upsert(
+        app.tenant,
+        "u1",
+        1,
+        &[
+            ("name", Some("Jessica Swift")),
+            ("email", Some("Jess@Contoso.example")),
+            ("job_title", Some("Marketing Manager")),
+        ],
+    ))
+    .await;
+
+    let cards = app.cards().await;
+    assert_eq!(cards.len(), 1);
+    let card = &cards[0];
+    assert_eq!(card.status, CardStatus::Active);
+    assert_eq!(card.applied_version, 1);
+    assert_eq!(card.email.as_deref(), Some("Jess@Contoso.example"));
+    assert_eq!(card.fields.value("job_title"), Some("Marketing Manager"));
+    assert_eq!(
+        card.fields.get("name").expect("name").source,
+        ValueSource::Directory
+    );
+
+    let history = audit::for_card(&app.pool, app.tenant, card.card_id)
+        .await
+        .expect("audit");
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].action, "created");
+    assert_eq!(history[0].cause, "notification");
+    assert!(history[0].fields_before.is_none());
+    let after = history[0].fields_after.as_ref().expect("after").0.clone();
+    assert_eq!(after.value("name"), Some("Jessica Swift"));
+
+    let events = app.events().await;
+    assert_eq!(kinds(&events), vec!["created"]);
+    assert_eq!(events[0].1.card_id, card.card_id.to_string());
+    assert_eq!(events[0].1.user_id, "u1");
+    assert_eq!(app.counted("created").await, 1.0);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_newer_version_updates_and_stale_or_duplicate_versions_are_counted_no_ops() {
+    let mut app = spawn_app().await;
+    app.apply(&upsert(
+        app.tenant,
+        "u1",
+        1,
+        &[("job_title", Some("Manager"))],
+    ))
+    .await;
+    app.apply(&upsert(
+        app.tenant,
+        "u1",
+        3,
+        &[("job_title", Some("Director"))],
+    ))
+    .await;
+    // Older (reordered) and equal (replayed under a new message id) versions change nothing.
+    app.apply(&upsert(
+        app.tenant,
+        "u1",
+        2,
+        &[("job_title", Some("Stale"))],
+    ))
+    .await;
+    app.apply(&upsert(
+        app.tenant,
+        "u1",
+        3,
+        &[("job_title", Some("Replay"))],
+    ))
+    .await;
+
+    let card = app.card_of("u1").await;
+    assert_eq!(card.fields.value("job_title"), Some("Director"));
+    assert_eq!(card.applied_version, 3);
+    assert_eq!(app.counted("stale").await, 1.0);
+    assert_eq!(app.counted("duplicate").await, 1.0);
+    assert_eq!(app.counted("updated").await, 1.0);
+
+    let events = app.events().await;
+    assert_eq!(kinds(&events), vec!["created", "updated"]);
+    assert_eq!(events[1].1.changed_fields, vec!["job_title".to_owned()]);
+    assert_eq!(events[1].1.version, 3);
+    let history = audit::for_card(&app.pool, app.tenant, card.card_id)
+        .await
+        .expect("audit");
+    assert_eq!(history.len(), 2);
+    let before = history[1].fields_before.as_ref().expect("before").0.clone();
+    let after = history[1].fields_after.as_ref().expect("after").0.clone();
+    assert_eq!(before.value("job_title"), Some("Manager"));
+    assert_eq!(after.value("job_title"), Some("Director"));
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn an_email_match_links_the_existing_card_instead_of_creating_a_second() {
+    let mut app = spawn_app_with(FieldRules::default(), true).await;
+    let local = app
+        .create_local(serde_json::json!({
+            "name": "Jess",
+            "email": "JSwift@Contoso.Example",
+            "nickname": "JJ"
+        }))
+        .await;
+    let local_id = local["card_id"].as_str().expect("card id").to_owned();
+
+    app.apply(&upsert(
+        app.tenant,
+        "u1",
+        1,
+        &[
+            ("name", Some("Jessica Swift")),
+            ("email", Some("jswift@contoso.example")),
+        ],
+    ))
+    .await;
+
+    let cards = app.cards().await;
+    assert_eq!(cards.len(), 1, "linked, not duplicated");
+    let card = &cards[0];
+    assert_eq!(card.card_id.to_string(), local_id);
+    assert_eq!(card.user_id.as_deref(), Some("u1"));
+    assert_eq!(card.fields.value("name"), Some("Jessica Swift"));
+    assert_eq!(
+        card.fields.value("nickname"),
+        Some("JJ"),
+        "local-only field kept"
+    );
+    let events = app.events().await;
+    assert_eq!(kinds(&events), vec!["created", "linked", "invited"]);
+    assert_eq!(app.counted("linked").await, 1.0);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_uid_match_links_the_card_of_a_recreated_account() {
+    let mut app = spawn_app().await;
+    let mut first = upsert(app.tenant, "object-1", 5, &[("name", Some("Ann"))]);
+    first.uid = "E-100".into();
+    app.apply(&first).await;
+    // Same employee id, new object id: the same person, so the same card.
+    let mut second = upsert(app.tenant, "object-2", 1, &[("name", Some("Ann Lee"))]);
+    second.uid = "E-100".into();
+    app.apply(&second).await;
+
+    let cards = app.cards().await;
+    assert_eq!(cards.len(), 1);
+    assert_eq!(cards[0].user_id.as_deref(), Some("object-2"));
+    assert_eq!(cards[0].fields.value("name"), Some("Ann Lee"));
+    assert_eq!(cards[0].applied_version, 1);
+    assert_eq!(kinds(&app.events().await), vec!["created", "linked"]);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn removal_deactivates_under_the_default_policy_and_upsert_reactivates() {
+    let mut app = spawn_app().await;
+    app.apply(&upsert(app.tenant, "u1", 1, &[("name", Some("Ann"))]))
+        .await;
+    app.apply(&command(app.tenant, Action::Delete, "u1", 2, &[]))
+        .await;
+    let card = app.card_of("u1").await;
+    assert_eq!(card.status, CardStatus::Deactivated);
+    assert_eq!(
+        card.fields.value("name"),
+        Some("Ann"),
+        "kept for reactivation"
+    );
+
+    app.apply(&command(
+        app.tenant,
+        Action::Reactivate,
+        "u1",
+        3,
+        &[("name", Some("Ann"))],
+    ))
+    .await;
+    assert_eq!(app.card_of("u1").await.status, CardStatus::Active);
+    // A disabled account only ever deactivates.
+    app.apply(&command(app.tenant, Action::Deactivate, "u1", 4, &[]))
+        .await;
+    assert_eq!(app.card_of("u1").await.status, CardStatus::Deactivated);
+    app.apply(&upsert(app.tenant, "u1", 5, &[("name", Some("Ann"))]))
+        .await;
+    assert_eq!(app.card_of("u1").await.status, CardStatus::Active);
+
+    assert_eq!(
+        kinds(&app.events().await),
+        vec![
+            "created",
+            "deactivated",
+            "reactivated",
+            "deactivated",
+            "reactivated"
+        ]
+    );
+    assert_eq!(app.cards().await.len(), 1);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn removal_under_the_delete_policy_leaves_a_tombstone_that_keeps_stale_commands_out() {
+    let rules = FieldRules {
+        removal: RemovalPolicy::Delete,
+        ..FieldRules::default()
+    };
+    let mut app = spawn_app_with(rules, false).await;
+    app.apply(&upsert(
+        app.tenant,
+        "u1",
+        1,
+        &[
+            ("name", Some("Ann")),
+            ("email", Some("ann@contoso.example")),
+        ],
+    ))
+    .await;
+    let created = app.card_of("u1").await;
+    app.apply(&command(app.tenant, Action::Delete, "u1", 2, &[]))
+        .await;
+    let tombstone = app.card_of("u1").await;
+    assert_eq!(tombstone.status, CardStatus::Deleted);
+    assert!(tombstone.fields.is_empty());
+    assert_eq!(tombstone.email, None);
+    // A reordered older upsert does not bring the card back.
+    app.apply(&upsert(app.tenant, "u1", 1, &[("name", Some("Ann"))]))
+        .await;
+    assert_eq!(app.card_of("u1").await.status, CardStatus::Deleted);
+    assert_eq!(app.counted("stale").await, 1.0);
+    // A disabled account on a deleted card stays deleted; a newer upsert is a new card.
+    app.apply(&command(app.tenant, Action::Deactivate, "u1", 3, &[]))
+        .await;
+    app.apply(&upsert(app.tenant, "u1", 4, &[("name", Some("Ann"))]))
+        .await;
+    let again = app.card_of("u1").await;
+    assert_eq!(again.status, CardStatus::Active);
+    assert_ne!(again.card_id, created.card_id);
+    assert_eq!(app.cards().await.len(), 1);
+
+    let history = audit::for_card(&app.pool, app.tenant, created.card_id)
+        .await
+        .expect("audit");
+    let deleted = history.last().expect("a deletion row");
+    assert_eq!(deleted.action, "deleted");
+    let before = deleted.fields_before.as_ref().expect("before").0.clone();
+    assert_eq!(before.value("name"), Some("Ann"));
+    assert_eq!(
+        kinds(&app.events().await),
+        vec!["created", "deleted", "created"]
+    );
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn teams_follow_the_groups_of_the_command() {
+    let mut app = spawn_app().await;
+    let mut first = upsert(app.tenant, "u1", 1, &[("name", Some("Ann"))]);
+    first.team_ids = vec!["g-sales".into(), "g-emea".into()];
+    first.teams = vec![cardsync_proto::Team {
+        group_id: "g-sales".into(),
+        name: "Sales".into(),
+    }];
+    app.apply(&first).await;
+    let mut moved = upsert(app.tenant, "u1", 2, &[("name", Some("Ann"))]);
+    moved.team_ids = vec!["g-sales".into()];
+    moved.teams = vec![cardsync_proto::Team {
+        group_id: "g-sales".into(),
+        name: "Sales & Marketing".into(),
+    }];
+    app.apply(&moved).await;
+
+    let card = app.card_of("u1").await;
+    let teams = cardsync_store::cards::teams_of(&app.pool, app.tenant, card.card_id)
+        .await
+        .expect("teams");
+    assert_eq!(teams, vec!["g-sales".to_owned()]);
+    let stored = cardsync_store::teams::list(&app.pool, app.tenant)
+        .await
+        .expect("teams");
+    let sales = stored
+        .iter()
+        .find(|t| t.group_id == "g-sales")
+        .expect("sales");
+    assert_eq!(sales.name.as_deref(), Some("Sales & Marketing"));
+    let events = app.events().await;
+    assert_eq!(kinds(&events), vec!["created", "updated"]);
+    assert_eq!(events[1].1.changed_fields, vec!["teams".to_owned()]);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn invalid_commands_and_unknown_tenants_are_dead_lettered_with_the_reason() {
+    let app = spawn_app().await;
+    let mut invalid = upsert(app.tenant, "u1", 0, &[]);
+    invalid.version = 0;
+    app.send(&invalid).await;
+    match app.step().await {
+        Processed::DeadLettered { reason, error } => {
+            assert_eq!(reason, DeadLetterReason::Permanent);
+            assert!(error.contains("version"), "{error}");
+        }
+        other => panic!("expected a dead letter, got {other:?}"),
+    }
+
+    let stranger = uuid::Uuid::new_v4();
+    app.send(&upsert(stranger, "u1", 1, &[])).await;
+    match app.step().await {
+        Processed::DeadLettered { reason, error } => {
+            assert_eq!(reason, DeadLetterReason::Permanent);
+            assert!(error.contains("not configured"), "{error}");
+        }
+        other => panic!("expected a dead letter, got {other:?}"),
+    }
+    assert!(app.cards().await.is_empty());
+    app.teardown().await;
+}

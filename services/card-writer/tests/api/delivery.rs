@@ -1,0 +1,112 @@
+//! Delivery guarantees: events leave once per change, a crash between commit and ack doubles
+//! nothing, Redis is only a fast path, and a relay crash republishes the same message id.
+
+use crate::helpers::{kinds, spawn_app, upsert};
+use cardsync_bus::{Delivery, Handler as _, Processed, names};
+use cardsync_proto::{CardCommand, Message as _};
+use lapin::options::BasicGetOptions;
+use std::collections::HashSet;
+
+#[tokio::test]
+async fn events_reach_the_bus_once_per_change_through_the_outbox() {
+    let mut app = spawn_app().await;
+    app.apply(&upsert(app.tenant, "u1", 1, &[("name", Some("Ann"))]))
+        .await;
+    app.apply(&upsert(app.tenant, "u1", 2, &[("name", Some("Ann Lee"))]))
+        .await;
+    // Same values again: a newer version with nothing visible to announce.
+    app.apply(&upsert(app.tenant, "u1", 3, &[("name", Some("Ann Lee"))]))
+        .await;
+    let events = app.events().await;
+    assert_eq!(kinds(&events), vec!["created", "updated"]);
+    let ids: HashSet<&String> = events.iter().map(|(id, _)| id).collect();
+    assert_eq!(ids.len(), 2);
+    for (id, event) in &events {
+        assert_eq!(&event.envelope.as_ref().expect("envelope").message_id, id);
+    }
+    // Nothing is published twice.
+    assert!(app.events().await.is_empty());
+    assert_eq!(app.counted("unchanged").await, 1.0);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_crash_between_commit_and_ack_doubles_neither_the_card_nor_the_event() {
+    let mut app = spawn_app().await;
+    let command = upsert(app.tenant, "u1", 1, &[("name", Some("Ann"))]);
+    app.send(&command).await;
+
+    // A worker takes the message, commits its effect, and dies before acknowledging.
+    let channel = app.raw_channel().await;
+    let queue = app.topology.name(names::CARD_WRITER_LIVE);
+    let message = channel
+        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+        .await
+        .expect("basic.get")
+        .expect("the command is queued");
+    let decoded = CardCommand::decode(message.delivery.data.as_slice()).expect("decodes");
+    app.live
+        .handle(Delivery {
+            message: decoded,
+            attempt: 1,
+            redelivered: false,
+            message_id: None,
+            tenant_id: Some(app.tenant.to_string()),
+            exchange: String::new(),
+            routing_key: String::new(),
+        })
+        .await
+        .expect("applied");
+    channel.close(200, "crash".into()).await.expect("closed");
+    // Redis is gone too, so PostgreSQL's version check must catch the redelivery.
+    assert!(app.flush_redis().await >= 1);
+
+    assert_eq!(app.step().await, Processed::Acked);
+    assert_eq!(app.cards().await.len(), 1);
+    assert_eq!(app.counted("created").await, 1.0);
+    assert_eq!(app.counted("duplicate").await, 1.0);
+    assert_eq!(kinds(&app.events().await), vec!["created"]);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_redelivered_command_is_skipped_by_redis_and_still_a_no_op_after_a_redis_flush() {
+    let mut app = spawn_app().await;
+    let command = upsert(app.tenant, "u1", 1, &[("name", Some("Ann"))]);
+    app.apply(&command).await;
+    app.apply(&command).await;
+    assert_eq!(app.counted("duplicate_fast").await, 1.0);
+
+    assert!(app.flush_redis().await >= 1);
+    app.apply(&command).await;
+    assert_eq!(
+        app.counted("duplicate").await,
+        1.0,
+        "PostgreSQL is the guard"
+    );
+    assert_eq!(app.cards().await.len(), 1);
+    assert_eq!(kinds(&app.events().await), vec!["created"]);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_relay_crash_before_marking_republishes_the_same_message_id() {
+    let mut app = spawn_app().await;
+    app.apply(&upsert(app.tenant, "u1", 1, &[("name", Some("Ann"))]))
+        .await;
+    let first = app.events().await;
+    assert_eq!(first.len(), 1);
+    // The broker confirmed, but the relay died before its mark committed.
+    sqlx::query("UPDATE outbox SET published_at = NULL WHERE tenant_id = $1")
+        .bind(app.tenant)
+        .execute(&app.pool)
+        .await
+        .expect("unmarked");
+    let again = app.events().await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        again[0].0, first[0].0,
+        "same message id: consumers can deduplicate"
+    );
+    app.teardown().await;
+}

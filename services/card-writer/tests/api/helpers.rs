@@ -1,0 +1,372 @@
+//! `spawn_app()` and the other shared pieces of the card-writer's integration tests.
+
+use card_writer::relay::Relay;
+use card_writer::{Application, CommandHandler, CommandQueue, Settings};
+use cardsync_bus::{Consumer, Outgoing, Processed, Publisher, Topology, names, routing};
+use cardsync_config::Sources;
+use cardsync_proto::{
+    BusMessage, CardCommand, CardEvent, Cause, Envelope, FieldValue, Message as _,
+    card_command::Action,
+};
+use cardsync_rules::FieldRules;
+use cardsync_store::cards::{self, Card};
+use cardsync_store::tenants::{self, TenantConfig};
+use lapin::options::BasicGetOptions;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// RabbitMQ of the tests; `CARDSYNC_TEST_AMQP_URL` points them at another broker.
+pub fn amqp_url() -> String {
+    std::env::var("CARDSYNC_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+pub const DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/cardsync_test";
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+
+static MIGRATED: OnceCell<()> = OnceCell::const_new();
+
+/// A pool on the test database, migrated once per test binary.
+pub async fn test_pool() -> PgPool {
+    let pool = sqlx::PgPool::connect(DATABASE_URL).await.expect(
+        "PostgreSQL must run on 127.0.0.1:5432 with a cardsync_test database: run `make services`",
+    );
+    MIGRATED
+        .get_or_init(|| async {
+            cardsync_store::migrate(&pool)
+                .await
+                .expect("migrations apply")
+        })
+        .await;
+    pool
+}
+
+/// A running card-writer (HTTP only; consumers and relay are driven by the test).
+pub struct TestApp {
+    pub address: String,
+    pub redis_prefix: String,
+    pub pool: PgPool,
+    pub client: reqwest::Client,
+    pub topology: Topology,
+    pub publisher: Publisher,
+    pub live: Arc<CommandHandler>,
+    pub live_consumer: Consumer,
+    pub relay: Relay,
+    pub tenant: Uuid,
+    shutdown: CancellationToken,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    amqp: Option<lapin::Connection>,
+}
+
+/// Starts the card-writer with default rules for a fresh tenant.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(FieldRules::default(), false).await
+}
+
+/// Starts the card-writer for a fresh tenant with `rules` (and invites when `invites`).
+pub async fn spawn_app_with(rules: FieldRules, invites: bool) -> TestApp {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    cardsync_telemetry::init_for_tests();
+    let pool = test_pool().await;
+    let id = Uuid::new_v4().simple().to_string();
+    let prefix = format!("t{}.", &id[..12]);
+    let redis_prefix = format!("test-cw-{}", &id[..12]);
+    let env: Vec<(String, String)> = vec![
+        ("CARDSYNC__HTTP__LISTEN".into(), "127.0.0.1:0".into()),
+        ("CARDSYNC__TOPOLOGY__PREFIX".into(), prefix.clone()),
+        ("CARDSYNC__POSTGRES__URL".into(), DATABASE_URL.into()),
+        ("CARDSYNC__POSTGRES__MAX_CONNECTIONS".into(), "4".into()),
+        (
+            "CARDSYNC__CARD_WRITER__BULK_MAX_CONNECTIONS".into(),
+            "2".into(),
+        ),
+        ("CARDSYNC__BUS__URL".into(), amqp_url()),
+        ("CARDSYNC__REDIS__URL".into(), REDIS_URL.into()),
+        ("CARDSYNC__REDIS__KEY_PREFIX".into(), redis_prefix.clone()),
+        ("CARDSYNC__CARD_WRITER__CONSUME".into(), "false".into()),
+        ("CARDSYNC__RELAY__ENABLED".into(), "false".into()),
+        (
+            "CARDSYNC__CARD_WRITER__SHUTDOWN_TIMEOUT".into(),
+            "5s".into(),
+        ),
+        // Tests run in parallel, each declaring a whole topology of quorum queues: on 2 cores
+        // the first connection can take longer than production's 1 s.
+        ("CARDSYNC__BUS__CONNECT_TIMEOUT".into(), "20s".into()),
+        // Short-lived test queues are classic: quorum-queue churn is heavy for one node.
+        ("CARDSYNC__BUS__QUEUE_TYPE".into(), "classic".into()),
+        ("CARDSYNC__BUS__CONFIRM_TIMEOUT".into(), "20s".into()),
+    ];
+    let settings = Settings::load(&Sources {
+        file: None,
+        env: Some(env),
+    })
+    .expect("test settings are valid");
+    let application = Application::build(&settings)
+        .await
+        .expect("the card-writer builds");
+    let address = format!("http://127.0.0.1:{}", application.port());
+    let live = application.handler(CommandQueue::Live);
+    let live_consumer = application.consumer(CommandQueue::Live);
+    let relay = application.relay();
+    let topology = Topology::cardsync(&prefix).with_retry_delays(&settings.bus.retry_delays);
+    let publisher = Publisher::connect(&settings.bus, topology.clone())
+        .await
+        .expect("RabbitMQ must run on 127.0.0.1:5672: run `make services`");
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(application.run_until_stopped(shutdown.clone()));
+
+    let tenant = Uuid::new_v4();
+    tenants::put(
+        &pool,
+        &TenantConfig {
+            id: tenant,
+            name: format!("test tenant {tenant}"),
+            rules,
+            invites_enabled: invites,
+            admin_roles_enabled: false,
+        },
+    )
+    .await
+    .expect("tenant stored");
+
+    TestApp {
+        address,
+        redis_prefix,
+        pool,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .build()
+            .expect("client"),
+        topology,
+        publisher,
+        live,
+        live_consumer,
+        relay,
+        tenant,
+        shutdown,
+        server: Some(server),
+        amqp: None,
+    }
+}
+
+/// A card command for `user` at `version` with `fields`.
+pub fn upsert(
+    tenant: Uuid,
+    user: &str,
+    version: u64,
+    fields: &[(&str, Option<&str>)],
+) -> CardCommand {
+    command(tenant, Action::Upsert, user, version, fields)
+}
+
+/// A card command of any action.
+pub fn command(
+    tenant: Uuid,
+    action: Action,
+    user: &str,
+    version: u64,
+    fields: &[(&str, Option<&str>)],
+) -> CardCommand {
+    CardCommand {
+        envelope: Some(Envelope::new(tenant.to_string(), Cause::Notification)),
+        action: action as i32,
+        user_id: user.into(),
+        uid: user.into(),
+        version,
+        fields: fields
+            .iter()
+            .map(|(name, value)| FieldValue {
+                name: (*name).into(),
+                value: value.map(str::to_owned),
+            })
+            .collect(),
+        observed_at: Some(cardsync_proto::timestamp(time::OffsetDateTime::now_utc())),
+        ..Default::default()
+    }
+}
+
+impl TestApp {
+    /// Publishes a command on the live routing key of its tenant (confirmed).
+    pub async fn send(&self, command: &CardCommand) {
+        let tenant = &command.envelope.as_ref().expect("envelope").tenant_id;
+        self.publisher
+            .publish_all(vec![Outgoing::new(
+                &self.topology.name(names::CARDS),
+                &routing::live_command(tenant),
+                command,
+            )])
+            .await
+            .expect("command published");
+    }
+
+    /// Takes one command from the live queue and handles it as the consumer would.
+    pub async fn step(&self) -> Processed {
+        self.live_consumer
+            .process_next(self.live.as_ref(), Duration::from_secs(10))
+            .await
+            .expect("the live queue is reachable")
+    }
+
+    /// Publishes and processes one command; asserts it was acknowledged.
+    pub async fn apply(&self, command: &CardCommand) {
+        self.send(command).await;
+        assert_eq!(self.step().await, Processed::Acked);
+    }
+
+    /// Every card of the test tenant, tombstones included.
+    pub async fn cards(&self) -> Vec<Card> {
+        cards::list(&self.pool, self.tenant).await.expect("cards")
+    }
+
+    /// The card of a directory user.
+    pub async fn card_of(&self, user: &str) -> Card {
+        self.cards()
+            .await
+            .into_iter()
+            .find(|card| card.user_id.as_deref() == Some(user))
+            .unwrap_or_else(|| panic!("no card for {user}"))
+    }
+
+    /// `PUT /tenants/{tenant}/cards/{card}/fields/{field}`.
+    pub async fn edit(&self, card: Uuid, field: &str, value: Option<&str>) -> reqwest::Response {
+        self.client
+            .put(format!(
+                "{}/tenants/{}/cards/{card}/fields/{field}",
+                self.address, self.tenant
+            ))
+            .json(&serde_json::json!({ "value": value }))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// `POST /tenants/{tenant}/cards`.
+    pub async fn create_local(&self, fields: serde_json::Value) -> serde_json::Value {
+        let response = self
+            .client
+            .post(format!("{}/tenants/{}/cards", self.address, self.tenant))
+            .json(&serde_json::json!({ "fields": fields }))
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(response.status(), 201);
+        response.json().await.expect("json")
+    }
+
+    /// The sum of `cardsync_card_writer_commands_total` for this tenant and `outcome`.
+    pub async fn counted(&self, outcome: &str) -> f64 {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        let outcome = format!("outcome=\"{outcome}\"");
+        let tenant = format!("tenant=\"{}\"", self.tenant);
+        text.lines()
+            .filter(|line| line.starts_with("cardsync_card_writer_commands_total{"))
+            .filter(|line| line.contains(&outcome) && line.contains(&tenant))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    async fn channel(&mut self) -> lapin::Channel {
+        if self.amqp.is_none() {
+            let connection =
+                lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
+                    .await
+                    .expect("RabbitMQ must run on 127.0.0.1:5672: run `make services`");
+            self.amqp = Some(connection);
+        }
+        self.amqp
+            .as_ref()
+            .expect("connected")
+            .create_channel()
+            .await
+            .expect("channel")
+    }
+
+    /// Publishes the whole outbox, then takes every card event from `card-events.audit`.
+    pub async fn events(&mut self) -> Vec<(String, CardEvent)> {
+        self.relay.drain().await.expect("outbox published");
+        let queue = self.topology.name(names::CARD_EVENTS_AUDIT);
+        let channel = self.channel().await;
+        let mut events = Vec::new();
+        while let Some(message) = channel
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get")
+        {
+            let delivery = message.delivery;
+            let kind = delivery.properties.kind().as_ref().map(|k| k.to_string());
+            assert_eq!(kind.as_deref(), Some(CardEvent::TYPE));
+            let id = delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|id| id.to_string())
+                .expect("message id");
+            let event = CardEvent::decode(delivery.data.as_slice()).expect("decodes");
+            events.push((id, event));
+        }
+        events
+    }
+
+    /// A fresh channel for tests that need raw AMQP.
+    pub async fn raw_channel(&mut self) -> lapin::Channel {
+        self.channel().await
+    }
+
+    /// Deletes every Redis key this test wrote (the test's own "flush").
+    pub async fn flush_redis(&self) -> usize {
+        let client = redis::Client::open(REDIS_URL).expect("redis url");
+        let mut connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("Redis must run on 127.0.0.1:6379: run `make services`");
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.redis_prefix))
+            .query_async(&mut connection)
+            .await
+            .expect("keys");
+        if !keys.is_empty() {
+            let _: usize = redis::cmd("DEL")
+                .arg(&keys)
+                .query_async(&mut connection)
+                .await
+                .expect("del");
+        }
+        keys.len()
+    }
+
+    /// Stops the server and deletes the queues the test created.
+    pub async fn teardown(mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+        }
+        self.live_consumer.close().await;
+        self.publisher.close().await;
+        let channel = self.channel().await;
+        let _ = cardsync_bus::delete(&channel, &self.topology).await;
+    }
+}
+
+/// The kinds of events, in order.
+pub fn kinds(events: &[(String, CardEvent)]) -> Vec<&'static str> {
+    events
+        .iter()
+        .map(|(_, event)| {
+            card_writer::events::kind_name(
+                cardsync_proto::card_event::Kind::try_from(event.kind)
+                    .unwrap_or(cardsync_proto::card_event::Kind::Unspecified),
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,141 @@
+//! Local edits through HTTP and how later syncs treat them.
+
+use crate::helpers::{kinds, spawn_app, spawn_app_with, upsert};
+use cardsync_rules::{FieldRules, ValueSource};
+
+#[tokio::test]
+async fn overwrite_off_keeps_a_local_edit_and_overwrite_on_replaces_it() {
+    let mut rules = FieldRules::default();
+    rules.fields.job_title.overwrite = false;
+    let mut app = spawn_app_with(rules, false).await;
+    app.apply(&upsert(
+        app.tenant,
+        "u1",
+        1,
+        &[
+            ("name", Some("John Smith")),
+            ("job_title", Some("Director of Sales")),
+        ],
+    ))
+    .await;
+    let card = app.card_of("u1").await;
+
+    let response = app
+        .edit(card.card_id, "job_title", Some("VP of Sales"))
+        .await;
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["fields"]["job_title"]["value"], "VP of Sales");
+    assert_eq!(body["fields"]["job_title"]["source"], "local");
+    assert_eq!(
+        app.edit(card.card_id, "name", Some("Johnny"))
+            .await
+            .status(),
+        200
+    );
+
+    app.apply(&upsert(
+        app.tenant,
+        "u1",
+        2,
+        &[
+            ("name", Some("John Smith")),
+            ("job_title", Some("Head of Sales")),
+        ],
+    ))
+    .await;
+    let card = app.card_of("u1").await;
+    // Overwrite off: the local edit stays, and the directory's value is remembered.
+    let title = card.fields.get("job_title").expect("title");
+    assert_eq!(title.value.as_deref(), Some("VP of Sales"));
+    assert_eq!(title.source, ValueSource::Local);
+    assert_eq!(title.last_directory.as_deref(), Some("Head of Sales"));
+    // Overwrite on: the directory wins.
+    assert_eq!(card.fields.value("name"), Some("John Smith"));
+    assert_eq!(
+        card.fields.get("name").expect("name").source,
+        ValueSource::Directory
+    );
+
+    let events = app.events().await;
+    assert_eq!(
+        kinds(&events),
+        vec!["created", "updated", "updated", "updated"]
+    );
+    assert_eq!(events[3].1.changed_fields, vec!["name".to_owned()]);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_locked_field_refuses_a_local_edit_with_409_and_the_reason() {
+    let mut rules = FieldRules::default();
+    rules.fields.name.locked = true;
+    let app = spawn_app_with(rules, false).await;
+    app.apply(&upsert(app.tenant, "u1", 1, &[("name", Some("Ann"))]))
+        .await;
+    let card = app.card_of("u1").await;
+
+    let response = app.edit(card.card_id, "name", Some("Annie")).await;
+    assert_eq!(response.status(), 409);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["error"], "field_locked");
+    assert!(
+        body["message"]
+            .as_str()
+            .expect("message")
+            .contains("managed by the directory"),
+        "{body}"
+    );
+    assert_eq!(app.card_of("u1").await.fields.value("name"), Some("Ann"));
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn edits_of_unknown_cards_and_bad_input_get_clear_4xx_answers() {
+    let app = spawn_app().await;
+    let missing = uuid::Uuid::new_v4();
+    let response = app.edit(missing, "name", Some("x")).await;
+    assert_eq!(response.status(), 404);
+    app.apply(&upsert(app.tenant, "u1", 1, &[("name", Some("Ann"))]))
+        .await;
+    let card = app.card_of("u1").await;
+    assert_eq!(
+        app.edit(card.card_id, "Bad-Name", Some("x")).await.status(),
+        400
+    );
+    let response = app
+        .client
+        .put(format!(
+            "{}/tenants/{}/cards/{}/fields/name",
+            app.address, app.tenant, card.card_id
+        ))
+        .body("not json")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 400);
+    let response = app
+        .client
+        .get(format!(
+            "{}/tenants/not-a-guid/cards/{}",
+            app.address, card.card_id
+        ))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 400);
+    let response = app
+        .client
+        .get(format!(
+            "{}/tenants/{}/cards/{}",
+            app.address, app.tenant, card.card_id
+        ))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["user_id"], "u1");
+    assert_eq!(body["status"], "active");
+    app.teardown().await;
+}

@@ -1,0 +1,99 @@
+//! The delta-worker's Prometheus metrics.
+
+use cardsync_telemetry::metrics::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, MetricsError, Opts, Registry, register,
+};
+
+/// Typed handles to every metric the delta-worker exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Rounds by cause and outcome.
+    pub rounds: IntCounterVec,
+    /// Round duration by cause.
+    pub round_duration: HistogramVec,
+    /// Card commands published, by action.
+    pub commands: IntCounterVec,
+    /// Changes found that no notification announced, by tenant (safety net at work).
+    pub unannounced: IntCounterVec,
+    /// Notifications received (each a trigger), by outcome of the round that covered it.
+    pub notifications: IntCounterVec,
+    /// Full re-enumerations forced by an expired token or Graph's resync request.
+    pub resyncs: IntCounter,
+    /// Users the tenant's rules cannot map (e.g. empty UID).
+    pub unmappable: IntCounter,
+}
+
+impl Metrics {
+    /// Registers every metric on `registry`.
+    pub fn register(registry: &Registry) -> Result<Self, MetricsError> {
+        Ok(Self {
+            rounds: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "cardsync_delta_rounds_total",
+                        "Delta rounds by cause and outcome",
+                    ),
+                    &["cause", "outcome"],
+                )?,
+            )?,
+            round_duration: register(
+                registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "cardsync_delta_round_duration_seconds",
+                        "Delta round duration",
+                    )
+                    .buckets(vec![
+                        0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+                    ]),
+                    &["cause"],
+                )?,
+            )?,
+            commands: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "cardsync_delta_card_commands_total",
+                        "Card commands published",
+                    ),
+                    &["action"],
+                )?,
+            )?,
+            unannounced: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "cardsync_delta_unannounced_changes_total",
+                        "Changes found that no notification announced",
+                    ),
+                    &["tenant"],
+                )?,
+            )?,
+            notifications: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "cardsync_delta_notifications_total",
+                        "Change notifications handled",
+                    ),
+                    &["outcome"],
+                )?,
+            )?,
+            resyncs: register(
+                registry,
+                IntCounter::new(
+                    "cardsync_delta_resyncs_total",
+                    "Full re-enumerations forced by Graph",
+                )?,
+            )?,
+            unmappable: register(
+                registry,
+                IntCounter::new(
+                    "cardsync_delta_unmappable_users_total",
+                    "Users the rules cannot map",
+                )?,
+            )?,
+        })
+    }
+}

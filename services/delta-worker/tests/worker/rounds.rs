@@ -1,0 +1,441 @@
+//! Delta rounds end to end: initial sync, every kind of directory change, coalescing, expired
+//! tokens, lost Redis state, crash recovery, group scope and photos.
+
+use crate::support::{action, env, field, id_of};
+use cardsync_proto::Cause;
+use cardsync_proto::card_command::Action;
+use delta_worker::round::Mode;
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[tokio::test]
+async fn the_initial_round_emits_one_upsert_per_user_on_the_bulk_queue() {
+    let env = env().await;
+    let users = env.seed(60).await;
+    let report = env.round(Cause::Manual, Mode::Incremental).await;
+    assert!(report.full);
+    let commands = env.commands().await;
+    let ids: BTreeSet<String> = commands.iter().map(|c| c.user_id.clone()).collect();
+    // Disabled seeded accounts never had a card, so they produce no command.
+    let enabled: BTreeSet<String> = {
+        let snapshot = env.control.snapshot(&env.tenant_text()).await.unwrap();
+        snapshot["directory"]["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u["accountEnabled"] != json!(false))
+            .map(|u| u["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids, enabled);
+    assert!(ids.len() <= users.len() && ids.len() >= users.len() * 9 / 10);
+    assert!(
+        commands
+            .iter()
+            .all(|c| action(c) == Action::Upsert && c.version > 0)
+    );
+    assert!(
+        commands.iter().all(|c| field(c, "email").is_some()),
+        "mail or the UPN fallback"
+    );
+
+    // Nothing changed: the next round emits nothing.
+    let report = env.round(Cause::SafetyPoll, Mode::Incremental).await;
+    assert!(!report.full);
+    assert_eq!(report.changed, 0);
+    assert!(env.commands().await.is_empty());
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn every_kind_of_change_becomes_the_right_command_with_a_growing_version() {
+    let env = env().await;
+    let tenant = env.tenant_text();
+    let created = env.control.create_user(&tenant, json!({"displayName": "Ada Lovelace", "userPrincipalName": "ada@contoso.test", "accountEnabled": true})).await.unwrap();
+    let ada = id_of(&created);
+    let other = id_of(
+        &env.control
+            .create_user(
+                &tenant,
+                json!({"displayName": "Bob", "userPrincipalName": "bob@contoso.test"}),
+            )
+            .await
+            .unwrap(),
+    );
+    env.round(Cause::Manual, Mode::Incremental).await;
+    let first = env.commands().await;
+    let ada_v1 = first.iter().find(|c| c.user_id == ada).unwrap().version;
+
+    let expect =
+        |commands: &[cardsync_proto::CardCommand], id: &str| -> cardsync_proto::CardCommand {
+            let mine: Vec<_> = commands.iter().filter(|c| c.user_id == id).collect();
+            assert_eq!(mine.len(), 1, "exactly one command for {id}: {commands:?}");
+            mine[0].clone()
+        };
+
+    env.control
+        .update_user(
+            &tenant,
+            &ada,
+            json!({"jobTitle": "Analyst", "mobilePhone": "+44 20 7946 0000"}),
+        )
+        .await
+        .unwrap();
+    env.round(Cause::Notification, Mode::Incremental).await;
+    let update = expect(&env.commands().await, &ada);
+    assert_eq!(action(&update), Action::Upsert);
+    assert_eq!(
+        field(&update, "job_title").or(field(&update, "jobTitle")),
+        Some("Analyst")
+    );
+    assert_eq!(
+        field(&update, "name"),
+        Some("Ada Lovelace"),
+        "unchanged fields are carried from the snapshot"
+    );
+    assert!(update.version > ada_v1);
+
+    env.control
+        .update_user(&tenant, &ada, json!({"accountEnabled": false}))
+        .await
+        .unwrap();
+    env.round(Cause::Notification, Mode::Incremental).await;
+    let disabled = expect(&env.commands().await, &ada);
+    assert_eq!(action(&disabled), Action::Deactivate);
+    assert!(disabled.version > update.version);
+
+    env.control
+        .update_user(&tenant, &ada, json!({"accountEnabled": true}))
+        .await
+        .unwrap();
+    env.control
+        .delete_user(&tenant, &other, false)
+        .await
+        .unwrap();
+    env.round(Cause::Notification, Mode::Incremental).await;
+    let commands = env.commands().await;
+    assert_eq!(
+        action(&expect(&commands, &ada)),
+        Action::Upsert,
+        "re-enabled"
+    );
+    assert_eq!(
+        action(&expect(&commands, &other)),
+        Action::Delete,
+        "soft-deleted: the removal policy applies"
+    );
+
+    env.control.restore_user(&tenant, &other).await.unwrap();
+    env.round(Cause::Notification, Mode::Incremental).await;
+    assert_eq!(
+        action(&expect(&env.commands().await, &other)),
+        Action::Upsert,
+        "restored"
+    );
+
+    env.control
+        .delete_user(&tenant, &other, true)
+        .await
+        .unwrap();
+    env.round(Cause::Notification, Mode::Incremental).await;
+    assert_eq!(
+        action(&expect(&env.commands().await, &other)),
+        Action::Delete,
+        "permanently deleted"
+    );
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn a_burst_of_triggers_costs_one_or_two_rounds() {
+    let env = env().await;
+    let users = env.seed(20).await;
+    env.round(Cause::Manual, Mode::Incremental).await;
+    env.commands().await;
+    let before = delta_requests(&env).await;
+    for user in &users[..10] {
+        env.control
+            .update_user(&env.tenant_text(), user, json!({"jobTitle": "Burst"}))
+            .await
+            .unwrap();
+    }
+    let coalescer = env.app.coalescer().clone();
+    let waiters: Vec<_> = (0..200)
+        .map(|i| {
+            let coalescer = coalescer.clone();
+            let tenant = env.tenant;
+            let announced = users[i % 10].clone();
+            tokio::spawn(async move {
+                coalescer
+                    .covered(tenant, Cause::Notification, Some(announced))
+                    .await
+            })
+        })
+        .collect();
+    for waiter in waiters {
+        assert!(matches!(
+            waiter.await.unwrap(),
+            delta_worker::coalesce::Covered::Done(_)
+        ));
+    }
+    let rounds = delta_requests(&env).await - before;
+    assert!(
+        (1..=2).contains(&rounds),
+        "{rounds} delta requests for 200 triggers"
+    );
+    let commands = env.commands().await;
+    assert_eq!(
+        commands.len(),
+        10,
+        "one command per changed user, not per trigger"
+    );
+    env.teardown().await;
+}
+
+async fn delta_requests(env: &crate::support::Env) -> u64 {
+    let counters = env
+        .control
+        .counters(Some(&env.tenant_text()))
+        .await
+        .unwrap();
+    counters[env.tenant_text()]["users.delta"]["requests"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn an_expired_delta_token_starts_a_full_round_that_finds_users_deleted_meanwhile() {
+    let env = env().await;
+    let users = env.seed(15).await;
+    env.round(Cause::Manual, Mode::Incremental).await;
+    let carded: BTreeSet<String> = env
+        .commands()
+        .await
+        .into_iter()
+        .map(|c| c.user_id)
+        .collect();
+    let victim = users.iter().find(|u| carded.contains(*u)).unwrap().clone();
+    env.control
+        .delete_user(&env.tenant_text(), &victim, true)
+        .await
+        .unwrap();
+    // Eight days later the stored deltaLink is useless (Graph keeps directory tokens for 7).
+    env.control.advance_clock(8 * 24 * 3600).await.unwrap();
+    let report = env.round(Cause::SafetyPoll, Mode::Incremental).await;
+    assert!(report.full);
+    let commands = env.commands().await;
+    let by_user: BTreeMap<String, Action> = commands
+        .iter()
+        .map(|c| (c.user_id.clone(), action(c)))
+        .collect();
+    assert_eq!(by_user.get(&victim), Some(&Action::Delete));
+    assert_eq!(
+        by_user.len(),
+        1,
+        "unchanged users are not re-sent: {by_user:?}"
+    );
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn losing_redis_costs_one_full_round_and_no_duplicate_commands() {
+    let env = env().await;
+    env.seed(12).await;
+    env.round(Cause::Manual, Mode::Incremental).await;
+    env.commands().await;
+    // Everything Redis held for this deployment is gone.
+    let client = redis::Client::open("redis://127.0.0.1:6379/0").unwrap();
+    let mut redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis must run on 6379: run `make services`");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", env.prefix))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    let _: () = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+
+    let report = env.round(Cause::SafetyPoll, Mode::Incremental).await;
+    assert!(report.full);
+    assert_eq!(report.changed, 0);
+    assert!(env.commands().await.is_empty());
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn commands_a_crashed_round_never_confirmed_are_sent_by_the_next_round() {
+    let env = env().await;
+    env.seed(5).await;
+    env.round(Cause::Manual, Mode::Incremental).await;
+    let first = env.commands().await;
+    // As if the process died after saving versions but before the broker confirmed their commands.
+    sqlx::query(
+        "UPDATE directory_users SET emitted_version = 0 WHERE tenant_id = $1 AND user_id = $2",
+    )
+    .bind(env.tenant)
+    .bind(&first[0].user_id)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    env.round(Cause::SafetyPoll, Mode::Incremental).await;
+    let again = env.commands().await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        (again[0].user_id.as_str(), again[0].version),
+        (first[0].user_id.as_str(), first[0].version)
+    );
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn group_scope_follows_nested_membership_in_and_out() {
+    let env = env().await;
+    let tenant = env.tenant_text();
+    let user = |name: &str| json!({"displayName": name, "userPrincipalName": format!("{}@contoso.test", name.to_lowercase())});
+    let alice = id_of(
+        &env.control
+            .create_user(&tenant, user("Alice"))
+            .await
+            .unwrap(),
+    );
+    let bob = id_of(&env.control.create_user(&tenant, user("Bob")).await.unwrap());
+    let carol = id_of(
+        &env.control
+            .create_user(&tenant, user("Carol"))
+            .await
+            .unwrap(),
+    );
+    let sales = id_of(
+        &env.control
+            .create_group(&tenant, json!({"displayName": "Sales"}))
+            .await
+            .unwrap(),
+    );
+    let emea = id_of(
+        &env.control
+            .create_group(&tenant, json!({"displayName": "EMEA"}))
+            .await
+            .unwrap(),
+    );
+    env.control
+        .add_member(&tenant, &sales, &alice)
+        .await
+        .unwrap();
+    env.control
+        .add_member(&tenant, &sales, &emea)
+        .await
+        .unwrap();
+    env.control.add_member(&tenant, &emea, &bob).await.unwrap();
+    cardsync_store::directory::set_scope(&env.pool, env.tenant, std::slice::from_ref(&sales))
+        .await
+        .unwrap();
+
+    env.round(Cause::Manual, Mode::Incremental).await;
+    let commands = env.commands().await;
+    let carded: BTreeSet<&str> = commands.iter().map(|c| c.user_id.as_str()).collect();
+    assert_eq!(
+        carded,
+        [alice.as_str(), bob.as_str()].into_iter().collect(),
+        "nested members count, others do not"
+    );
+    let bob_command = commands.iter().find(|c| c.user_id == bob).unwrap();
+    assert_eq!(bob_command.team_ids, vec![sales.clone()]);
+    assert_eq!(bob_command.teams[0].name, "Sales");
+
+    env.control
+        .remove_member(&tenant, &emea, &bob)
+        .await
+        .unwrap();
+    env.control
+        .add_member(&tenant, &sales, &carol)
+        .await
+        .unwrap();
+    env.round(Cause::Notification, Mode::Incremental).await;
+    let moves: BTreeMap<String, Action> = env
+        .commands()
+        .await
+        .iter()
+        .map(|c| (c.user_id.clone(), action(c)))
+        .collect();
+    assert_eq!(moves.get(&bob), Some(&Action::Delete), "moved out of scope");
+    assert_eq!(moves.get(&carol), Some(&Action::Upsert), "moved into scope");
+    assert_eq!(moves.len(), 2);
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn photo_changes_are_found_by_the_budgeted_scan() {
+    let env = env().await;
+    let tenant = env.tenant_text();
+    let ada = id_of(
+        &env.control
+            .create_user(
+                &tenant,
+                json!({"displayName": "Ada", "userPrincipalName": "ada@contoso.test"}),
+            )
+            .await
+            .unwrap(),
+    );
+    env.round(Cause::Manual, Mode::Incremental).await;
+    env.commands().await;
+    env.control
+        .set_photo(&tenant, &ada, vec![0xff, 0xd8, 0xff, 1, 2], "image/jpeg")
+        .await
+        .unwrap();
+    let report = env.round(Cause::SafetyPoll, Mode::Incremental).await;
+    assert_eq!(report.unannounced, 1, "no notification announces a photo");
+    let commands = env.commands().await;
+    assert_eq!(commands.len(), 1);
+    assert!(!commands[0].photo_etag.is_empty());
+    assert_eq!(
+        crate::support::field(&commands[0], "photo"),
+        Some(commands[0].photo_etag.as_str())
+    );
+
+    env.control.clear_photo(&tenant, &ada).await.unwrap();
+    env.round(Cause::SafetyPoll, Mode::Incremental).await;
+    let cleared = env.commands().await;
+    assert_eq!(cleared.len(), 1);
+    assert!(
+        cleared[0]
+            .fields
+            .iter()
+            .any(|f| f.name == "photo" && f.value.is_none()),
+        "a removed photo is cleared"
+    );
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn a_per_user_sync_pushes_the_current_state_even_when_unchanged() {
+    let env = env().await;
+    let users = env.seed(8).await;
+    env.round(Cause::Manual, Mode::Incremental).await;
+    let first: BTreeMap<String, u64> = env
+        .commands()
+        .await
+        .into_iter()
+        .map(|c| (c.user_id, c.version))
+        .collect();
+    let target = users
+        .iter()
+        .find(|u| first.contains_key(*u))
+        .unwrap()
+        .clone();
+    env.round(Cause::Manual, Mode::Users(vec![target.clone()]))
+        .await;
+    let commands = env.commands().await;
+    assert_eq!(commands.len(), 1);
+    assert_eq!(commands[0].user_id, target);
+    assert!(
+        commands[0].version > first[&target],
+        "a new version, so the card-writer applies it"
+    );
+    env.teardown().await;
+}

@@ -1,0 +1,197 @@
+//! A graph-sim tenant, a delta-worker wired to it, and readers for the commands it emits.
+
+use cardsync_bus::lapin;
+use cardsync_config::Sources;
+use cardsync_proto::{BusMessage, CardCommand, Message as _};
+use cardsync_store::connections::{self, Connection, CredentialKind, SealingKey};
+use delta_worker::round::{Mode, RoundReport, RoundRequest};
+use delta_worker::{Application, Settings};
+use graph_sim::control_client::{CARDSYNC_PERMISSIONS, Control};
+use graph_sim::{RunningSim, SimConfig};
+use secrecy::SecretString;
+use serde_json::Value;
+use std::collections::HashSet;
+use uuid::Uuid;
+
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/cardsync_test";
+
+pub struct Env {
+    pub _sim: RunningSim,
+    pub control: Control,
+    pub tenant: Uuid,
+    pub app: Application,
+    pub prefix: String,
+    pub pool: sqlx::PgPool,
+    amqp: lapin::Connection,
+}
+
+static MIGRATED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+pub async fn env() -> Env {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    cardsync_telemetry::init_for_tests();
+    let sim = graph_sim::spawn(SimConfig {
+        workers: 1,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let control = Control::new(sim.control_url());
+    let tenant_text = control.create_tenant().await.unwrap();
+    let tenant = Uuid::parse_str(&tenant_text).unwrap();
+    let registration = control
+        .create_secret_app(&tenant_text, CARDSYNC_PERMISSIONS)
+        .await
+        .unwrap();
+
+    let pool = sqlx::PgPool::connect(DATABASE_URL).await.expect(
+        "PostgreSQL must run on 127.0.0.1:5432 with a cardsync_test database: run `make services`",
+    );
+    MIGRATED
+        .get_or_init(|| async { cardsync_store::migrate(&pool).await.unwrap() })
+        .await;
+
+    let prefix = format!("dw{}.", &Uuid::new_v4().simple().to_string()[..10]);
+    let env: Vec<(String, String)> = [
+        ("CARDSYNC__HTTP__LISTEN", "127.0.0.1:0".to_owned()),
+        ("CARDSYNC__TOPOLOGY__PREFIX", prefix.clone()),
+        ("CARDSYNC__POSTGRES__URL", DATABASE_URL.to_owned()),
+        ("CARDSYNC__REDIS__KEY_PREFIX", prefix.clone()),
+        ("CARDSYNC__BUS__URL", AMQP_URL.to_owned()),
+        ("CARDSYNC__BUS__CONNECT_TIMEOUT", "20s".to_owned()),
+        // Short-lived test queues are classic: quorum-queue churn is heavy for one node.
+        ("CARDSYNC__BUS__QUEUE_TYPE", "classic".to_owned()),
+        ("CARDSYNC__GRAPH__AUTHORITY_URL", sim.graph_url().to_owned()),
+        ("CARDSYNC__GRAPH__GRAPH_URL", sim.graph_url().to_owned()),
+        ("CARDSYNC__GRAPH__BACKOFF_BASE", "20ms".to_owned()),
+        ("CARDSYNC__GRAPH__BACKOFF_CAP", "500ms".to_owned()),
+        ("CARDSYNC__WORKER__LEASE_TTL", "5s".to_owned()),
+        ("CARDSYNC__WORKER__LEASE_WAIT", "20s".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let settings = Settings::load(&Sources {
+        file: None,
+        env: Some(env),
+    })
+    .unwrap();
+    let key = SealingKey::from_base64(&settings.secrets.credential_key).unwrap();
+    connections::put(
+        &pool,
+        &key,
+        &Connection {
+            tenant_id: tenant,
+            client_id: registration.client_id,
+            kind: CredentialKind::Secret,
+            credential: SecretString::from(registration.secret.unwrap()),
+        },
+    )
+    .await
+    .unwrap();
+    let app = Application::build(settings).await.unwrap();
+    let amqp = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ must run on 127.0.0.1:5672: run `make services`");
+    Env {
+        _sim: sim,
+        control,
+        tenant,
+        app,
+        prefix,
+        pool,
+        amqp,
+    }
+}
+
+impl Env {
+    pub fn tenant_text(&self) -> String {
+        self.tenant.to_string()
+    }
+
+    /// Runs one round directly.
+    pub async fn round(&self, cause: cardsync_proto::Cause, mode: Mode) -> RoundReport {
+        self.app
+            .coalescer()
+            .rounds()
+            .run(&RoundRequest {
+                tenant: self.tenant,
+                cause,
+                announced: HashSet::new(),
+                mode,
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Takes every card command currently on the live and bulk queues.
+    pub async fn commands(&self) -> Vec<CardCommand> {
+        let channel = self.amqp.create_channel().await.unwrap();
+        let mut out = Vec::new();
+        for queue in ["card-writer.live", "card-writer.bulk"] {
+            let name = format!("{}{queue}", self.prefix);
+            while let Ok(Some(message)) = channel
+                .basic_get(
+                    name.as_str().into(),
+                    lapin::options::BasicGetOptions { no_ack: true },
+                )
+                .await
+            {
+                let kind = message
+                    .delivery
+                    .properties
+                    .kind()
+                    .as_ref()
+                    .map(|k| k.to_string());
+                assert_eq!(kind.as_deref(), Some(CardCommand::TYPE));
+                out.push(CardCommand::decode(message.delivery.data.as_slice()).unwrap());
+            }
+        }
+        out
+    }
+
+    /// Seeds `users` users and returns their ids.
+    pub async fn seed(&self, users: usize) -> Vec<String> {
+        self.control
+            .seed(&self.tenant_text(), users, 11)
+            .await
+            .unwrap();
+        let snapshot = self.control.snapshot(&self.tenant_text()).await.unwrap();
+        snapshot["directory"]["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|u| u["id"].as_str())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    pub async fn teardown(self) {
+        let channel = self.amqp.create_channel().await.unwrap();
+        let _ =
+            cardsync_bus::delete(&channel, &cardsync_bus::Topology::cardsync(&self.prefix)).await;
+        self.app.coalescer().rounds().publisher.close().await;
+    }
+}
+
+pub fn action(command: &CardCommand) -> cardsync_proto::card_command::Action {
+    command.action()
+}
+
+pub fn field<'a>(command: &'a CardCommand, name: &str) -> Option<&'a str> {
+    command
+        .fields
+        .iter()
+        .find(|f| f.name == name)
+        .and_then(|f| f.value.as_deref())
+}
+
+pub fn id_of(value: &Value) -> String {
+    value["user"]["id"]
+        .as_str()
+        .or(value["group"]["id"].as_str())
+        .or(value["id"].as_str())
+        .unwrap()
+        .to_owned()
+}
