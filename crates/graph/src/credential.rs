@@ -217,10 +217,11 @@ pub(crate) fn sign_assertion(
             header.x5t = Some(URL_SAFE_NO_PAD.encode(sha1::Sha1::digest(&der)))
         }
     }
-    let key = jsonwebtoken::EncodingKey::from_rsa_pem(private_key_pem.expose_secret().as_bytes())
-        .map_err(|_| {
-        TokenError::BadCertificate("the private key is not an RSA PEM key".into())
-    })?;
+    // The key may come alone or in one PEM bundle with the certificate (as operators store it).
+    let key_pem = private_key_block(private_key_pem.expose_secret())
+        .ok_or_else(|| TokenError::BadCertificate("no PEM PRIVATE KEY block".into()))?;
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(key_pem.as_bytes())
+        .map_err(|_| TokenError::BadCertificate("the private key is not an RSA PEM key".into()))?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let claims = AssertionClaims {
         aud: audience,
@@ -233,6 +234,19 @@ pub(crate) fn sign_assertion(
     };
     jsonwebtoken::encode(&header, &claims, &key)
         .map_err(|e| TokenError::BadCertificate(format!("signing failed: {e}")))
+}
+
+/// The first `PRIVATE KEY` or `RSA PRIVATE KEY` PEM block of `pem`, markers included.
+fn private_key_block(pem: &str) -> Option<&str> {
+    for label in ["PRIVATE KEY", "RSA PRIVATE KEY"] {
+        let begin = format!("-----BEGIN {label}-----");
+        let end = format!("-----END {label}-----");
+        if let Some(start) = pem.find(&begin) {
+            let stop = start + pem[start..].find(&end)? + end.len();
+            return Some(&pem[start..stop]);
+        }
+    }
+    None
 }
 
 /// The DER bytes of the first PEM block labelled `label`.
@@ -271,6 +285,18 @@ mod tests {
             token_endpoint(&authority, "contoso.com"),
             "https://login.microsoftonline.com/contoso.com/oauth2/v2.0/token"
         );
+    }
+
+    #[test]
+    fn the_private_key_is_found_inside_a_bundle_with_the_certificate() {
+        let bundle = "-----BEGIN CERTIFICATE-----\nAAEC\n-----END CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\nS0VZ\n-----END PRIVATE KEY-----\n";
+        assert_eq!(
+            private_key_block(bundle),
+            Some("-----BEGIN PRIVATE KEY-----\nS0VZ\n-----END PRIVATE KEY-----")
+        );
+        let rsa = "-----BEGIN RSA PRIVATE KEY-----\nS0VZ\n-----END RSA PRIVATE KEY-----";
+        assert_eq!(private_key_block(rsa), Some(rsa));
+        assert_eq!(private_key_block("-----BEGIN CERTIFICATE-----"), None);
     }
 
     #[test]

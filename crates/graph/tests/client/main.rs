@@ -173,13 +173,27 @@ async fn a_certificate_assertion_gets_a_token_with_either_algorithm() {
         )
         .await
         .unwrap();
-    for algorithm in [AssertionAlgorithm::Ps256, AssertionAlgorithm::Rs256] {
+    // One PEM bundle holding certificate and key, as operators store it, works as both.
+    let bundle = format!("{}{}", certificate.pem(), key.serialize_pem());
+    for (algorithm, certificate_pem, private_key_pem) in [
+        (
+            AssertionAlgorithm::Ps256,
+            certificate.pem(),
+            key.serialize_pem(),
+        ),
+        (
+            AssertionAlgorithm::Rs256,
+            certificate.pem(),
+            key.serialize_pem(),
+        ),
+        (AssertionAlgorithm::Ps256, bundle.clone(), bundle.clone()),
+    ] {
         let connection = TenantConnection {
             tenant_id: env.tenant.clone(),
             client_id: app.client_id.clone(),
             credential: Credential::Certificate {
-                certificate_pem: certificate.pem(),
-                private_key_pem: SecretString::from(key.serialize_pem()),
+                certificate_pem,
+                private_key_pem: SecretString::from(private_key_pem),
                 algorithm,
             },
         };
