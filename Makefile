@@ -5,7 +5,11 @@ export CARGO_INCREMENTAL ?= 0
 export CARGO_TERM_COLOR ?= never
 export RUST_BACKTRACE ?= 1
 
-.PHONY: help services build fmt fmt-check lint test ci bench demo clean
+.PHONY: help services build fmt fmt-check lint test ci bench demo clean conformance
+
+# graph-sim's conformance suite: Microsoft's Python clients, pinned, in a project-local venv.
+VENV ?= .venv
+CONFORMANCE_DIR := tests/graph-sim/conformance
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -25,8 +29,19 @@ fmt-check: ## fail if the code is not formatted
 lint: ## clippy on every target, warnings are errors
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-test: services ## every test, against real RabbitMQ, Redis and PostgreSQL
+test: services ## every test, against real RabbitMQ, Redis and PostgreSQL, then graph-sim's conformance suite
 	$(CARGO) test --workspace --locked --no-fail-fast
+	$(MAKE) --no-print-directory conformance
+
+$(VENV)/.conformance-deps: $(CONFORMANCE_DIR)/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+conformance: $(VENV)/.conformance-deps ## graph-sim over HTTPS against msgraph-sdk + azure-identity (pytest)
+	$(CARGO) build --locked -p graph-sim --bin graph-sim
+	GRAPH_SIM_BIN="$${CARGO_TARGET_DIR:-target}/debug/graph-sim" PYTHONDONTWRITEBYTECODE=1 \
+		$(VENV)/bin/python -m pytest $(CONFORMANCE_DIR) -q -p no:cacheprovider
 
 ci: fmt-check lint test ## what .ci/run runs
 

@@ -441,7 +441,8 @@ impl DirObject {
         for (k, v) in &self.extensions {
             m.insert(k.clone(), v.clone());
         }
-        m.insert("state".into(), json!(self.state));
+        // Not `state`: that is a Graph user property (state or province), which the snapshot must keep.
+        m.insert("lifecycleState".into(), json!(self.state));
         if self.kind == Kind::Group {
             let members: Vec<&String> = self
                 .members

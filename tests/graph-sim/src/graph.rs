@@ -58,22 +58,38 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/{tenant}/discovery/v2.0/keys", web::get().to(jwks))
         .route("/{tenant}/discovery/keys", web::get().to(jwks))
         .route(
+            "/{tenant}/discovery/instance",
+            web::get().to(instance_discovery),
+        )
+        .route(
             "/{tenant}/v2.0/.well-known/openid-configuration",
             web::get().to(openid_configuration),
         )
         .route("/v1.0/users", web::get().to(list_users))
+        .route("/v1.0/users/$count", web::get().to(count_users))
         .route("/v1.0/users/delta", web::get().to(users_delta))
+        .route("/v1.0/users/delta()", web::get().to(users_delta))
         .route(
             "/v1.0/users/microsoft.graph.delta()",
+            web::get().to(users_delta),
+        )
+        .route(
+            "/v1.0/users/microsoft.graph.delta",
             web::get().to(users_delta),
         )
         .route("/v1.0/users/{id}", web::get().to(get_user))
         .route("/v1.0/users/{id}/photo", web::get().to(photo_meta))
         .route("/v1.0/users/{id}/photo/$value", web::get().to(photo_value))
         .route("/v1.0/groups", web::get().to(list_groups))
+        .route("/v1.0/groups/$count", web::get().to(count_groups))
         .route("/v1.0/groups/delta", web::get().to(groups_delta))
+        .route("/v1.0/groups/delta()", web::get().to(groups_delta))
         .route(
             "/v1.0/groups/microsoft.graph.delta()",
+            web::get().to(groups_delta),
+        )
+        .route(
+            "/v1.0/groups/microsoft.graph.delta",
             web::get().to(groups_delta),
         )
         .route("/v1.0/groups/{id}", web::get().to(get_group))
@@ -82,8 +98,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::get().to(transitive_members),
         )
         .route(
-            "/v1.0/groups/{id}/transitiveMembers/microsoft.graph.user",
+            "/v1.0/groups/{id}/transitiveMembers/$count",
+            web::get().to(count_transitive_members),
+        )
+        // The SDKs cast with the `graph.` alias; Graph accepts it next to `microsoft.graph.`.
+        .route(
+            "/v1.0/groups/{id}/transitiveMembers/{cast:(microsoft\\.)?graph\\.user}",
             web::get().to(transitive_users),
+        )
+        .route(
+            "/v1.0/groups/{id}/transitiveMembers/{cast:(microsoft\\.)?graph\\.user}/$count",
+            web::get().to(count_transitive_users),
         )
         .route(
             "/v1.0/directoryRoles/{key}/members",
@@ -292,6 +317,8 @@ fn charge(sim: &Sim, ctx: &mut Ctx, cost: Cost) -> Result<(), GraphError> {
 enum Reply {
     Json(StatusCode, Value, Vec<(&'static str, String)>),
     Bytes(Vec<u8>, String, String),
+    /// `text/plain` (`$count`).
+    Text(String),
     Empty,
 }
 
@@ -352,6 +379,9 @@ fn ok_response(reply: Reply) -> HttpResponse {
             .insert_header((header::CONTENT_TYPE, content_type))
             .insert_header((header::ETAG, etag))
             .body(bytes),
+        Reply::Text(text) => HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, "text/plain;charset=utf-8"))
+            .body(text),
         Reply::Empty => HttpResponse::NoContent().finish(),
     }
 }
@@ -507,10 +537,14 @@ fn collection(
     context: String,
     mut items: Vec<(String, Map<String, Value>)>,
     page: usize,
+    total: Option<usize>,
 ) -> Reply {
     let more = items.len() > page;
     items.truncate(page);
     let mut body = json!({"@odata.context": context});
+    if let Some(n) = total {
+        body["@odata.count"] = json!(n);
+    }
     if more && let Some((last, _)) = items.last() {
         let mut query = url::form_urlencoded::Serializer::new(String::new());
         for (k, v) in url::form_urlencoded::parse(req.query_string().as_bytes())
@@ -535,6 +569,7 @@ fn list_objects(req: &HttpRequest, q: &Params, kind: Kind, ctx: &Ctx) -> Result<
     let sel = Select::parse(kind, select)?;
     let page = parse_top(q)?.unwrap_or(100);
     let after = skip_after(q)?;
+    let with_count = count_requested(req, q)?;
     let filter = param(q, "filter").map(parse_filter).transpose()?;
     let dir = read(&ctx.tenant.dir);
     let matches = |o: &DirObject| {
@@ -548,6 +583,12 @@ fn list_objects(req: &HttpRequest, q: &Params, kind: Kind, ctx: &Ctx) -> Result<
             })
         })
     };
+    let total = with_count.then(|| {
+        dir.objects(kind)
+            .values()
+            .filter(|o| o.state == crate::directory::LifeState::Active && matches(o))
+            .count()
+    });
     let lower = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
     let items: Vec<(String, Map<String, Value>)> = dir
         .objects(kind)
@@ -562,7 +603,142 @@ fn list_objects(req: &HttpRequest, q: &Params, kind: Kind, ctx: &Ctx) -> Result<
         context(kind.set_name(), select),
         items,
         page,
+        total,
     ))
+}
+
+/// Whether Graph's advanced query headers are present (`ConsistencyLevel: eventual`).
+fn eventual(req: &HttpRequest) -> bool {
+    req.headers()
+        .get("consistencylevel")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("eventual"))
+}
+
+fn count_unsupported() -> GraphError {
+    // Directory objects only count with the advanced-query header (graph-facts §7).
+    GraphError::BadRequest(
+        "Request_BadRequest",
+        "$count is not currently supported.".into(),
+    )
+}
+
+/// `$count=true`: `Ok(true)` with `ConsistencyLevel: eventual`, an error without it.
+fn count_requested(req: &HttpRequest, q: &Params) -> Result<bool, GraphError> {
+    match param(q, "count") {
+        None => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("true") => {
+            if eventual(req) {
+                Ok(true)
+            } else {
+                Err(count_unsupported())
+            }
+        }
+        Some(v) => Err(GraphError::BadRequest(
+            "Request_BadRequest",
+            format!("Invalid $count value '{v}'."),
+        )),
+    }
+}
+
+/// Counts the active objects of a kind matching `$filter` (`/users/$count`, `/groups/$count`).
+fn count_objects(
+    req: &HttpRequest,
+    q: &Params,
+    kind: Kind,
+    ctx: &Ctx,
+) -> Result<Reply, GraphError> {
+    if !eventual(req) {
+        return Err(count_unsupported());
+    }
+    let filter = param(q, "filter").map(parse_filter).transpose()?;
+    let dir = read(&ctx.tenant.dir);
+    let n = dir
+        .objects(kind)
+        .values()
+        .filter(|o| o.state == crate::directory::LifeState::Active)
+        .filter(|o| {
+            filter.as_ref().is_none_or(|clauses| {
+                clauses.iter().any(|(p, v)| {
+                    if p == "id" {
+                        o.id == *v
+                    } else {
+                        o.get_str(p).is_some_and(|x| x.eq_ignore_ascii_case(v))
+                    }
+                })
+            })
+        })
+        .count();
+    Ok(Reply::Text(n.to_string()))
+}
+
+async fn count_users(sim: Data<Sim>, req: HttpRequest, q: Params) -> HttpResponse {
+    let c = Cost {
+        base: 1,
+        has_select: false,
+        top: None,
+    };
+    run(&sim, &req, "users.count", USER_READ, Some(c), |ctx| {
+        count_objects(&req, &q, Kind::User, ctx)
+    })
+    .await
+}
+
+async fn count_groups(sim: Data<Sim>, req: HttpRequest, q: Params) -> HttpResponse {
+    let c = Cost {
+        base: 1,
+        has_select: false,
+        top: None,
+    };
+    run(&sim, &req, "groups.count", GROUP_READ, Some(c), |ctx| {
+        count_objects(&req, &q, Kind::Group, ctx)
+    })
+    .await
+}
+
+async fn count_transitive(
+    sim: &Sim,
+    req: &HttpRequest,
+    id: &str,
+    ep: &str,
+    users_only: bool,
+) -> HttpResponse {
+    let c = Cost {
+        base: 5,
+        has_select: false,
+        top: None,
+    };
+    run(sim, req, ep, GROUP_READ, Some(c), |ctx| {
+        if !eventual(req) {
+            return Err(count_unsupported());
+        }
+        let dir = read(&ctx.tenant.dir);
+        let n = dir
+            .transitive_members(id)?
+            .into_iter()
+            .filter(|o| !users_only || o.kind == Kind::User)
+            .count();
+        Ok(Reply::Text(n.to_string()))
+    })
+    .await
+}
+
+async fn count_transitive_members(
+    sim: Data<Sim>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> HttpResponse {
+    count_transitive(&sim, &req, &id, "groups.transitiveMembers.count", false).await
+}
+
+async fn count_transitive_users(
+    sim: Data<Sim>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (id, _cast) = path.into_inner();
+    count_transitive(&sim, &req, &id, "groups.transitiveMembers.user.count", true).await
 }
 
 fn cost(q: &Params, base: u32) -> Result<Cost, GraphError> {
@@ -746,6 +922,12 @@ fn members_page(
     let group_sel = lenient_select(Kind::Group, select);
     let page = parse_top(q)?.unwrap_or(100);
     let after = skip_after(q)?;
+    let total = count_requested(req, q)?.then(|| {
+        members
+            .iter()
+            .filter(|o| !users_only || o.kind == Kind::User)
+            .count()
+    });
     let items: Vec<(String, Map<String, Value>)> = members
         .into_iter()
         .filter(|o| !users_only || o.kind == Kind::User)
@@ -766,7 +948,7 @@ fn members_page(
     } else {
         "directoryObjects"
     };
-    Ok(collection(req, context(set, select), items, page))
+    Ok(collection(req, context(set, select), items, page, total))
 }
 
 /// `$select` for mixed collections: each kind keeps the names it knows.
@@ -810,9 +992,10 @@ async fn transitive_members(
 async fn transitive_users(
     sim: Data<Sim>,
     req: HttpRequest,
-    id: web::Path<String>,
+    path: web::Path<(String, String)>,
     q: Params,
 ) -> HttpResponse {
+    let (id, _cast) = path.into_inner();
     let c = match cost(&q, 5) {
         Ok(c) => c,
         Err(e) => return finish(&sim, &req, "groups.transitiveMembers.user", None, Err(e)),
@@ -929,7 +1112,8 @@ fn delta_round(
     let settings = lock(&ctx.tenant.delta).clone();
     let now = sim.clock.now().unix_timestamp();
     let tenant = ctx.tenant.id.as_str();
-    let path = format!("{}/v1.0/{}/delta", base_url(req), kind.set_name());
+    // Links keep the form the client called (`/delta`, `/delta()`, `/microsoft.graph.delta()`), on our own host.
+    let path = format!("{}{}", base_url(req), req.path());
     let select = param(q, "select").map(str::to_owned);
     let malformed = |_| GraphError::BadRequest("Request_BadRequest", "Badly formed token.".into());
     let state = if let Some(tok) = param(q, "skiptoken") {
@@ -1199,10 +1383,25 @@ async fn token(
         ),
     };
     sim.count(&tenant_id, ep, status.as_u16());
-    HttpResponseBuilder::new(status)
-        .insert_header((header::CONTENT_TYPE, "application/json; charset=utf-8"))
+    let mut b = HttpResponseBuilder::new(status);
+    b.insert_header((header::CONTENT_TYPE, "application/json; charset=utf-8"))
         .insert_header((header::CACHE_CONTROL, "no-store, no-cache"))
-        .body(body.to_string())
+        .insert_header(("x-ms-request-id", trace_id(&body)));
+    // Entra echoes the correlation id when asked to (MSAL sends `return-client-request-id: true`).
+    if let Some(cid) = req
+        .headers()
+        .get("client-request-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        b.insert_header(("client-request-id", cid.to_owned()));
+    }
+    b.body(body.to_string())
+}
+
+fn trace_id(body: &Value) -> String {
+    body.get("trace_id")
+        .and_then(Value::as_str)
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
 }
 
 fn issue_token(
@@ -1212,6 +1411,21 @@ fn issue_token(
     body: &[u8],
 ) -> Result<(Value, String), TokenError> {
     let tr = parse_token_request(req, body);
+    // Field names only (never values): what Microsoft's libraries send (`client_info`, `claims`, …).
+    let mut fields: Vec<&str> = tr.form.keys().map(String::as_str).collect();
+    fields.sort_unstable();
+    let assertion_alg = tr
+        .form
+        .get("client_assertion")
+        .and_then(|a| jsonwebtoken::decode_header(a).ok())
+        .map(|h| format!("{:?}", h.alg));
+    tracing::info!(
+        fields = %fields.join(","),
+        basic = tr.basic.is_some(),
+        assertion_alg = assertion_alg.as_deref().unwrap_or(""),
+        claims = tr.form.get("claims").map_or("", String::as_str),
+        "token request"
+    );
     let tenant = sim
         .tenant(tenant_key)
         .ok_or_else(|| TokenError::tenant_not_found(tenant_key))?;
@@ -1263,26 +1477,148 @@ async fn jwks(sim: Data<Sim>) -> HttpResponse {
     HttpResponse::Ok().json(sim.keys.jwks())
 }
 
+/// Tenant keys that name no tenant but are valid authorities (multi-tenant endpoints).
+const MULTI_TENANT: &[&str] = &["common", "organizations", "consumers"];
+
+/// OpenID Connect discovery for a tenant (or `common`): MSAL reads `token_endpoint` and `authorization_endpoint`.
 async fn openid_configuration(
     sim: Data<Sim>,
     req: HttpRequest,
     tenant_key: web::Path<String>,
 ) -> HttpResponse {
-    let Some(tenant) = sim.tenant(&tenant_key) else {
-        return HttpResponse::BadRequest().json(token_error_body(
-            &sim,
-            &TokenError::tenant_not_found(&tenant_key),
-        ));
-    };
     let base = base_url(&req);
-    HttpResponse::Ok().json(json!({
-        "issuer": format!("https://login.microsoftonline.com/{}/v2.0", tenant.id),
-        "token_endpoint": format!("{base}/{}/oauth2/v2.0/token", tenant.id),
-        "jwks_uri": format!("{base}/{}/discovery/v2.0/keys", tenant.id),
+    let (segment, tid) = if MULTI_TENANT.contains(&tenant_key.to_ascii_lowercase().as_str()) {
+        (tenant_key.to_ascii_lowercase(), "{tenantid}".to_owned())
+    } else {
+        match sim.tenant(&tenant_key) {
+            Some(t) => (t.id.clone(), t.id.clone()),
+            None => {
+                return HttpResponse::BadRequest().json(token_error_body(
+                    &sim,
+                    &TokenError::tenant_not_found(&tenant_key),
+                ));
+            }
+        }
+    };
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "max-age=86400, private"))
+        .json(openid_document(&base, &segment, &tid))
+}
+
+/// The discovery document; the issuer lives on the simulator's own host so OIDC-authority clients can match it.
+fn openid_document(base: &str, segment: &str, tid: &str) -> Value {
+    json!({
+        "token_endpoint": format!("{base}/{segment}/oauth2/v2.0/token"),
         "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+        "jwks_uri": format!("{base}/{segment}/discovery/v2.0/keys"),
+        "response_modes_supported": ["query", "fragment", "form_post"],
+        "subject_types_supported": ["pairwise"],
         "id_token_signing_alg_values_supported": ["RS256"],
+        "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+        "scopes_supported": ["openid", "profile", "email", "offline_access"],
+        "issuer": format!("{base}/{tid}/v2.0"),
+        "request_uri_parameter_supported": false,
+        "userinfo_endpoint": format!("{base}/oidc/userinfo"),
+        "authorization_endpoint": format!("{base}/{segment}/oauth2/v2.0/authorize"),
+        "device_authorization_endpoint": format!("{base}/{segment}/oauth2/v2.0/devicecode"),
+        "http_logout_supported": true,
+        "frontchannel_logout_supported": true,
+        "end_session_endpoint": format!("{base}/{segment}/oauth2/v2.0/logout"),
+        "claims_supported": ["sub", "iss", "cloud_instance_name", "cloud_instance_host_name", "cloud_graph_host_name", "msgraph_host", "aud", "exp", "iat", "auth_time", "acr", "nonce", "preferred_username", "name", "tid", "ver", "at_hash", "c_hash", "email"],
+        "kerberos_endpoint": format!("{base}/{segment}/kerberos"),
         "tenant_region_scope": "EU",
+        "cloud_instance_name": "microsoftonline.com",
+        "cloud_graph_host_name": "graph.windows.net",
+        "msgraph_host": "graph.microsoft.com",
+        "rbac_url": "https://pas.windows.net",
+    })
+}
+
+/// Query of Entra's instance discovery (`/common/discovery/instance`).
+#[derive(Debug, serde::Deserialize)]
+struct InstanceQuery {
+    authorization_endpoint: Option<String>,
+    #[serde(rename = "api-version")]
+    api_version: Option<String>,
+}
+
+/// Instance discovery as MSAL calls it: the simulator vouches for its own host only.
+async fn instance_discovery(req: HttpRequest, q: Query<InstanceQuery>) -> HttpResponse {
+    let base = base_url(&req);
+    let own_host = req.connection_info().host().to_ascii_lowercase();
+    // MSAL Python builds the endpoint from the authority's host name without its port, so the port is not compared.
+    let own_name = own_host
+        .rsplit_once(':')
+        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+        .map_or(own_host.as_str(), |(name, _)| name)
+        .to_owned();
+    let api_version = q.api_version.clone().unwrap_or_else(|| "1.1".to_owned());
+    let endpoint = q
+        .authorization_endpoint
+        .as_deref()
+        .and_then(|e| url::Url::parse(e).ok());
+    let tenant = endpoint.as_ref().and_then(|u| {
+        let host = u.host_str()?.to_ascii_lowercase();
+        (host == own_name || host.trim_matches(['[', ']']) == own_name.trim_matches(['[', ']']))
+            .then(|| u.path_segments()?.next().map(str::to_owned))
+            .flatten()
+    });
+    let Some(tenant) = tenant.filter(|t| !t.is_empty()) else {
+        let trace = uuid::Uuid::new_v4().to_string();
+        return HttpResponse::BadRequest().json(json!({
+            "error": "invalid_instance",
+            "error_description": format!("AADSTS50049: Unknown or invalid instance.\r\nTrace ID: {trace}"),
+            "error_codes": [50049],
+            "trace_id": trace,
+        }));
+    };
+    HttpResponse::Ok().json(json!({
+        "tenant_discovery_endpoint": format!("{base}/{tenant}/v2.0/.well-known/openid-configuration"),
+        "api-version": api_version,
+        "metadata": [{
+            "preferred_network": own_host,
+            "preferred_cache": own_host,
+            "aliases": [own_host],
+        }],
     }))
+}
+
+/// Logs every request on the Graph surface (method, path, query, client library headers, status).
+pub async fn log_request(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    // The benchmark runs without a subscriber: skip the copies below unless someone listens.
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return next.call(req).await;
+    }
+    let method = req.method().to_string();
+    let path = req.path().to_owned();
+    let query = req.query_string().to_owned();
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let user_agent = header("user-agent");
+    let client_sku = header("x-client-sku");
+    let client_request_id = header("client-request-id");
+    let scheme = req.connection_info().scheme().to_owned();
+    let res = next.call(req).await?;
+    tracing::info!(
+        %method,
+        %scheme,
+        %path,
+        %query,
+        status = res.status().as_u16(),
+        %user_agent,
+        %client_sku,
+        %client_request_id,
+        "request"
+    );
+    Ok(res)
 }
 
 #[cfg(test)]

@@ -392,9 +392,23 @@ struct AssertionClaims {
     sub: Option<String>,
     #[serde(default)]
     aud: Option<Value>,
+    #[serde(default, deserialize_with = "numeric_date")]
     exp: Option<i64>,
+    #[serde(default, deserialize_with = "numeric_date")]
     nbf: Option<i64>,
     jti: Option<String>,
+}
+
+/// RFC 7519 NumericDate: seconds that "can represent non-integer values". MSAL Python sends
+/// `exp`/`iat` as floats (`1795312656.92`), which Entra accepts; fractions are dropped.
+fn numeric_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let v = Option::<serde_json::Number>::deserialize(d)?;
+    Ok(v.and_then(|n| n.as_i64().or_else(|| n.as_f64().map(|f| f.trunc() as i64))))
+}
+
+/// Thumbprints compare without base64 padding: MSAL Python sends `x5t`/`x5t#S256` padded (`…VTQ=`).
+fn same_thumbprint(registered: &str, presented: &str) -> bool {
+    registered.trim_end_matches('=') == presented.trim_end_matches('=')
 }
 
 /// Authenticates the client of a token request against its app registration.
@@ -528,12 +542,14 @@ fn certificate_assertion(
     jtis: &JtiCache,
 ) -> Result<ClientAuth, TokenError> {
     let cert = match (header.alg, &header.x5t_s256, &header.x5t) {
-        (Algorithm::PS256 | Algorithm::RS256, Some(s256), _) => {
-            app.certificates.iter().find(|c| &c.sha256 == s256)
-        }
-        (Algorithm::PS256 | Algorithm::RS256, None, Some(x5t)) => {
-            app.certificates.iter().find(|c| &c.sha1 == x5t)
-        }
+        (Algorithm::PS256 | Algorithm::RS256, Some(s256), _) => app
+            .certificates
+            .iter()
+            .find(|c| same_thumbprint(&c.sha256, s256)),
+        (Algorithm::PS256 | Algorithm::RS256, None, Some(x5t)) => app
+            .certificates
+            .iter()
+            .find(|c| same_thumbprint(&c.sha1, x5t)),
         (Algorithm::PS256 | Algorithm::RS256, None, None) => {
             return Err(err(
                 401,
@@ -832,6 +848,23 @@ mod tests {
             (e.status, e.error, e.code),
             (401, "invalid_client", 7000215)
         );
+    }
+
+    #[test]
+    fn fractional_numeric_dates_are_accepted() {
+        let c: AssertionClaims =
+            serde_json::from_value(json!({"exp": 1795312656.92, "nbf": 17, "iss": "c1"}))
+                .expect("claims");
+        assert_eq!((c.exp, c.nbf), (Some(1795312656), Some(17)));
+    }
+
+    #[test]
+    fn padded_thumbprints_match_unpadded_ones() {
+        assert!(same_thumbprint(
+            "hOBcHZi846VCHSJbFAs26Go9VTQ",
+            "hOBcHZi846VCHSJbFAs26Go9VTQ="
+        ));
+        assert!(!same_thumbprint("hOBcHZi846VCHSJbFAs26Go9VTQ", "other"));
     }
 
     #[test]

@@ -19,8 +19,10 @@ pub mod seed;
 pub mod state;
 pub mod subscriptions;
 pub mod throttle;
+pub mod tls;
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +49,14 @@ pub struct SimConfig {
     pub token_lifetime_secs: i64,
     /// HTTP worker threads per server.
     pub workers: usize,
+    /// Also serve the Graph and identity endpoints over HTTPS (on `https_listen`); plain HTTP stays available.
+    pub tls: bool,
+    /// Where the HTTPS listener binds when `tls` is on.
+    pub https_listen: SocketAddr,
+    /// Serve these PEM files instead of a generated CA + server certificate.
+    pub tls_files: Option<tls::TlsFiles>,
+    /// Where to write the CA PEM clients must trust (default: a file in the temp directory named after the port).
+    pub ca_out: Option<PathBuf>,
 }
 
 impl Default for SimConfig {
@@ -58,6 +68,10 @@ impl Default for SimConfig {
             time_scale: 1.0,
             token_lifetime_secs: 3599,
             workers: 2,
+            tls: false,
+            https_listen: loopback,
+            tls_files: None,
+            ca_out: None,
         }
     }
 }
@@ -83,6 +97,27 @@ pub enum SpawnError {
     /// The server could not start.
     #[error("starting the HTTP server failed")]
     Serve(#[source] std::io::Error),
+    /// The TLS certificates could not be generated, loaded or written.
+    #[error("preparing TLS failed")]
+    Tls(#[from] tls::TlsError),
+}
+
+/// The HTTPS side of a running simulator.
+#[derive(Debug)]
+struct HttpsInfo {
+    url: String,
+    ca_pem: String,
+    ca_file: PathBuf,
+    /// The CA file was placed in the temp directory by us (no `ca_out`), so it goes when the simulator does.
+    owns_ca_file: bool,
+}
+
+impl Drop for HttpsInfo {
+    fn drop(&mut self) {
+        if self.owns_ca_file {
+            let _ = std::fs::remove_file(&self.ca_file);
+        }
+    }
 }
 
 /// A running simulator; dropping it stops the servers and background work.
@@ -90,6 +125,7 @@ pub enum SpawnError {
 pub struct RunningSim {
     graph_url: String,
     control_url: String,
+    https: Option<HttpsInfo>,
     sim: web::Data<Sim>,
     handles: Vec<ServerHandle>,
     cancel: CancellationToken,
@@ -104,6 +140,21 @@ impl RunningSim {
     /// Base URL of the control API.
     pub fn control_url(&self) -> &str {
         &self.control_url
+    }
+
+    /// Base URL of the Graph and identity endpoints over HTTPS (`https://127.0.0.1:PORT`), when `tls` is on.
+    pub fn https_url(&self) -> Option<&str> {
+        self.https.as_ref().map(|h| h.url.as_str())
+    }
+
+    /// PEM of the CA that signed the HTTPS certificate, when `tls` is on.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.https.as_ref().map(|h| h.ca_pem.as_str())
+    }
+
+    /// The file holding [`Self::ca_pem`], when `tls` is on.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.https.as_ref().map(|h| h.ca_file.as_path())
     }
 
     /// The token endpoint of a tenant.
@@ -136,12 +187,39 @@ impl Drop for RunningSim {
     }
 }
 
-fn bind(addr: SocketAddr) -> Result<(TcpListener, String), SpawnError> {
+fn bind(addr: SocketAddr, scheme: &str) -> Result<(TcpListener, String), SpawnError> {
     let listener = TcpListener::bind(addr).map_err(|source| SpawnError::Bind { addr, source })?;
     let local = listener
         .local_addr()
         .map_err(|source| SpawnError::Bind { addr, source })?;
-    Ok((listener, format!("http://{local}")))
+    Ok((listener, format!("{scheme}://{local}")))
+}
+
+/// Binds the HTTPS listener, prepares the certificates and writes the CA PEM.
+fn prepare_https(
+    config: &SimConfig,
+) -> Result<Option<(TcpListener, tls::TlsMaterial, HttpsInfo)>, SpawnError> {
+    if !config.tls {
+        return Ok(None);
+    }
+    let material = match &config.tls_files {
+        Some(files) => tls::load(files)?,
+        None => tls::generate()?,
+    };
+    let (listener, url) = bind(config.https_listen, "https")?;
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+    let owns_ca_file = config.ca_out.is_none();
+    let ca_file = config.ca_out.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("graph-sim-{}-{port}-ca.pem", std::process::id()))
+    });
+    tls::write_ca(&ca_file, &material.ca_pem)?;
+    let info = HttpsInfo {
+        url,
+        ca_pem: material.ca_pem.clone(),
+        ca_file,
+        owns_ca_file,
+    };
+    Ok(Some((listener, material, info)))
 }
 
 async fn graph_not_found() -> HttpResponse {
@@ -167,21 +245,32 @@ pub async fn spawn(config: SimConfig) -> Result<RunningSim, SpawnError> {
     };
     let sim = web::Data::new(Sim::new(clock, keys, settings, http, notifier));
 
-    let (graph_listener, graph_url) = bind(config.graph_listen)?;
-    let (control_listener, control_url) = bind(config.control_listen)?;
+    let (graph_listener, graph_url) = bind(config.graph_listen, "http")?;
+    let (control_listener, control_url) = bind(config.control_listen, "http")?;
+    let https = prepare_https(&config)?;
     let data = sim.clone();
-    let graph = HttpServer::new(move || {
+    let mut graph = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(4 * 1024 * 1024))
+            .wrap(actix_web::middleware::from_fn(graph::log_request))
             .configure(graph::configure)
             .default_service(web::to(graph_not_found))
     })
     .workers(config.workers.max(1))
     .disable_signals()
     .listen(graph_listener)
-    .map_err(SpawnError::Serve)?
-    .run();
+    .map_err(SpawnError::Serve)?;
+    let https = match https {
+        Some((listener, material, info)) => {
+            graph = graph
+                .listen_rustls_0_23(listener, (*material.server).clone())
+                .map_err(SpawnError::Serve)?;
+            Some(info)
+        }
+        None => None,
+    };
+    let graph = graph.run();
     let data = sim.clone();
     let control = HttpServer::new(move || {
         App::new()
@@ -202,6 +291,7 @@ pub async fn spawn(config: SimConfig) -> Result<RunningSim, SpawnError> {
     Ok(RunningSim {
         graph_url,
         control_url,
+        https,
         sim,
         handles,
         cancel,

@@ -1,6 +1,7 @@
 //! The `graph-sim` binary: serve the simulator, or run its benchmark.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -30,6 +31,21 @@ struct Cli {
     /// HTTP worker threads per server.
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Also serve the Graph and identity endpoints over HTTPS (generated CA unless --tls-cert/--tls-key).
+    #[arg(long, env = "GRAPH_SIM_TLS")]
+    tls: bool,
+    /// The HTTPS listener (with --tls).
+    #[arg(long, env = "GRAPH_SIM_HTTPS_LISTEN", default_value = "127.0.0.1:8443")]
+    https_listen: SocketAddr,
+    /// PEM certificate chain to serve instead of a generated one (with --tls-key).
+    #[arg(long, env = "GRAPH_SIM_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "GRAPH_SIM_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Where to write the CA certificate clients must trust (default: a file in the temp directory).
+    #[arg(long, env = "GRAPH_SIM_CA_OUT")]
+    ca_out: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -47,8 +63,10 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Logs go to stderr: stdout carries only the start-up line scripts parse.
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     if let Some(Command::Bench { users, page_size }) = cli.command {
@@ -64,15 +82,30 @@ async fn main() -> anyhow::Result<()> {
         time_scale: cli.time_scale,
         token_lifetime_secs: cli.token_lifetime,
         workers: cli.workers,
+        tls: cli.tls || cli.tls_cert.is_some(),
+        https_listen: cli.https_listen,
+        tls_files: cli
+            .tls_cert
+            .zip(cli.tls_key)
+            .map(|(cert_chain, key)| graph_sim::tls::TlsFiles { cert_chain, key }),
+        ca_out: cli.ca_out,
     };
     let sim = graph_sim::spawn(config)
         .await
         .context("starting graph-sim")?;
-    println!(
-        "graph-sim graph_url={} control_url={}",
-        sim.graph_url(),
-        sim.control_url()
-    );
+    match (sim.https_url(), sim.ca_file()) {
+        (Some(https), Some(ca)) => println!(
+            "graph-sim graph_url={} control_url={} https_url={https} ca_file={}",
+            sim.graph_url(),
+            sim.control_url(),
+            ca.display()
+        ),
+        _ => println!(
+            "graph-sim graph_url={} control_url={}",
+            sim.graph_url(),
+            sim.control_url()
+        ),
+    }
     tokio::signal::ctrl_c()
         .await
         .context("waiting for ctrl-c")?;

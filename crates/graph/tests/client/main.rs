@@ -490,3 +490,91 @@ async fn photos_transitive_members_and_role_members_are_read() {
         vec![user_id]
     );
 }
+
+/// A graph-sim serving HTTPS with its generated CA, and a tenant with a secret app.
+async fn https_sim() -> (RunningSim, Control, TenantConnection) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sim = graph_sim::spawn(SimConfig {
+        workers: 1,
+        tls: true,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let control = Control::new(sim.control_url());
+    let tenant = control.create_tenant().await.unwrap();
+    let app = control
+        .create_secret_app(&tenant, CARDSYNC_PERMISSIONS)
+        .await
+        .unwrap();
+    let connection = TenantConnection {
+        tenant_id: tenant,
+        client_id: app.client_id,
+        credential: Credential::Secret(SecretString::from(app.secret.unwrap())),
+    };
+    (sim, control, connection)
+}
+
+fn https_settings(sim: &RunningSim) -> GraphSettings {
+    let https = url::Url::parse(sim.https_url().unwrap()).unwrap();
+    let mut settings = GraphSettings::for_endpoints(https.clone(), https);
+    settings.backoff_base = Duration::from_millis(20);
+    settings.backoff_cap = Duration::from_millis(100);
+    settings.max_attempts = 2;
+    settings.request_timeout = Duration::from_secs(10);
+    settings
+}
+
+#[tokio::test]
+async fn graph_sim_is_reached_over_https_when_extra_ca_file_trusts_its_ca() {
+    let (sim, control, connection) = https_sim().await;
+    control.seed(&connection.tenant_id, 30, 3).await.unwrap();
+    let mut settings = https_settings(&sim);
+    settings.extra_ca_file = Some(sim.ca_file().unwrap().to_owned());
+    let graph = GraphClient::new(settings).unwrap();
+
+    graph.check_credentials(&connection).await.unwrap();
+    let start = delta_start_url(&graph.settings().graph_url, "users", &["id"]);
+    assert!(start.starts_with("https://"), "{start}");
+    let mut next = start;
+    let mut items = Vec::new();
+    let delta_link = loop {
+        let page = graph.delta_page(&connection, &next, false).await.unwrap();
+        items.extend(page.items);
+        match page.link {
+            PageLink::Next(link) => next = link,
+            PageLink::Done(link) => break link,
+        }
+    };
+    assert_eq!(ids(&items).len(), 30);
+    assert!(
+        delta_link.starts_with(&format!("{}/v1.0/users/delta?", sim.https_url().unwrap())),
+        "links stay on graph-sim's HTTPS origin: {delta_link}"
+    );
+}
+
+#[tokio::test]
+async fn without_its_ca_graph_sims_https_certificate_is_refused() {
+    let (sim, _control, connection) = https_sim().await;
+    let graph = GraphClient::new(https_settings(&sim)).unwrap();
+
+    let err = graph.check_credentials(&connection).await.unwrap_err();
+    let mut chain = vec![err.to_string()];
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        chain.push(cause.to_string());
+        source = cause.source();
+    }
+    let chain = chain.join(": ");
+    assert!(
+        matches!(
+            err,
+            GraphError::Token(cardsync_graph::TokenError::Unavailable(_))
+        ),
+        "{chain}"
+    );
+    assert!(
+        chain.to_lowercase().contains("certificate"),
+        "the cause names the certificate problem: {chain}"
+    );
+}

@@ -73,7 +73,7 @@ async fn mutations_report_their_time_and_the_snapshot_reflects_them() {
         .expect("user in snapshot");
     assert_eq!(user["accountEnabled"], false);
     assert_eq!(user["employeeId"], "E9");
-    assert_eq!(user["state"], "active");
+    assert_eq!(user["lifecycleState"], "active");
 }
 
 #[tokio::test(flavor = "multi_thread")]

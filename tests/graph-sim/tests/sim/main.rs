@@ -3,6 +3,7 @@
 mod control;
 mod delta;
 mod directory;
+mod https;
 mod identity;
 mod notifications;
 mod subscriptions;
