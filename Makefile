@@ -50,9 +50,10 @@ bench: services ## benchmarks; figures go to BENCHMARKS.md
 	target/release/graph-sim bench --users 100000 --page-size 999
 	$(CARGO) run --release --locked -p webhook --example ingest_bench
 
-demo: services ## the main job: webhook + handshake + notifications onto the queue
-	$(CARGO) build --locked -p webhook --bin webhook --example demo
-	$(CARGO) run --locked -p webhook --example demo
+DEMO_ARGS ?=
+demo: services ## the main job: seed graph-sim, initial sync, a stream of changes, cards converge (DEMO_ARGS="--users 5000 --seconds 60")
+	$(CARGO) build --locked -p graph-sim -p webhook -p delta-worker -p card-writer -p cardsync-demo --bins
+	"$${CARGO_TARGET_DIR:-target}/debug/cardsync-demo" $(DEMO_ARGS)
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,162 @@
+//! The convergence check: every card in PostgreSQL against the graph-sim snapshot mapped through
+//! the tenant's field rules (the same `cardsync_rules::map_user` the delta-worker uses).
+
+use cardsync_rules::{DirectoryUser, FieldRules, map_user};
+use serde_json::Value;
+use sqlx::PgPool;
+use std::collections::{BTreeMap, HashMap};
+use uuid::Uuid;
+
+/// The outcome of one comparison.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Users in the directory snapshot (soft-deleted included).
+    pub users: usize,
+    /// Users that should have an active card.
+    pub expected_active: usize,
+    /// Cards whose status or fields disagree with the directory.
+    pub divergent: usize,
+    /// Of those, cards whose only difference is the photo (found by the budgeted photo scan).
+    pub photo_only: usize,
+    /// Directory users or emails held by more than one live card.
+    pub duplicates: usize,
+    /// Cards by status.
+    pub statuses: BTreeMap<String, usize>,
+    /// A few examples of what diverged, for the summary.
+    pub examples: Vec<String>,
+}
+
+struct CardRow {
+    user_id: Option<String>,
+    status: String,
+    fields: Value,
+}
+
+fn card_value<'a>(fields: &'a Value, field: &str) -> Option<&'a str> {
+    fields
+        .get(field)
+        .and_then(|state| state.get("value"))
+        .and_then(Value::as_str)
+}
+
+/// Compares every card of `tenant` with `snapshot` (graph-sim's `/snapshot` answer).
+pub async fn compare(pool: &PgPool, tenant: Uuid, snapshot: &Value) -> anyhow::Result<Report> {
+    let rules: Option<Value> = sqlx::query_scalar("SELECT rules FROM tenants WHERE tenant_id = $1")
+        .bind(tenant)
+        .fetch_optional(pool)
+        .await?;
+    let rules: FieldRules = rules
+        .and_then(|rules| serde_json::from_value(rules).ok())
+        .unwrap_or_default();
+    let rows: Vec<(Option<String>, String, Value)> =
+        sqlx::query_as("SELECT user_id, status, fields FROM cards WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_all(pool)
+            .await?;
+    let mut report = Report::default();
+    let mut cards: HashMap<String, CardRow> = HashMap::new();
+    for (user_id, status, fields) in rows {
+        *report.statuses.entry(status.clone()).or_default() += 1;
+        let row = CardRow {
+            user_id: user_id.clone(),
+            status,
+            fields,
+        };
+        match user_id {
+            Some(user_id) => {
+                cards.insert(user_id, row);
+            }
+            None if row.status == "active" => {
+                report.divergent += 1;
+                report.examples.push("an active card without a user".into());
+            }
+            None => {}
+        }
+    }
+    report.duplicates = sqlx::query_scalar::<_, i64>(
+        "SELECT coalesce(sum(n - 1), 0)::bigint FROM (
+             SELECT count(*) AS n FROM cards WHERE tenant_id = $1 AND status <> 'deleted'
+              GROUP BY lower(coalesce(email, card_id::text)) HAVING count(*) > 1) d",
+    )
+    .bind(tenant)
+    .fetch_one(pool)
+    .await?
+    .try_into()
+    .unwrap_or(usize::MAX);
+
+    let mut seen = std::collections::HashSet::new();
+    for user in snapshot["directory"]["users"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let Some(id) = user["id"].as_str() else {
+            continue;
+        };
+        report.users += 1;
+        seen.insert(id.to_owned());
+        let active = user["lifecycleState"]
+            .as_str()
+            .is_none_or(|s| s == "active")
+            && user["accountEnabled"] != Value::Bool(false);
+        let card = cards.get(id);
+        if !active {
+            if card.is_some_and(|c| c.status == "active") {
+                report.divergent += 1;
+                push_example(&mut report, format!("{id}: card active, user not"));
+            }
+            continue;
+        }
+        report.expected_active += 1;
+        let Some(card) = card.filter(|c| c.status == "active") else {
+            report.divergent += 1;
+            let status = card.map_or("none", |c| c.status.as_str());
+            push_example(&mut report, format!("{id}: user active, card {status}"));
+            continue;
+        };
+        let mut mapped = match DirectoryUser::from_graph(user)
+            .map_err(anyhow::Error::from)
+            .and_then(|u| map_user(&rules, &u).map_err(anyhow::Error::from))
+        {
+            Ok(mapped) => mapped,
+            Err(error) => {
+                push_example(&mut report, format!("{id}: cannot map: {error}"));
+                continue;
+            }
+        };
+        mapped.set_photo(user["photo"]["etag"].as_str().map(str::to_owned));
+        let mut differences = Vec::new();
+        for (field, value) in &mapped.fields {
+            let have = card_value(&card.fields, field.as_str());
+            if have != value.as_deref() {
+                differences.push(format!(
+                    "{}: card {:?}, directory {:?}",
+                    field.as_str(),
+                    have,
+                    value
+                ));
+            }
+        }
+        if !differences.is_empty() {
+            report.divergent += 1;
+            if differences.len() == 1 && differences[0].starts_with("photo:") {
+                report.photo_only += 1;
+            }
+            push_example(&mut report, format!("{id}: {}", differences.join("; ")));
+        }
+    }
+    for (user_id, card) in &cards {
+        if !seen.contains(user_id) && card.status == "active" {
+            report.divergent += 1;
+            let who = card.user_id.as_deref().unwrap_or("?");
+            push_example(&mut report, format!("{who}: purged user, card active"));
+        }
+    }
+    Ok(report)
+}
+
+fn push_example(report: &mut Report, example: String) {
+    if report.examples.len() < 8 {
+        report.examples.push(example);
+    }
+}
