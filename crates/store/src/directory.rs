@@ -147,6 +147,16 @@ pub async fn record_round(pool: &PgPool, tenant: Uuid, cause: &str) -> Result<()
     Ok(())
 }
 
+/// Records that a round was attempted and failed, so the safety poll waits a full interval
+/// before trying again instead of retrying a broken tenant on every tick.
+pub async fn record_failed_attempt(pool: &PgPool, tenant: Uuid) -> Result<(), StoreError> {
+    sqlx::query("UPDATE tenant_sync_state SET last_round_at = now() WHERE tenant_id = $1")
+        .bind(tenant)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Tenants with a connection whose last round is older than `idle` (or that never had one).
 pub async fn idle_tenants(
     pool: &PgPool,

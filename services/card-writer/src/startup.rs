@@ -230,7 +230,9 @@ impl Application {
                 while in_flight.get() > 0 && tokio::time::Instant::now() < deadline {
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 }
-                handle.stop(in_flight.get() == 0).await;
+                // Every started request is done (or the deadline passed): close what is left,
+                // idle keep-alive connections included, instead of waiting for clients to hang up.
+                handle.stop(false).await;
             }
         });
         let result = self.server.await;

@@ -148,16 +148,27 @@ struct Round<'a> {
 }
 
 impl Rounds {
-    /// Runs one round to completion.
+    /// Runs one round to completion. A failed round is recorded as an attempt, so the safety
+    /// poll waits a full interval before trying a broken tenant again.
     pub async fn run(&self, request: &RoundRequest) -> Result<RoundReport, RoundError> {
+        let outcome = self.run_round(request).await;
+        if outcome.is_err()
+            && let Err(error) = directory::record_failed_attempt(&self.pool, request.tenant).await
+        {
+            tracing::debug!(error = %error, "failed round not recorded");
+        }
+        outcome
+    }
+
+    async fn run_round(&self, request: &RoundRequest) -> Result<RoundReport, RoundError> {
         let started = Instant::now();
+        directory::ensure_sync_state(&self.pool, request.tenant).await?;
         let connection = self.connection(request.tenant).await?;
         let rules = cardsync_store::tenants::get(&self.pool, request.tenant)
             .await?
             .map(|t| t.rules)
             .unwrap_or_default();
         let scope_groups = directory::scope(&self.pool, request.tenant).await?;
-        directory::ensure_sync_state(&self.pool, request.tenant).await?;
 
         let lease = self.take_lease(request.tenant).await?;
         let lost = Arc::new(AtomicBool::new(false));
@@ -563,16 +574,25 @@ impl Rounds {
         Ok(())
     }
 
-    /// Checks photos of users created this round and a budgeted slice of everyone else, since
-    /// delta never reports photo changes.
+    /// Checks photos of users created this round and, on scheduled rounds only, a budgeted slice
+    /// of everyone else, since delta never reports photo changes. Rounds triggered by
+    /// notifications skip the slice, so a burst of changes does not cost photo calls.
     async fn photos_pass(
         &self,
         round: &mut Round<'_>,
         created: Vec<String>,
     ) -> Result<(), RoundError> {
-        let budget = i64::from(self.settings.photo_checks_per_round);
-        let mut candidates =
-            directory::photo_scan_candidates(&self.pool, round.tenant, budget).await?;
+        let scheduled = round.cause != proto::Cause::Notification;
+        let budget = if scheduled {
+            i64::from(self.settings.photo_checks_per_round)
+        } else {
+            0
+        };
+        let mut candidates = if budget > 0 {
+            directory::photo_scan_candidates(&self.pool, round.tenant, budget).await?
+        } else {
+            Vec::new()
+        };
         if !created.is_empty() {
             let mut tx = self.pool.begin().await?;
             let fresh = directory::users(&mut tx, round.tenant, &created).await?;

@@ -190,7 +190,8 @@ impl Application {
         ));
         let stopper = tokio::spawn(async move {
             shutdown.cancelled().await;
-            handle.stop(true).await;
+            // Health and metrics requests are instant: do not wait for idle keep-alive clients.
+            handle.stop(false).await;
         });
         let result = self.server.await;
         for task in [changes, requests] {

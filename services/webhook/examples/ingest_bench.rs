@@ -54,6 +54,8 @@ const OPEN_LOOP_MAX_IN_FLIGHT: usize = 512;
 const TARGET_NOTIFICATIONS_PER_S: f64 = 10_000.0;
 const TARGET_P99_MS: f64 = 50.0;
 const TARGET_RATIO: f64 = 0.7;
+/// Cores other processes may use during a phase before the figures are flagged as disturbed.
+const NOISY_NEIGHBOUR_CORES: f64 = 0.15;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -137,7 +139,14 @@ async fn main() -> anyhow::Result<()> {
     let topology = Topology::cardsync(&prefix).with_retry_delays(&settings.bus.retry_delays);
     let raw_channels = args.raw_channels.unwrap_or(settings.bus.publish_channels);
 
+    // Nothing is created until every prerequisite is there.
+    let admin = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .context("RabbitMQ must run on 127.0.0.1:5672: run `make services`")?;
+    let admin_channel = admin.create_channel().await?;
+    let binary = webhook_binary()?;
     let pool = test_database().await?;
+
     let tenant = Uuid::new_v4();
     let client_state = format!("bench-{}", Uuid::new_v4().simple());
     let subscription = Subscription {
@@ -151,45 +160,46 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("registering the benchmark subscription")?;
 
-    let binary = webhook_binary()?;
+    // From here on, whatever happens ends in the teardown below.
     let log = std::env::temp_dir().join(format!("ingest_bench-{prefix}log"));
-    let mut webhook = Webhook::spawn(&binary, &env, &log)?;
-    let admin = Connection::connect(AMQP_URL, ConnectionProperties::default())
-        .await
-        .context("RabbitMQ must run on 127.0.0.1:5672: run `make services`")?;
-    let admin_channel = admin.create_channel().await?;
+    let outcome = async {
+        // Declared here, without a deadline: 30 quorum queues can take longer than the
+        // webhook's 1 s connect_timeout on a busy 2-core machine; its own declaration is then
+        // a quick no-op.
+        cardsync_bus::declare(&admin_channel, &topology)
+            .await
+            .context("declaring the benchmark topology")?;
+        println!("starting {} (log: {})", binary.display(), log.display());
+        let mut webhook = Webhook::spawn(&binary, &env, &log)?;
+        let bench = Bench {
+            args: &args,
+            base: format!("http://127.0.0.1:{port}"),
+            subscription: subscription.id,
+            tenant,
+            client_state,
+            webhook_pid: webhook.pid(),
+            queue: topology.name(names::DELTA_WORKER_CHANGES),
+            exchange: topology.name(names::GRAPH),
+            raw_channels,
+            admin: &admin_channel,
+        };
+        let result = bench.run(load_before, &mut webhook).await;
+        let exit = webhook.stop();
+        if result.is_err() {
+            println!("webhook exit: {exit:?}; its log: {}", log.display());
+        }
+        result
+    }
+    .await;
 
-    let bench = Bench {
-        args: &args,
-        base: format!("http://127.0.0.1:{port}"),
-        subscription: subscription.id,
-        tenant,
-        client_state,
-        webhook_pid: webhook.pid(),
-        queue: topology.name(names::DELTA_WORKER_CHANGES),
-        exchange: topology.name(names::GRAPH),
-        raw_channels,
-        admin: &admin_channel,
-    };
-    let outcome = bench.run(load_before, &mut webhook).await;
-
-    // Teardown whatever happened: stop the webhook, then remove what the run created.
-    let webhook_exit = webhook.stop();
     let deleted = cardsync_bus::delete(&admin_channel, &topology).await;
     let removed = subscriptions::remove(&pool, subscription.id).await;
     let _ = admin.close(200, "bench done".into()).await;
-    match outcome {
-        Ok(()) => {
-            deleted.context("deleting the benchmark topology")?;
-            removed.context("removing the benchmark subscription")?;
-            let _ = std::fs::remove_file(&log);
-            Ok(())
-        }
-        Err(error) => {
-            println!("webhook exit: {webhook_exit:?}; its log: {}", log.display());
-            Err(error)
-        }
-    }
+    outcome?;
+    deleted.context("deleting the benchmark topology")?;
+    removed.context("removing the benchmark subscription")?;
+    let _ = std::fs::remove_file(&log);
+    Ok(())
 }
 
 /// The test database, created and migrated if needed.
@@ -208,12 +218,28 @@ async fn test_database() -> anyhow::Result<sqlx::PgPool> {
             .await;
     }
     admin.close().await;
+
+    // Migrate on a pool of its own, closed right after: sqlx keeps its session-level advisory
+    // lock when a run fails validation, and a pooled connection holding it would block the
+    // webhook's own start-up migration forever.
+    let migrating = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(DATABASE_URL)
+        .await
+        .context("connecting to cardsync_test")?;
+    if let Err(error) = cardsync_store::migrate(&migrating).await {
+        // The test database is shared: a branch with newer migrations may have applied them
+        // ("previously applied but missing"). The registry table is all we need; registering
+        // the subscription is the real check.
+        println!(
+            "warning: migrations not applied to cardsync_test: {}",
+            webhook::registry::error_chain(&error)
+        );
+    }
+    migrating.close().await;
     let pool = sqlx::PgPool::connect(DATABASE_URL)
         .await
         .context("connecting to cardsync_test")?;
-    cardsync_store::migrate(&pool)
-        .await
-        .context("migrating cardsync_test")?;
     Ok(pool)
 }
 
@@ -783,6 +809,8 @@ struct CpuProbe {
 struct CpuTimes {
     total: u64,
     idle: u64,
+    interrupts: u64,
+    steal: u64,
     webhook: u64,
     broker: u64,
     bench: u64,
@@ -794,13 +822,18 @@ struct CpuSplit {
     webhook: f64,
     broker: f64,
     bench: f64,
+    /// irq + softirq: mostly loopback TCP, which no process is charged for.
+    interrupts: f64,
+    /// Taken by the hypervisor.
+    steal: f64,
+    /// Every other process on the machine.
     other: f64,
     idle: f64,
 }
 
 impl CpuProbe {
     fn new(webhook: u32) -> Self {
-        let broker = process_ids("beam.smp");
+        let broker = broker_process_ids();
         let cpus = std::fs::read_to_string("/proc/stat")
             .map(|stat| {
                 stat.lines()
@@ -820,10 +853,12 @@ impl CpuProbe {
     }
 
     fn snapshot(&self) -> CpuTimes {
-        let (total, idle) = system_jiffies();
+        let system = system_jiffies();
         CpuTimes {
-            total,
-            idle,
+            total: system.total,
+            idle: system.idle,
+            interrupts: system.interrupts,
+            steal: system.steal,
             webhook: process_jiffies(&self.webhook.to_string()),
             broker: self
                 .broker
@@ -846,11 +881,16 @@ impl CpuProbe {
         let broker = cores(now.broker.saturating_sub(before.broker));
         let bench = cores(now.bench.saturating_sub(before.bench));
         let idle = cores(now.idle.saturating_sub(before.idle));
+        let interrupts = cores(now.interrupts.saturating_sub(before.interrupts));
+        let steal = cores(now.steal.saturating_sub(before.steal));
         CpuSplit {
             webhook,
             broker,
             bench,
-            other: (self.cpus as f64 - idle - webhook - broker - bench).max(0.0),
+            interrupts,
+            steal,
+            other: (self.cpus as f64 - idle - webhook - broker - bench - interrupts - steal)
+                .max(0.0),
             idle,
         }
     }
@@ -862,26 +902,41 @@ impl CpuSplit {
             "webhook": round2(self.webhook),
             "rabbitmq": round2(self.broker),
             "load_generator": round2(self.bench),
-            "other": round2(self.other),
+            "irq_softirq": round2(self.interrupts),
+            "steal": round2(self.steal),
+            "other_processes": round2(self.other),
             "idle": round2(self.idle),
         })
     }
 
     fn short(&self) -> String {
         format!(
-            "{:.2}/{:.2}/{:.2}/{:.2}/{:.2}",
-            self.webhook, self.broker, self.bench, self.other, self.idle
+            "{:.2}/{:.2}/{:.2}/{:.2}/{:.2}/{:.2}",
+            self.webhook,
+            self.broker,
+            self.bench,
+            self.interrupts + self.steal,
+            self.other,
+            self.idle
         )
     }
 }
 
-/// All jiffies and idle (+ iowait) jiffies of the machine.
-fn system_jiffies() -> (u64, u64) {
-    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
-        return (0, 0);
-    };
+/// Machine-wide jiffies from the first line of `/proc/stat`.
+#[derive(Debug, Default)]
+struct SystemJiffies {
+    total: u64,
+    /// idle + iowait.
+    idle: u64,
+    /// irq + softirq.
+    interrupts: u64,
+    steal: u64,
+}
+
+fn system_jiffies() -> SystemJiffies {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let Some(line) = stat.lines().next() else {
-        return (0, 0);
+        return SystemJiffies::default();
     };
     // cpu user nice system idle iowait irq softirq steal (guest time is already in user).
     let fields: Vec<u64> = line
@@ -890,9 +945,13 @@ fn system_jiffies() -> (u64, u64) {
         .take(8)
         .filter_map(|f| f.parse().ok())
         .collect();
-    let total = fields.iter().sum();
-    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
-    (total, idle)
+    let field = |index: usize| fields.get(index).copied().unwrap_or(0);
+    SystemJiffies {
+        total: fields.iter().sum(),
+        idle: field(3) + field(4),
+        interrupts: field(5) + field(6),
+        steal: field(7),
+    }
 }
 
 /// User + system jiffies of every thread of `/proc/<pid>` (0 if it is gone).
@@ -915,7 +974,8 @@ fn process_jiffies(pid: &str) -> u64 {
     field(11) + field(12)
 }
 
-fn process_ids(command: &str) -> Vec<u32> {
+/// The RabbitMQ server's Erlang VM(s), not the short-lived VMs of `rabbitmqctl`.
+fn broker_process_ids() -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -923,8 +983,12 @@ fn process_ids(command: &str) -> Vec<u32> {
         .filter_map(Result::ok)
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|comm| comm.trim() == command)
+            let is_beam = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == "beam.smp");
+            is_beam
+                && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                    cmdline.split(|byte| *byte == 0).any(|arg| arg == b"rabbit")
+                })
         })
         .collect()
 }
@@ -1020,7 +1084,7 @@ impl Report<'_> {
         println!();
         println!("webhook ingest benchmark, {date}, {machine}");
         println!(
-            "load average before {:?}, after {:?}; cpu columns are cores used: webhook/rabbitmq/load generator/other/idle",
+            "load average before {:?}, after {:?}; cpu columns are cores used: webhook/rabbitmq/load generator/irq+steal/other processes/idle",
             self.load_before, self.load_after
         );
         println!();
@@ -1029,7 +1093,7 @@ impl Report<'_> {
             args.concurrency, args.seconds, self.raw_channels
         );
         println!(
-            "{:>5} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>24} {:>9} {:>8} {:>6} {:>24}",
+            "{:>5} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>29} {:>9} {:>8} {:>6} {:>29}",
             "batch",
             "req/s",
             "notif/s",
@@ -1052,7 +1116,7 @@ impl Report<'_> {
             let non_202 = row.http.non_202();
             let non_202_count: u64 = non_202.values().sum();
             println!(
-                "{:>5} {:>8.0} {:>9.0} {:>8} {:>8.1} {:>8.1} {:>8.1} {:>24} {:>9.0} {:>8.1} {:>6.2} {:>24}",
+                "{:>5} {:>8.0} {:>9.0} {:>8} {:>8.1} {:>8.1} {:>8.1} {:>29} {:>9.0} {:>8.1} {:>6.2} {:>29}",
                 row.batch,
                 row.http.per_second(row.http.requests()),
                 rate,
@@ -1098,11 +1162,11 @@ impl Report<'_> {
             args.rate, args.latency_batch, args.latency_seconds
         );
         println!(
-            "{:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>24}",
+            "{:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>29}",
             "req/s", "notif/s", "non-202", "p50 ms", "p99 ms", "max ms", "cpu"
         );
         println!(
-            "{:>9.0} {:>9.0} {:>8} {:>8.1} {:>8.1} {:>8.1} {:>24}",
+            "{:>9.0} {:>9.0} {:>8} {:>8.1} {:>8.1} {:>8.1} {:>29}",
             achieved,
             self.latency.per_second(self.latency.accepted),
             non_202.values().sum::<u64>(),
@@ -1123,6 +1187,18 @@ impl Report<'_> {
             .map(ThroughputRow::ratio)
             .fold(f64::INFINITY, f64::min);
         let latency_ok = latency.p99 < TARGET_P99_MS && non_202.is_empty();
+        let busiest_neighbour = self
+            .rows
+            .iter()
+            .flat_map(|row| [row.http_cpu.other, row.raw_cpu.other])
+            .chain([self.latency_cpu.other])
+            .fold(0.0, f64::max);
+        if busiest_neighbour > NOISY_NEIGHBOUR_CORES {
+            println!();
+            println!(
+                "warning: other processes used up to {busiest_neighbour:.2} cores during a phase; rerun on a quiet machine"
+            );
+        }
         println!();
         println!(
             "target >= {TARGET_NOTIFICATIONS_PER_S:.0} notifications/s (every batch size): {:.0} at worst, {}",
@@ -1148,6 +1224,7 @@ impl Report<'_> {
             "load_before": self.load_before,
             "load_after": self.load_after,
             "webhook": "child process, release binary",
+            "max_other_processes_cores": round2(busiest_neighbour),
             "throughput": rows_json,
             "latency": {
                 "rate": args.rate,

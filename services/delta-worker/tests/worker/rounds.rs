@@ -439,3 +439,43 @@ async fn a_per_user_sync_pushes_the_current_state_even_when_unchanged() {
     );
     env.teardown().await;
 }
+
+#[tokio::test]
+async fn a_failed_round_counts_as_an_attempt_so_the_safety_poll_does_not_hammer_the_tenant() {
+    let env = env().await;
+    env.seed(3).await;
+    let idle = |env: &crate::support::Env| {
+        let pool = env.pool.clone();
+        async move {
+            cardsync_store::directory::idle_tenants(&pool, std::time::Duration::from_secs(3600))
+                .await
+                .unwrap()
+        }
+    };
+    assert!(
+        idle(&env).await.contains(&env.tenant),
+        "a tenant that never had a round is idle"
+    );
+    env.control
+        .set_faults(json!([{"endpoint": "users.delta", "kind": "unavailable", "retryAfter": "0"}]))
+        .await
+        .unwrap();
+    let failed = env
+        .app
+        .coalescer()
+        .rounds()
+        .run(&delta_worker::round::RoundRequest {
+            tenant: env.tenant,
+            cause: Cause::SafetyPoll,
+            announced: Default::default(),
+            mode: Mode::Incremental,
+        })
+        .await;
+    assert!(failed.is_err_and(|e| e.is_transient()));
+    assert!(
+        !idle(&env).await.contains(&env.tenant),
+        "the failed attempt waits a full interval"
+    );
+    env.control.set_faults(json!([])).await.unwrap();
+    env.teardown().await;
+}
