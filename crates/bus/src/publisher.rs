@@ -239,14 +239,18 @@ impl Publisher {
     /// Closes the connection politely (shutdown). Later publishes reconnect.
     pub async fn close(&self) {
         // Close channels before their connection, so lapin does not report the connection
-        // close racing with channels still open.
+        // close racing with channels still open. Each step is bounded: a broker that stopped
+        // answering must not keep a stopping service alive.
+        let bound = self.shared.connect_timeout;
         let idle: Vec<Pooled> = std::mem::take(&mut *lock(&self.shared.idle));
-        for pooled in idle {
-            let _ = pooled.channel.close(200, "shutdown".into()).await;
-        }
+        let closes = idle
+            .iter()
+            .map(|pooled| pooled.channel.close(200, "shutdown".into()));
+        let _ = tokio::time::timeout(bound, futures_util::future::join_all(closes)).await;
         let link = lock(&self.shared.link).take();
         if let Some(link) = link {
-            let _ = link.connection.close(200, "shutdown".into()).await;
+            let _ =
+                tokio::time::timeout(bound, link.connection.close(200, "shutdown".into())).await;
         }
     }
 

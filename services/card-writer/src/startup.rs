@@ -242,9 +242,16 @@ impl Application {
         while consumers.join_next().await.is_some() {}
         relay_stop.cancel();
         if let Some(relay) = relay {
-            let _ = relay.await;
+            // Bounded: rows the last pass cannot publish stay in the outbox for the next start.
+            if tokio::time::timeout(timeout, relay).await.is_err() {
+                tracing::warn!(
+                    ?timeout,
+                    "outbox relay's last pass did not finish; its rows wait for the next start"
+                );
+            }
         }
         self.publisher.close().await;
+        tracing::debug!("card-writer resources closed");
         result
     }
 }
