@@ -97,6 +97,7 @@ fn parse_setting(text: &str) -> Result<(String, String), String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let started = Instant::now();
     let args = Args::parse();
     ensure!(
         !args.batches.is_empty() && args.batches.iter().all(|b| *b > 0),
@@ -160,6 +161,8 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("registering the benchmark subscription")?;
 
+    progress(started, "subscription registered; declaring the topology");
+
     // From here on, whatever happens ends in the teardown below.
     let log = std::env::temp_dir().join(format!("ingest_bench-{prefix}log"));
     let outcome = async {
@@ -169,7 +172,10 @@ async fn main() -> anyhow::Result<()> {
         cardsync_bus::declare(&admin_channel, &topology)
             .await
             .context("declaring the benchmark topology")?;
-        println!("starting {} (log: {})", binary.display(), log.display());
+        progress(
+            started,
+            format_args!("starting {} (log: {})", binary.display(), log.display()),
+        );
         let mut webhook = Webhook::spawn(&binary, &env, &log)?;
         let bench = Bench {
             args: &args,
@@ -182,6 +188,7 @@ async fn main() -> anyhow::Result<()> {
             exchange: topology.name(names::GRAPH),
             raw_channels,
             admin: &admin_channel,
+            started,
         };
         let result = bench.run(load_before, &mut webhook).await;
         let exit = webhook.stop();
@@ -192,13 +199,15 @@ async fn main() -> anyhow::Result<()> {
     }
     .await;
 
+    progress(started, "deleting the topology");
     let deleted = cardsync_bus::delete(&admin_channel, &topology).await;
     let removed = subscriptions::remove(&pool, subscription.id).await;
     let _ = admin.close(200, "bench done".into()).await;
-    outcome?;
+    let report = outcome?;
     deleted.context("deleting the benchmark topology")?;
     removed.context("removing the benchmark subscription")?;
     let _ = std::fs::remove_file(&log);
+    report.print();
     Ok(())
 }
 
@@ -357,10 +366,16 @@ struct Bench<'a> {
     exchange: String,
     raw_channels: usize,
     admin: &'a cardsync_bus::lapin::Channel,
+    /// When the process started, for the run time in the report.
+    started: Instant,
 }
 
-impl Bench<'_> {
-    async fn run(&self, load_before: Vec<f64>, webhook: &mut Webhook) -> anyhow::Result<()> {
+impl<'a> Bench<'a> {
+    async fn run(
+        &self,
+        load_before: Vec<f64>,
+        webhook: &mut Webhook,
+    ) -> anyhow::Result<Report<'a>> {
         let args = self.args;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -369,9 +384,12 @@ impl Bench<'_> {
             .build()?;
         self.wait_ready(&client, webhook).await?;
         let cpu = CpuProbe::new(self.webhook_pid);
-        println!(
-            "webhook ready (pid {}), RabbitMQ pid(s) {:?}, {} CPUs, load {:?}",
-            self.webhook_pid, cpu.broker, cpu.cpus, load_before
+        progress(
+            self.started,
+            format_args!(
+                "webhook ready (pid {}), RabbitMQ pid(s) {:?}, {} CPUs, load {:?}",
+                self.webhook_pid, cpu.broker, cpu.cpus, load_before
+            ),
         );
 
         // Warm-up: connections, publisher channels, registry cache. Then take one message the
@@ -393,6 +411,26 @@ impl Bench<'_> {
             properties: template.properties.clone(),
         };
 
+        // Latency first, from an empty queue, before the throughput phases leave the broker
+        // busy compacting the logs of the hundreds of thousands of messages they purge.
+        let target = self.target(&client, args.latency_batch);
+        let probe = cpu.snapshot();
+        let latency = open_loop(
+            &target,
+            args.rate,
+            Duration::from_secs(args.latency_seconds),
+        )
+        .await;
+        let latency_cpu = cpu.since(&probe);
+        self.purge().await?;
+        progress(
+            self.started,
+            format_args!(
+                "latency: {:.0} requests/s of {} done",
+                args.rate, args.latency_batch
+            ),
+        );
+
         let seconds = Duration::from_secs(args.seconds);
         let mut rows = Vec::new();
         for &batch in &args.batches {
@@ -401,6 +439,7 @@ impl Bench<'_> {
             let http = closed_loop(&target, args.concurrency, seconds).await;
             let http_cpu = cpu.since(&probe);
             self.purge().await?;
+            progress(self.started, format_args!("batch {batch:>3}: webhook done"));
             let probe = cpu.snapshot();
             let broker =
                 raw_publish(&raw_connection, &raw, batch, self.raw_channels, seconds).await?;
@@ -413,20 +452,9 @@ impl Bench<'_> {
                 raw: broker,
                 raw_cpu,
             };
-            println!("{}", row.progress());
+            progress(self.started, row.progress());
             rows.push(row);
         }
-
-        let target = self.target(&client, args.latency_batch);
-        let probe = cpu.snapshot();
-        let latency = open_loop(
-            &target,
-            args.rate,
-            Duration::from_secs(args.latency_seconds),
-        )
-        .await;
-        let latency_cpu = cpu.since(&probe);
-        self.purge().await?;
         let _ = raw_connection.close(200, "bench done".into()).await;
 
         let report = Report {
@@ -437,9 +465,9 @@ impl Bench<'_> {
             rows,
             latency,
             latency_cpu,
+            started: self.started,
         };
-        report.print();
-        Ok(())
+        Ok(report)
     }
 
     fn target(&self, client: &reqwest::Client, batch: usize) -> Target {
@@ -494,6 +522,11 @@ impl Bench<'_> {
             .context("purging the benchmark queue")?;
         Ok(())
     }
+}
+
+/// A progress line, stamped with the seconds since `started`.
+fn progress(started: Instant, message: impl std::fmt::Display) {
+    println!("[{:>6.1} s] {message}", started.elapsed().as_secs_f64());
 }
 
 /// A Graph-shaped user change notification (the shape of `tests/api/helpers.rs`).
@@ -1072,6 +1105,7 @@ struct Report<'a> {
     rows: Vec<ThroughputRow>,
     latency: HttpPhase,
     latency_cpu: CpuSplit,
+    started: Instant,
 }
 
 impl Report<'_> {
@@ -1224,6 +1258,7 @@ impl Report<'_> {
             "load_before": self.load_before,
             "load_after": self.load_after,
             "webhook": "child process, release binary",
+            "run_seconds": round2(self.started.elapsed().as_secs_f64()),
             "max_other_processes_cores": round2(busiest_neighbour),
             "throughput": rows_json,
             "latency": {
