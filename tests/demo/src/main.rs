@@ -113,7 +113,10 @@ async fn run(cli: &Cli, children: &mut Children) -> anyhow::Result<bool> {
     );
 
     section("1. graph-sim");
-    let (graph_port, control_port) = (free_port()?, free_port()?);
+    let (graph_port, control_port, https_port) = (free_port()?, free_port()?, free_port()?);
+    // Graph over HTTPS with graph-sim's own CA, trusted through configuration exactly as a
+    // deployment behind a TLS-inspecting proxy would trust that proxy's CA.
+    let ca_file = binaries.logs.join("graph-sim-ca.pem");
     children.start(
         &binaries,
         "graph-sim",
@@ -122,18 +125,30 @@ async fn run(cli: &Cli, children: &mut Children) -> anyhow::Result<bool> {
             &format!("127.0.0.1:{graph_port}"),
             "--control-listen",
             &format!("127.0.0.1:{control_port}"),
+            "--tls",
+            "--https-listen",
+            &format!("127.0.0.1:{https_port}"),
+            "--ca-out",
+            &ca_file.display().to_string(),
             // An hour of simulated retry back-off per second: a failed delivery is retried fast.
             "--time-scale",
             "3600",
         ],
         &[],
     )?;
-    let graph_url = format!("http://127.0.0.1:{graph_port}");
+    let graph_url = format!("https://127.0.0.1:{https_port}");
     let control_url = format!("http://127.0.0.1:{control_port}");
-    let http = reqwest::Client::builder()
+    let plain = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
-    wait_ok(&http, &format!("{control_url}/control/health"), children).await?;
+    wait_ok(&plain, &format!("{control_url}/control/health"), children).await?;
+    let ca_pem = std::fs::read(&ca_file).context("graph-sim's CA certificate")?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&ca_pem).context("graph-sim's CA is not PEM")?,
+        )
+        .build()?;
     let control = Control::new(&control_url);
     let tenant_text = control.create_tenant().await?;
     let tenant = Uuid::parse_str(&tenant_text).context("graph-sim tenant id")?;
@@ -207,6 +222,10 @@ async fn run(cli: &Cli, children: &mut Children) -> anyhow::Result<bool> {
     section("3. services");
     env.push(("CARDSYNC__GRAPH__AUTHORITY_URL".into(), graph_url.clone()));
     env.push(("CARDSYNC__GRAPH__GRAPH_URL".into(), graph_url.clone()));
+    env.push((
+        "CARDSYNC__GRAPH__EXTRA_CA_FILE".into(),
+        ca_file.display().to_string(),
+    ));
     env.push((
         "CARDSYNC__WORKER__SAFETY_POLL_INTERVAL".into(),
         cli.safety_poll.clone(),

@@ -31,12 +31,20 @@ static MIGRATED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
 pub async fn env() -> Env {
     let _ = rustls::crypto::ring::default_provider().install_default();
     cardsync_telemetry::init_for_tests();
+    // Graph over HTTPS, trusting graph-sim's CA through configuration as a deployment would.
     let sim = graph_sim::spawn(SimConfig {
         workers: 1,
+        tls: true,
         ..SimConfig::default()
     })
     .await
     .unwrap();
+    let https = sim.https_url().expect("graph-sim serves HTTPS").to_owned();
+    let ca_file = sim
+        .ca_file()
+        .expect("graph-sim wrote its CA")
+        .display()
+        .to_string();
     let control = Control::new(sim.control_url());
     let tenant_text = control.create_tenant().await.unwrap();
     let tenant = Uuid::parse_str(&tenant_text).unwrap();
@@ -62,8 +70,9 @@ pub async fn env() -> Env {
         ("CARDSYNC__BUS__CONNECT_TIMEOUT", "20s".to_owned()),
         // Short-lived test queues are classic: quorum-queue churn is heavy for one node.
         ("CARDSYNC__BUS__QUEUE_TYPE", "classic".to_owned()),
-        ("CARDSYNC__GRAPH__AUTHORITY_URL", sim.graph_url().to_owned()),
-        ("CARDSYNC__GRAPH__GRAPH_URL", sim.graph_url().to_owned()),
+        ("CARDSYNC__GRAPH__AUTHORITY_URL", https.clone()),
+        ("CARDSYNC__GRAPH__GRAPH_URL", https.clone()),
+        ("CARDSYNC__GRAPH__EXTRA_CA_FILE", ca_file),
         ("CARDSYNC__GRAPH__BACKOFF_BASE", "20ms".to_owned()),
         ("CARDSYNC__GRAPH__BACKOFF_CAP", "500ms".to_owned()),
         ("CARDSYNC__WORKER__LEASE_TTL", "5s".to_owned()),
