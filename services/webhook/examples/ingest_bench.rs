@@ -56,6 +56,8 @@ const TARGET_P99_MS: f64 = 50.0;
 const TARGET_RATIO: f64 = 0.7;
 /// Cores other processes may use during a phase before the figures are flagged as disturbed.
 const NOISY_NEIGHBOUR_CORES: f64 = 0.15;
+/// MB other processes may write to disk during a phase before the figures are flagged.
+const NOISY_NEIGHBOUR_WRITTEN_MB: f64 = 50.0;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -410,6 +412,10 @@ impl<'a> Bench<'a> {
             payload: template.data.clone(),
             properties: template.properties.clone(),
         };
+
+        // Whatever other processes left dirty in the page cache (a build's artefacts, say) is
+        // written now rather than in bursts during a phase, where RabbitMQ's fsyncs wait for it.
+        let _ = Command::new("sync").status();
 
         // Latency first, from an empty queue, before the throughput phases leave the broker
         // busy compacting the logs of the hundreds of thousands of messages they purge.
@@ -838,8 +844,11 @@ struct CpuProbe {
     cpus: usize,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct CpuTimes {
+    at: Instant,
+    disk: DiskCounters,
+    broker_write_bytes: u64,
     total: u64,
     idle: u64,
     interrupts: u64,
@@ -862,6 +871,12 @@ struct CpuSplit {
     /// Every other process on the machine.
     other: f64,
     idle: f64,
+    /// MB the machine wrote to its disks.
+    disk_written_mb: f64,
+    /// Of which RabbitMQ (its WAL and segment files).
+    broker_written_mb: f64,
+    /// Share of the phase the busiest disk had I/O in flight.
+    disk_busy: f64,
 }
 
 impl CpuProbe {
@@ -888,6 +903,13 @@ impl CpuProbe {
     fn snapshot(&self) -> CpuTimes {
         let system = system_jiffies();
         CpuTimes {
+            at: Instant::now(),
+            disk: disk_counters(),
+            broker_write_bytes: self
+                .broker
+                .iter()
+                .map(|pid| process_write_bytes(*pid))
+                .sum(),
             total: system.total,
             idle: system.idle,
             interrupts: system.interrupts,
@@ -916,7 +938,24 @@ impl CpuProbe {
         let idle = cores(now.idle.saturating_sub(before.idle));
         let interrupts = cores(now.interrupts.saturating_sub(before.interrupts));
         let steal = cores(now.steal.saturating_sub(before.steal));
+        let wall_ms = now.at.duration_since(before.at).as_secs_f64() * 1000.0;
+        let megabytes = |bytes: u64| bytes as f64 / 1_000_000.0;
         CpuSplit {
+            disk_written_mb: megabytes(
+                now.disk
+                    .sectors_written
+                    .saturating_sub(before.disk.sectors_written)
+                    * 512,
+            ),
+            broker_written_mb: megabytes(
+                now.broker_write_bytes
+                    .saturating_sub(before.broker_write_bytes),
+            ),
+            disk_busy: if wall_ms > 0.0 {
+                (now.disk.busy_ms.saturating_sub(before.disk.busy_ms) as f64 / wall_ms).min(1.0)
+            } else {
+                0.0
+            },
             webhook,
             broker,
             bench,
@@ -930,6 +969,11 @@ impl CpuProbe {
 }
 
 impl CpuSplit {
+    /// What the machine wrote apart from RabbitMQ (filesystem journal included).
+    fn other_written_mb(&self) -> f64 {
+        (self.disk_written_mb - self.broker_written_mb).max(0.0)
+    }
+
     fn json(&self) -> Value {
         json!({
             "webhook": round2(self.webhook),
@@ -939,18 +983,24 @@ impl CpuSplit {
             "steal": round2(self.steal),
             "other_processes": round2(self.other),
             "idle": round2(self.idle),
+            "disk": {
+                "written_mb": round2(self.disk_written_mb),
+                "rabbitmq_written_mb": round2(self.broker_written_mb),
+                "busy_pct": round2(self.disk_busy * 100.0),
+            },
         })
     }
 
     fn short(&self) -> String {
         format!(
-            "{:.2}/{:.2}/{:.2}/{:.2}/{:.2}/{:.2}",
+            "{:.2}/{:.2}/{:.2}/{:.2}/{:.2}/{:.2} d{:.0}%",
             self.webhook,
             self.broker,
             self.bench,
             self.interrupts + self.steal,
             self.other,
-            self.idle
+            self.idle,
+            self.disk_busy * 100.0
         )
     }
 }
@@ -985,6 +1035,50 @@ fn system_jiffies() -> SystemJiffies {
         interrupts: field(5) + field(6),
         steal: field(7),
     }
+}
+
+/// Whole-disk I/O counters from `/proc/diskstats`.
+#[derive(Debug, Clone, Copy, Default)]
+struct DiskCounters {
+    /// Sectors (512 bytes) written, summed over disks.
+    sectors_written: u64,
+    /// Milliseconds with I/O in flight, of the busiest disk.
+    busy_ms: u64,
+}
+
+fn disk_counters() -> DiskCounters {
+    let stats = std::fs::read_to_string("/proc/diskstats").unwrap_or_default();
+    let mut counters = DiskCounters::default();
+    for line in stats.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let Some(name) = fields.get(2) else { continue };
+        // Whole disks only (partitions would count twice); no RAM-backed devices.
+        let virtual_device = ["loop", "ram", "zram"].iter().any(|p| name.starts_with(p));
+        if virtual_device || !Path::new(&format!("/sys/block/{name}")).exists() {
+            continue;
+        }
+        let field = |index: usize| {
+            fields
+                .get(index)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        counters.sectors_written += field(9);
+        counters.busy_ms = counters.busy_ms.max(field(12));
+    }
+    counters
+}
+
+/// Bytes `pid` caused to be written to storage (0 if unreadable).
+fn process_write_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|line| line.strip_prefix("write_bytes:"))
+                .and_then(|value| value.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// User + system jiffies of every thread of `/proc/<pid>` (0 if it is gone).
@@ -1118,7 +1212,7 @@ impl Report<'_> {
         println!();
         println!("webhook ingest benchmark, {date}, {machine}");
         println!(
-            "load average before {:?}, after {:?}; cpu columns are cores used: webhook/rabbitmq/load generator/irq+steal/other processes/idle",
+            "load average before {:?}, after {:?}; cpu columns are cores used: webhook/rabbitmq/load generator/irq+steal/other processes/idle, then d = disk busy",
             self.load_before, self.load_after
         );
         println!();
@@ -1127,7 +1221,7 @@ impl Report<'_> {
             args.concurrency, args.seconds, self.raw_channels
         );
         println!(
-            "{:>5} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>29} {:>9} {:>8} {:>6} {:>29}",
+            "{:>5} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>34} {:>9} {:>8} {:>6} {:>34}",
             "batch",
             "req/s",
             "notif/s",
@@ -1150,7 +1244,7 @@ impl Report<'_> {
             let non_202 = row.http.non_202();
             let non_202_count: u64 = non_202.values().sum();
             println!(
-                "{:>5} {:>8.0} {:>9.0} {:>8} {:>8.1} {:>8.1} {:>8.1} {:>29} {:>9.0} {:>8.1} {:>6.2} {:>29}",
+                "{:>5} {:>8.0} {:>9.0} {:>8} {:>8.1} {:>8.1} {:>8.1} {:>34} {:>9.0} {:>8.1} {:>6.2} {:>34}",
                 row.batch,
                 row.http.per_second(row.http.requests()),
                 rate,
@@ -1196,11 +1290,11 @@ impl Report<'_> {
             args.rate, args.latency_batch, args.latency_seconds
         );
         println!(
-            "{:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>29}",
+            "{:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>34}",
             "req/s", "notif/s", "non-202", "p50 ms", "p99 ms", "max ms", "cpu"
         );
         println!(
-            "{:>9.0} {:>9.0} {:>8} {:>8.1} {:>8.1} {:>8.1} {:>29}",
+            "{:>9.0} {:>9.0} {:>8} {:>8.1} {:>8.1} {:>8.1} {:>34}",
             achieved,
             self.latency.per_second(self.latency.accepted),
             non_202.values().sum::<u64>(),
@@ -1233,6 +1327,23 @@ impl Report<'_> {
                 "warning: other processes used up to {busiest_neighbour:.2} cores during a phase; rerun on a quiet machine"
             );
         }
+        let busiest_writer = self
+            .rows
+            .iter()
+            .flat_map(|row| {
+                [
+                    row.http_cpu.other_written_mb(),
+                    row.raw_cpu.other_written_mb(),
+                ]
+            })
+            .chain([self.latency_cpu.other_written_mb()])
+            .fold(0.0, f64::max);
+        if busiest_writer > NOISY_NEIGHBOUR_WRITTEN_MB {
+            println!();
+            println!(
+                "warning: other processes wrote up to {busiest_writer:.0} MB to disk during a phase; RabbitMQ's fsyncs queue behind that"
+            );
+        }
         println!();
         println!(
             "target >= {TARGET_NOTIFICATIONS_PER_S:.0} notifications/s (every batch size): {:.0} at worst, {}",
@@ -1260,6 +1371,7 @@ impl Report<'_> {
             "webhook": "child process, release binary",
             "run_seconds": round2(self.started.elapsed().as_secs_f64()),
             "max_other_processes_cores": round2(busiest_neighbour),
+            "max_other_writers_mb": round2(busiest_writer),
             "throughput": rows_json,
             "latency": {
                 "rate": args.rate,

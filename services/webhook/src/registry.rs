@@ -64,7 +64,8 @@ pub enum Lookup {
 pub struct Registry {
     pool: PgPool,
     settings: RegistrySettings,
-    known: RwLock<HashMap<Uuid, Subscription>>,
+    /// Known subscriptions, with when each was read from the database.
+    known: RwLock<HashMap<Uuid, (Subscription, Instant)>>,
     unknown: Mutex<HashMap<Uuid, Instant>>,
     budget: Mutex<Budget>,
 }
@@ -93,7 +94,7 @@ impl Registry {
 
     /// Looks `id` up, from memory when possible.
     pub async fn lookup(&self, id: Uuid) -> Lookup {
-        if let Some(found) = read(&self.known).get(&id) {
+        if let Some((found, _)) = read(&self.known).get(&id) {
             return Lookup::Found(found.clone());
         }
         if self.recently_unknown(id) {
@@ -104,7 +105,7 @@ impl Registry {
         }
         match subscriptions::find(&self.pool, id).await {
             Ok(Some(found)) => {
-                write(&self.known).insert(id, found.clone());
+                write(&self.known).insert(id, (found.clone(), Instant::now()));
                 Lookup::Found(found)
             }
             Ok(None) => {
@@ -119,13 +120,24 @@ impl Registry {
     }
 
     /// Replaces the cache with the registry's current content; on failure the cache is kept.
+    /// Entries a look-up added while the reload's query ran are newer than its snapshot and are
+    /// kept, so a reload racing a miss never forgets a subscription it just learnt.
     pub async fn reload(&self) -> Result<usize, cardsync_store::StoreError> {
+        let started = Instant::now();
         let all = subscriptions::all(&self.pool).await?;
         let count = all.len();
-        let fresh: HashMap<Uuid, Subscription> = all.into_iter().map(|s| (s.id, s)).collect();
+        let loaded_at = Instant::now();
+        let mut fresh: HashMap<Uuid, (Subscription, Instant)> =
+            all.into_iter().map(|s| (s.id, (s, loaded_at))).collect();
         // Ids registered since they were last seen as unknown become valid at once.
         lock(&self.unknown).retain(|id, _| !fresh.contains_key(id));
-        *write(&self.known) = fresh;
+        let mut known = write(&self.known);
+        for (id, (subscription, fetched_at)) in known.drain() {
+            if fetched_at >= started {
+                fresh.entry(id).or_insert((subscription, fetched_at));
+            }
+        }
+        *known = fresh;
         Ok(count)
     }
 
@@ -140,7 +152,9 @@ impl Registry {
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(self.settings.refresh_interval);
+            // The first reload happens at start-up (`run_until_stopped`); the next one a period later.
+            let period = self.settings.refresh_interval;
+            let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
