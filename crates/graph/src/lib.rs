@@ -22,3 +22,11 @@ pub use delta::{DeltaPage, PageLink, delta_start_url};
 pub use error::{GraphError, TokenError};
 pub use retry::parse_retry_after;
 pub use settings::GraphSettings;
+
+/// Entra's built-in role template ids (the same in every tenant) that cards care about.
+pub mod role_templates {
+    /// Global Administrator: becomes a team admin when the tenant turns admin roles on.
+    pub const GLOBAL_ADMINISTRATOR: &str = "62e90394-69f5-4237-9190-012177145e10";
+    /// Groups Administrator: becomes a subteam admin when the tenant turns admin roles on.
+    pub const GROUPS_ADMINISTRATOR: &str = "fdd7a751-b60b-444a-984c-02652fe8fa1c";
+}

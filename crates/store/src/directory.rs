@@ -60,6 +60,40 @@ pub struct UserRow {
     pub emitted_action: Option<String>,
     /// When the current version's change was observed.
     pub observed_at: OffsetDateTime,
+    /// The admin role last read from the directory roles; `None` until roles were read.
+    pub admin_role: Option<AdminRole>,
+}
+
+/// A directory admin role as cards know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AdminRole {
+    /// Holds neither admin role.
+    Member,
+    /// Global Administrator: a full team admin.
+    TeamAdmin,
+    /// Groups Administrator: a subteam admin.
+    SubteamAdmin,
+}
+
+impl AdminRole {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminRole::Member => "member",
+            AdminRole::TeamAdmin => "team_admin",
+            AdminRole::SubteamAdmin => "subteam_admin",
+        }
+    }
+
+    /// Parses the stored spelling (the column's CHECK admits nothing else).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "member" => Some(AdminRole::Member),
+            "team_admin" => Some(AdminRole::TeamAdmin),
+            "subteam_admin" => Some(AdminRole::SubteamAdmin),
+            _ => None,
+        }
+    }
 }
 
 type UserTuple = (
@@ -73,6 +107,7 @@ type UserTuple = (
     i64,
     Option<String>,
     OffsetDateTime,
+    Option<String>,
 );
 
 fn user_from(
@@ -87,6 +122,7 @@ fn user_from(
         emitted_version,
         emitted_action,
         observed_at,
+        admin_role,
     ): UserTuple,
 ) -> UserRow {
     UserRow {
@@ -100,13 +136,14 @@ fn user_from(
         emitted_version,
         emitted_action,
         observed_at,
+        admin_role: admin_role.as_deref().and_then(AdminRole::parse),
     }
 }
 
 /// The user columns, as a macro so queries stay `&'static str` (sqlx refuses dynamic SQL).
 macro_rules! user_columns {
     () => {
-        "user_id, data, presence, in_scope, team_ids, photo_etag, version, emitted_version, emitted_action, observed_at"
+        "user_id, data, presence, in_scope, team_ids, photo_etag, version, emitted_version, emitted_action, observed_at, admin_role"
     };
 }
 
@@ -229,16 +266,21 @@ pub async fn save_users(
         .collect();
     let photos: Vec<Option<&str>> = rows.iter().map(|r| r.photo_etag.as_deref()).collect();
     let observed: Vec<OffsetDateTime> = rows.iter().map(|r| r.observed_at).collect();
+    let roles: Vec<Option<&str>> = rows
+        .iter()
+        .map(|r| r.admin_role.map(AdminRole::as_str))
+        .collect();
     let saved: Vec<(String, i64)> = sqlx::query_as(
-        "INSERT INTO directory_users (tenant_id, user_id, data, presence, in_scope, team_ids, photo_etag, version, observed_at)
+        "INSERT INTO directory_users (tenant_id, user_id, data, presence, in_scope, team_ids, photo_etag, version, observed_at, admin_role)
          SELECT $1, u.id, u.data, u.presence, u.in_scope,
-                ARRAY(SELECT jsonb_array_elements_text(u.teams)), u.photo, nextval('directory_version_seq'), u.observed
-           FROM UNNEST($2::text[], $3::jsonb[], $4::text[], $5::bool[], $6::jsonb[], $7::text[], $8::timestamptz[])
-             AS u(id, data, presence, in_scope, teams, photo, observed)
+                ARRAY(SELECT jsonb_array_elements_text(u.teams)), u.photo, nextval('directory_version_seq'), u.observed, u.role
+           FROM UNNEST($2::text[], $3::jsonb[], $4::text[], $5::bool[], $6::jsonb[], $7::text[], $8::timestamptz[], $9::text[])
+             AS u(id, data, presence, in_scope, teams, photo, observed, role)
          ON CONFLICT (tenant_id, user_id) DO UPDATE SET
              data = EXCLUDED.data, presence = EXCLUDED.presence, in_scope = EXCLUDED.in_scope,
              team_ids = EXCLUDED.team_ids, photo_etag = EXCLUDED.photo_etag,
-             version = EXCLUDED.version, observed_at = EXCLUDED.observed_at
+             version = EXCLUDED.version, observed_at = EXCLUDED.observed_at,
+             admin_role = EXCLUDED.admin_role
          RETURNING user_id, version",
     )
     .bind(tenant)
@@ -249,6 +291,7 @@ pub async fn save_users(
     .bind(&teams)
     .bind(&photos)
     .bind(&observed)
+    .bind(&roles)
     .fetch_all(&mut **tx)
     .await?;
     Ok(saved.into_iter().collect())
@@ -317,6 +360,45 @@ pub async fn photo_scan_candidates(
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().map(user_from).collect())
+}
+
+/// Present users whose admin role differs from the one stored, given the members of the two
+/// admin roles just read from Graph (a never-read role counts as `member`), each returned with
+/// its new role set. Computed in PostgreSQL so a large tenant is not loaded for a few admins.
+pub async fn admin_role_changes(
+    pool: &PgPool,
+    tenant: Uuid,
+    team_admins: &[String],
+    subteam_admins: &[String],
+) -> Result<Vec<UserRow>, StoreError> {
+    let rows: Vec<UserTuple> = sqlx::query_as(concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM directory_users
+          WHERE tenant_id = $1 AND presence = 'present'
+            AND (CASE WHEN user_id = ANY($2) THEN 'team_admin'
+                      WHEN user_id = ANY($3) THEN 'subteam_admin'
+                      ELSE 'member' END) IS DISTINCT FROM COALESCE(admin_role, 'member')"
+    ))
+    .bind(tenant)
+    .bind(team_admins)
+    .bind(subteam_admins)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(user_from)
+        .map(|mut row| {
+            row.admin_role = Some(if team_admins.contains(&row.user_id) {
+                AdminRole::TeamAdmin
+            } else if subteam_admins.contains(&row.user_id) {
+                AdminRole::SubteamAdmin
+            } else {
+                AdminRole::Member
+            });
+            row
+        })
+        .collect())
 }
 
 /// Notes that these users' photos were checked now, recording what was found without a new

@@ -4,7 +4,7 @@
 
 use cardsync_proto as proto;
 use cardsync_rules::{DeltaEffect, DirectoryUser, FieldRules, map_user};
-use cardsync_store::directory::{GroupRow, Presence, UserRow};
+use cardsync_store::directory::{AdminRole, GroupRow, Presence, UserRow};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use time::OffsetDateTime;
@@ -144,6 +144,7 @@ pub fn merge_user(
         emitted_version: existing.map_or(0, |row| row.emitted_version),
         emitted_action: existing.and_then(|row| row.emitted_action.clone()),
         observed_at: now,
+        admin_role: existing.and_then(|row| row.admin_role),
     })
 }
 
@@ -265,7 +266,13 @@ pub fn command_for(
         photo_etag: row.photo_etag.clone().unwrap_or_default(),
         observed_at: Some(proto::timestamp(row.observed_at)),
         teams,
-        role: proto::Role::Unspecified as i32,
+        // Unread roles leave the card's role alone.
+        role: match row.admin_role {
+            None => proto::Role::Unspecified,
+            Some(AdminRole::Member) => proto::Role::Member,
+            Some(AdminRole::TeamAdmin) => proto::Role::TeamAdmin,
+            Some(AdminRole::SubteamAdmin) => proto::Role::SubteamAdmin,
+        } as i32,
     };
     Ok((command, action))
 }

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub resyncs: IntCounter,
     /// Users the tenant's rules cannot map (e.g. empty UID).
     pub unmappable: IntCounter,
+    /// Rounds that enumerated the users delta from scratch (no stored link, or a forced resync).
+    pub full_rounds: IntCounter,
 }
 
 impl Metrics {
@@ -92,6 +94,13 @@ impl Metrics {
                 IntCounter::new(
                     "cardsync_delta_unmappable_users_total",
                     "Users the rules cannot map",
+                )?,
+            )?,
+            full_rounds: register(
+                registry,
+                IntCounter::new(
+                    "cardsync_delta_full_rounds_total",
+                    "Rounds that enumerated every user (initial, lost delta link, expired token)",
                 )?,
             )?,
         })

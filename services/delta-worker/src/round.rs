@@ -140,6 +140,8 @@ struct Round<'a> {
     lost: &'a AtomicBool,
     connection: TenantConnection,
     rules: FieldRules,
+    /// Whether the tenant maps directory admin roles to card roles.
+    admin_roles: bool,
     scope: Scope,
     cause: proto::Cause,
     bulk: bool,
@@ -164,9 +166,9 @@ impl Rounds {
         let started = Instant::now();
         directory::ensure_sync_state(&self.pool, request.tenant).await?;
         let connection = self.connection(request.tenant).await?;
-        let rules = cardsync_store::tenants::get(&self.pool, request.tenant)
+        let (rules, admin_roles) = cardsync_store::tenants::get(&self.pool, request.tenant)
             .await?
-            .map(|t| t.rules)
+            .map(|t| (t.rules, t.admin_roles_enabled))
             .unwrap_or_default();
         let scope_groups = directory::scope(&self.pool, request.tenant).await?;
 
@@ -180,6 +182,7 @@ impl Rounds {
             lost: &lost,
             connection,
             rules,
+            admin_roles,
             scope: Scope::Everyone,
             cause: request.cause,
             bulk: matches!(request.mode, Mode::Full)
@@ -208,6 +211,9 @@ impl Rounds {
         result?;
         let report = round.report;
         directory::record_round(&self.pool, request.tenant, cause).await?;
+        if report.full {
+            self.metrics.full_rounds.inc();
+        }
         self.metrics
             .unannounced
             .with_label_values(&[&round.tenant_text])
@@ -246,9 +252,15 @@ impl Rounds {
             self.save_and_emit(round, moved).await?;
         }
         match &request.mode {
-            Mode::Users(ids) => self.users_by_id(round, ids).await?,
+            Mode::Users(ids) => {
+                self.users_by_id(round, ids).await?;
+                self.roles_pass(round, true).await?;
+            }
             Mode::Incremental | Mode::Full => {
                 let created = self.users_pass(round, full).await?;
+                let scheduled = round.cause != proto::Cause::Notification;
+                self.roles_pass(round, scheduled || !created.is_empty())
+                    .await?;
                 self.photos_pass(round, created).await?;
             }
         }
@@ -572,6 +584,44 @@ impl Rounds {
             .set_delta_link(round.tenant, Collection::Groups, &link)
             .await?;
         Ok(())
+    }
+
+    /// Reads who holds the two admin roles and emits a command for every user whose role moved.
+    /// Delta never reports role assignments, so, like photos, they are read on scheduled rounds
+    /// (and when a round met new users), two light requests per round, and only for tenants
+    /// that map roles to cards at all.
+    async fn roles_pass(&self, round: &mut Round<'_>, due: bool) -> Result<(), RoundError> {
+        if !round.admin_roles || !due {
+            return Ok(());
+        }
+        Self::check_lease(round)?;
+        let team_admins = self
+            .graph
+            .role_member_ids(
+                &round.connection,
+                cardsync_graph::role_templates::GLOBAL_ADMINISTRATOR,
+            )
+            .await?;
+        let subteam_admins = self
+            .graph
+            .role_member_ids(
+                &round.connection,
+                cardsync_graph::role_templates::GROUPS_ADMINISTRATOR,
+            )
+            .await?;
+        let now = OffsetDateTime::now_utc();
+        let moved: Vec<UserRow> =
+            directory::admin_role_changes(&self.pool, round.tenant, &team_admins, &subteam_admins)
+                .await?
+                .into_iter()
+                .map(|row| UserRow {
+                    observed_at: now,
+                    ..row
+                })
+                .collect();
+        round.report.changed += moved.len() as u64;
+        round.report.unannounced += moved.len() as u64;
+        self.save_and_emit(round, moved).await
     }
 
     /// Checks photos of users created this round and, on scheduled rounds only, a budgeted slice

@@ -233,6 +233,21 @@ impl Control {
         .await
     }
 
+    /// Takes a directory role (by template id) away from a user.
+    pub async fn remove_role(
+        &self,
+        tenant: &str,
+        template: &str,
+        user: &str,
+    ) -> Result<Value, ControlError> {
+        self.call(
+            Method::DELETE,
+            &format!("/tenants/{tenant}/roles/{template}/members/{user}"),
+            None,
+        )
+        .await
+    }
+
     /// Sets a user's photo.
     pub async fn set_photo(
         &self,

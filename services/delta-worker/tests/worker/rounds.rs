@@ -479,3 +479,78 @@ async fn a_failed_round_counts_as_an_attempt_so_the_safety_poll_does_not_hammer_
     env.control.set_faults(json!([])).await.unwrap();
     env.teardown().await;
 }
+
+#[tokio::test]
+async fn admin_roles_are_read_on_scheduled_rounds_and_carried_by_the_commands() {
+    use cardsync_graph::role_templates::{GLOBAL_ADMINISTRATOR, GROUPS_ADMINISTRATOR};
+    use cardsync_proto::Role;
+    let env = env().await;
+    let tenant = env.tenant_text();
+    cardsync_store::tenants::put(
+        &env.pool,
+        &cardsync_store::tenants::TenantConfig {
+            id: env.tenant,
+            name: "roles".into(),
+            rules: cardsync_rules::FieldRules::default(),
+            invites_enabled: false,
+            admin_roles_enabled: true,
+        },
+    )
+    .await
+    .unwrap();
+    let create = |name: &str| {
+        json!({"displayName": name, "userPrincipalName": format!("{}@contoso.test", name.to_lowercase())})
+    };
+    let boss = id_of(&env.control.create_user(&tenant, create("Boss")).await.unwrap());
+    let lead = id_of(&env.control.create_user(&tenant, create("Lead")).await.unwrap());
+    let staff = id_of(&env.control.create_user(&tenant, create("Staff")).await.unwrap());
+    env.control
+        .assign_role(&tenant, GLOBAL_ADMINISTRATOR, &boss)
+        .await
+        .unwrap();
+    env.control
+        .assign_role(&tenant, GROUPS_ADMINISTRATOR, &lead)
+        .await
+        .unwrap();
+
+    env.round(Cause::Manual, Mode::Incremental).await;
+    // The last command per user carries the role read this round.
+    let mut roles = BTreeMap::new();
+    for command in env.commands().await {
+        roles.insert(command.user_id.clone(), command.role());
+    }
+    assert_eq!(roles.get(&boss), Some(&Role::TeamAdmin));
+    assert_eq!(roles.get(&lead), Some(&Role::SubteamAdmin));
+    assert_eq!(
+        roles.get(&staff),
+        Some(&Role::Unspecified),
+        "a member whose role never moved keeps the card's role"
+    );
+
+    // Role assignments make no delta and no notification: a notification round does not look,
+    // the next scheduled round does, and only the moved user gets a command.
+    env.control
+        .remove_role(&tenant, GLOBAL_ADMINISTRATOR, &boss)
+        .await
+        .unwrap();
+    env.control
+        .assign_role(&tenant, GLOBAL_ADMINISTRATOR, &staff)
+        .await
+        .unwrap();
+    let report = env.round(Cause::Notification, Mode::Incremental).await;
+    assert_eq!(report.changed, 0);
+    assert!(env.commands().await.is_empty());
+    let report = env.round(Cause::SafetyPoll, Mode::Incremental).await;
+    assert_eq!(report.unannounced, 2, "{report:?}");
+    let moved: BTreeMap<String, Role> = env
+        .commands()
+        .await
+        .into_iter()
+        .map(|c| (c.user_id.clone(), c.role()))
+        .collect();
+    assert_eq!(
+        moved,
+        BTreeMap::from([(boss, Role::Member), (staff, Role::TeamAdmin)])
+    );
+    env.teardown().await;
+}
