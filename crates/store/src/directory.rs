@@ -172,6 +172,16 @@ pub async fn fence(
     Ok(done.rows_affected() == 1)
 }
 
+/// The highest lease token that has written for the tenant (0 before any).
+pub async fn current_fence(pool: &PgPool, tenant: Uuid) -> Result<i64, StoreError> {
+    let fence: Option<i64> =
+        sqlx::query_scalar("SELECT fence FROM tenant_sync_state WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_optional(pool)
+            .await?;
+    Ok(fence.unwrap_or(0))
+}
+
 /// Records a finished round.
 pub async fn record_round(pool: &PgPool, tenant: Uuid, cause: &str) -> Result<(), StoreError> {
     sqlx::query(
@@ -243,6 +253,17 @@ pub async fn all_users(pool: &PgPool, tenant: Uuid) -> Result<Vec<UserRow>, Stor
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().map(user_from).collect())
+}
+
+/// Ids of the tenant's present users: what a full enumeration must account for, without
+/// loading every merged object (a 100,000-user tenant stays a few megabytes here).
+pub async fn present_user_ids(pool: &PgPool, tenant: Uuid) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT user_id FROM directory_users WHERE tenant_id = $1 AND presence = 'present'",
+    )
+    .bind(tenant)
+    .fetch_all(pool)
+    .await?)
 }
 
 /// Stores changed users, each with a fresh version from the global sequence; returns the

@@ -49,6 +49,12 @@ pub enum Collection {
     Groups,
 }
 
+/// Next fencing token (never at or below the floor PostgreSQL knows), then the lease if free;
+/// 0 when another holder has it. Both keys share the tenant's hash tag (one cluster slot).
+const ACQUIRE: &str = "local token = redis.call('INCR', KEYS[1]) \
+    local floor = tonumber(ARGV[1]) \
+    if token <= floor then token = floor + 1 redis.call('SET', KEYS[1], token) end \
+    if redis.call('SET', KEYS[2], token, 'NX', 'PX', ARGV[2]) then return token else return 0 end";
 const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
 const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 /// Graph's delta tokens for directory objects last 7 days; an older link is useless.
@@ -68,18 +74,26 @@ impl RedisState {
     }
 
     /// Tries to take the tenant's lease for `ttl`; `None` while another holder has it.
-    pub async fn acquire(&self, tenant: Uuid, ttl: Duration) -> Result<Option<Lease>, RedisError> {
+    ///
+    /// `floor` is the highest token PostgreSQL has accepted (its fence). The counter lives in
+    /// Redis, so a flushed or replaced Redis would start it again from 1 and every write would be
+    /// refused as stale until it caught up; the counter is raised past `floor` instead, so a lost
+    /// Redis costs one full round and nothing more.
+    pub async fn acquire(
+        &self,
+        tenant: Uuid,
+        ttl: Duration,
+        floor: i64,
+    ) -> Result<Option<Lease>, RedisError> {
         let mut redis = self.redis.clone();
-        let token: i64 = redis.incr(self.key(tenant, "fence"), 1).await?;
-        let options = redis::SetOptions::default()
-            .conditional_set(redis::ExistenceCheck::NX)
-            .with_expiration(redis::SetExpiry::PX(
-                u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
-            ));
-        let taken: Option<String> = redis
-            .set_options(self.key(tenant, "lease"), token, options)
+        let token: i64 = redis::Script::new(ACQUIRE)
+            .key(self.key(tenant, "fence"))
+            .key(self.key(tenant, "lease"))
+            .arg(floor)
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+            .invoke_async(&mut redis)
             .await?;
-        Ok(taken.map(|_| Lease { tenant, token }))
+        Ok((token > 0).then_some(Lease { tenant, token }))
     }
 
     /// Extends the lease; false when it was lost (expired and taken, or deleted).

@@ -302,7 +302,12 @@ impl Rounds {
     async fn take_lease(&self, tenant: Uuid) -> Result<Lease, RoundError> {
         let deadline = Instant::now() + self.settings.lease_wait;
         loop {
-            if let Some(lease) = self.redis.acquire(tenant, self.settings.lease_ttl).await? {
+            let floor = directory::current_fence(&self.pool, tenant).await?;
+            if let Some(lease) = self
+                .redis
+                .acquire(tenant, self.settings.lease_ttl, floor)
+                .await?
+            {
                 return Ok(lease);
             }
             if Instant::now() >= deadline {
@@ -401,14 +406,24 @@ impl Rounds {
         };
         if round.report.full {
             let now = OffsetDateTime::now_utc();
-            let rows = directory::all_users(&self.pool, round.tenant).await?;
-            let gone: Vec<UserRow> = merge::vanished(&rows, &seen)
-                .map(|row| UserRow {
-                    presence: Presence::Deleted,
-                    observed_at: now,
-                    ..row.clone()
-                })
-                .collect();
+            let missing = merge::vanished(
+                directory::present_user_ids(&self.pool, round.tenant).await?,
+                &seen,
+            );
+            let gone: Vec<UserRow> = if missing.is_empty() {
+                Vec::new()
+            } else {
+                let mut tx = self.pool.begin().await?;
+                let rows = directory::users(&mut tx, round.tenant, &missing).await?;
+                tx.commit().await?;
+                rows.into_values()
+                    .map(|row| UserRow {
+                        presence: Presence::Deleted,
+                        observed_at: now,
+                        ..row
+                    })
+                    .collect()
+            };
             round.report.changed += gone.len() as u64;
             self.save_and_emit(round, gone).await?;
         }

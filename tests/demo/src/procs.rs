@@ -1,5 +1,6 @@
-//! The child processes the demo starts: the real binaries, each with its own log file, stopped
-//! with SIGTERM (then SIGKILL) however the demo ends.
+//! The child processes a pipeline starts: the real binaries, each with its own log file, stopped
+//! with SIGTERM (then SIGKILL) however the demo or the test ends, and killable one by one with
+//! SIGKILL to play a crash.
 
 use anyhow::{Context as _, bail};
 use std::path::{Path, PathBuf};
@@ -63,7 +64,8 @@ pub struct Children {
 }
 
 impl Children {
-    /// Starts `name args…` with `env`, stdout and stderr appended to `<logs>/<name>.log`.
+    /// Starts `name args…` with `env`, stdout and stderr appended to `<logs>/<name>.log` (appended,
+    /// so a restarted service keeps what it logged before its crash in the same file).
     pub fn start(
         &mut self,
         binaries: &Binaries,
@@ -72,7 +74,10 @@ impl Children {
         env: &[(String, String)],
     ) -> anyhow::Result<PathBuf> {
         let log_path = binaries.logs.join(format!("{name}.log"));
-        let log = std::fs::File::create(&log_path)
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
         let child = Command::new(binaries.path(name)?)
             .args(args)
@@ -93,6 +98,23 @@ impl Children {
                 bail!("{name} exited unexpectedly ({status}); see its log");
             }
         }
+        Ok(())
+    }
+
+    /// Kills `name` with SIGKILL (no drain, no goodbye: a crash) and reaps it; it is no longer
+    /// watched by [`Children::check_alive`] until started again.
+    pub fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        let index = self
+            .running
+            .iter()
+            .position(|(running, _)| running == name)
+            .with_context(|| format!("{name} is not running"))?;
+        let (_, mut child) = self.running.remove(index);
+        // `Child::kill` is SIGKILL on Unix.
+        child
+            .kill()
+            .with_context(|| format!("killing {name} with SIGKILL"))?;
+        child.wait().with_context(|| format!("reaping {name}"))?;
         Ok(())
     }
 
@@ -130,6 +152,18 @@ impl Drop for Children {
     }
 }
 
+/// The last `lines` lines of a log file (for failure messages), or why it cannot be read.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(error) => format!("({} unreadable: {error})", path.display()),
+    }
+}
+
 /// A free loopback port (bound, then released for the child to take).
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -143,4 +177,72 @@ pub fn own_dir() -> anyhow::Result<PathBuf> {
         .parent()
         .map(Path::to_path_buf)
         .context("locating the binaries")
+}
+
+/// The binaries every pipeline runs.
+pub const SERVICE_BINARIES: [&str; 4] = ["graph-sim", "webhook", "delta-worker", "card-writer"];
+
+/// The directory holding the service binaries for an integration test of this crate: the test
+/// executable lives in `target/<profile>/deps/`, the binaries one level up. Under
+/// `cargo test --workspace` cargo has built them (their packages have integration tests); under
+/// `cargo test -p cardsync-demo` it has not, so they are built here, once per test process.
+pub fn test_binary_dir() -> anyhow::Result<PathBuf> {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| locate_or_build().map_err(|error| format!("{error:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+fn locate_or_build() -> anyhow::Result<PathBuf> {
+    let dir = own_dir()?
+        .parent()
+        .map(Path::to_path_buf)
+        .context("the test executable has no target directory above it")?;
+    if SERVICE_BINARIES.iter().all(|name| dir.join(name).exists()) {
+        return Ok(dir);
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command.args(["build", "--locked"]);
+    for name in SERVICE_BINARIES {
+        command.args(["-p", name]);
+    }
+    command.arg("--bins");
+    if dir.file_name().is_some_and(|profile| profile == "release") {
+        command.arg("--release");
+    }
+    // Cargo describes the package under test to the test process; handed to a nested build,
+    // those variables change ring's build-script fingerprint and everything is rebuilt.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || matches!(
+                key.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+            )
+        {
+            command.env_remove(key.as_ref());
+        }
+    }
+    let status = command
+        .stdin(Stdio::null())
+        .status()
+        .context("running cargo build for the service binaries")?;
+    if !status.success() {
+        bail!("cargo build of the service binaries failed ({status})");
+    }
+    for name in SERVICE_BINARIES {
+        if !dir.join(name).exists() {
+            bail!(
+                "{name} is still missing from {} after cargo build",
+                dir.display()
+            );
+        }
+    }
+    Ok(dir)
 }

@@ -5,5 +5,6 @@
     reason = "test set-up helpers fail the test by panicking"
 )]
 
+mod lease;
 mod rounds;
 mod support;
