@@ -187,6 +187,42 @@ pub async fn lock_user(
     Ok(())
 }
 
+/// [`lock_user`] for several users at once, in one round trip. The keys are taken in sorted
+/// order, so two transactions locking overlapping sets of users never deadlock on each other.
+/// Locks are re-entrant within a transaction, so a user listed twice is harmless.
+pub async fn lock_users(conn: &mut PgConnection, users: &[(Uuid, &str)]) -> Result<(), StoreError> {
+    let mut keys: Vec<String> = users
+        .iter()
+        .map(|(tenant_id, user_id)| format!("card:{tenant_id}:{user_id}"))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    // A function scan yields rows in array order, and each row's lock is taken as it is read.
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS t(k)",
+    )
+    .bind(&keys)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The cards of several users of one tenant, tombstones included, locked for update (one round
+/// trip for a batch of commands; callers hold the users' [`lock_users`] locks first).
+pub async fn lock_by_users(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    user_ids: &[&str],
+) -> Result<Vec<Card>, StoreError> {
+    Ok(sqlx::query_as::<_, Card>(
+        "SELECT * FROM cards WHERE tenant_id = $1 AND user_id = ANY($2) FOR UPDATE",
+    )
+    .bind(tenant_id)
+    .bind(user_ids)
+    .fetch_all(conn)
+    .await?)
+}
+
 /// The card of a directory user, tombstones included, locked for update.
 pub async fn lock_by_user(
     conn: &mut PgConnection,
@@ -349,33 +385,31 @@ pub async fn teams_of(
 }
 
 /// Makes the card's memberships exactly `group_ids` (each team must exist); returns whether
-/// anything changed.
+/// anything changed. One statement: the delete and the insert touch disjoint rows, so they can
+/// share a snapshot.
 pub async fn set_teams(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     card_id: Uuid,
     group_ids: &[String],
 ) -> Result<bool, StoreError> {
-    let removed = sqlx::query(
-        "DELETE FROM card_teams
-          WHERE tenant_id = $1 AND card_id = $2 AND NOT (group_id = ANY($3))",
+    let changed: i64 = sqlx::query_scalar(
+        "WITH removed AS (
+             DELETE FROM card_teams
+              WHERE tenant_id = $1 AND card_id = $2 AND NOT (group_id = ANY($3))
+             RETURNING 1
+         ), added AS (
+             INSERT INTO card_teams (tenant_id, card_id, group_id)
+             SELECT $1, $2, g FROM unnest($3::text[]) AS g
+             ON CONFLICT DO NOTHING
+             RETURNING 1
+         )
+         SELECT (SELECT count(*) FROM removed) + (SELECT count(*) FROM added)",
     )
     .bind(tenant_id)
     .bind(card_id)
     .bind(group_ids)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    let added = sqlx::query(
-        "INSERT INTO card_teams (tenant_id, card_id, group_id)
-         SELECT $1, $2, g FROM unnest($3::text[]) AS g
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(tenant_id)
-    .bind(card_id)
-    .bind(group_ids)
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(removed + added > 0)
+    .fetch_one(conn)
+    .await?;
+    Ok(changed > 0)
 }

@@ -81,6 +81,44 @@ pub async fn enqueue(conn: &mut PgConnection, message: &NewMessage) -> Result<()
     Ok(())
 }
 
+/// Enqueues several messages with one statement (inside the transaction of the changes), in
+/// slice order, so a batch of card commands costs one round trip for all of its events.
+pub async fn enqueue_all(
+    conn: &mut PgConnection,
+    messages: &[NewMessage],
+) -> Result<(), StoreError> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let tenants: Vec<Uuid> = messages.iter().map(|m| m.tenant_id).collect();
+    let ids: Vec<Uuid> = messages.iter().map(|m| m.message_id).collect();
+    let exchanges: Vec<&str> = messages.iter().map(|m| m.exchange.as_str()).collect();
+    let keys: Vec<&str> = messages.iter().map(|m| m.routing_key.as_str()).collect();
+    let types: Vec<&str> = messages.iter().map(|m| m.message_type.as_str()).collect();
+    let payloads: Vec<&[u8]> = messages.iter().map(|m| m.payload.as_slice()).collect();
+    let headers: Vec<Json<&BTreeMap<String, String>>> =
+        messages.iter().map(|m| Json(&m.headers)).collect();
+    // WITH ORDINALITY + ORDER BY keeps the ids (the relay's publishing order) in slice order.
+    sqlx::query(
+        "INSERT INTO outbox (tenant_id, message_id, exchange, routing_key, message_type, payload, headers)
+         SELECT t, m, x, k, ty, p, h
+           FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::bytea[],
+                       $7::jsonb[])
+                WITH ORDINALITY AS r(t, m, x, k, ty, p, h, n)
+          ORDER BY n",
+    )
+    .bind(&tenants)
+    .bind(&ids)
+    .bind(&exchanges)
+    .bind(&keys)
+    .bind(&types)
+    .bind(&payloads)
+    .bind(&headers)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Claims up to `limit` unpublished messages for `exchanges`, oldest first, locking them for
 /// this transaction; rows another relay holds are skipped, so relays work in parallel without
 /// doubling.

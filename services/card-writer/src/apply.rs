@@ -1,6 +1,13 @@
-//! Applying one card command: one PostgreSQL transaction that locks the person, checks the
-//! version, merges with the tenant's rules (`cardsync_rules`), writes the card, its audit row and
-//! its outbox rows, and commits. Nothing here talks to RabbitMQ or Redis.
+//! Applying card commands: one PostgreSQL transaction that locks the people, checks each
+//! version, merges with the tenant's rules (`cardsync_rules`), writes the cards, their audit rows
+//! and their outbox rows, and commits. Nothing here talks to RabbitMQ or Redis.
+//!
+//! A transaction may carry a batch of commands ([`apply_all`]): they are applied one after the
+//! other exactly as alone (a later command for the same user sees the earlier one's write), but
+//! share the locks, the look-ups, the audit and outbox inserts and the commit, which is what
+//! makes thousands of commands per second possible. A batch is all or nothing; the caller
+//! applies the commands of a failed batch one by one ([`apply`]), so one bad command never
+//! holds back the others.
 //!
 //! Matching: the card of the command's user (tombstones included), else the live card with the
 //! same UID, else the live card with the same email (case-insensitive), which is linked rather
@@ -12,9 +19,11 @@ use crate::events::{EventSpec, outbox_message};
 use cardsync_proto::card_event::Kind;
 use cardsync_rules::{FieldStates, RemovalPolicy, plan_create, plan_update};
 use cardsync_store::cards::{self, Card, CardRole, CardStatus};
+use cardsync_store::outbox::NewMessage;
 use cardsync_store::tenants::{self, Tenant};
 use cardsync_store::{StoreError, audit, outbox, teams};
 use sqlx::{PgConnection, PgPool};
+use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 /// What applying a command did.
@@ -93,6 +102,10 @@ pub enum ApplyError {
     /// PostgreSQL failed.
     #[error("card store failed")]
     Store(#[from] StoreError),
+    /// The batch worker that was to apply the command is gone (it panicked or shut down);
+    /// nothing was committed for it.
+    #[error("the card command batch worker stopped")]
+    WorkerStopped,
 }
 
 impl From<sqlx::Error> for ApplyError {
@@ -110,6 +123,7 @@ impl ApplyError {
             ApplyError::EmailHeld { .. } => true,
             ApplyError::Store(StoreError::Query(error)) => is_transient_sql(error),
             ApplyError::Store(_) => true,
+            ApplyError::WorkerStopped => true,
         }
     }
 }
@@ -142,18 +156,114 @@ struct Change {
     audit_action: &'static str,
 }
 
-/// Applies `command` in one transaction; its card events go to `exchange` (full name).
+/// Audit rows and outbox rows of a transaction, inserted together just before the commit.
+#[derive(Debug, Default)]
+struct Journal {
+    audit: Vec<audit::AuditEntry>,
+    outbox: Vec<NewMessage>,
+}
+
+/// Applies `command` in a transaction of its own; its card events go to `exchange` (full name)
+/// and continue the current span's trace.
 pub async fn apply(
     pool: &PgPool,
     command: &ValidCommand,
     exchange: &str,
 ) -> Result<Applied, ApplyError> {
+    let span = tracing::Span::current();
+    let mut applied = apply_all(pool, &[(command, &span)], exchange).await?;
+    applied.pop().ok_or(ApplyError::WorkerStopped)
+}
+
+/// Applies `commands` in order, in one transaction: every command or none. Each command's
+/// events continue the trace of the span paired with it. On `Err` nothing was committed.
+pub async fn apply_all(
+    pool: &PgPool,
+    commands: &[(&ValidCommand, &tracing::Span)],
+    exchange: &str,
+) -> Result<Vec<Applied>, ApplyError> {
     let mut tx = pool.begin().await?;
-    let tenant = tenants::get(&mut *tx, command.tenant_id)
-        .await?
-        .ok_or(ApplyError::UnknownTenant(command.tenant_id))?;
-    cards::lock_user(&mut tx, command.tenant_id, &command.user_id).await?;
-    let existing = cards::lock_by_user(&mut tx, command.tenant_id, &command.user_id).await?;
+    let mut tenants: HashMap<Uuid, Tenant> = HashMap::new();
+    for (command, _) in commands {
+        if let std::collections::hash_map::Entry::Vacant(entry) = tenants.entry(command.tenant_id) {
+            let tenant = tenants::get(&mut *tx, command.tenant_id)
+                .await?
+                .ok_or(ApplyError::UnknownTenant(command.tenant_id))?;
+            entry.insert(tenant);
+        }
+    }
+    let users: Vec<(Uuid, &str)> = commands
+        .iter()
+        .map(|(command, _)| (command.tenant_id, command.user_id.as_str()))
+        .collect();
+    cards::lock_users(&mut tx, &users).await?;
+    // Every user's card at once, read under the users' locks.
+    let mut prefetched: HashMap<(Uuid, String), Card> = HashMap::new();
+    for tenant_id in tenants.keys() {
+        let user_ids: Vec<&str> = users
+            .iter()
+            .filter(|(tenant, _)| tenant == tenant_id)
+            .map(|(_, user)| *user)
+            .collect();
+        for card in cards::lock_by_users(&mut tx, *tenant_id, &user_ids).await? {
+            if let Some(user_id) = card.user_id.clone() {
+                prefetched.insert((*tenant_id, user_id), card);
+            }
+        }
+    }
+
+    // What earlier commands of the batch wrote: a prefetched card they changed is read again,
+    // so each command sees exactly what it would see alone.
+    let mut written_users: HashSet<(Uuid, &str)> = HashSet::new();
+    let mut written_cards: HashSet<Uuid> = HashSet::new();
+    let mut journal = Journal::default();
+    let mut results = Vec::with_capacity(commands.len());
+    for (command, span) in commands {
+        let user = (command.tenant_id, command.user_id.as_str());
+        let prefetched = prefetched.remove(&(command.tenant_id, command.user_id.clone()));
+        let existing = match prefetched {
+            _ if written_users.contains(&user) => {
+                cards::lock_by_user(&mut tx, command.tenant_id, &command.user_id).await?
+            }
+            Some(card) if written_cards.contains(&card.card_id) => {
+                cards::lock_by_user(&mut tx, command.tenant_id, &command.user_id).await?
+            }
+            other => other,
+        };
+        let tenant = &tenants[&command.tenant_id];
+        let applied = apply_one(
+            &mut tx,
+            tenant,
+            command,
+            existing,
+            exchange,
+            span,
+            &mut journal,
+        )
+        .await?;
+        if applied.outcome.wrote() {
+            written_users.insert(user);
+            written_cards.extend(applied.card_id);
+        }
+        results.push(applied);
+    }
+    audit::record_all(&mut tx, &journal.audit).await?;
+    outbox::enqueue_all(&mut tx, &journal.outbox).await?;
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// One command inside a batch's transaction: the version check against `existing` (the user's
+/// card, locked), then the action; audit and outbox rows go to `journal`.
+async fn apply_one(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    command: &ValidCommand,
+    existing: Option<Card>,
+    exchange: &str,
+    span: &tracing::Span,
+    journal: &mut Journal,
+) -> Result<Applied, ApplyError> {
     if let Some(card) = &existing {
         let outcome = if command.version == card.applied_version {
             Some(Outcome::Duplicate)
@@ -163,7 +273,7 @@ pub async fn apply(
             None
         };
         if let Some(outcome) = outcome {
-            // Nothing written: the transaction rolls back when dropped.
+            // Nothing written for this command.
             return Ok(Applied {
                 outcome,
                 card_id: Some(card.card_id),
@@ -174,17 +284,13 @@ pub async fn apply(
 
     let removal = tenant.rules.removal;
     let change = match (command.action, removal) {
-        (Action::Upsert | Action::Reactivate, _) => {
-            upsert(&mut tx, &tenant, command, existing).await?
-        }
+        (Action::Upsert | Action::Reactivate, _) => upsert(conn, tenant, command, existing).await?,
         (Action::Deactivate, _) | (Action::Delete, RemovalPolicy::Deactivate) => {
-            deactivate(&mut tx, &tenant, command, existing).await?
+            deactivate(conn, tenant, command, existing).await?
         }
-        (Action::Delete, RemovalPolicy::Delete) => delete(&mut tx, command, existing).await?,
+        (Action::Delete, RemovalPolicy::Delete) => delete(conn, command, existing).await?,
     };
-    let applied = finish(&mut tx, &tenant, command, change, exchange).await?;
-    tx.commit().await?;
-    Ok(applied)
+    Ok(finish(tenant, command, change, exchange, span, journal))
 }
 
 /// Upsert and reactivate: the user is present, enabled and in scope.
@@ -264,7 +370,11 @@ async fn upsert(
             teams::upsert(conn, command.tenant_id, group_id, None).await?;
         }
     }
-    if cards::set_teams(conn, command.tenant_id, card.card_id, &command.team_ids).await? {
+    // A card inserted just now has no memberships: with no teams there is nothing to sync.
+    let fresh_without_teams = before.is_none() && command.team_ids.is_empty();
+    if !fresh_without_teams
+        && cards::set_teams(conn, command.tenant_id, card.card_id, &command.team_ids).await?
+    {
         changed_fields.push("teams".into());
     }
 
@@ -440,52 +550,52 @@ async fn delete(
     })
 }
 
-/// Writes the audit row and the outbox rows of a change (same transaction).
-async fn finish(
-    conn: &mut PgConnection,
+/// The audit row and the outbox rows of a change, journaled for the batch's transaction. The
+/// events are built inside `span`, so they carry the trace of the delivery that caused them.
+fn finish(
     tenant: &Tenant,
     command: &ValidCommand,
     change: Change,
     exchange: &str,
-) -> Result<Applied, ApplyError> {
+    span: &tracing::Span,
+    journal: &mut Journal,
+) -> Applied {
     let card = &change.after;
     if !matches!(change.outcome, Outcome::Unchanged | Outcome::Tombstoned) {
-        audit::record(
-            conn,
-            &audit::AuditEntry {
-                tenant_id: tenant.id,
-                card_id: card.card_id,
-                action: change.audit_action.to_owned(),
-                cause: cause_name(command.cause).to_owned(),
-                message_id: Some(command.message_id.clone()),
-                version: Some(command.version),
-                status_before: change.before.as_ref().map(|c| c.status.as_str().to_owned()),
-                status_after: Some(card.status.as_str().to_owned()),
-                fields_before: change.before.as_ref().map(|c| c.fields.clone()),
-                fields_after: Some(card.fields.clone()),
-            },
-        )
-        .await?;
+        journal.audit.push(audit::AuditEntry {
+            tenant_id: tenant.id,
+            card_id: card.card_id,
+            action: change.audit_action.to_owned(),
+            cause: cause_name(command.cause).to_owned(),
+            message_id: Some(command.message_id.clone()),
+            version: Some(command.version),
+            status_before: change.before.as_ref().map(|c| c.status.as_str().to_owned()),
+            status_after: Some(card.status.as_str().to_owned()),
+            fields_before: change.before.as_ref().map(|c| c.fields.clone()),
+            fields_after: Some(card.fields.clone()),
+        });
     }
     for kind in &change.kinds {
-        let message = outbox_message(
-            &EventSpec {
-                tenant_id: tenant.id,
-                cause: command.cause,
-                causation_id: &command.message_id,
-                kind: *kind,
-                card_id: card.card_id,
-                user_id: &command.user_id,
-                version: command.version,
-                changed_fields: &change.changed_fields,
-            },
-            exchange,
-        );
-        outbox::enqueue(conn, &message).await?;
+        let message = span.in_scope(|| {
+            outbox_message(
+                &EventSpec {
+                    tenant_id: tenant.id,
+                    cause: command.cause,
+                    causation_id: &command.message_id,
+                    kind: *kind,
+                    card_id: card.card_id,
+                    user_id: &command.user_id,
+                    version: command.version,
+                    changed_fields: &change.changed_fields,
+                },
+                exchange,
+            )
+        });
+        journal.outbox.push(message);
     }
-    Ok(Applied {
+    Applied {
         outcome: change.outcome,
         card_id: Some(card.card_id),
         events: change.kinds.len(),
-    })
+    }
 }

@@ -1,16 +1,24 @@
 //! The bus handler of both command queues: validate, fast-path dedup, apply, count, wake the
 //! relay, remember. Transient versus permanent is decided by [`ApplyError::is_transient`].
+//!
+//! Applying goes through a [`Batcher`]: the commands the consumer's concurrent handlers are
+//! waiting on are gathered and applied a batch per transaction (group commit), and each handler
+//! returns, and so lets its delivery be acknowledged, only after the commit that holds its
+//! command.
 
-use crate::apply::{ApplyError, apply};
-use crate::command::{Origin, validate};
+use crate::apply::{Applied, ApplyError, apply, apply_all};
+use crate::command::{Origin, ValidCommand, validate};
 use crate::dedup::Dedup;
 use crate::metrics::Metrics;
 use cardsync_bus::{Delivery, Handler, HandlerError, names};
 use cardsync_proto::CardCommand;
+use futures_util::FutureExt as _;
 use sqlx::PgPool;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::Notify;
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
+use tracing::Instrument as _;
 
 /// Which command queue a handler serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,20 +47,163 @@ impl CommandQueue {
     }
 }
 
+/// How commands are grouped into transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// Transactions running at once (each holds one pooled connection while it runs).
+    pub transactions: usize,
+    /// Most commands in one transaction.
+    pub max_commands: usize,
+}
+
+/// One command waiting for its transaction.
+struct Job {
+    command: Arc<ValidCommand>,
+    /// The delivery's span: the command's events continue its trace.
+    span: tracing::Span,
+    reply: oneshot::Sender<Result<Applied, ApplyError>>,
+}
+
+/// Group commit for card commands. A few workers take whatever commands are waiting (up to
+/// `max_commands`) and apply them in one transaction with [`apply_all`]: one commit, one round
+/// trip for the locks, the look-ups, the audit rows and the outbox rows, instead of one of each
+/// per command. Under light load a batch is a single command, so latency does not wait for a
+/// batch to fill. A failed batch is applied again one command per transaction, so every command
+/// gets its own answer (a transient error retries only that command).
+#[derive(Debug, Clone)]
+pub struct Batcher {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("message_id", &self.command.message_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Batcher {
+    /// Starts the workers (needs a Tokio runtime). They stop when the last clone is dropped.
+    pub fn start(pool: PgPool, exchange: String, batching: Batching) -> Self {
+        let workers = batching.transactions.max(1);
+        let max_commands = batching.max_commands.max(1);
+        let (sender, receiver) = mpsc::channel(workers * max_commands);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for _ in 0..workers {
+            tokio::spawn(work(
+                receiver.clone(),
+                pool.clone(),
+                exchange.clone(),
+                max_commands,
+            ));
+        }
+        Self { jobs: sender }
+    }
+
+    /// Applies `command` in the next batch; returns once that batch committed (or failed).
+    pub async fn apply(&self, command: Arc<ValidCommand>) -> Result<Applied, ApplyError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            command,
+            span: tracing::Span::current(),
+            reply,
+        };
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| ApplyError::WorkerStopped)?;
+        answer.await.map_err(|_| ApplyError::WorkerStopped)?
+    }
+}
+
+/// One worker: waits for a command, takes every other one already waiting (up to
+/// `max_commands`), applies them together. The receiver is shared, so while one worker's
+/// transaction runs the next batch gathers behind another worker.
+async fn work(
+    jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
+    pool: PgPool,
+    exchange: String,
+    max_commands: usize,
+) {
+    loop {
+        let batch = {
+            let mut jobs = jobs.lock().await;
+            let Some(first) = jobs.recv().await else {
+                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < max_commands {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        // A panic drops the batch's reply senders (its handlers see `WorkerStopped`, a
+        // transient error) but never the worker.
+        let _ = AssertUnwindSafe(run_batch(&pool, &exchange, batch))
+            .catch_unwind()
+            .await;
+    }
+}
+
+async fn run_batch(pool: &PgPool, exchange: &str, batch: Vec<Job>) {
+    // A handler that stopped waiting (its task was cancelled at shutdown) leaves its delivery
+    // unacknowledged; it is redelivered and applied then.
+    let batch: Vec<Job> = batch
+        .into_iter()
+        .filter(|job| !job.reply.is_closed())
+        .collect();
+    if batch.is_empty() {
+        return;
+    }
+    let commands: Vec<(&ValidCommand, &tracing::Span)> = batch
+        .iter()
+        .map(|job| (job.command.as_ref(), &job.span))
+        .collect();
+    match apply_all(pool, &commands, exchange).await {
+        Ok(applied) => {
+            for (job, applied) in batch.into_iter().zip(applied) {
+                let _ = job.reply.send(Ok(applied));
+            }
+        }
+        Err(error) if batch.len() == 1 => {
+            if let Some(job) = batch.into_iter().next() {
+                let _ = job.reply.send(Err(error));
+            }
+        }
+        Err(error) => {
+            tracing::debug!(
+                error = %cardsync_bus::error_chain(&error),
+                commands = batch.len(),
+                "card command batch rolled back; applying its commands one by one"
+            );
+            for job in batch {
+                let result = apply(pool, &job.command, exchange)
+                    .instrument(job.span.clone())
+                    .await;
+                let _ = job.reply.send(result);
+            }
+        }
+    }
+}
+
 /// Applies card commands from one queue.
 #[derive(Debug, Clone)]
 pub struct CommandHandler {
     queue: CommandQueue,
-    pool: PgPool,
+    batcher: Batcher,
     dedup: Dedup,
     metrics: Metrics,
     relay_wake: Arc<Notify>,
-    events_exchange: String,
 }
 
 impl CommandHandler {
-    /// A handler for `queue` writing through `pool`; card events go to `events_exchange`
-    /// (full name).
+    /// A handler for `queue` writing through `pool` in batches as `batching` says; card events
+    /// go to `events_exchange` (full name). Starts the batch workers, so it needs a Tokio
+    /// runtime.
     pub fn new(
         queue: CommandQueue,
         pool: PgPool,
@@ -60,14 +211,14 @@ impl CommandHandler {
         metrics: Metrics,
         relay_wake: Arc<Notify>,
         events_exchange: String,
+        batching: Batching,
     ) -> Self {
         Self {
             queue,
-            pool,
+            batcher: Batcher::start(pool, events_exchange, batching),
             dedup,
             metrics,
             relay_wake,
-            events_exchange,
         }
     }
 
@@ -90,7 +241,7 @@ impl Handler for CommandHandler {
             routing_key,
         };
         let command = match validate(delivery.message, origin) {
-            Ok(command) => command,
+            Ok(command) => Arc::new(command),
             Err(error) => {
                 self.count("invalid", "unknown");
                 return Err(HandlerError::permanent(error));
@@ -115,12 +266,13 @@ impl Handler for CommandHandler {
             }
         }
 
-        let applied = match apply(&self.pool, &command, &self.events_exchange).await {
+        let applied = match self.batcher.apply(command.clone()).await {
             Ok(applied) => applied,
             Err(error) => {
                 let transient = error.is_transient();
                 let outcome = match (&error, transient) {
                     (ApplyError::UnknownTenant(_), _) => "unknown_tenant",
+                    (ApplyError::WorkerStopped, _) => "failed",
                     (_, true) => "failed",
                     (_, false) => "invalid",
                 };

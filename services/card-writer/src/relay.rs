@@ -15,6 +15,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Why a batch was not published.
+/// How often the backlog gauges are refreshed.
+const BACKLOG_EVERY: Duration = Duration::from_secs(5);
+
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     /// PostgreSQL failed.
@@ -129,6 +132,7 @@ impl Relay {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut failures: u32 = 0;
         let mut last_purge = tokio::time::Instant::now();
+        let mut last_observed: Option<tokio::time::Instant> = None;
         while !shutdown.is_cancelled() {
             let wait = match self.drain().await {
                 Ok(_) => {
@@ -144,8 +148,13 @@ impl Relay {
                     delay
                 }
             };
-            if let Err(error) = self.observe_backlog().await {
-                tracing::debug!(error = %cardsync_bus::error_chain(&error), "outbox backlog unknown");
+            // The backlog gauges are scraped every few seconds; counting the backlog after
+            // every drain would cost PostgreSQL a scan per commit under load.
+            if last_observed.is_none_or(|at| at.elapsed() >= BACKLOG_EVERY) {
+                last_observed = Some(tokio::time::Instant::now());
+                if let Err(error) = self.observe_backlog().await {
+                    tracing::debug!(error = %cardsync_bus::error_chain(&error), "outbox backlog unknown");
+                }
             }
             if last_purge.elapsed() >= Duration::from_secs(60) {
                 last_purge = tokio::time::Instant::now();
@@ -162,7 +171,14 @@ impl Relay {
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = self.wake.notified() => {}
+                () = self.wake.notified() => {
+                    // Let the commits of a busy moment gather: one claim and one confirm wait
+                    // for many events instead of one per commit.
+                    tokio::select! {
+                        () = shutdown.cancelled() => {}
+                        () = tokio::time::sleep(self.settings.linger) => {}
+                    }
+                }
                 () = tokio::time::sleep(wait) => {}
             }
         }

@@ -52,6 +52,13 @@ pub struct CardWriterSettings {
     pub bulk_concurrency: usize,
     /// Size of the bulk consumer's own PostgreSQL pool.
     pub bulk_max_connections: u32,
+    /// Transactions applying live commands at once (batches, see `max_batch`).
+    pub live_transactions: usize,
+    /// Transactions applying bulk commands at once.
+    pub bulk_transactions: usize,
+    /// Most commands applied in one transaction. The handlers waiting at a moment (up to the
+    /// queue's concurrency) are what a batch is made of, so concurrency bounds it too.
+    pub max_batch: usize,
 }
 
 /// The outbox relay.
@@ -62,6 +69,10 @@ pub struct RelaySettings {
     /// How often it looks for unpublished rows when nothing wakes it.
     #[serde(deserialize_with = "cardsync_config::duration::deserialize")]
     pub poll_interval: Duration,
+    /// How long a woken relay waits for more commits before it claims rows (events wait this
+    /// much longer; the relay makes fewer, larger batches under load).
+    #[serde(deserialize_with = "cardsync_config::duration::deserialize")]
+    pub linger: Duration,
     /// Rows per published batch.
     pub batch_size: u32,
     /// How long published rows are kept.
@@ -95,6 +106,9 @@ impl Validate for Settings {
                 "card_writer.bulk_prefetch",
                 usize::from(writer.bulk_prefetch),
             ),
+            ("card_writer.live_transactions", writer.live_transactions),
+            ("card_writer.bulk_transactions", writer.bulk_transactions),
+            ("card_writer.max_batch", writer.max_batch),
         ] {
             if value == 0 {
                 problems.push(format!("{key}: must be greater than 0"));
@@ -105,6 +119,10 @@ impl Validate for Settings {
         }
         if writer.bulk_concurrency > usize::from(writer.bulk_prefetch) {
             problems.push("card_writer.bulk_concurrency: must not exceed bulk_prefetch".into());
+        }
+        if writer.bulk_transactions > writer.bulk_max_connections as usize {
+            problems
+                .push("card_writer.bulk_transactions: must not exceed bulk_max_connections".into());
         }
         if writer.bulk_max_connections == 0 {
             problems.push("card_writer.bulk_max_connections: must be greater than 0".into());
@@ -159,7 +177,7 @@ mod tests {
             file: None,
             env: Some(vec![(
                 "CARDSYNC__CARD_WRITER__BULK_CONCURRENCY".into(),
-                "64".into(),
+                "65".into(),
             )]),
         };
         let error = Settings::load(&sources).unwrap_err();

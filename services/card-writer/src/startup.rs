@@ -4,7 +4,7 @@
 //! [`Application::relay`].
 
 use crate::dedup::Dedup;
-use crate::handler::{CommandHandler, CommandQueue};
+use crate::handler::{Batching, CommandHandler, CommandQueue};
 use crate::metrics::Metrics;
 use crate::relay::Relay;
 use crate::routes::{self, AppState};
@@ -73,6 +73,7 @@ impl Application {
         let dedup = Dedup::new(&settings.redis, settings.card_writer.dedup_ttl);
         let wake = Arc::new(Notify::new());
         let events_exchange = topology.name(names::CARD_EVENTS);
+        let writer = &settings.card_writer;
         let live = Arc::new(CommandHandler::new(
             CommandQueue::Live,
             pool.clone(),
@@ -80,6 +81,10 @@ impl Application {
             metrics.clone(),
             wake.clone(),
             events_exchange.clone(),
+            Batching {
+                transactions: writer.live_transactions,
+                max_commands: writer.max_batch,
+            },
         ));
         let bulk = Arc::new(CommandHandler::new(
             CommandQueue::Bulk,
@@ -88,6 +93,10 @@ impl Application {
             metrics.clone(),
             wake.clone(),
             events_exchange.clone(),
+            Batching {
+                transactions: writer.bulk_transactions,
+                max_commands: writer.max_batch,
+            },
         ));
         let relay = Relay::new(
             pool.clone(),

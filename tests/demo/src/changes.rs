@@ -241,6 +241,53 @@ impl Model {
     }
 }
 
+impl Model {
+    /// Every enabled user, in a stable order (the burst's targets).
+    pub fn enabled_users(&self) -> Vec<String> {
+        self.users
+            .iter()
+            .filter(|(_, state)| **state == State::Enabled)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+}
+
+/// A burst: one new job title for each of `users`, as fast as graph-sim takes them (`parallel`
+/// requests at a time), e.g. a re-organisation imported in one go.
+pub async fn title_burst(
+    control: &Control,
+    tenant: &str,
+    users: &[String],
+    parallel: usize,
+) -> anyhow::Result<Vec<Applied>> {
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (n, user) in users.iter().enumerate() {
+        let permit = gate.clone().acquire_owned().await?;
+        let (control, tenant, user) = (control.clone(), tenant.to_owned(), user.clone());
+        tasks.spawn(async move {
+            let _permit = permit;
+            let title = format!("{} (burst {n})", JOB_TITLES[n % JOB_TITLES.len()]);
+            let answer = control
+                .update_user(&tenant, &user, json!({"jobTitle": title}))
+                .await?;
+            anyhow::Ok(Applied {
+                kind: "title",
+                changed_at_ms: answer["change"]["changedAtUnixMs"]
+                    .as_i64()
+                    .unwrap_or_else(now_ms),
+                user,
+                visible: true,
+            })
+        });
+    }
+    let mut applied = Vec::with_capacity(users.len());
+    while let Some(done) = tasks.join_next().await {
+        applied.push(done??);
+    }
+    Ok(applied)
+}
+
 /// A tiny, distinct PNG-ish payload (graph-sim derives the media etag from the bytes).
 fn photo_bytes(rng: &mut impl rand::Rng) -> Vec<u8> {
     let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();

@@ -7,7 +7,7 @@
 //! waits for the pipeline to drain and compares every card with the directory. The last line of
 //! its output is one JSON object with the figures; it exits non-zero when a card diverges.
 
-use cardsync_demo::changes::{Applied, Model};
+use cardsync_demo::changes::{self, Applied, Model};
 use cardsync_demo::{Database, Pipeline, PipelineConfig, check, procs, section};
 use cardsync_proto as proto;
 use clap::Parser;
@@ -32,6 +32,10 @@ struct Cli {
     /// Directory changes per second during the stream.
     #[arg(long, default_value_t = 20.0)]
     rate: f64,
+    /// Instead of the stream: one title change for each of this many distinct users, all at
+    /// once (the Graph-requests-per-change benchmark).
+    #[arg(long)]
+    burst: Option<usize>,
     /// Seed of the directory and of the change stream.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -114,14 +118,22 @@ async fn sync_and_stream(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<b
     let expected = check::compare(&pipeline.pool, tenant, &snapshot)
         .await?
         .expected_active;
+    let sync_started = Instant::now();
     pipeline
         .request_sync(proto::sync_request::Depth::Full)
         .await?;
     pipeline
-        .wait_active_cards(expected, Duration::from_secs(180))
+        .wait_active_cards(expected, Duration::from_secs(600))
         .await?;
+    let cards_after = sync_started.elapsed();
     // Let the initial round finish (its photo pass, its delta link) before counting requests.
     pipeline.wait_drained(drain_timeout).await?;
+    let initial_sync = sync_started.elapsed();
+    println!(
+        "initial sync: {expected} cards after {:.1} s, pipeline drained after {:.1} s",
+        cards_after.as_secs_f64(),
+        initial_sync.as_secs_f64()
+    );
 
     section("6. a stream of directory changes in graph-sim");
     let mut model = Model::from_snapshot(&tenant_text, &snapshot);
@@ -132,7 +144,11 @@ async fn sync_and_stream(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<b
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stream_started = Instant::now();
     let mut applied: Vec<Applied> = Vec::new();
-    while stream_started.elapsed() < Duration::from_secs(cli.seconds) {
+    if let Some(burst) = cli.burst {
+        let targets: Vec<String> = model.enabled_users().into_iter().take(burst).collect();
+        applied = changes::title_burst(&pipeline.control, &tenant_text, &targets, 16).await?;
+    }
+    while cli.burst.is_none() && stream_started.elapsed() < Duration::from_secs(cli.seconds) {
         ticker.tick().await;
         if let Some(change) = model.apply_one(&pipeline.control, &mut rng).await? {
             applied.push(change);
@@ -217,6 +233,15 @@ async fn sync_and_stream(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<b
         "divergent cards {} (photo only {}), duplicate cards {}",
         report.divergent, report.photo_only, report.duplicates
     );
+    let memory = pipeline.peak_memory_mib();
+    println!(
+        "peak memory (VmHWM): {}",
+        memory
+            .iter()
+            .map(|(name, mib)| format!("{name} {mib:.0} MiB"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     for example in &report.examples {
         println!("  diverges: {example}");
     }
@@ -237,7 +262,12 @@ async fn sync_and_stream(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<b
             "divergent_cards": report.divergent,
             "duplicate_cards": report.duplicates,
             "e2e_ms": {"p50": p50, "p99": p99},
-            "graph_requests_per_change": (per_change * 100.0).round() / 100.0,
+            "graph_requests_per_change": (per_change * 1000.0).round() / 1000.0,
+            "initial_sync_s": (initial_sync.as_secs_f64() * 10.0).round() / 10.0,
+            "peak_rss_mib": memory
+                .iter()
+                .map(|(name, mib)| (name.clone(), json!(mib.round())))
+                .collect::<serde_json::Map<_, _>>(),
         })
     );
     Ok(ok)

@@ -770,6 +770,15 @@ impl Pipeline {
         .with_context(|| format!("{} never became ready again", service.name()))
     }
 
+    /// Peak resident memory of every running process of the pipeline (graph-sim included), MiB.
+    pub fn peak_memory_mib(&self) -> Vec<(String, f64)> {
+        self.children
+            .peak_memory_kib()
+            .into_iter()
+            .map(|(name, kib)| (name, kib as f64 / 1024.0))
+            .collect()
+    }
+
     /// Fails if any child has exited.
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
         self.children.check_alive()

@@ -118,6 +118,27 @@ impl Children {
         Ok(())
     }
 
+    /// Peak resident memory (`VmHWM`, KiB) of every running child, by name; a restarted
+    /// child reports its own lifetime only.
+    pub fn peak_memory_kib(&self) -> Vec<(String, u64)> {
+        self.running
+            .iter()
+            .filter_map(|(name, child)| {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{}/status", child.id())).ok()?;
+                let kib = status
+                    .lines()
+                    .find_map(|line| line.strip_prefix("VmHWM:"))?
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse()
+                    .ok()?;
+                Some((name.clone(), kib))
+            })
+            .collect()
+    }
+
     /// Stops every child: SIGTERM, up to 25 s to drain (the services' own drain deadline is 20 s), then SIGKILL.
     pub fn stop_all(&mut self) {
         for (_, child) in self.running.iter().rev() {

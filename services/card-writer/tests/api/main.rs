@@ -2,6 +2,7 @@
 //! PostgreSQL and Redis, consumers driven step by step with `process_next`.
 //! One test binary (each file under tests/ would be linked separately, which costs build time).
 
+mod batches;
 mod commands;
 mod delivery;
 mod helpers;

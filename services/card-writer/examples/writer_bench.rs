@@ -1,0 +1,1480 @@
+//! `make bench`: how many card commands per second the card-writer applies, next to the best
+//! rate plain sqlx reaches for the same rows on the same PostgreSQL in the same run (issue 4,
+//! section 7: at least 5,000 commands/s, with that ratio).
+//!
+//! - Raw phases first: the physical limit. Each command becomes exactly what the writer commits
+//!   for it (the card row upserted with a version check, one audit row with the field states
+//!   before and after, one outbox row with the encoded `CardEvent`), built with the very rules
+//!   merge and event encoder the writer uses, and written with multi-row statements in
+//!   transactions of `--raw-batch` commands on `--raw-connections` connections. With one
+//!   command per transaction it shows what per-command commits cost; the best batch size is the
+//!   denominator of the ratio.
+//! - Writer phases, per queue: `--commands` realistic commands across `--users` users (every
+//!   user created, then updated with growing versions, round robin) are published (confirmed)
+//!   to the `cards` exchange while no writer runs; then the release `card-writer` binary starts
+//!   as a child process, configured as deployed apart from its port, topology prefix, database
+//!   and Redis key prefix, and the clock runs until PostgreSQL holds every user at its last
+//!   version and the queue is empty. The outbox drain (events confirmed by RabbitMQ) is
+//!   reported beside it. Every phase checks exactly once: one card per user, one audit and one
+//!   outbox row per command.
+//! - CPU per phase comes from `/proc`: card-writer, PostgreSQL (every backend), RabbitMQ, Redis,
+//!   this generator, irq/steal and other processes, so the ceiling is visible.
+//! - Everything it created (topology, tenants and their rows, Redis keys) is removed at the end.
+//!
+//! `cargo run --release --locked -p card-writer --example writer_bench [-- --help]`
+
+use anyhow::{Context as _, bail, ensure};
+use card_writer::Settings;
+use card_writer::command::cause_name;
+use card_writer::events::{EventSpec, outbox_message};
+use cardsync_bus::lapin::options::QueueDeclareOptions;
+use cardsync_bus::lapin::types::FieldTable;
+use cardsync_bus::lapin::{Connection, ConnectionProperties};
+use cardsync_bus::{Outgoing, Publisher, QueueType, Topology, names, routing};
+use cardsync_config::Sources;
+use cardsync_proto::card_event::Kind;
+use cardsync_proto::{CardCommand, Cause, Envelope, FieldValue, card_command::Action};
+use cardsync_rules::{FieldName, FieldRules, FieldStates, MappedCard, plan_create, plan_update};
+use cardsync_store::tenants::{self, TenantConfig};
+use clap::Parser;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+/// The raw phases and the writer reach PostgreSQL the same way: its local socket, as a
+/// co-located database would be reached. (Over loopback TCP, sqlx negotiates TLS with Debian's
+/// default server and the writer measured ~45% slower on this machine; the ratio stays fair
+/// either way because both sides use the same URL.)
+const DATABASE_URL: &str = "postgres://postgres@localhost/cardsync_test?host=/var/run/postgresql";
+const ADMIN_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+/// Commands per confirmed publish while pre-loading a queue.
+const PUBLISH_CHUNK: usize = 1_000;
+/// How often the writer phase looks at PostgreSQL.
+const POLL: Duration = Duration::from_millis(100);
+
+// Target from issue 4, section 7.
+const TARGET_COMMANDS_PER_S: f64 = 5_000.0;
+/// Cores other processes may use during a phase before the figures are flagged as disturbed.
+const NOISY_NEIGHBOUR_CORES: f64 = 0.15;
+
+#[derive(Debug, Clone, Parser)]
+#[command(about = "Card-writer throughput benchmark: raw PostgreSQL rate, writer rate, ratio")]
+struct Args {
+    /// Commands per writer phase (and per raw phase).
+    #[arg(long, default_value_t = 50_000)]
+    commands: usize,
+    /// Distinct directory users the commands are spread over.
+    #[arg(long, default_value_t = 5_000)]
+    users: usize,
+    /// Command queues to measure (`live`, `bulk`).
+    #[arg(long, value_delimiter = ',', default_value = "live,bulk")]
+    queues: Vec<String>,
+    /// Commands per raw transaction, one raw phase each; the best one is the ratio's base.
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    raw_batches: Vec<usize>,
+    /// Connections of the raw phases, each committing transactions back to back.
+    #[arg(long, default_value_t = 8)]
+    raw_connections: usize,
+    /// Queue type of the benchmark topology (`quorum`, as deployed, or `classic`).
+    #[arg(long, default_value = "quorum")]
+    queue_type: String,
+    /// Give up on a writer phase after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// Extra `CARDSYNC__…=value` settings for the writer, e.g. `CARDSYNC__CARD_WRITER__LIVE_PREFETCH=128`.
+    #[arg(long = "set", value_parser = parse_setting)]
+    settings: Vec<(String, String)>,
+}
+
+fn parse_setting(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if key.starts_with("CARDSYNC__") => Ok((key.into(), value.into())),
+        _ => Err("expected CARDSYNC__SECTION__KEY=value".into()),
+    }
+}
+
+/// Which command queue a writer phase loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    Live,
+    Bulk,
+}
+
+impl Lane {
+    fn parse(text: &str) -> anyhow::Result<Self> {
+        match text {
+            "live" => Ok(Lane::Live),
+            "bulk" => Ok(Lane::Bulk),
+            other => bail!("unknown queue {other:?}: expected live or bulk"),
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Lane::Live => "live",
+            Lane::Bulk => "bulk",
+        }
+    }
+
+    fn queue(self) -> &'static str {
+        match self {
+            Lane::Live => names::CARD_WRITER_LIVE,
+            Lane::Bulk => names::CARD_WRITER_BULK,
+        }
+    }
+
+    fn routing_key(self, tenant: &str) -> String {
+        match self {
+            Lane::Live => routing::live_command(tenant),
+            Lane::Bulk => routing::bulk_command(tenant),
+        }
+    }
+
+    fn cause(self) -> Cause {
+        match self {
+            Lane::Live => Cause::Notification,
+            Lane::Bulk => Cause::Reconcile,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let args = Args::parse();
+    ensure!(
+        args.users > 0 && args.commands >= args.users,
+        "--commands must be at least --users > 0"
+    );
+    ensure!(
+        !args.raw_batches.is_empty() && args.raw_batches.iter().all(|b| *b > 0 && *b <= args.users),
+        "--raw-batches needs sizes between 1 and --users (a batch never holds one user twice)"
+    );
+    ensure!(args.raw_connections > 0);
+    let lanes = args
+        .queues
+        .iter()
+        .map(|q| Lane::parse(q))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let queue_type = match args.queue_type.as_str() {
+        "quorum" => QueueType::Quorum,
+        "classic" => QueueType::Classic,
+        other => bail!("unknown queue type {other:?}: expected quorum or classic"),
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let load_before = load_average();
+    if load_before.first().is_some_and(|one| *one > 1.5) {
+        println!(
+            "warning: load average {load_before:?} before the run; other work will skew the figures"
+        );
+    }
+
+    let id = Uuid::new_v4().simple().to_string();
+    let prefix = format!("bench.{}.", &id[..8]);
+    let redis_prefix = format!("bench-cw-{}", &id[..8]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut env = vec![
+        (
+            "CARDSYNC__HTTP__LISTEN".to_owned(),
+            format!("127.0.0.1:{port}"),
+        ),
+        ("CARDSYNC__TOPOLOGY__PREFIX".to_owned(), prefix.clone()),
+        (
+            "CARDSYNC__POSTGRES__URL".to_owned(),
+            DATABASE_URL.to_owned(),
+        ),
+        ("CARDSYNC__BUS__URL".to_owned(), AMQP_URL.to_owned()),
+        (
+            "CARDSYNC__BUS__QUEUE_TYPE".to_owned(),
+            args.queue_type.clone(),
+        ),
+        ("CARDSYNC__REDIS__URL".to_owned(), REDIS_URL.to_owned()),
+        (
+            "CARDSYNC__REDIS__KEY_PREFIX".to_owned(),
+            redis_prefix.clone(),
+        ),
+    ];
+    env.extend(args.settings.iter().cloned());
+    let settings = Settings::load(&Sources {
+        file: None,
+        env: Some(env.clone()),
+    })
+    .context("the card-writer settings of the benchmark are invalid")?;
+    let topology = Topology::cardsync(&prefix)
+        .with_retry_delays(&settings.bus.retry_delays)
+        .with_queue_type(queue_type);
+
+    // Nothing is created until every prerequisite is there.
+    let admin = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .context("RabbitMQ must run on 127.0.0.1:5672: run `make services`")?;
+    let admin_channel = admin.create_channel().await?;
+    let binary = writer_binary()?;
+    let pool = test_database().await?;
+    let redis = redis::Client::open(REDIS_URL)?
+        .get_multiplexed_async_connection()
+        .await
+        .context("Redis must run on 127.0.0.1:6379: run `make services`")?;
+
+    let mut tenants_made = Vec::new();
+    let log = std::env::temp_dir().join(format!("writer_bench-{prefix}log"));
+    let outcome = async {
+        cardsync_bus::declare(&admin_channel, &topology)
+            .await
+            .context("declaring the benchmark topology")?;
+        let publisher = Publisher::connect(&settings.bus, topology.clone())
+            .await
+            .context("connecting the benchmark publisher")?;
+        let bench = Bench {
+            args: &args,
+            pool: &pool,
+            topology: &topology,
+            admin: &admin_channel,
+            publisher: &publisher,
+            env: &env,
+            binary: &binary,
+            log: &log,
+            started,
+        };
+        let result = bench.run(load_before, &lanes, &mut tenants_made).await;
+        publisher.close().await;
+        result
+    }
+    .await;
+
+    progress(started, "cleaning up");
+    let deleted = cardsync_bus::delete(&admin_channel, &topology).await;
+    let removed = remove_tenants(&pool, &tenants_made).await;
+    let flushed = flush_redis(redis, &redis_prefix).await;
+    let _ = admin.close(200, "bench done".into()).await;
+    let report = outcome?;
+    deleted.context("deleting the benchmark topology")?;
+    removed.context("removing the benchmark tenants")?;
+    flushed.context("deleting the benchmark's Redis keys")?;
+    let _ = std::fs::remove_file(&log);
+    report.print();
+    Ok(())
+}
+
+/// The test database, created and migrated if needed (as in the webhook's benchmark).
+async fn test_database() -> anyhow::Result<sqlx::PgPool> {
+    let admin = sqlx::PgPool::connect(ADMIN_DATABASE_URL)
+        .await
+        .context("PostgreSQL must run on 127.0.0.1:5432: run `make services`")?;
+    let exists: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = 'cardsync_test'")
+            .fetch_optional(&admin)
+            .await?;
+    if exists.is_none() {
+        let _ = sqlx::query("CREATE DATABASE cardsync_test")
+            .execute(&admin)
+            .await;
+    }
+    admin.close().await;
+    // Migrate on a pool of its own, closed right after: a failed run keeps sqlx's session-level
+    // advisory lock, and a pooled connection holding it would block other migrations.
+    let migrating = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(DATABASE_URL)
+        .await
+        .context("connecting to cardsync_test")?;
+    if let Err(error) = cardsync_store::migrate(&migrating).await {
+        // A branch with newer migrations may have applied them to the shared test database;
+        // the card tables are all we need, and storing the tenant is the real check.
+        println!(
+            "warning: migrations not applied to cardsync_test: {}",
+            cardsync_bus::error_chain(&error)
+        );
+    }
+    migrating.close().await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(32)
+        .connect(DATABASE_URL)
+        .await
+        .context("connecting to cardsync_test")?;
+    Ok(pool)
+}
+
+/// Removes the benchmark tenants with every row they left (cards and teams cascade; audit and
+/// outbox rows have no foreign key, by design).
+async fn remove_tenants(pool: &sqlx::PgPool, tenants: &[Uuid]) -> anyhow::Result<()> {
+    for statement in [
+        "DELETE FROM audit_log WHERE tenant_id = ANY($1)",
+        "DELETE FROM outbox WHERE tenant_id = ANY($1)",
+        "DELETE FROM tenants WHERE tenant_id = ANY($1)",
+    ] {
+        sqlx::query(statement).bind(tenants).execute(pool).await?;
+    }
+    Ok(())
+}
+
+async fn flush_redis(
+    mut redis: redis::aio::MultiplexedConnection,
+    prefix: &str,
+) -> anyhow::Result<()> {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut redis)
+        .await?;
+    for chunk in keys.chunks(1_000) {
+        let _: usize = redis::cmd("DEL").arg(chunk).query_async(&mut redis).await?;
+    }
+    Ok(())
+}
+
+/// The `card-writer` binary next to this example, (re)built with the same profile and target
+/// dir so the numbers are never those of a stale or debug writer. The target dir is passed
+/// explicitly: `cargo run` does not hand `CARGO_TARGET_DIR` to its child in every setup, and a
+/// build into another directory would leave this one stale.
+fn writer_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("locating the build directory")?;
+    let target_dir = profile_dir
+        .parent()
+        .context("locating the target directory")?;
+    let profile = profile_dir
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or("debug");
+    if profile != "release" {
+        println!("warning: profile {profile:?}; only release figures belong in BENCHMARKS.md");
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    // `cargo run` hands this process the package's CARGO_MANIFEST_DIR, CARGO_PKG_* and so on;
+    // build scripts that track them would rerun and rebuild half the tree, so they are dropped.
+    for (key, _) in std::env::vars_os() {
+        let key_text = key.to_string_lossy();
+        if key_text.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&key_text.as_ref())
+        {
+            build.env_remove(&key);
+        }
+    }
+    // The same targets as `cargo run --example writer_bench`, so features unify the same way
+    // and this finds that build instead of making another.
+    build
+        .args(["build", "--quiet", "--locked", "-p", "card-writer"])
+        .args(["--bin", "card-writer", "--example", "writer_bench"])
+        .arg("--manifest-path")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir);
+    match profile {
+        "debug" => {}
+        "release" => {
+            build.arg("--release");
+        }
+        other => {
+            build.args(["--profile", other]);
+        }
+    }
+    let status = build.status().context("running cargo build")?;
+    ensure!(status.success(), "building the card-writer binary failed");
+    Ok(profile_dir.join("card-writer"))
+}
+
+/// The card-writer child process; stopped with SIGTERM (then killed) however the run ends.
+struct Writer(Option<Child>);
+
+impl Writer {
+    fn spawn(binary: &Path, env: &[(String, String)], log: &Path) -> anyhow::Result<Self> {
+        let out = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        let mut command = Command::new(binary);
+        command.arg("serve");
+        // Only our settings: a CARDSYNC variable in the caller's shell would make the child
+        // differ from the settings loaded and reported here.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("CARDSYNC") {
+                command.env_remove(key);
+            }
+        }
+        let child = command
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        Ok(Self(Some(child)))
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.as_ref().map_or(0, Child::id)
+    }
+
+    fn has_exited(&mut self) -> bool {
+        self.0
+            .as_mut()
+            .is_none_or(|child| !matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// SIGTERM, up to 30 s for the graceful drain, then SIGKILL.
+    fn stop(mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.0.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        for _ in 0..300 {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A command stream for one tenant: every user created at version 1, then updated round robin
+/// with growing versions, each update changing a visible field (so each command writes one
+/// audit row and one event, as a real change does).
+struct Workload {
+    tenant: Uuid,
+    commands: Vec<CardCommand>,
+    /// Sum over users of their last version: what `sum(applied_version)` reaches when done.
+    final_version_sum: i64,
+}
+
+impl Workload {
+    fn new(tenant: Uuid, users: usize, count: usize, cause: Cause) -> Self {
+        let mut commands = Vec::with_capacity(count);
+        let mut versions = vec![0_u64; users];
+        for index in 0..count {
+            let user = index % users;
+            versions[user] += 1;
+            commands.push(card_command(tenant, user, versions[user], cause));
+        }
+        let final_version_sum = versions.iter().map(|v| *v as i64).sum();
+        Self {
+            tenant,
+            commands,
+            final_version_sum,
+        }
+    }
+}
+
+/// A realistic command: the default mapping's fields with plausible values.
+fn card_command(tenant: Uuid, user: usize, version: u64, cause: Cause) -> CardCommand {
+    const TITLES: [&str; 6] = [
+        "Account Manager",
+        "Software Engineer",
+        "Sales Director",
+        "Product Owner",
+        "Support Specialist",
+        "Chief Financial Officer",
+    ];
+    const CITIES: [&str; 4] = [
+        "1 Microsoft Way, Redmond, WA, 98052, United States",
+        "Friedrichstrasse 68, Berlin, BE, 10117, Germany",
+        "20 Bishopsgate, London, ENG, EC2N 4AG, United Kingdom",
+        "3-4-1 Shibaura, Minato, Tokyo, 108-0023, Japan",
+    ];
+    let user_id = Uuid::from_u128(0x5eed_0000_0000_4000_8000_0000_0000_0000 | user as u128);
+    let title = format!(
+        "{} (v{version})",
+        TITLES[(user + version as usize) % TITLES.len()]
+    );
+    let fields = [
+        ("name", format!("Bench User {user:05}")),
+        ("email", format!("bench.user{user:05}@contoso.example")),
+        ("job_title", title),
+        ("company", "Contoso Ltd".to_owned()),
+        ("phone", format!("+1 425 555 {:04}", user % 10_000)),
+        ("location", CITIES[user % CITIES.len()].to_owned()),
+        ("department", format!("Department {}", user % 40)),
+    ];
+    CardCommand {
+        envelope: Some(Envelope::new(tenant.to_string(), cause)),
+        action: Action::Upsert as i32,
+        user_id: user_id.to_string(),
+        uid: user_id.to_string(),
+        version,
+        fields: fields
+            .into_iter()
+            .map(|(name, value)| FieldValue {
+                name: name.to_owned(),
+                value: Some(value),
+            })
+            .collect(),
+        observed_at: Some(cardsync_proto::timestamp(time::OffsetDateTime::now_utc())),
+        ..Default::default()
+    }
+}
+
+/// What the writer would commit for each command, precomputed so a raw phase spends its time in
+/// PostgreSQL only.
+struct RawRow {
+    card_id: Uuid,
+    user_id: String,
+    email: String,
+    version: i64,
+    fields_before: Option<String>,
+    fields_after: String,
+    action: &'static str,
+    message_id: String,
+    event_id: Uuid,
+    exchange: String,
+    routing_key: String,
+    message_type: String,
+    payload: Vec<u8>,
+    headers: String,
+}
+
+fn raw_rows(workload: &Workload, rules: &FieldRules, exchange: &str) -> Vec<RawRow> {
+    let mut cards: HashMap<String, (Uuid, FieldStates)> = HashMap::new();
+    let mut rows = Vec::with_capacity(workload.commands.len());
+    for command in &workload.commands {
+        let fields: BTreeMap<FieldName, Option<String>> = command
+            .fields
+            .iter()
+            .map(|f| (FieldName::new(f.name.clone()), f.value.clone()))
+            .collect();
+        let incoming = MappedCard::from_parts(command.user_id.clone(), command.uid.clone(), fields);
+        let (card_id, before, after, kind, changed) = match cards.get(&command.user_id) {
+            None => {
+                let states = plan_create(rules, &incoming);
+                let changed: Vec<String> = states
+                    .iter()
+                    .filter(|(_, state)| state.value.is_some())
+                    .map(|(name, _)| name.to_string())
+                    .collect();
+                (Uuid::now_v7(), None, states, Kind::Created, changed)
+            }
+            Some((card_id, current)) => {
+                let plan = plan_update(rules, current, &incoming);
+                let changed: Vec<String> =
+                    plan.changes.iter().map(|c| c.field.to_string()).collect();
+                (
+                    *card_id,
+                    Some(current.clone()),
+                    plan.states,
+                    Kind::Updated,
+                    changed,
+                )
+            }
+        };
+        let envelope = command.envelope.as_ref().expect("built with an envelope");
+        let message = outbox_message(
+            &EventSpec {
+                tenant_id: workload.tenant,
+                cause: Cause::Notification,
+                causation_id: &envelope.message_id,
+                kind,
+                card_id,
+                user_id: &command.user_id,
+                version: command.version as i64,
+                changed_fields: &changed,
+            },
+            exchange,
+        );
+        rows.push(RawRow {
+            card_id,
+            user_id: command.user_id.clone(),
+            email: after.value("email").unwrap_or_default().to_owned(),
+            version: command.version as i64,
+            fields_before: before
+                .as_ref()
+                .map(|b| serde_json::to_string(b).unwrap_or_default()),
+            fields_after: serde_json::to_string(&after).unwrap_or_default(),
+            action: if before.is_some() {
+                "updated"
+            } else {
+                "created"
+            },
+            message_id: envelope.message_id.clone(),
+            event_id: message.message_id,
+            exchange: message.exchange,
+            routing_key: message.routing_key,
+            message_type: message.message_type,
+            payload: message.payload,
+            headers: serde_json::to_string(&message.headers).unwrap_or_default(),
+        });
+        cards.insert(command.user_id.clone(), (card_id, after));
+    }
+    rows
+}
+
+/// One raw transaction: the card rows upserted only where the version is newer (the writer's
+/// check, atomically), then the audit and outbox rows, then the commit (synchronous_commit on).
+async fn raw_transaction(
+    pool: &sqlx::PgPool,
+    tenant: Uuid,
+    rows: &[RawRow],
+) -> Result<(), sqlx::Error> {
+    let column = |f: &dyn Fn(&RawRow) -> String| rows.iter().map(f).collect::<Vec<String>>();
+    let card_ids: Vec<Uuid> = rows.iter().map(|r| r.card_id).collect();
+    let versions: Vec<i64> = rows.iter().map(|r| r.version).collect();
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO cards (tenant_id, card_id, user_id, uid, email, status, fields,
+                            applied_version, role, created_at, updated_at)
+         SELECT $1, c, u, u, e, 'active', f::jsonb, v, 'member', now(), now()
+           FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::bigint[])
+                AS t(c, u, e, f, v)
+         ON CONFLICT (tenant_id, user_id) WHERE user_id IS NOT NULL DO UPDATE
+            SET email = EXCLUDED.email, fields = EXCLUDED.fields,
+                applied_version = EXCLUDED.applied_version, updated_at = now()
+          WHERE cards.applied_version < EXCLUDED.applied_version",
+    )
+    .bind(tenant)
+    .bind(&card_ids)
+    .bind(column(&|r| r.user_id.clone()))
+    .bind(column(&|r| r.email.clone()))
+    .bind(column(&|r| r.fields_after.clone()))
+    .bind(&versions)
+    .execute(&mut *tx)
+    .await?;
+    let befores: Vec<Option<String>> = rows.iter().map(|r| r.fields_before.clone()).collect();
+    sqlx::query(
+        "INSERT INTO audit_log (tenant_id, card_id, action, cause, message_id, version,
+                                status_before, status_after, fields_before, fields_after)
+         SELECT $1, c, a, $2, m, v, CASE WHEN fb IS NULL THEN NULL ELSE 'active' END, 'active',
+                fb::jsonb, fa::jsonb
+           FROM unnest($3::uuid[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[])
+                AS t(c, a, m, v, fb, fa)",
+    )
+    .bind(tenant)
+    .bind(cause_name(Cause::Notification))
+    .bind(&card_ids)
+    .bind(column(&|r| r.action.to_owned()))
+    .bind(column(&|r| r.message_id.clone()))
+    .bind(&versions)
+    .bind(&befores)
+    .bind(column(&|r| r.fields_after.clone()))
+    .execute(&mut *tx)
+    .await?;
+    let event_ids: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
+    let payloads: Vec<Vec<u8>> = rows.iter().map(|r| r.payload.clone()).collect();
+    sqlx::query(
+        "INSERT INTO outbox (tenant_id, message_id, exchange, routing_key, message_type, payload,
+                             headers)
+         SELECT $1, m, x, k, t, p, h::jsonb
+           FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::text[])
+                AS r(m, x, k, t, p, h)",
+    )
+    .bind(tenant)
+    .bind(&event_ids)
+    .bind(column(&|r| r.exchange.clone()))
+    .bind(column(&|r| r.routing_key.clone()))
+    .bind(column(&|r| r.message_type.clone()))
+    .bind(&payloads)
+    .bind(column(&|r| r.headers.clone()))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// Everything the phases share.
+struct Bench<'a> {
+    args: &'a Args,
+    pool: &'a sqlx::PgPool,
+    topology: &'a Topology,
+    admin: &'a cardsync_bus::lapin::Channel,
+    publisher: &'a Publisher,
+    env: &'a [(String, String)],
+    binary: &'a Path,
+    log: &'a Path,
+    started: Instant,
+}
+
+impl<'a> Bench<'a> {
+    async fn run(
+        &self,
+        load_before: Vec<f64>,
+        lanes: &[Lane],
+        tenants_made: &mut Vec<Uuid>,
+    ) -> anyhow::Result<Report> {
+        let args = self.args;
+        let cpu = CpuProbe::new();
+        progress(
+            self.started,
+            format_args!(
+                "{} CPUs, RabbitMQ pid(s) {:?}, load {:?}",
+                cpu.cpus,
+                broker_process_ids(),
+                load_before
+            ),
+        );
+        let rules = FieldRules::default();
+        let exchange = self.topology.name(names::CARD_EVENTS);
+
+        // Dirty pages other processes left are written now, not in bursts during a phase.
+        let _ = Command::new("sync").status();
+        let mut raw = Vec::new();
+        for &batch in &args.raw_batches {
+            let tenant = self.new_tenant(tenants_made).await?;
+            let workload = Workload::new(tenant, args.users, args.commands, Cause::Notification);
+            let rows = Arc::new(raw_rows(&workload, &rules, &exchange));
+            let probe = cpu.snapshot(None);
+            let began = Instant::now();
+            let next = Arc::new(AtomicUsize::new(0));
+            let mut workers = JoinSet::new();
+            for _ in 0..args.raw_connections {
+                let (pool, rows, next) = (self.pool.clone(), rows.clone(), next.clone());
+                workers.spawn(async move {
+                    loop {
+                        let start = next.fetch_add(batch, Ordering::Relaxed);
+                        if start >= rows.len() {
+                            return Ok::<_, sqlx::Error>(());
+                        }
+                        let end = (start + batch).min(rows.len());
+                        raw_transaction(&pool, tenant, &rows[start..end]).await?;
+                    }
+                });
+            }
+            while let Some(done) = workers.join_next().await {
+                done?.context("a raw transaction failed")?;
+            }
+            let elapsed = began.elapsed();
+            let split = cpu.since(&probe, None);
+            let check = self.check(&workload).await?;
+            ensure!(
+                check.applied(&workload, args.users),
+                "the raw phase left the store inconsistent: {check:?}"
+            );
+            let phase = RawPhase {
+                batch,
+                commands: rows.len(),
+                elapsed,
+                cpu: split,
+            };
+            progress(
+                self.started,
+                format_args!(
+                    "raw, {batch:>3} per transaction: {:>7.0} commands/s ({})",
+                    phase.per_second(),
+                    split.short()
+                ),
+            );
+            raw.push(phase);
+            let _ = Command::new("sync").status();
+        }
+
+        let mut writer = Vec::new();
+        for &lane in lanes {
+            let phase = self.writer_phase(lane, &cpu, tenants_made).await?;
+            writer.push(phase);
+            let _ = Command::new("sync").status();
+        }
+
+        Ok(Report {
+            args: args.clone(),
+            load_before,
+            load_after: load_average(),
+            raw,
+            writer,
+            started: self.started,
+        })
+    }
+
+    async fn new_tenant(&self, tenants_made: &mut Vec<Uuid>) -> anyhow::Result<Uuid> {
+        let tenant = Uuid::new_v4();
+        tenants::put(
+            self.pool,
+            &TenantConfig {
+                id: tenant,
+                name: format!("writer bench {tenant}"),
+                rules: FieldRules::default(),
+                invites_enabled: false,
+                admin_roles_enabled: false,
+            },
+        )
+        .await
+        .context("storing a benchmark tenant")?;
+        tenants_made.push(tenant);
+        Ok(tenant)
+    }
+
+    /// Pre-loads the queue, starts the writer and times it until every command is applied.
+    async fn writer_phase(
+        &self,
+        lane: Lane,
+        cpu: &CpuProbe,
+        tenants_made: &mut Vec<Uuid>,
+    ) -> anyhow::Result<WriterPhase> {
+        let args = self.args;
+        let tenant = self.new_tenant(tenants_made).await?;
+        let workload = Workload::new(tenant, args.users, args.commands, lane.cause());
+        let exchange = self.topology.name(names::CARDS);
+        let routing_key = lane.routing_key(&tenant.to_string());
+        let queue = self.topology.name(lane.queue());
+        let loading = Instant::now();
+        for chunk in workload.commands.chunks(PUBLISH_CHUNK) {
+            let batch = chunk
+                .iter()
+                .map(|command| Outgoing::new(&exchange, &routing_key, command))
+                .collect();
+            self.publisher
+                .publish_all(batch)
+                .await
+                .context("pre-loading the command queue")?;
+        }
+        let depth = self.depth(&queue).await?;
+        ensure!(
+            depth as usize == args.commands,
+            "{queue} holds {depth} messages after pre-loading {}",
+            args.commands
+        );
+        progress(
+            self.started,
+            format_args!(
+                "{}: {} commands for {} users queued in {:.1} s; starting the writer",
+                lane.label(),
+                args.commands,
+                args.users,
+                loading.elapsed().as_secs_f64()
+            ),
+        );
+        let _ = Command::new("sync").status();
+
+        let mut child = Writer::spawn(self.binary, self.env, self.log)?;
+        let pid = child.pid();
+        let spawned = Instant::now();
+        let probe = cpu.snapshot(Some(pid));
+        let deadline = spawned + Duration::from_secs(args.timeout);
+        let mut first_applied: Option<(Instant, i64)> = None;
+        let mut applied_at = None;
+        let mut last_report = spawned;
+        let mut last_sum = 0_i64;
+        let mut peak_rate = 0.0_f64;
+        let mut split = None;
+        let drained_at = loop {
+            tokio::time::sleep(POLL).await;
+            let now = Instant::now();
+            ensure!(
+                !child.has_exited(),
+                "the card-writer exited; its log: {}",
+                self.log.display()
+            );
+            ensure!(
+                now < deadline,
+                "the writer did not finish within {} s; its log: {}",
+                args.timeout,
+                self.log.display()
+            );
+            let (cards, version_sum, pending): (i64, i64, i64) = sqlx::query_as(
+                "SELECT (SELECT count(*) FROM cards WHERE tenant_id = $1),
+                        (SELECT coalesce(sum(applied_version), 0)::bigint FROM cards WHERE tenant_id = $1),
+                        (SELECT count(*) FROM outbox WHERE tenant_id = $1 AND published_at IS NULL)",
+            )
+            .bind(tenant)
+            .fetch_one(self.pool)
+            .await?;
+            // Every command of a user moves its version by one, so the version sum counts them.
+            if first_applied.is_none() && version_sum > 0 {
+                first_applied = Some((now, version_sum));
+            }
+            if now.duration_since(last_report) >= Duration::from_secs(1) {
+                let rate =
+                    (version_sum - last_sum) as f64 / now.duration_since(last_report).as_secs_f64();
+                peak_rate = peak_rate.max(rate);
+                progress(
+                    self.started,
+                    format_args!(
+                        "{}: {version_sum:>7} applied ({rate:>6.0}/s), {cards} cards, outbox pending {pending}",
+                        lane.label()
+                    ),
+                );
+                last_report = now;
+                last_sum = version_sum;
+            }
+            if applied_at.is_none()
+                && version_sum == workload.final_version_sum
+                && cards as usize == args.users
+                && self.depth(&queue).await? == 0
+            {
+                applied_at = Some(now);
+                split = Some(cpu.since(&probe, Some(pid)));
+            }
+            if applied_at.is_some() && pending == 0 {
+                break now;
+            }
+        };
+        let Some(applied_at) = applied_at else {
+            bail!("unreachable: drained before applied");
+        };
+        let exit = child.stop();
+        let check = self.check(&workload).await?;
+        ensure!(
+            check.applied(&workload, args.users),
+            "the writer left the store inconsistent: {check:?} (exit {exit:?}, log {})",
+            self.log.display()
+        );
+        let dead_letters = self.depth(&format!("{queue}.dlq")).await?;
+        ensure!(
+            dead_letters == 0,
+            "{dead_letters} commands were dead-lettered"
+        );
+        let (first_at, first_sum) = first_applied.unwrap_or((spawned, 0));
+        let phase = WriterPhase {
+            lane,
+            commands: args.commands,
+            from_start: applied_at.duration_since(spawned),
+            applying: applied_at.duration_since(first_at),
+            applied_in_window: (workload.final_version_sum - first_sum).max(0) as usize,
+            outbox_drained: drained_at.duration_since(spawned),
+            peak_rate,
+            cpu: split.unwrap_or_default(),
+        };
+        progress(
+            self.started,
+            format_args!(
+                "{}: {:.0} commands/s ({}), exit {exit:?}",
+                lane.label(),
+                phase.per_second(),
+                phase.cpu.short()
+            ),
+        );
+        Ok(phase)
+    }
+
+    async fn depth(&self, queue: &str) -> anyhow::Result<u32> {
+        let declared = self
+            .admin
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("inspecting {queue}"))?;
+        Ok(declared.message_count())
+    }
+
+    /// What the store holds for a workload's tenant.
+    async fn check(&self, workload: &Workload) -> anyhow::Result<StoreCheck> {
+        let (cards, version_sum, audit, outbox): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM cards WHERE tenant_id = $1),
+                    (SELECT coalesce(sum(applied_version), 0)::bigint FROM cards WHERE tenant_id = $1),
+                    (SELECT count(*) FROM audit_log WHERE tenant_id = $1),
+                    (SELECT count(*) FROM outbox WHERE tenant_id = $1)",
+        )
+        .bind(workload.tenant)
+        .fetch_one(self.pool)
+        .await?;
+        Ok(StoreCheck {
+            cards,
+            version_sum,
+            audit,
+            outbox,
+        })
+    }
+}
+
+/// Rows of one tenant after a phase.
+#[derive(Debug)]
+struct StoreCheck {
+    cards: i64,
+    version_sum: i64,
+    audit: i64,
+    outbox: i64,
+}
+
+impl StoreCheck {
+    /// Exactly once: one card per user at its last version, one audit and one outbox row per
+    /// command.
+    fn applied(&self, workload: &Workload, users: usize) -> bool {
+        let commands = workload.commands.len() as i64;
+        self.cards == users as i64
+            && self.version_sum == workload.final_version_sum
+            && self.audit == commands
+            && self.outbox == commands
+    }
+}
+
+/// A progress line, stamped with the seconds since `started`.
+fn progress(started: Instant, message: impl std::fmt::Display) {
+    println!("[{:>6.1} s] {message}", started.elapsed().as_secs_f64());
+}
+
+struct RawPhase {
+    batch: usize,
+    commands: usize,
+    elapsed: Duration,
+    cpu: CpuSplit,
+}
+
+impl RawPhase {
+    fn per_second(&self) -> f64 {
+        self.commands as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+struct WriterPhase {
+    lane: Lane,
+    commands: usize,
+    /// From spawning the process to the last command applied (start-up included).
+    from_start: Duration,
+    /// From the first poll that saw an applied command to the last one.
+    applying: Duration,
+    /// Commands applied within `applying`.
+    applied_in_window: usize,
+    /// From spawning to the last event confirmed by the broker.
+    outbox_drained: Duration,
+    /// Best one-second rate seen.
+    peak_rate: f64,
+    cpu: CpuSplit,
+}
+
+impl WriterPhase {
+    /// The sustained rate: commands applied while applying, start-up excluded.
+    fn per_second(&self) -> f64 {
+        let seconds = self.applying.as_secs_f64();
+        if seconds > 0.0 {
+            self.applied_in_window as f64 / seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// CPU time per process group from `/proc`, as cores used over a phase.
+struct CpuProbe {
+    cpus: usize,
+}
+
+#[derive(Debug, Clone)]
+struct CpuTimes {
+    total: u64,
+    idle: u64,
+    interrupts: u64,
+    steal: u64,
+    writer: u64,
+    postgres: HashMap<u32, u64>,
+    broker: HashMap<u32, u64>,
+    redis: HashMap<u32, u64>,
+    bench: u64,
+}
+
+/// Cores used during a phase (each between 0 and the number of CPUs).
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuSplit {
+    writer: f64,
+    postgres: f64,
+    broker: f64,
+    redis: f64,
+    bench: f64,
+    /// irq + softirq (mostly loopback TCP) and hypervisor steal.
+    interrupts: f64,
+    other: f64,
+    idle: f64,
+}
+
+impl CpuProbe {
+    fn new() -> Self {
+        let cpus = std::fs::read_to_string("/proc/stat")
+            .map(|stat| {
+                stat.lines()
+                    .filter(|line| {
+                        line.strip_prefix("cpu")
+                            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+            .max(1);
+        Self { cpus }
+    }
+
+    fn snapshot(&self, writer: Option<u32>) -> CpuTimes {
+        let system = system_jiffies();
+        let group = |pids: Vec<u32>| -> HashMap<u32, u64> {
+            pids.into_iter()
+                .map(|pid| (pid, process_jiffies(&pid.to_string())))
+                .collect()
+        };
+        CpuTimes {
+            total: system.total,
+            idle: system.idle,
+            interrupts: system.interrupts,
+            steal: system.steal,
+            writer: writer.map_or(0, |pid| process_jiffies(&pid.to_string())),
+            postgres: group(processes_named("postgres", None)),
+            broker: group(broker_process_ids()),
+            redis: group(processes_named("redis-server", None)),
+            bench: process_jiffies("self"),
+        }
+    }
+
+    /// Shares of all CPU time since `before`, scaled to cores. Processes started meanwhile (a
+    /// new PostgreSQL backend) count in full; ones that ended meanwhile are lost, which is small.
+    fn since(&self, before: &CpuTimes, writer: Option<u32>) -> CpuSplit {
+        let now = self.snapshot(writer);
+        let total = now.total.saturating_sub(before.total);
+        if total == 0 {
+            return CpuSplit::default();
+        }
+        let cores = |ticks: u64| ticks as f64 / total as f64 * self.cpus as f64;
+        let grown = |now: &HashMap<u32, u64>, before: &HashMap<u32, u64>| -> u64 {
+            now.iter()
+                .map(|(pid, ticks)| ticks.saturating_sub(before.get(pid).copied().unwrap_or(0)))
+                .sum()
+        };
+        let writer = cores(now.writer.saturating_sub(before.writer));
+        let postgres = cores(grown(&now.postgres, &before.postgres));
+        let broker = cores(grown(&now.broker, &before.broker));
+        let redis = cores(grown(&now.redis, &before.redis));
+        let bench = cores(now.bench.saturating_sub(before.bench));
+        let idle = cores(now.idle.saturating_sub(before.idle));
+        let interrupts = cores(
+            now.interrupts.saturating_sub(before.interrupts)
+                + now.steal.saturating_sub(before.steal),
+        );
+        CpuSplit {
+            writer,
+            postgres,
+            broker,
+            redis,
+            bench,
+            interrupts,
+            other: (self.cpus as f64
+                - idle
+                - writer
+                - postgres
+                - broker
+                - redis
+                - bench
+                - interrupts)
+                .max(0.0),
+            idle,
+        }
+    }
+}
+
+impl CpuSplit {
+    fn json(&self) -> Value {
+        json!({
+            "card_writer": round2(self.writer),
+            "postgres": round2(self.postgres),
+            "rabbitmq": round2(self.broker),
+            "redis": round2(self.redis),
+            "load_generator": round2(self.bench),
+            "irq_steal": round2(self.interrupts),
+            "other_processes": round2(self.other),
+            "idle": round2(self.idle),
+        })
+    }
+
+    fn short(&self) -> String {
+        format!(
+            "{:.2}/{:.2}/{:.2}/{:.2}/{:.2}/{:.2}/{:.2}/{:.2}",
+            self.writer,
+            self.postgres,
+            self.broker,
+            self.redis,
+            self.bench,
+            self.interrupts,
+            self.other,
+            self.idle
+        )
+    }
+}
+
+/// Machine-wide jiffies from the first line of `/proc/stat`.
+#[derive(Debug, Default)]
+struct SystemJiffies {
+    total: u64,
+    /// idle + iowait.
+    idle: u64,
+    /// irq + softirq.
+    interrupts: u64,
+    steal: u64,
+}
+
+fn system_jiffies() -> SystemJiffies {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().next() else {
+        return SystemJiffies::default();
+    };
+    // cpu user nice system idle iowait irq softirq steal (guest time is already in user).
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let field = |index: usize| fields.get(index).copied().unwrap_or(0);
+    SystemJiffies {
+        total: fields.iter().sum(),
+        idle: field(3) + field(4),
+        interrupts: field(5) + field(6),
+        steal: field(7),
+    }
+}
+
+/// User + system jiffies of every thread of `/proc/<pid>` (0 if it is gone).
+fn process_jiffies(pid: &str) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // The command name may contain spaces; the fields after its closing parenthesis do not.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After ")": state is field 3 of stat(5), so utime (14) and stime (15) are at 11 and 12.
+    let field = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+/// Processes whose `comm` is `name` (and whose command line has `arg`, when given).
+fn processes_named(name: &str, arg: Option<&[u8]>) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == name)
+                && arg.is_none_or(|arg| {
+                    std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|cmdline| cmdline.split(|byte| *byte == 0).any(|a| a == arg))
+                })
+        })
+        .collect()
+}
+
+/// The RabbitMQ server's Erlang VM(s), not the short-lived VMs of `rabbitmqctl`.
+fn broker_process_ids() -> Vec<u32> {
+    processes_named("beam.smp", Some(b"rabbit"))
+}
+
+fn load_average() -> Vec<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .filter_map(|f| f.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name")?.split_once(':'))
+        .map_or("unknown CPU", |(_, model)| model.trim())
+        .to_owned();
+    let memory_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("MemTotal:"))
+                .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    format!("{cpus} CPUs ({model}), {memory_gib:.0} GiB")
+}
+
+fn round2(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
+fn verdict(pass: bool) -> &'static str {
+    if pass { "met" } else { "MISSED" }
+}
+
+struct Report {
+    args: Args,
+    load_before: Vec<f64>,
+    load_after: Vec<f64>,
+    raw: Vec<RawPhase>,
+    writer: Vec<WriterPhase>,
+    started: Instant,
+}
+
+impl Report {
+    fn print(self) {
+        let args = &self.args;
+        let date = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let machine = machine();
+        println!();
+        println!("card-writer throughput benchmark, {date}, {machine}");
+        println!(
+            "load average before {:?}, after {:?}; {} commands over {} users per phase, {} queues",
+            self.load_before, self.load_after, args.commands, args.users, args.queue_type
+        );
+        println!(
+            "cpu columns are cores used: card-writer/postgres/rabbitmq/redis/load generator/irq+steal/other processes/idle"
+        );
+        println!();
+        println!(
+            "raw PostgreSQL: card upsert (version-checked) + audit row + outbox row per command, {} connections",
+            args.raw_connections
+        );
+        println!(
+            "{:>6} {:>10} {:>8} {:>44}",
+            "per tx", "commands/s", "seconds", "cpu"
+        );
+        let best_raw = self
+            .raw
+            .iter()
+            .map(RawPhase::per_second)
+            .fold(0.0, f64::max);
+        let mut raw_json = Vec::new();
+        for phase in &self.raw {
+            println!(
+                "{:>6} {:>10.0} {:>8.2} {:>44}",
+                phase.batch,
+                phase.per_second(),
+                phase.elapsed.as_secs_f64(),
+                phase.cpu.short()
+            );
+            raw_json.push(json!({
+                "commands_per_transaction": phase.batch,
+                "connections": args.raw_connections,
+                "commands": phase.commands,
+                "seconds": round2(phase.elapsed.as_secs_f64()),
+                "commands_per_s": round2(phase.per_second()),
+                "cpu_cores": phase.cpu.json(),
+            }));
+        }
+        println!();
+        println!(
+            "card-writer (release binary, child process), queue pre-loaded, timed to the last commit"
+        );
+        println!(
+            "{:>5} {:>10} {:>6} {:>9} {:>10} {:>10} {:>10} {:>44}",
+            "queue",
+            "commands/s",
+            "ratio",
+            "peak 1s/s",
+            "applying s",
+            "from start",
+            "outbox s",
+            "cpu"
+        );
+        let mut writer_json = Vec::new();
+        let mut worst = f64::INFINITY;
+        let mut busiest_neighbour = self.raw.iter().map(|p| p.cpu.other).fold(0.0, f64::max);
+        for phase in &self.writer {
+            let rate = phase.per_second();
+            let ratio = if best_raw > 0.0 { rate / best_raw } else { 0.0 };
+            if phase.lane == Lane::Live {
+                worst = worst.min(rate);
+            }
+            busiest_neighbour = busiest_neighbour.max(phase.cpu.other);
+            println!(
+                "{:>5} {:>10.0} {:>6.2} {:>9.0} {:>10.2} {:>10.2} {:>10.2} {:>44}",
+                phase.lane.label(),
+                rate,
+                ratio,
+                phase.peak_rate,
+                phase.applying.as_secs_f64(),
+                phase.from_start.as_secs_f64(),
+                phase.outbox_drained.as_secs_f64(),
+                phase.cpu.short()
+            );
+            writer_json.push(json!({
+                "queue": phase.lane.label(),
+                "commands": phase.commands,
+                "commands_per_s": round2(rate),
+                "ratio_to_raw": round2(ratio),
+                "peak_1s_per_s": round2(phase.peak_rate),
+                "applying_seconds": round2(phase.applying.as_secs_f64()),
+                "seconds_from_start": round2(phase.from_start.as_secs_f64()),
+                "outbox_drained_seconds": round2(phase.outbox_drained.as_secs_f64()),
+                "cpu_cores": phase.cpu.json(),
+            }));
+        }
+        if !worst.is_finite() {
+            worst = self
+                .writer
+                .iter()
+                .map(WriterPhase::per_second)
+                .fold(0.0, f64::max);
+        }
+        if busiest_neighbour > NOISY_NEIGHBOUR_CORES {
+            println!();
+            println!(
+                "warning: other processes used up to {busiest_neighbour:.2} cores during a phase; rerun on a quiet machine"
+            );
+        }
+        println!();
+        println!(
+            "target >= {TARGET_COMMANDS_PER_S:.0} commands/s (live queue): {worst:.0}, {}",
+            verdict(worst >= TARGET_COMMANDS_PER_S)
+        );
+        println!(
+            "ratio to the best raw PostgreSQL rate ({best_raw:.0}/s): {:.2}",
+            if best_raw > 0.0 {
+                worst / best_raw
+            } else {
+                0.0
+            }
+        );
+        let summary = json!({
+            "bench": "card_writer_throughput",
+            "date": date,
+            "machine": machine,
+            "load_before": self.load_before,
+            "load_after": self.load_after,
+            "queue_type": args.queue_type,
+            "users": args.users,
+            "commands": args.commands,
+            "run_seconds": round2(self.started.elapsed().as_secs_f64()),
+            "max_other_processes_cores": round2(busiest_neighbour),
+            "raw": raw_json,
+            "writer": writer_json,
+            "targets": {
+                "commands_per_s": {
+                    "target": TARGET_COMMANDS_PER_S,
+                    "value": round2(worst),
+                    "met": worst >= TARGET_COMMANDS_PER_S,
+                },
+                "ratio_to_raw": round2(if best_raw > 0.0 { worst / best_raw } else { 0.0 }),
+            },
+        });
+        println!();
+        println!("{summary}");
+    }
+}
