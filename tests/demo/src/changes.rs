@@ -36,6 +36,10 @@ pub struct Model {
     users: BTreeMap<String, State>,
     departments: Vec<String>,
     member_of: BTreeMap<String, String>,
+    /// Current job title and whether a mobile number is set, per user: a change the demo makes
+    /// always changes what the card shows, or its latency would be measured to a later change.
+    titles: BTreeMap<String, String>,
+    with_mobile: BTreeMap<String, bool>,
     counter: u64,
 }
 
@@ -55,6 +59,8 @@ impl Model {
     pub fn from_snapshot(tenant: &str, snapshot: &Value) -> Self {
         let directory = &snapshot["directory"];
         let mut users = BTreeMap::new();
+        let mut titles = BTreeMap::new();
+        let mut with_mobile = BTreeMap::new();
         let mut domain = "example.com".to_owned();
         for user in directory["users"].as_array().into_iter().flatten() {
             let Some(id) = user["id"].as_str() else {
@@ -76,6 +82,11 @@ impl Model {
                 State::Enabled
             };
             users.insert(id.to_owned(), state);
+            titles.insert(
+                id.to_owned(),
+                user["jobTitle"].as_str().unwrap_or_default().to_owned(),
+            );
+            with_mobile.insert(id.to_owned(), user["mobilePhone"].is_string());
         }
         let mut departments = Vec::new();
         let mut member_of = BTreeMap::new();
@@ -99,6 +110,8 @@ impl Model {
             users,
             departments,
             member_of,
+            titles,
+            with_mobile,
             counter: 0,
         }
     }
@@ -143,13 +156,27 @@ impl Model {
                 let Some(user) = self.pick(rng, State::Enabled) else {
                     return Ok(None);
                 };
+                let current_title = self.titles.get(&user).cloned().unwrap_or_default();
+                let has_mobile = self.with_mobile.get(&user).copied().unwrap_or(false);
                 let body = match kind {
                     "title" => {
-                        json!({"jobTitle": JOB_TITLES.choose(rng).copied().unwrap_or("Engineer")})
+                        let others: Vec<&str> = JOB_TITLES
+                            .iter()
+                            .copied()
+                            .filter(|t| *t != current_title)
+                            .collect();
+                        let title = others.choose(rng).copied().unwrap_or("Engineer");
+                        self.titles.insert(user.clone(), title.to_owned());
+                        json!({"jobTitle": title})
                     }
-                    "phone" if rng.random_bool(0.2) => json!({"mobilePhone": null}),
+                    "phone" if has_mobile && rng.random_bool(0.2) => {
+                        self.with_mobile.insert(user.clone(), false);
+                        json!({"mobilePhone": null})
+                    }
                     "phone" => {
-                        json!({"mobilePhone": format!("+1 206 555 {:04}", rng.random_range(0..10_000))})
+                        self.with_mobile.insert(user.clone(), true);
+                        // The counter keeps every new number different from the last one.
+                        json!({"mobilePhone": format!("+1 206 555 {:04}", self.counter % 10_000)})
                     }
                     // Fresh, unique addresses: a real directory never gives one address to two
                     // people, and the card-writer rightly refuses to take one over.

@@ -45,6 +45,10 @@ struct Cli {
     /// How long convergence may take after the stream stops, seconds.
     #[arg(long, default_value_t = 90)]
     settle_timeout: u64,
+    /// Keep the run's exchanges and queues after it (by default they are deleted: every run
+    /// has its own, and a broker collecting dozens of idle queues per run slows down).
+    #[arg(long)]
+    keep_topology: bool,
     /// Where the service binaries are (default: next to this one).
     #[arg(long)]
     bin_dir: Option<std::path::PathBuf>,
@@ -96,6 +100,7 @@ async fn run(cli: &Cli, slot: &mut Option<Pipeline>) -> anyhow::Result<bool> {
     config.database = Database::Shared(cli.postgres_url.clone());
     config.redis_url.clone_from(&cli.redis_url);
     config.safety_poll_interval.clone_from(&cli.safety_poll);
+    config.delete_topology = !cli.keep_topology;
     println!(
         "cardsync demo run {}: {} users, {} s of changes at {}/s; logs in {}",
         config.run_id,
@@ -201,8 +206,14 @@ async fn sync_and_stream(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<b
     }
     let settle = settle_started.elapsed();
 
-    let latencies = e2e_latencies(&pipeline.pool, tenant, &applied).await?;
+    let measured = e2e_latencies(&pipeline.pool, tenant, &applied).await?;
+    let mut latencies: Vec<i64> = measured.iter().map(|(_, ms)| *ms).collect();
+    latencies.sort_unstable();
     let (p50, p99) = (percentile(&latencies, 0.50), percentile(&latencies, 0.99));
+    let mut by_kind: std::collections::BTreeMap<&str, Vec<i64>> = std::collections::BTreeMap::new();
+    for (kind, ms) in &measured {
+        by_kind.entry(kind).or_default().push(*ms);
+    }
     let per_change = if applied.is_empty() {
         0.0
     } else {
@@ -225,6 +236,16 @@ async fn sync_and_stream(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<b
         p50,
         p99
     );
+    for (kind, mut values) in by_kind {
+        values.sort_unstable();
+        println!(
+            "  {kind}: {} changes, p50 {} ms, p99 {} ms, max {} ms",
+            values.len(),
+            percentile(&values, 0.50),
+            percentile(&values, 0.99),
+            values.last().copied().unwrap_or_default()
+        );
+    }
     println!(
         "Graph requests while the changes were handled: {} ({per_change:.2} per change)",
         requests_after - requests_before
@@ -273,15 +294,15 @@ async fn sync_and_stream(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<b
     Ok(ok)
 }
 
-/// End-to-end latency of every visible change: from graph-sim's `changedAtUnixMs` to the first
-/// audit row of that user's card written at or after it. `audit_log.at` is the writer's
+/// End-to-end latency of every visible change, with its kind: from graph-sim's `changedAtUnixMs`
+/// to the first audit row of that user's card written at or after it. `audit_log.at` is the writer's
 /// transaction time and one row exists per applied change, whereas `cards.updated_at` only keeps
 /// the last write (and moves on no-op upserts too).
 async fn e2e_latencies(
     pool: &PgPool,
     tenant: Uuid,
     applied: &[Applied],
-) -> anyhow::Result<Vec<i64>> {
+) -> anyhow::Result<Vec<(&'static str, i64)>> {
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "SELECT c.user_id, (extract(epoch FROM a.at) * 1000)::bigint
            FROM audit_log a JOIN cards c ON c.tenant_id = a.tenant_id AND c.card_id = a.card_id
@@ -295,7 +316,7 @@ async fn e2e_latencies(
     for (user, at) in rows {
         by_user.entry(user).or_default().push(at);
     }
-    let mut latencies: Vec<i64> = applied
+    Ok(applied
         .iter()
         .filter(|change| change.visible)
         .filter_map(|change| {
@@ -303,11 +324,9 @@ async fn e2e_latencies(
                 .get(&change.user)?
                 .iter()
                 .find(|at| **at >= change.changed_at_ms)
-                .map(|at| at - change.changed_at_ms)
+                .map(|at| (change.kind, at - change.changed_at_ms))
         })
-        .collect();
-    latencies.sort_unstable();
-    Ok(latencies)
+        .collect())
 }
 
 fn percentile(sorted: &[i64], q: f64) -> i64 {
