@@ -329,3 +329,46 @@ async fn invalid_commands_and_unknown_tenants_are_dead_lettered_with_the_reason(
     assert!(app.cards().await.is_empty());
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn directory_roles_apply_only_when_the_tenant_turns_admin_roles_on() {
+    use cardsync_proto::Role;
+    use cardsync_store::cards::CardRole;
+    let app = spawn_app().await;
+    let with_role = |user: &str, version: u64, role: Role| {
+        let mut command = upsert(app.tenant, user, version, &[("name", Some(user))]);
+        command.role = role as i32;
+        command
+    };
+    // Roles off (the default): a Global Administrator is a member like everyone else.
+    app.apply(&with_role("boss", 1, Role::TeamAdmin)).await;
+    assert_eq!(app.card_of("boss").await.role, CardRole::Member);
+
+    let mut tenant = cardsync_store::tenants::get(&app.pool, app.tenant)
+        .await
+        .expect("tenant read")
+        .expect("tenant exists");
+    tenant.admin_roles_enabled = true;
+    cardsync_store::tenants::put(
+        &app.pool,
+        &cardsync_store::tenants::TenantConfig {
+            id: tenant.id,
+            name: tenant.name.clone(),
+            rules: tenant.rules.clone(),
+            invites_enabled: tenant.invites_enabled,
+            admin_roles_enabled: true,
+        },
+    )
+    .await
+    .expect("tenant stored");
+    app.apply(&with_role("boss", 2, Role::TeamAdmin)).await;
+    assert_eq!(app.card_of("boss").await.role, CardRole::TeamAdmin);
+    app.apply(&with_role("lead", 1, Role::SubteamAdmin)).await;
+    assert_eq!(app.card_of("lead").await.role, CardRole::SubteamAdmin);
+    // A command whose role was never read keeps the card's role; a demotion applies.
+    app.apply(&with_role("boss", 3, Role::Unspecified)).await;
+    assert_eq!(app.card_of("boss").await.role, CardRole::TeamAdmin);
+    app.apply(&with_role("boss", 4, Role::Member)).await;
+    assert_eq!(app.card_of("boss").await.role, CardRole::Member);
+    app.teardown().await;
+}
