@@ -9,6 +9,7 @@ use cardsync_rules::FieldStates;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{FromRow, PgConnection, PgExecutor, Row as _};
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -382,6 +383,26 @@ pub async fn teams_of(
     .bind(card_id)
     .fetch_all(executor)
     .await?)
+}
+
+/// The memberships of several cards at once (cards without any are absent).
+pub async fn teams_of_cards(
+    executor: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    card_ids: &[Uuid],
+) -> Result<HashMap<Uuid, BTreeSet<String>>, StoreError> {
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT card_id, group_id FROM card_teams WHERE tenant_id = $1 AND card_id = ANY($2)",
+    )
+    .bind(tenant_id)
+    .bind(card_ids)
+    .fetch_all(executor)
+    .await?;
+    let mut teams: HashMap<Uuid, BTreeSet<String>> = HashMap::new();
+    for (card_id, group_id) in rows {
+        teams.entry(card_id).or_default().insert(group_id);
+    }
+    Ok(teams)
 }
 
 /// Makes the card's memberships exactly `group_ids` (each team must exist); returns whether

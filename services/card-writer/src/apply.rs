@@ -23,7 +23,7 @@ use cardsync_store::outbox::NewMessage;
 use cardsync_store::tenants::{self, Tenant};
 use cardsync_store::{StoreError, audit, outbox, teams};
 use sqlx::{PgConnection, PgPool};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use uuid::Uuid;
 
 /// What applying a command did.
@@ -161,6 +161,10 @@ struct Change {
 struct Journal {
     audit: Vec<audit::AuditEntry>,
     outbox: Vec<NewMessage>,
+    /// Memberships known exactly for cards of the batch (read at its start, kept current by its
+    /// writes), so an update whose teams did not move sends no membership statement. A card
+    /// missing here is synced the long way.
+    teams: HashMap<Uuid, BTreeSet<String>>,
 }
 
 /// Applies `command` in a transaction of its own; its card events go to `exchange` (full name)
@@ -197,7 +201,8 @@ pub async fn apply_all(
         .map(|(command, _)| (command.tenant_id, command.user_id.as_str()))
         .collect();
     cards::lock_users(&mut tx, &users).await?;
-    // Every user's card at once, read under the users' locks.
+    let mut journal = Journal::default();
+    // Every user's card at once, read under the users' locks, and their memberships.
     let mut prefetched: HashMap<(Uuid, String), Card> = HashMap::new();
     for tenant_id in tenants.keys() {
         let user_ids: Vec<&str> = users
@@ -205,7 +210,14 @@ pub async fn apply_all(
             .filter(|(tenant, _)| tenant == tenant_id)
             .map(|(_, user)| *user)
             .collect();
-        for card in cards::lock_by_users(&mut tx, *tenant_id, &user_ids).await? {
+        let locked = cards::lock_by_users(&mut tx, *tenant_id, &user_ids).await?;
+        let card_ids: Vec<Uuid> = locked.iter().map(|card| card.card_id).collect();
+        let mut teams = cards::teams_of_cards(&mut *tx, *tenant_id, &card_ids).await?;
+        for card in locked {
+            journal.teams.insert(
+                card.card_id,
+                teams.remove(&card.card_id).unwrap_or_default(),
+            );
             if let Some(user_id) = card.user_id.clone() {
                 prefetched.insert((*tenant_id, user_id), card);
             }
@@ -216,7 +228,6 @@ pub async fn apply_all(
     // so each command sees exactly what it would see alone.
     let mut written_users: HashSet<(Uuid, &str)> = HashSet::new();
     let mut written_cards: HashSet<Uuid> = HashSet::new();
-    let mut journal = Journal::default();
     let mut results = Vec::with_capacity(commands.len());
     for (command, span) in commands {
         let user = (command.tenant_id, command.user_id.as_str());
@@ -284,11 +295,15 @@ async fn apply_one(
 
     let removal = tenant.rules.removal;
     let change = match (command.action, removal) {
-        (Action::Upsert | Action::Reactivate, _) => upsert(conn, tenant, command, existing).await?,
+        (Action::Upsert | Action::Reactivate, _) => {
+            upsert(conn, tenant, command, existing, &mut journal.teams).await?
+        }
         (Action::Deactivate, _) | (Action::Delete, RemovalPolicy::Deactivate) => {
             deactivate(conn, tenant, command, existing).await?
         }
-        (Action::Delete, RemovalPolicy::Delete) => delete(conn, command, existing).await?,
+        (Action::Delete, RemovalPolicy::Delete) => {
+            delete(conn, command, existing, &mut journal.teams).await?
+        }
     };
     Ok(finish(tenant, command, change, exchange, span, journal))
 }
@@ -299,6 +314,7 @@ async fn upsert(
     tenant: &Tenant,
     command: &ValidCommand,
     existing: Option<Card>,
+    known_teams: &mut HashMap<Uuid, BTreeSet<String>>,
 ) -> Result<Change, ApplyError> {
     let rules = &tenant.rules;
     let existing = match existing {
@@ -370,13 +386,20 @@ async fn upsert(
             teams::upsert(conn, command.tenant_id, group_id, None).await?;
         }
     }
-    // A card inserted just now has no memberships: with no teams there is nothing to sync.
-    let fresh_without_teams = before.is_none() && command.team_ids.is_empty();
-    if !fresh_without_teams
+    // A card inserted just now has no memberships; a card whose memberships are known and
+    // equal to the command's needs no statement either.
+    let wanted: BTreeSet<String> = command.team_ids.iter().cloned().collect();
+    let known = if before.is_none() {
+        Some(BTreeSet::new())
+    } else {
+        known_teams.get(&card.card_id).cloned()
+    };
+    if known.as_ref() != Some(&wanted)
         && cards::set_teams(conn, command.tenant_id, card.card_id, &command.team_ids).await?
     {
         changed_fields.push("teams".into());
     }
+    known_teams.insert(card.card_id, wanted);
 
     let invite = tenant.invites_enabled;
     let (outcome, mut kinds, audit_action) = if before.is_none() {
@@ -521,6 +544,7 @@ async fn delete(
     conn: &mut PgConnection,
     command: &ValidCommand,
     existing: Option<Card>,
+    known_teams: &mut HashMap<Uuid, BTreeSet<String>>,
 ) -> Result<Change, ApplyError> {
     let card = match existing {
         None => return tombstone(conn, command).await,
@@ -539,6 +563,7 @@ async fn delete(
     after.role = CardRole::Member;
     after.applied_version = command.version;
     cards::set_teams(conn, after.tenant_id, after.card_id, &[]).await?;
+    known_teams.insert(after.card_id, BTreeSet::new());
     cards::update(conn, &after).await?;
     Ok(Change {
         outcome: Outcome::Deleted,
