@@ -5,18 +5,18 @@ use delta_worker::lease::RedisState;
 use std::time::Duration;
 use uuid::Uuid;
 
-async fn state() -> (RedisState, redis::aio::ConnectionManager, String) {
+async fn state() -> (RedisState, String) {
     let client = redis::Client::open("redis://127.0.0.1:6379/0").unwrap();
     let manager = redis::aio::ConnectionManager::new(client)
         .await
         .expect("Redis must run on 6379: run `make services`");
     let prefix = format!("lease{}:", &Uuid::new_v4().simple().to_string()[..10]);
-    (RedisState::new(manager.clone(), &prefix), manager, prefix)
+    (RedisState::new(manager, &prefix), prefix)
 }
 
 #[tokio::test]
 async fn one_holder_at_a_time_and_every_token_is_greater_than_the_last() {
-    let (state, _, _) = state().await;
+    let (state, _) = state().await;
     let tenant = Uuid::new_v4();
     let ttl = Duration::from_secs(5);
     let first = state.acquire(tenant, ttl, 0).await.unwrap().unwrap();
@@ -41,24 +41,14 @@ async fn one_holder_at_a_time_and_every_token_is_greater_than_the_last() {
 
 #[tokio::test]
 async fn a_flushed_counter_restarts_above_the_fence_postgres_knows() {
-    let (state, mut redis, prefix) = state().await;
+    let (state, prefix) = state().await;
     let tenant = Uuid::new_v4();
     let ttl = Duration::from_secs(5);
     let lease = state.acquire(tenant, ttl, 41).await.unwrap().unwrap();
     assert_eq!(lease.token, 42);
     state.release(&lease).await.unwrap();
     // Redis loses everything; PostgreSQL still says 42 wrote last.
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    assert!(!keys.is_empty());
-    let _: () = redis::cmd("DEL")
-        .arg(&keys)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    assert!(crate::support::forget_redis_keys(&prefix).await > 0);
     let lease = state.acquire(tenant, ttl, 42).await.unwrap().unwrap();
     assert_eq!(lease.token, 43);
     // The floor only raises the counter; it never lowers it.

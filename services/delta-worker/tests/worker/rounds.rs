@@ -247,22 +247,7 @@ async fn losing_redis_costs_one_full_round_and_no_duplicate_commands() {
     env.round(Cause::SafetyPoll, Mode::Incremental).await;
     env.commands().await;
     // Everything Redis held for this deployment is gone, the fencing counter included.
-    let client = redis::Client::open("redis://127.0.0.1:6379/0").unwrap();
-    let mut redis = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("Redis must run on 6379: run `make services`");
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}*", env.prefix))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    assert!(!keys.is_empty());
-    let _: () = redis::cmd("DEL")
-        .arg(&keys)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    assert!(crate::support::forget_redis_keys(&env.prefix).await > 0);
 
     // The first round after the loss succeeds (no "lease lost" until the counter catches up).
     let report = env.round(Cause::SafetyPoll, Mode::Incremental).await;

@@ -204,3 +204,26 @@ pub fn id_of(value: &Value) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// Deletes every Redis key under `prefix` (what losing Redis looks like to one deployment);
+/// returns how many there were.
+pub async fn forget_redis_keys(prefix: &str) -> usize {
+    let client = redis::Client::open("redis://127.0.0.1:6379/0").unwrap();
+    let mut redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis must run on 6379: run `make services`");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
+    keys.len()
+}
