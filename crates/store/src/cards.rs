@@ -224,22 +224,52 @@ pub async fn lock_by_users(
     .await?)
 }
 
-/// The card of a directory user, tombstones included, locked for update.
-pub async fn lock_by_user(
+/// The live (not deleted) cards with any of these UIDs, locked for update in card order (one
+/// round trip for the link look-ups of a batch).
+pub async fn lock_by_uids(
     conn: &mut PgConnection,
     tenant_id: Uuid,
-    user_id: &str,
-) -> Result<Option<Card>, StoreError> {
+    uids: &[&str],
+) -> Result<Vec<Card>, StoreError> {
     Ok(sqlx::query_as::<_, Card>(
-        "SELECT * FROM cards WHERE tenant_id = $1 AND user_id = $2 FOR UPDATE",
+        "SELECT * FROM cards
+         WHERE tenant_id = $1 AND uid = ANY($2) AND status <> 'deleted'
+         ORDER BY card_id
+         FOR UPDATE",
     )
     .bind(tenant_id)
-    .bind(user_id)
-    .fetch_optional(conn)
+    .bind(uids)
+    .fetch_all(conn)
     .await?)
 }
 
-/// The live (not deleted) card with this UID, locked for update.
+/// The live cards whose email matches one of `emails` case-insensitively, each paired with the
+/// email it matched as given (PostgreSQL's `lower` decides, as the unique index does), locked
+/// for update in card order.
+pub async fn lock_by_emails(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    emails: &[&str],
+) -> Result<Vec<(String, Card)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT e.wanted AS matched_email, c.*
+           FROM unnest($2::text[]) AS e(wanted)
+           JOIN cards c
+             ON c.tenant_id = $1 AND lower(c.email) = lower(e.wanted) AND c.status <> 'deleted'
+          ORDER BY c.card_id
+            FOR UPDATE OF c",
+    )
+    .bind(tenant_id)
+    .bind(emails)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get("matched_email")?, Card::from_row(row)?)))
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}
+
+/// The live card with this UID, locked for update.
 pub async fn lock_by_uid(
     conn: &mut PgConnection,
     tenant_id: Uuid,
@@ -356,17 +386,128 @@ pub async fn update(conn: &mut PgConnection, card: &Card) -> Result<(), StoreErr
     Ok(())
 }
 
-/// Removes a row for good (a tombstone being replaced by a new card for the same user).
-pub async fn remove(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
-    card_id: Uuid,
-) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM cards WHERE tenant_id = $1 AND card_id = $2")
-        .bind(tenant_id)
-        .bind(card_id)
-        .execute(conn)
-        .await?;
+/// The columns of several cards, one array per column, for set-based statements.
+struct Columns {
+    tenant_ids: Vec<Uuid>,
+    card_ids: Vec<Uuid>,
+    user_ids: Vec<Option<String>>,
+    uids: Vec<Option<String>>,
+    emails: Vec<Option<String>>,
+    statuses: Vec<&'static str>,
+    fields: Vec<String>,
+    photo_etags: Vec<Option<String>>,
+    versions: Vec<i64>,
+    roles: Vec<&'static str>,
+}
+
+impl Columns {
+    fn of(cards: &[&Card]) -> Result<Self, StoreError> {
+        let mut columns = Self {
+            tenant_ids: Vec::with_capacity(cards.len()),
+            card_ids: Vec::with_capacity(cards.len()),
+            user_ids: Vec::with_capacity(cards.len()),
+            uids: Vec::with_capacity(cards.len()),
+            emails: Vec::with_capacity(cards.len()),
+            statuses: Vec::with_capacity(cards.len()),
+            fields: Vec::with_capacity(cards.len()),
+            photo_etags: Vec::with_capacity(cards.len()),
+            versions: Vec::with_capacity(cards.len()),
+            roles: Vec::with_capacity(cards.len()),
+        };
+        for card in cards {
+            columns.tenant_ids.push(card.tenant_id);
+            columns.card_ids.push(card.card_id);
+            columns.user_ids.push(card.user_id.clone());
+            columns.uids.push(card.uid.clone());
+            columns.emails.push(card.email.clone());
+            columns.statuses.push(card.status.as_str());
+            columns.fields.push(
+                serde_json::to_string(&card.fields)
+                    .map_err(|error| StoreError::Query(sqlx::Error::Encode(error.into())))?,
+            );
+            columns.photo_etags.push(card.photo_etag.clone());
+            columns.versions.push(card.applied_version);
+            columns.roles.push(card.role.as_str());
+        }
+        Ok(columns)
+    }
+}
+
+/// Stores several new cards in one statement.
+pub async fn insert_all(conn: &mut PgConnection, cards: &[&Card]) -> Result<(), StoreError> {
+    if cards.is_empty() {
+        return Ok(());
+    }
+    let c = Columns::of(cards)?;
+    sqlx::query(
+        "INSERT INTO cards (tenant_id, card_id, user_id, uid, email, status, fields, photo_etag,
+                            applied_version, role, created_at, updated_at)
+         SELECT t, c, u, uid, e, s, f::jsonb, p, v, r, now(), now()
+           FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+                       $7::text[], $8::text[], $9::int8[], $10::text[])
+                AS n(t, c, u, uid, e, s, f, p, v, r)",
+    )
+    .bind(&c.tenant_ids)
+    .bind(&c.card_ids)
+    .bind(&c.user_ids)
+    .bind(&c.uids)
+    .bind(&c.emails)
+    .bind(&c.statuses)
+    .bind(&c.fields)
+    .bind(&c.photo_etags)
+    .bind(&c.versions)
+    .bind(&c.roles)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Writes every mutable column of several existing cards in one statement (each card at most
+/// once).
+pub async fn update_all(conn: &mut PgConnection, cards: &[&Card]) -> Result<(), StoreError> {
+    if cards.is_empty() {
+        return Ok(());
+    }
+    let c = Columns::of(cards)?;
+    sqlx::query(
+        "UPDATE cards
+            SET user_id = n.u, uid = n.uid, email = n.e, status = n.s, fields = n.f::jsonb,
+                photo_etag = n.p, applied_version = n.v, role = n.r, updated_at = now()
+           FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+                       $7::text[], $8::text[], $9::int8[], $10::text[])
+                AS n(t, c, u, uid, e, s, f, p, v, r)
+          WHERE cards.tenant_id = n.t AND cards.card_id = n.c",
+    )
+    .bind(&c.tenant_ids)
+    .bind(&c.card_ids)
+    .bind(&c.user_ids)
+    .bind(&c.uids)
+    .bind(&c.emails)
+    .bind(&c.statuses)
+    .bind(&c.fields)
+    .bind(&c.photo_etags)
+    .bind(&c.versions)
+    .bind(&c.roles)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Removes rows for good (tombstones replaced by new cards for the same users), given as
+/// `(tenant_id, card_id)`.
+pub async fn remove_all(conn: &mut PgConnection, cards: &[(Uuid, Uuid)]) -> Result<(), StoreError> {
+    if cards.is_empty() {
+        return Ok(());
+    }
+    let (tenant_ids, card_ids): (Vec<Uuid>, Vec<Uuid>) = cards.iter().copied().unzip();
+    sqlx::query(
+        "DELETE FROM cards USING unnest($1::uuid[], $2::uuid[]) AS d(t, c)
+          WHERE cards.tenant_id = d.t AND cards.card_id = d.c",
+    )
+    .bind(&tenant_ids)
+    .bind(&card_ids)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -405,32 +546,61 @@ pub async fn teams_of_cards(
     Ok(teams)
 }
 
-/// Makes the card's memberships exactly `group_ids` (each team must exist); returns whether
-/// anything changed. One statement: the delete and the insert touch disjoint rows, so they can
-/// share a snapshot.
-pub async fn set_teams(
+/// One card's wanted memberships, for [`set_teams_all`].
+#[derive(Debug, Clone, Copy)]
+pub struct Memberships<'a> {
+    /// The tenant.
+    pub tenant_id: Uuid,
+    /// The card.
+    pub card_id: Uuid,
+    /// Its teams (group ids), each of which must exist.
+    pub group_ids: &'a BTreeSet<String>,
+}
+
+/// Makes each card's memberships exactly its `group_ids`, in one statement: the delete and the
+/// insert touch disjoint rows, so they can share a snapshot. Memberships that stay keep their
+/// rows.
+pub async fn set_teams_all(
     conn: &mut PgConnection,
-    tenant_id: Uuid,
-    card_id: Uuid,
-    group_ids: &[String],
-) -> Result<bool, StoreError> {
-    let changed: i64 = sqlx::query_scalar(
-        "WITH removed AS (
-             DELETE FROM card_teams
-              WHERE tenant_id = $1 AND card_id = $2 AND NOT (group_id = ANY($3))
-             RETURNING 1
-         ), added AS (
-             INSERT INTO card_teams (tenant_id, card_id, group_id)
-             SELECT $1, $2, g FROM unnest($3::text[]) AS g
-             ON CONFLICT DO NOTHING
-             RETURNING 1
+    cards: &[Memberships<'_>],
+) -> Result<(), StoreError> {
+    if cards.is_empty() {
+        return Ok(());
+    }
+    let (card_tenants, card_ids): (Vec<Uuid>, Vec<Uuid>) = cards
+        .iter()
+        .map(|card| (card.tenant_id, card.card_id))
+        .unzip();
+    let mut tenants = Vec::new();
+    let mut cards_of = Vec::new();
+    let mut groups = Vec::new();
+    for card in cards {
+        for group_id in card.group_ids {
+            tenants.push(card.tenant_id);
+            cards_of.push(card.card_id);
+            groups.push(group_id.as_str());
+        }
+    }
+    sqlx::query(
+        "WITH wanted AS (
+             SELECT * FROM unnest($3::uuid[], $4::uuid[], $5::text[]) AS w(t, c, g)
+         ), removed AS (
+             DELETE FROM card_teams ct USING unnest($1::uuid[], $2::uuid[]) AS d(t, c)
+              WHERE ct.tenant_id = d.t AND ct.card_id = d.c
+                AND NOT EXISTS (SELECT 1 FROM wanted w
+                                 WHERE w.t = ct.tenant_id AND w.c = ct.card_id
+                                   AND w.g = ct.group_id)
          )
-         SELECT (SELECT count(*) FROM removed) + (SELECT count(*) FROM added)",
+         INSERT INTO card_teams (tenant_id, card_id, group_id)
+         SELECT t, c, g FROM wanted
+         ON CONFLICT DO NOTHING",
     )
-    .bind(tenant_id)
-    .bind(card_id)
-    .bind(group_ids)
-    .fetch_one(conn)
+    .bind(&card_tenants)
+    .bind(&card_ids)
+    .bind(&tenants)
+    .bind(&cards_of)
+    .bind(&groups)
+    .execute(conn)
     .await?;
-    Ok(changed > 0)
+    Ok(())
 }

@@ -2,12 +2,16 @@
 //! version, merges with the tenant's rules (`cardsync_rules`), writes the cards, their audit rows
 //! and their outbox rows, and commits. Nothing here talks to RabbitMQ or Redis.
 //!
-//! A transaction may carry a batch of commands ([`apply_all`]): they are applied one after the
-//! other exactly as alone (a later command for the same user sees the earlier one's write), but
-//! share the locks, the look-ups, the audit and outbox inserts and the commit, which is what
-//! makes thousands of commands per second possible. A batch is all or nothing; the caller
-//! applies the commands of a failed batch one by one ([`apply`]), so one bad command never
-//! holds back the others.
+//! A transaction may carry a batch of commands ([`apply_all`]): they are decided one after the
+//! other exactly as alone (a later command sees what an earlier one wrote), but their reads and
+//! writes are set-based. The batch first reads, under its locks, every card it may need (the
+//! users' cards, the cards it could link by UID or email, their memberships); each command then
+//! decides against that picture overlaid with the batch's own writes ([`Batch`]); at the end a
+//! handful of statements write every card, team, membership, audit row and outbox row, and one
+//! commit makes them durable. A batch costs about a dozen round trips whatever its size, which
+//! is what makes thousands of commands per second possible. A batch is all or nothing; the
+//! caller applies the commands of a failed batch one by one ([`apply`]), so one bad command
+//! never holds back the others.
 //!
 //! Matching: the card of the command's user (tombstones included), else the live card with the
 //! same UID, else the live card with the same email (case-insensitive), which is linked rather
@@ -23,7 +27,7 @@ use cardsync_store::outbox::NewMessage;
 use cardsync_store::tenants::{self, Tenant};
 use cardsync_store::{StoreError, audit, outbox, teams};
 use sqlx::{PgConnection, PgPool};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use uuid::Uuid;
 
 /// What applying a command did.
@@ -146,7 +150,7 @@ pub fn is_transient_sql(error: &sqlx::Error) -> bool {
     }
 }
 
-/// What a branch decided; written by [`finish`].
+/// What a branch decided; journaled by [`finish`].
 struct Change {
     outcome: Outcome,
     before: Option<Card>,
@@ -156,15 +160,297 @@ struct Change {
     audit_action: &'static str,
 }
 
-/// Audit rows and outbox rows of a transaction, inserted together just before the commit.
+/// A card the batch wrote: its state after the batch's last command for it.
+#[derive(Debug)]
+struct Written {
+    card: Card,
+    /// Not in PostgreSQL before the batch (inserted at the end rather than updated).
+    new: bool,
+}
+
+/// One transaction's picture of the cards and everything it will write.
+///
+/// What PostgreSQL held at the start is read once, under the users' locks ([`Batch::read`]);
+/// every command's writes stay here until [`Batch::write`], and every look-up checks them
+/// first, so each command sees exactly what it would see alone. A card the batch wrote is
+/// never taken from the start-of-batch reads again: its written state is the truth (a card
+/// linked to another user, or whose email changed, no longer matches what it matched then).
 #[derive(Debug, Default)]
-struct Journal {
-    audit: Vec<audit::AuditEntry>,
-    outbox: Vec<NewMessage>,
-    /// Memberships known exactly for cards of the batch (read at its start, kept current by its
-    /// writes), so an update whose teams did not move sends no membership statement. A card
-    /// missing here is synced the long way.
+struct Batch {
+    /// The commands' users' cards at the start, tombstones included.
+    by_user: HashMap<(Uuid, String), Card>,
+    /// Live cards holding a UID some command may link by, at the start.
+    by_uid: HashMap<(Uuid, String), Card>,
+    /// Live cards holding an email some command may link by (key: the email as the command
+    /// gives it), at the start.
+    by_email: HashMap<(Uuid, String), Card>,
+    /// The UIDs the start-of-batch reads covered; any other is looked up alone.
+    uids_read: HashSet<(Uuid, String)>,
+    /// The emails the start-of-batch reads covered; any other is looked up alone.
+    emails_read: HashSet<(Uuid, String)>,
+    /// Cards written by the batch, in the order first written.
+    written: Vec<Written>,
+    /// Rows the batch removes (tombstones of people who are back), `(tenant, card)`.
+    removed: Vec<(Uuid, Uuid)>,
+    /// Memberships known exactly for cards the batch may touch (read at the start, kept
+    /// current by its writes).
     teams: HashMap<Uuid, BTreeSet<String>>,
+    /// Cards whose memberships the batch changed.
+    teams_moved: BTreeSet<(Uuid, Uuid)>,
+    /// Teams to make sure of, with the last known name.
+    team_names: BTreeMap<(Uuid, String), Option<String>>,
+    /// Audit rows, inserted together at the end.
+    audit: Vec<audit::AuditEntry>,
+    /// Outbox rows, inserted together at the end.
+    outbox: Vec<NewMessage>,
+}
+
+impl Batch {
+    /// Reads, under locks, what the commands of one tenant may need: their users' cards, the
+    /// live cards they could link by UID or email, and the memberships of all of them.
+    async fn read(
+        &mut self,
+        conn: &mut PgConnection,
+        tenant_id: Uuid,
+        commands: &[&ValidCommand],
+    ) -> Result<(), ApplyError> {
+        let user_ids: Vec<&str> = commands.iter().map(|c| c.user_id.as_str()).collect();
+        let mut card_ids = Vec::new();
+        for card in cards::lock_by_users(conn, tenant_id, &user_ids).await? {
+            card_ids.push(card.card_id);
+            if let Some(user_id) = card.user_id.clone() {
+                self.by_user.insert((tenant_id, user_id), card);
+            }
+        }
+        // Only a user without a live card links one (a tombstone's user comes back as new).
+        let linking: Vec<&ValidCommand> = commands
+            .iter()
+            .copied()
+            .filter(|command| matches!(command.action, Action::Upsert | Action::Reactivate))
+            .filter(|command| {
+                self.by_user
+                    .get(&(tenant_id, command.user_id.clone()))
+                    .is_none_or(|card| card.status == CardStatus::Deleted)
+            })
+            .collect();
+        let uids: Vec<&str> = linking.iter().filter_map(|c| c.uid.as_deref()).collect();
+        if !uids.is_empty() {
+            for card in cards::lock_by_uids(conn, tenant_id, &uids).await? {
+                card_ids.push(card.card_id);
+                if let Some(uid) = card.uid.clone() {
+                    self.by_uid.insert((tenant_id, uid), card);
+                }
+            }
+            self.uids_read
+                .extend(uids.iter().map(|uid| (tenant_id, (*uid).to_owned())));
+        }
+        let emails: Vec<&str> = linking
+            .iter()
+            .filter_map(|c| c.incoming.link_email.as_deref())
+            .collect();
+        if !emails.is_empty() {
+            for (email, card) in cards::lock_by_emails(conn, tenant_id, &emails).await? {
+                card_ids.push(card.card_id);
+                self.by_email.insert((tenant_id, email), card);
+            }
+            self.emails_read
+                .extend(emails.iter().map(|email| (tenant_id, (*email).to_owned())));
+        }
+        card_ids.sort_unstable();
+        card_ids.dedup();
+        let mut teams = cards::teams_of_cards(&mut *conn, tenant_id, &card_ids).await?;
+        for card_id in card_ids {
+            self.teams
+                .insert(card_id, teams.remove(&card_id).unwrap_or_default());
+        }
+        Ok(())
+    }
+
+    /// The batch's current state of every card it wrote.
+    fn written_cards(&self) -> impl Iterator<Item = &Card> {
+        self.written.iter().map(|written| &written.card)
+    }
+
+    /// Whether a start-of-batch read of this card is out of date.
+    fn superseded(&self, card: &Card) -> bool {
+        self.written_cards()
+            .any(|written| written.card_id == card.card_id)
+            || self.removed.contains(&(card.tenant_id, card.card_id))
+    }
+
+    /// The user's card as it stands now in the batch, tombstones included.
+    fn card_of_user(&self, tenant_id: Uuid, user_id: &str) -> Option<Card> {
+        let written = self
+            .written_cards()
+            .find(|card| card.tenant_id == tenant_id && card.user_id.as_deref() == Some(user_id));
+        if let Some(card) = written {
+            return Some(card.clone());
+        }
+        self.by_user
+            .get(&(tenant_id, user_id.to_owned()))
+            .filter(|card| !self.superseded(card))
+            .cloned()
+    }
+
+    /// The live card with this UID as it stands now in the batch.
+    async fn card_by_uid(
+        &mut self,
+        conn: &mut PgConnection,
+        tenant_id: Uuid,
+        uid: &str,
+    ) -> Result<Option<Card>, ApplyError> {
+        let written = self.written_cards().find(|card| {
+            card.tenant_id == tenant_id
+                && card.status != CardStatus::Deleted
+                && card.uid.as_deref() == Some(uid)
+        });
+        if let Some(card) = written {
+            return Ok(Some(card.clone()));
+        }
+        let key = (tenant_id, uid.to_owned());
+        let stored = if self.uids_read.contains(&key) {
+            self.by_uid.get(&key).cloned()
+        } else {
+            let card = cards::lock_by_uid(conn, tenant_id, uid).await?;
+            self.learn_teams(conn, card.as_ref()).await?;
+            card
+        };
+        Ok(stored.filter(|card| !self.superseded(card)))
+    }
+
+    /// The live card with this email (case-insensitive) as it stands now in the batch.
+    async fn card_by_email(
+        &mut self,
+        conn: &mut PgConnection,
+        tenant_id: Uuid,
+        email: &str,
+    ) -> Result<Option<Card>, ApplyError> {
+        let wanted = email.to_lowercase();
+        let written = self.written_cards().find(|card| {
+            card.tenant_id == tenant_id
+                && card.status != CardStatus::Deleted
+                && card
+                    .email
+                    .as_deref()
+                    .is_some_and(|held| held.to_lowercase() == wanted)
+        });
+        if let Some(card) = written {
+            return Ok(Some(card.clone()));
+        }
+        let key = (tenant_id, email.to_owned());
+        let stored = if self.emails_read.contains(&key) {
+            self.by_email.get(&key).cloned()
+        } else {
+            let card = cards::lock_by_email(conn, tenant_id, email).await?;
+            self.learn_teams(conn, card.as_ref()).await?;
+            card
+        };
+        Ok(stored.filter(|card| !self.superseded(card)))
+    }
+
+    /// Reads the memberships of a card found outside the start-of-batch reads.
+    async fn learn_teams(
+        &mut self,
+        conn: &mut PgConnection,
+        card: Option<&Card>,
+    ) -> Result<(), ApplyError> {
+        if let Some(card) = card
+            && !self.teams.contains_key(&card.card_id)
+        {
+            let mut teams = cards::teams_of_cards(conn, card.tenant_id, &[card.card_id]).await?;
+            self.teams.insert(
+                card.card_id,
+                teams.remove(&card.card_id).unwrap_or_default(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Records the card's new state (`new`: not stored before the batch).
+    fn put(&mut self, card: Card, new: bool) {
+        match self
+            .written
+            .iter_mut()
+            .find(|written| written.card.card_id == card.card_id)
+        {
+            Some(written) => written.card = card,
+            None => self.written.push(Written { card, new }),
+        }
+    }
+
+    /// Removes a card for good.
+    fn remove(&mut self, tenant_id: Uuid, card_id: Uuid) {
+        let stored = match self
+            .written
+            .iter()
+            .position(|written| written.card.card_id == card_id)
+        {
+            Some(index) => !self.written.remove(index).new,
+            None => true,
+        };
+        // A card the batch itself made is simply never inserted.
+        if stored {
+            self.removed.push((tenant_id, card_id));
+        }
+        self.teams.remove(&card_id);
+        self.teams_moved.remove(&(tenant_id, card_id));
+    }
+
+    /// Makes the card's memberships `wanted`; returns whether they moved.
+    fn set_teams(&mut self, tenant_id: Uuid, card_id: Uuid, wanted: BTreeSet<String>) -> bool {
+        let current = self.teams.entry(card_id).or_default();
+        if *current == wanted {
+            return false;
+        }
+        *current = wanted;
+        self.teams_moved.insert((tenant_id, card_id));
+        true
+    }
+
+    /// Makes sure a team exists; a known name replaces the stored one.
+    fn ensure_team(&mut self, tenant_id: Uuid, group_id: &str, name: Option<&str>) {
+        let entry = self
+            .team_names
+            .entry((tenant_id, group_id.to_owned()))
+            .or_default();
+        if let Some(name) = name {
+            *entry = Some(name.to_owned());
+        }
+    }
+
+    /// Writes everything the batch decided, one statement per kind of row. The order keeps
+    /// the unique indexes satisfied: removed tombstones first (their users come back as new
+    /// cards), then updated cards (emails and UIDs they let go of), then new cards; teams
+    /// before the memberships that reference them.
+    async fn write(self, conn: &mut PgConnection) -> Result<(), ApplyError> {
+        cards::remove_all(conn, &self.removed).await?;
+        let (new, stored): (Vec<&Written>, Vec<&Written>) =
+            self.written.iter().partition(|written| written.new);
+        let stored: Vec<&Card> = stored.iter().map(|written| &written.card).collect();
+        cards::update_all(conn, &stored).await?;
+        let new: Vec<&Card> = new.iter().map(|written| &written.card).collect();
+        cards::insert_all(conn, &new).await?;
+        let teams: Vec<(Uuid, &str, Option<&str>)> = self
+            .team_names
+            .iter()
+            .map(|((tenant_id, group_id), name)| (*tenant_id, group_id.as_str(), name.as_deref()))
+            .collect();
+        teams::upsert_all(conn, &teams).await?;
+        let none = BTreeSet::new();
+        let memberships: Vec<cards::Memberships<'_>> = self
+            .teams_moved
+            .iter()
+            .map(|(tenant_id, card_id)| cards::Memberships {
+                tenant_id: *tenant_id,
+                card_id: *card_id,
+                group_ids: self.teams.get(card_id).unwrap_or(&none),
+            })
+            .collect();
+        cards::set_teams_all(conn, &memberships).await?;
+        audit::record_all(conn, &self.audit).await?;
+        outbox::enqueue_all(conn, &self.outbox).await?;
+        Ok(())
+    }
 }
 
 /// Applies `command` in a transaction of its own; its card events go to `exchange` (full name)
@@ -201,71 +487,33 @@ pub async fn apply_all(
         .map(|(command, _)| (command.tenant_id, command.user_id.as_str()))
         .collect();
     cards::lock_users(&mut tx, &users).await?;
-    let mut journal = Journal::default();
-    // Every user's card at once, read under the users' locks, and their memberships.
-    let mut prefetched: HashMap<(Uuid, String), Card> = HashMap::new();
+    let mut batch = Batch::default();
     for tenant_id in tenants.keys() {
-        let user_ids: Vec<&str> = users
+        let of_tenant: Vec<&ValidCommand> = commands
             .iter()
-            .filter(|(tenant, _)| tenant == tenant_id)
-            .map(|(_, user)| *user)
+            .map(|(command, _)| *command)
+            .filter(|command| command.tenant_id == *tenant_id)
             .collect();
-        let locked = cards::lock_by_users(&mut tx, *tenant_id, &user_ids).await?;
-        let card_ids: Vec<Uuid> = locked.iter().map(|card| card.card_id).collect();
-        let mut teams = cards::teams_of_cards(&mut *tx, *tenant_id, &card_ids).await?;
-        for card in locked {
-            journal.teams.insert(
-                card.card_id,
-                teams.remove(&card.card_id).unwrap_or_default(),
-            );
-            if let Some(user_id) = card.user_id.clone() {
-                prefetched.insert((*tenant_id, user_id), card);
-            }
-        }
+        batch.read(&mut tx, *tenant_id, &of_tenant).await?;
     }
 
-    // What earlier commands of the batch wrote: a prefetched card they changed is read again,
-    // so each command sees exactly what it would see alone.
-    let mut written_users: HashSet<(Uuid, &str)> = HashSet::new();
-    let mut written_cards: HashSet<Uuid> = HashSet::new();
     let mut results = Vec::with_capacity(commands.len());
     for (command, span) in commands {
-        let user = (command.tenant_id, command.user_id.as_str());
-        let prefetched = prefetched.remove(&(command.tenant_id, command.user_id.clone()));
-        let existing = match prefetched {
-            _ if written_users.contains(&user) => {
-                cards::lock_by_user(&mut tx, command.tenant_id, &command.user_id).await?
-            }
-            Some(card) if written_cards.contains(&card.card_id) => {
-                cards::lock_by_user(&mut tx, command.tenant_id, &command.user_id).await?
-            }
-            other => other,
-        };
         let tenant = &tenants[&command.tenant_id];
+        let existing = batch.card_of_user(command.tenant_id, &command.user_id);
         let applied = apply_one(
-            &mut tx,
-            tenant,
-            command,
-            existing,
-            exchange,
-            span,
-            &mut journal,
+            &mut tx, tenant, command, existing, exchange, span, &mut batch,
         )
         .await?;
-        if applied.outcome.wrote() {
-            written_users.insert(user);
-            written_cards.extend(applied.card_id);
-        }
         results.push(applied);
     }
-    audit::record_all(&mut tx, &journal.audit).await?;
-    outbox::enqueue_all(&mut tx, &journal.outbox).await?;
+    batch.write(&mut tx).await?;
     tx.commit().await?;
     Ok(results)
 }
 
-/// One command inside a batch's transaction: the version check against `existing` (the user's
-/// card, locked), then the action; audit and outbox rows go to `journal`.
+/// One command inside a batch: the version check against `existing` (the user's card as the
+/// batch stands), then the action; its writes, audit and outbox rows go to `batch`.
 async fn apply_one(
     conn: &mut PgConnection,
     tenant: &Tenant,
@@ -273,7 +521,7 @@ async fn apply_one(
     existing: Option<Card>,
     exchange: &str,
     span: &tracing::Span,
-    journal: &mut Journal,
+    batch: &mut Batch,
 ) -> Result<Applied, ApplyError> {
     if let Some(card) = &existing {
         let outcome = if command.version == card.applied_version {
@@ -296,16 +544,14 @@ async fn apply_one(
     let removal = tenant.rules.removal;
     let change = match (command.action, removal) {
         (Action::Upsert | Action::Reactivate, _) => {
-            upsert(conn, tenant, command, existing, &mut journal.teams).await?
+            upsert(conn, tenant, command, existing, batch).await?
         }
         (Action::Deactivate, _) | (Action::Delete, RemovalPolicy::Deactivate) => {
-            deactivate(conn, tenant, command, existing).await?
+            deactivate(tenant, command, existing, batch)
         }
-        (Action::Delete, RemovalPolicy::Delete) => {
-            delete(conn, command, existing, &mut journal.teams).await?
-        }
+        (Action::Delete, RemovalPolicy::Delete) => delete(command, existing, batch),
     };
-    Ok(finish(tenant, command, change, exchange, span, journal))
+    Ok(finish(tenant, command, change, exchange, span, batch))
 }
 
 /// Upsert and reactivate: the user is present, enabled and in scope.
@@ -314,13 +560,13 @@ async fn upsert(
     tenant: &Tenant,
     command: &ValidCommand,
     existing: Option<Card>,
-    known_teams: &mut HashMap<Uuid, BTreeSet<String>>,
+    batch: &mut Batch,
 ) -> Result<Change, ApplyError> {
     let rules = &tenant.rules;
     let existing = match existing {
         Some(tombstone) if tombstone.status == CardStatus::Deleted => {
             // The person is back after a permanent delete: a new card, found or made below.
-            cards::remove(conn, tombstone.tenant_id, tombstone.card_id).await?;
+            batch.remove(tombstone.tenant_id, tombstone.card_id);
             None
         }
         other => other,
@@ -330,7 +576,7 @@ async fn upsert(
             let plan = plan_update(rules, &card.fields, &command.incoming);
             (card.clone(), Some(card), false, Some(plan))
         }
-        None => match find_to_link(conn, command).await? {
+        None => match find_to_link(conn, command, batch).await? {
             Some(card) => {
                 let plan = plan_update(rules, &card.fields, &command.incoming);
                 (card.clone(), Some(card), true, Some(plan))
@@ -373,36 +619,22 @@ async fn upsert(
     }
     card.applied_version = command.version;
 
-    if before.is_none() {
-        cards::insert(conn, &card).await?;
-    } else {
-        cards::update(conn, &card).await?;
+    for group_id in &command.team_ids {
+        let name = command.team_names.get(group_id).map(String::as_str);
+        batch.ensure_team(command.tenant_id, group_id, name);
     }
     for (group_id, name) in &command.team_names {
-        teams::upsert(conn, command.tenant_id, group_id, Some(name)).await?;
+        batch.ensure_team(command.tenant_id, group_id, Some(name));
     }
-    for group_id in &command.team_ids {
-        if !command.team_names.contains_key(group_id) {
-            teams::upsert(conn, command.tenant_id, group_id, None).await?;
-        }
-    }
-    // A card inserted just now has no memberships; a card whose memberships are known and
-    // equal to the command's needs no statement either.
+    let created = before.is_none();
     let wanted: BTreeSet<String> = command.team_ids.iter().cloned().collect();
-    let known = if before.is_none() {
-        Some(BTreeSet::new())
-    } else {
-        known_teams.get(&card.card_id).cloned()
-    };
-    if known.as_ref() != Some(&wanted)
-        && cards::set_teams(conn, command.tenant_id, card.card_id, &command.team_ids).await?
-    {
+    if batch.set_teams(command.tenant_id, card.card_id, wanted) {
         changed_fields.push("teams".into());
     }
-    known_teams.insert(card.card_id, wanted);
+    batch.put(card.clone(), created);
 
     let invite = tenant.invites_enabled;
-    let (outcome, mut kinds, audit_action) = if before.is_none() {
+    let (outcome, mut kinds, audit_action) = if created {
         (Outcome::Created, vec![Kind::Created], "created")
     } else if linked {
         (Outcome::Linked, vec![Kind::Linked], "linked")
@@ -431,16 +663,17 @@ async fn upsert(
 async fn find_to_link(
     conn: &mut PgConnection,
     command: &ValidCommand,
+    batch: &mut Batch,
 ) -> Result<Option<Card>, ApplyError> {
     if let Some(uid) = &command.uid
-        && let Some(card) = cards::lock_by_uid(conn, command.tenant_id, uid).await?
+        && let Some(card) = batch.card_by_uid(conn, command.tenant_id, uid).await?
     {
         return Ok(Some(card));
     }
     let Some(email) = &command.incoming.link_email else {
         return Ok(None);
     };
-    let Some(card) = cards::lock_by_email(conn, command.tenant_id, email).await? else {
+    let Some(card) = batch.card_by_email(conn, command.tenant_id, email).await? else {
         return Ok(None);
     };
     if card.user_id.is_some() && card.status == CardStatus::Active {
@@ -462,51 +695,47 @@ fn next_role(tenant: &Tenant, command: &ValidCommand, current: CardRole) -> Card
 }
 
 /// A card without personal data that remembers the user's version.
-async fn tombstone(conn: &mut PgConnection, command: &ValidCommand) -> Result<Change, ApplyError> {
+fn tombstone(command: &ValidCommand, batch: &mut Batch) -> Change {
     let mut card = Card::new(command.tenant_id);
     card.user_id = Some(command.user_id.clone());
     card.status = CardStatus::Deleted;
     card.applied_version = command.version;
-    cards::insert(conn, &card).await?;
-    Ok(Change {
+    batch.put(card.clone(), true);
+    Change {
         outcome: Outcome::Tombstoned,
         before: None,
         after: card,
         kinds: vec![],
         changed_fields: vec![],
         audit_action: "tombstoned",
-    })
+    }
 }
 
 /// Moves only the version of an existing row.
-async fn bump_version(
-    conn: &mut PgConnection,
-    mut card: Card,
-    command: &ValidCommand,
-) -> Result<Change, ApplyError> {
+fn bump_version(mut card: Card, command: &ValidCommand, batch: &mut Batch) -> Change {
     card.applied_version = command.version;
-    cards::update(conn, &card).await?;
-    Ok(Change {
+    batch.put(card.clone(), false);
+    Change {
         outcome: Outcome::Unchanged,
         before: None,
         after: card,
         kinds: vec![],
         changed_fields: vec![],
         audit_action: "unchanged",
-    })
+    }
 }
 
 /// A disabled account (or a removal under the deactivate policy).
-async fn deactivate(
-    conn: &mut PgConnection,
+fn deactivate(
     tenant: &Tenant,
     command: &ValidCommand,
     existing: Option<Card>,
-) -> Result<Change, ApplyError> {
+    batch: &mut Batch,
+) -> Change {
     let card = match existing {
-        None => return tombstone(conn, command).await,
+        None => return tombstone(command, batch),
         Some(card) if card.status == CardStatus::Deleted => {
-            return bump_version(conn, card, command).await;
+            return bump_version(card, command, batch);
         }
         Some(card) => card,
     };
@@ -521,7 +750,7 @@ async fn deactivate(
     }
     after.status = CardStatus::Deactivated;
     after.applied_version = command.version;
-    cards::update(conn, &after).await?;
+    batch.put(after.clone(), false);
     let (outcome, kinds, audit_action) = if before.status == CardStatus::Active {
         (Outcome::Deactivated, vec![Kind::Deactivated], "deactivated")
     } else if !changed_fields.is_empty() {
@@ -529,27 +758,22 @@ async fn deactivate(
     } else {
         (Outcome::Unchanged, vec![], "unchanged")
     };
-    Ok(Change {
+    Change {
         outcome,
         before: Some(before),
         after,
         kinds,
         changed_fields,
         audit_action,
-    })
+    }
 }
 
 /// A removal under the delete policy: the card becomes a tombstone without personal data.
-async fn delete(
-    conn: &mut PgConnection,
-    command: &ValidCommand,
-    existing: Option<Card>,
-    known_teams: &mut HashMap<Uuid, BTreeSet<String>>,
-) -> Result<Change, ApplyError> {
+fn delete(command: &ValidCommand, existing: Option<Card>, batch: &mut Batch) -> Change {
     let card = match existing {
-        None => return tombstone(conn, command).await,
+        None => return tombstone(command, batch),
         Some(card) if card.status == CardStatus::Deleted => {
-            return bump_version(conn, card, command).await;
+            return bump_version(card, command, batch);
         }
         Some(card) => card,
     };
@@ -562,20 +786,19 @@ async fn delete(
     after.photo_etag = None;
     after.role = CardRole::Member;
     after.applied_version = command.version;
-    cards::set_teams(conn, after.tenant_id, after.card_id, &[]).await?;
-    known_teams.insert(after.card_id, BTreeSet::new());
-    cards::update(conn, &after).await?;
-    Ok(Change {
+    batch.set_teams(after.tenant_id, after.card_id, BTreeSet::new());
+    batch.put(after.clone(), false);
+    Change {
         outcome: Outcome::Deleted,
         before: Some(before),
         after,
         kinds: vec![Kind::Deleted],
         changed_fields: vec![],
         audit_action: "deleted",
-    })
+    }
 }
 
-/// The audit row and the outbox rows of a change, journaled for the batch's transaction. The
+/// The audit row and the outbox rows of a change, kept for the batch's transaction. The
 /// events are built inside `span`, so they carry the trace of the delivery that caused them.
 fn finish(
     tenant: &Tenant,
@@ -583,11 +806,11 @@ fn finish(
     change: Change,
     exchange: &str,
     span: &tracing::Span,
-    journal: &mut Journal,
+    batch: &mut Batch,
 ) -> Applied {
     let card = &change.after;
     if !matches!(change.outcome, Outcome::Unchanged | Outcome::Tombstoned) {
-        journal.audit.push(audit::AuditEntry {
+        batch.audit.push(audit::AuditEntry {
             tenant_id: tenant.id,
             card_id: card.card_id,
             action: change.audit_action.to_owned(),
@@ -616,7 +839,7 @@ fn finish(
                 exchange,
             )
         });
-        journal.outbox.push(message);
+        batch.outbox.push(message);
     }
     Applied {
         outcome: change.outcome,
