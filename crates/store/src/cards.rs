@@ -215,8 +215,18 @@ pub async fn lock_by_users(
     tenant_id: Uuid,
     user_ids: &[&str],
 ) -> Result<Vec<Card>, StoreError> {
+    // One index probe per user, whatever the planner believes: with `= ANY($2)` or a plain
+    // join it may scan the tenant's cards whenever its statistics predate the tenant's growth
+    // (a new tenant's initial sync), or settle on a bitmap plan that steps over every dead index
+    // entry of updated rows on every call. The `LIMIT` keeps the sub-select from being
+    // flattened into such a join.
     Ok(sqlx::query_as::<_, Card>(
-        "SELECT * FROM cards WHERE tenant_id = $1 AND user_id = ANY($2) FOR UPDATE",
+        "SELECT c.* FROM unnest($2::text[]) AS u(user_id)
+           CROSS JOIN LATERAL (
+               SELECT * FROM cards
+                WHERE tenant_id = $1 AND user_id = u.user_id
+                LIMIT 1 FOR UPDATE
+           ) AS c",
     )
     .bind(tenant_id)
     .bind(user_ids)
@@ -224,43 +234,55 @@ pub async fn lock_by_users(
     .await?)
 }
 
-/// The live (not deleted) cards with any of these UIDs, locked for update in card order (one
-/// round trip for the link look-ups of a batch).
+/// The live (not deleted) cards with any of these UIDs, locked for update (one round trip for
+/// the link look-ups of a batch; one index probe per UID, as in [`lock_by_users`]).
 pub async fn lock_by_uids(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     uids: &[&str],
 ) -> Result<Vec<Card>, StoreError> {
+    let mut uids = uids.to_vec();
+    // One lock order for every writer.
+    uids.sort_unstable();
+    uids.dedup();
     Ok(sqlx::query_as::<_, Card>(
-        "SELECT * FROM cards
-         WHERE tenant_id = $1 AND uid = ANY($2) AND status <> 'deleted'
-         ORDER BY card_id
-         FOR UPDATE",
+        "SELECT c.* FROM unnest($2::text[]) AS w(uid)
+           CROSS JOIN LATERAL (
+               SELECT * FROM cards
+                WHERE tenant_id = $1 AND uid = w.uid AND status <> 'deleted'
+                LIMIT 1 FOR UPDATE
+           ) AS c",
     )
     .bind(tenant_id)
-    .bind(uids)
+    .bind(&uids)
     .fetch_all(conn)
     .await?)
 }
 
 /// The live cards whose email matches one of `emails` case-insensitively, each paired with the
 /// email it matched as given (PostgreSQL's `lower` decides, as the unique index does), locked
-/// for update in card order.
+/// for update; one index probe per email (`email IS NOT NULL` lets the planner use the partial
+/// index on `lower(email)`).
 pub async fn lock_by_emails(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     emails: &[&str],
 ) -> Result<Vec<(String, Card)>, StoreError> {
+    let mut emails = emails.to_vec();
+    emails.sort_unstable();
+    emails.dedup();
     let rows = sqlx::query(
         "SELECT e.wanted AS matched_email, c.*
            FROM unnest($2::text[]) AS e(wanted)
-           JOIN cards c
-             ON c.tenant_id = $1 AND lower(c.email) = lower(e.wanted) AND c.status <> 'deleted'
-          ORDER BY c.card_id
-            FOR UPDATE OF c",
+          CROSS JOIN LATERAL (
+               SELECT * FROM cards
+                WHERE tenant_id = $1 AND email IS NOT NULL AND lower(email) = lower(e.wanted)
+                  AND status <> 'deleted'
+                LIMIT 1 FOR UPDATE
+           ) AS c",
     )
     .bind(tenant_id)
-    .bind(emails)
+    .bind(&emails)
     .fetch_all(conn)
     .await?;
     rows.iter()
@@ -292,7 +314,8 @@ pub async fn lock_by_email(
 ) -> Result<Option<Card>, StoreError> {
     Ok(sqlx::query_as::<_, Card>(
         "SELECT * FROM cards
-         WHERE tenant_id = $1 AND lower(email) = lower($2) AND status <> 'deleted'
+         WHERE tenant_id = $1 AND email IS NOT NULL AND lower(email) = lower($2)
+           AND status <> 'deleted'
          FOR UPDATE",
     )
     .bind(tenant_id)
@@ -533,7 +556,13 @@ pub async fn teams_of_cards(
     card_ids: &[Uuid],
 ) -> Result<HashMap<Uuid, BTreeSet<String>>, StoreError> {
     let rows: Vec<(Uuid, String)> = sqlx::query_as(
-        "SELECT card_id, group_id FROM card_teams WHERE tenant_id = $1 AND card_id = ANY($2)",
+        // One index probe per card, as in `lock_by_users` (`OFFSET 0` keeps it one).
+        "SELECT k.card_id, t.group_id FROM unnest($2::uuid[]) AS k(card_id)
+           CROSS JOIN LATERAL (
+               SELECT group_id FROM card_teams
+                WHERE tenant_id = $1 AND card_id = k.card_id
+               OFFSET 0
+           ) AS t",
     )
     .bind(tenant_id)
     .bind(card_ids)
