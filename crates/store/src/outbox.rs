@@ -119,21 +119,27 @@ pub async fn enqueue_all(
     Ok(())
 }
 
-/// Claims up to `limit` unpublished messages for `exchanges`, oldest first, locking them for
-/// this transaction; rows another relay holds are skipped, so relays work in parallel without
-/// doubling.
+/// Claims up to `limit` unpublished messages for `exchanges` with an id above `after`, oldest
+/// first, locking them for this transaction; rows another relay holds are skipped, so relays
+/// work in parallel without doubling.
+///
+/// `after` lets a relay start its index scan near the rows it has not seen yet: every
+/// published row leaves a dead entry in the unpublished-rows index until a vacuum, and a scan
+/// from the start walks all of them (millions on a busy outbox without autovacuum).
 pub async fn claim(
     conn: &mut PgConnection,
     exchanges: &[String],
+    after: i64,
     limit: i64,
 ) -> Result<Vec<Message>, StoreError> {
     Ok(sqlx::query_as::<_, Message>(
         "SELECT id, tenant_id, message_id, exchange, routing_key, message_type, payload, headers, created_at
-           FROM outbox WHERE published_at IS NULL AND exchange = ANY($1)
-          ORDER BY id LIMIT $2
+           FROM outbox WHERE published_at IS NULL AND exchange = ANY($1) AND id > $2
+          ORDER BY id LIMIT $3
           FOR UPDATE SKIP LOCKED",
     )
     .bind(exchanges)
+    .bind(after)
     .bind(limit)
     .fetch_all(conn)
     .await?)

@@ -9,15 +9,22 @@ use cardsync_bus::{Outgoing, PublishError, Publisher, Topology, names};
 use cardsync_store::{StoreError, outbox};
 use sqlx::PgPool;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// Why a batch was not published.
 /// How often the backlog gauges are refreshed.
 const BACKLOG_EVERY: Duration = Duration::from_secs(5);
 
+/// How far below the highest id it published a relay woken by a commit looks for rows. Ids are
+/// taken when rows are inserted, but rows become visible when their transaction commits, so a
+/// batch that committed late can hold ids below ones already published; a few batches' worth of
+/// ids covers that, and the sweep every poll interval covers everything else.
+const CLAIM_WINDOW: i64 = 10_000;
+
+/// Why a batch was not published.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     /// PostgreSQL failed.
@@ -43,6 +50,8 @@ pub struct Relay {
     metrics: Metrics,
     settings: RelaySettings,
     wake: Arc<Notify>,
+    /// The highest outbox id this relay published.
+    highest: Arc<AtomicI64>,
 }
 
 impl Relay {
@@ -62,6 +71,7 @@ impl Relay {
             metrics,
             settings,
             wake,
+            highest: Arc::new(AtomicI64::new(0)),
         }
     }
 
@@ -72,10 +82,16 @@ impl Relay {
 
     /// Publishes one batch of the oldest unpublished rows; returns how many were published.
     pub async fn publish_batch(&self) -> Result<usize, RelayError> {
+        self.publish_after(0).await
+    }
+
+    /// Publishes one batch of the oldest unpublished rows with an id above `after`.
+    async fn publish_after(&self, after: i64) -> Result<usize, RelayError> {
         let mut tx = self.pool.begin().await?;
         let rows = outbox::claim(
             &mut tx,
             &self.exchanges(),
+            after,
             i64::from(self.settings.batch_size),
         )
         .await?;
@@ -100,15 +116,33 @@ impl Relay {
         }
         outbox::mark_published(&mut tx, &ids).await?;
         tx.commit().await?;
+        if let Some(highest) = ids.iter().max() {
+            self.highest.fetch_max(*highest, Ordering::Relaxed);
+        }
         self.metrics.outbox_published.inc_by(ids.len() as u64);
         Ok(ids.len())
     }
 
     /// Publishes batches until the outbox is empty; returns how many were published.
     pub async fn drain(&self) -> Result<usize, RelayError> {
+        self.drain_after(|| 0).await
+    }
+
+    /// Publishes batches of the rows near the newest ones published (see [`CLAIM_WINDOW`])
+    /// until there are none.
+    async fn drain_recent(&self) -> Result<usize, RelayError> {
+        self.drain_after(|| {
+            self.highest
+                .load(Ordering::Relaxed)
+                .saturating_sub(CLAIM_WINDOW)
+        })
+        .await
+    }
+
+    async fn drain_after(&self, after: impl Fn() -> i64) -> Result<usize, RelayError> {
         let mut total = 0;
         loop {
-            let published = self.publish_batch().await?;
+            let published = self.publish_after(after()).await?;
             total += published;
             if published < self.settings.batch_size as usize {
                 return Ok(total);
@@ -127,14 +161,23 @@ impl Relay {
         Ok(())
     }
 
-    /// Runs until `shutdown`: drains whenever a commit wakes it or the poll interval passes,
-    /// backs off while PostgreSQL or RabbitMQ fail, and purges old published rows.
+    /// Runs until `shutdown`: drains the newest rows whenever a commit wakes it and the whole
+    /// outbox every poll interval, backs off while PostgreSQL or RabbitMQ fail, and purges old
+    /// published rows.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut failures: u32 = 0;
         let mut last_purge = tokio::time::Instant::now();
         let mut last_observed: Option<tokio::time::Instant> = None;
+        let mut last_sweep: Option<tokio::time::Instant> = None;
         while !shutdown.is_cancelled() {
-            let wait = match self.drain().await {
+            let sweep = last_sweep.is_none_or(|at| at.elapsed() >= self.settings.poll_interval);
+            let drained = if sweep {
+                last_sweep = Some(tokio::time::Instant::now());
+                self.drain().await
+            } else {
+                self.drain_recent().await
+            };
+            let wait = match drained {
                 Ok(_) => {
                     failures = 0;
                     self.settings.poll_interval

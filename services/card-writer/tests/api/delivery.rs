@@ -1,11 +1,18 @@
 //! Delivery guarantees: events leave once per change, a crash between commit and ack doubles
-//! nothing, Redis is only a fast path, and a relay crash republishes the same message id.
+//! nothing, Redis is only a fast path, a relay crash republishes the same message id, and an
+//! event that commits late is still published.
 
 use crate::helpers::{kinds, spawn_app, upsert};
+use card_writer::events::{EventSpec, outbox_message};
 use cardsync_bus::{Delivery, Handler as _, Processed, names};
+use cardsync_proto::Cause;
+use cardsync_proto::card_event::Kind;
 use cardsync_proto::{CardCommand, Message as _};
+use cardsync_store::outbox;
 use lapin::options::BasicGetOptions;
 use std::collections::HashSet;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 #[tokio::test]
 async fn events_reach_the_bus_once_per_change_through_the_outbox() {
@@ -108,5 +115,66 @@ async fn a_relay_crash_before_marking_republishes_the_same_message_id() {
         again[0].0, first[0].0,
         "same message id: consumers can deduplicate"
     );
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn the_running_relay_publishes_an_event_that_commits_below_ids_it_already_published() {
+    let mut app = spawn_app().await;
+    let exchange = app.topology.name(names::CARD_EVENTS);
+    // A writer transaction that takes its outbox id now and commits later.
+    let mut late = app.pool.begin().await.expect("begin");
+    let message = outbox_message(
+        &EventSpec {
+            tenant_id: app.tenant,
+            cause: Cause::Notification,
+            causation_id: "late",
+            kind: Kind::Updated,
+            card_id: uuid::Uuid::new_v4(),
+            user_id: "u0",
+            version: 1,
+            changed_fields: &[],
+        },
+        &exchange,
+    );
+    outbox::enqueue_all(&mut late, &[message])
+        .await
+        .expect("enqueued");
+    let shutdown = CancellationToken::new();
+    let relay = tokio::spawn(app.relay.clone().run(shutdown.clone()));
+    app.apply(&upsert(app.tenant, "u1", 1, &[("name", Some("Ann"))]))
+        .await;
+    let mut events = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while events.is_empty() && Instant::now() < deadline {
+        events.extend(app.take_events().await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(kinds(&events), vec!["created"], "u1's event, the newest id");
+
+    late.commit().await.expect("committed");
+    while events.len() < 2 && Instant::now() < deadline {
+        events.extend(app.take_events().await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        kinds(&events),
+        vec!["created", "updated"],
+        "the late event too"
+    );
+    let ids: Vec<(i64, Option<String>)> = sqlx::query_as(
+        "SELECT id, published_at::text FROM outbox WHERE tenant_id = $1 ORDER BY id",
+    )
+    .bind(app.tenant)
+    .fetch_all(&app.pool)
+    .await
+    .expect("outbox");
+    assert_eq!(ids.len(), 2);
+    assert!(
+        ids.iter().all(|(_, published)| published.is_some()),
+        "{ids:?}"
+    );
+    shutdown.cancel();
+    let _ = relay.await;
     app.teardown().await;
 }

@@ -295,6 +295,11 @@ impl TestApp {
     /// Publishes the whole outbox, then takes every card event from `card-events.audit`.
     pub async fn events(&mut self) -> Vec<(String, CardEvent)> {
         self.relay.drain().await.expect("outbox published");
+        self.take_events().await
+    }
+
+    /// Takes every card event waiting in `card-events.audit` (publishing nothing).
+    pub async fn take_events(&mut self) -> Vec<(String, CardEvent)> {
         let queue = self.topology.name(names::CARD_EVENTS_AUDIT);
         let channel = self.channel().await;
         let mut events = Vec::new();
