@@ -177,7 +177,7 @@ mod tests {
             file: None,
             env: Some(vec![(
                 "CARDSYNC__CARD_WRITER__BULK_CONCURRENCY".into(),
-                "65".into(),
+                "129".into(),
             )]),
         };
         let error = Settings::load(&sources).unwrap_err();
