@@ -53,6 +53,8 @@ pub enum Outcome {
     Stale,
     /// The applied version itself (a redelivery): nothing written.
     Duplicate,
+    /// A redelivery the Redis fast path recognised: PostgreSQL was not asked.
+    DuplicateFast,
 }
 
 impl Outcome {
@@ -69,12 +71,16 @@ impl Outcome {
             Outcome::Tombstoned => "tombstoned",
             Outcome::Stale => "stale",
             Outcome::Duplicate => "duplicate",
+            Outcome::DuplicateFast => "duplicate_fast",
         }
     }
 
     /// Whether anything was committed.
     pub fn wrote(self) -> bool {
-        !matches!(self, Outcome::Stale | Outcome::Duplicate)
+        !matches!(
+            self,
+            Outcome::Stale | Outcome::Duplicate | Outcome::DuplicateFast
+        )
     }
 }
 

@@ -72,32 +72,46 @@ impl Dedup {
         format!("{}:{{{tenant_id}}}:cmd:{message_id}", self.prefix)
     }
 
-    /// Whether the message was applied before, as far as Redis knows.
-    pub async fn seen(&self, tenant_id: Uuid, message_id: &str) -> Result<bool, DedupError> {
+    /// For each `(tenant, message id)`, whether it was applied before as far as Redis knows;
+    /// one round trip (a pipeline) for all of them.
+    pub async fn seen_all(&self, messages: &[(Uuid, &str)]) -> Result<Vec<bool>, DedupError> {
         let Some(connection) = &self.connection else {
-            return Ok(false);
+            return Ok(vec![false; messages.len()]);
         };
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut connection = connection.clone();
-        let key = self.key(tenant_id, message_id);
-        let mut command = redis::cmd("EXISTS");
-        command.arg(&key);
-        let call = command.query_async::<bool>(&mut connection);
+        let mut pipe = redis::pipe();
+        for (tenant_id, message_id) in messages {
+            pipe.cmd("EXISTS").arg(self.key(*tenant_id, message_id));
+        }
+        let call = pipe.query_async::<Vec<bool>>(&mut connection);
         tokio::time::timeout(TIMEOUT, call)
             .await
             .map_err(|_| DedupError::TimedOut)?
             .map_err(DedupError::from)
     }
 
-    /// Records that the message was applied (call only after the commit).
-    pub async fn remember(&self, tenant_id: Uuid, message_id: &str) -> Result<(), DedupError> {
+    /// Records that the messages were applied (call only after their commit); one round trip.
+    pub async fn remember_all(&self, messages: &[(Uuid, &str)]) -> Result<(), DedupError> {
         let Some(connection) = &self.connection else {
             return Ok(());
         };
+        if messages.is_empty() {
+            return Ok(());
+        }
         let mut connection = connection.clone();
-        let key = self.key(tenant_id, message_id);
-        let mut command = redis::cmd("SET");
-        command.arg(&key).arg(1).arg("EX").arg(self.ttl_seconds);
-        let call = command.query_async::<()>(&mut connection);
+        let mut pipe = redis::pipe();
+        for (tenant_id, message_id) in messages {
+            pipe.cmd("SET")
+                .arg(self.key(*tenant_id, message_id))
+                .arg(1)
+                .arg("EX")
+                .arg(self.ttl_seconds)
+                .ignore();
+        }
+        let call = pipe.query_async::<()>(&mut connection);
         tokio::time::timeout(TIMEOUT, call)
             .await
             .map_err(|_| DedupError::TimedOut)?

@@ -1,12 +1,13 @@
-//! The bus handler of both command queues: validate, fast-path dedup, apply, count, wake the
-//! relay, remember. Transient versus permanent is decided by [`ApplyError::is_transient`].
+//! The bus handler of both command queues: validate, apply, count, wake the relay. Transient
+//! versus permanent is decided by [`ApplyError::is_transient`].
 //!
 //! Applying goes through a [`Batcher`]: the commands the consumer's concurrent handlers are
 //! waiting on are gathered and applied a batch per transaction (group commit), and each handler
 //! returns, and so lets its delivery be acknowledged, only after the commit that holds its
-//! command.
+//! command. The Redis fast path works per batch too: one pipelined look-up before the
+//! transaction, one pipelined write of the applied commands' keys after the commit.
 
-use crate::apply::{Applied, ApplyError, apply, apply_all};
+use crate::apply::{Applied, ApplyError, Outcome, apply, apply_all};
 use crate::command::{Origin, ValidCommand, validate};
 use crate::dedup::Dedup;
 use crate::metrics::Metrics;
@@ -56,6 +57,15 @@ pub struct Batching {
     pub max_commands: usize,
 }
 
+/// The Redis dedup fast path as batches use it.
+#[derive(Debug, Clone)]
+pub struct FastPath {
+    /// The keys.
+    pub dedup: Dedup,
+    /// Counts Redis calls that failed (and were skipped).
+    pub errors: prometheus::IntCounter,
+}
+
 /// One command waiting for its transaction.
 struct Job {
     command: Arc<ValidCommand>,
@@ -85,7 +95,14 @@ impl std::fmt::Debug for Job {
 
 impl Batcher {
     /// Starts the workers (needs a Tokio runtime). They stop when the last clone is dropped.
-    pub fn start(pool: PgPool, exchange: String, batching: Batching) -> Self {
+    /// With a `fast_path`, commands Redis knows as applied are answered
+    /// [`Outcome::DuplicateFast`] without PostgreSQL.
+    pub fn start(
+        pool: PgPool,
+        exchange: String,
+        batching: Batching,
+        fast_path: Option<FastPath>,
+    ) -> Self {
         let workers = batching.transactions.max(1);
         let max_commands = batching.max_commands.max(1);
         let (sender, receiver) = mpsc::channel(workers * max_commands);
@@ -96,6 +113,7 @@ impl Batcher {
                 pool.clone(),
                 exchange.clone(),
                 max_commands,
+                fast_path.clone(),
             ));
         }
         Self { jobs: sender }
@@ -125,6 +143,7 @@ async fn work(
     pool: PgPool,
     exchange: String,
     max_commands: usize,
+    fast_path: Option<FastPath>,
 ) {
     loop {
         let batch = {
@@ -143,51 +162,107 @@ async fn work(
         };
         // A panic drops the batch's reply senders (its handlers see `WorkerStopped`, a
         // transient error) but never the worker.
-        let _ = AssertUnwindSafe(run_batch(&pool, &exchange, batch))
+        let _ = AssertUnwindSafe(run_batch(&pool, &exchange, fast_path.as_ref(), batch))
             .catch_unwind()
             .await;
     }
 }
 
-async fn run_batch(pool: &PgPool, exchange: &str, batch: Vec<Job>) {
+async fn run_batch(pool: &PgPool, exchange: &str, fast_path: Option<&FastPath>, batch: Vec<Job>) {
     // A handler that stopped waiting (its task was cancelled at shutdown) leaves its delivery
     // unacknowledged; it is redelivered and applied then.
-    let batch: Vec<Job> = batch
+    let mut batch: Vec<Job> = batch
         .into_iter()
         .filter(|job| !job.reply.is_closed())
         .collect();
+    if let Some(fast_path) = fast_path {
+        batch = skip_known(fast_path, batch).await;
+    }
     if batch.is_empty() {
         return;
     }
+    let answered = apply_batch(pool, exchange, batch).await;
+    if let Some(fast_path) = fast_path {
+        // Written before the answers, so a redelivery after the ack finds the key. Only a
+        // fast path: a key lost here costs a version check in PostgreSQL later.
+        let keys: Vec<(uuid::Uuid, &str)> = answered
+            .iter()
+            .filter(|(_, result)| result.is_ok())
+            .map(|(job, _)| (job.command.tenant_id, job.command.message_id.as_str()))
+            .collect();
+        if let Err(error) = fast_path.dedup.remember_all(&keys).await {
+            fast_path.errors.inc();
+            tracing::debug!(error = %cardsync_bus::error_chain(&error), "redis dedup keys not written");
+        }
+    }
+    for (job, result) in answered {
+        let _ = job.reply.send(result);
+    }
+}
+
+/// Answers the jobs whose commands Redis knows as applied; returns the others.
+async fn skip_known(fast_path: &FastPath, batch: Vec<Job>) -> Vec<Job> {
+    let keys: Vec<(uuid::Uuid, &str)> = batch
+        .iter()
+        .map(|job| (job.command.tenant_id, job.command.message_id.as_str()))
+        .collect();
+    let seen = match fast_path.dedup.seen_all(&keys).await {
+        Ok(seen) if seen.len() == batch.len() => seen,
+        Ok(_) => return batch,
+        Err(error) => {
+            fast_path.errors.inc();
+            tracing::debug!(error = %cardsync_bus::error_chain(&error), "redis dedup check skipped");
+            return batch;
+        }
+    };
+    let mut rest = Vec::with_capacity(batch.len());
+    for (job, seen) in batch.into_iter().zip(seen) {
+        if seen {
+            let _ = job.reply.send(Ok(Applied {
+                outcome: Outcome::DuplicateFast,
+                card_id: None,
+                events: 0,
+            }));
+        } else {
+            rest.push(job);
+        }
+    }
+    rest
+}
+
+/// Applies the jobs' commands as one batch (one by one if the batch fails); returns each job
+/// with its answer, not yet sent.
+async fn apply_batch(
+    pool: &PgPool,
+    exchange: &str,
+    batch: Vec<Job>,
+) -> Vec<(Job, Result<Applied, ApplyError>)> {
     let commands: Vec<(&ValidCommand, &tracing::Span)> = batch
         .iter()
         .map(|job| (job.command.as_ref(), &job.span))
         .collect();
-    match apply_all(pool, &commands, exchange).await {
+    let error = match apply_all(pool, &commands, exchange).await {
         Ok(applied) => {
-            for (job, applied) in batch.into_iter().zip(applied) {
-                let _ = job.reply.send(Ok(applied));
-            }
+            return batch.into_iter().zip(applied.into_iter().map(Ok)).collect();
         }
-        Err(error) if batch.len() == 1 => {
-            if let Some(job) = batch.into_iter().next() {
-                let _ = job.reply.send(Err(error));
-            }
-        }
-        Err(error) => {
-            tracing::debug!(
-                error = %cardsync_bus::error_chain(&error),
-                commands = batch.len(),
-                "card command batch rolled back; applying its commands one by one"
-            );
-            for job in batch {
-                let result = apply(pool, &job.command, exchange)
-                    .instrument(job.span.clone())
-                    .await;
-                let _ = job.reply.send(result);
-            }
-        }
+        Err(error) => error,
+    };
+    if batch.len() == 1 {
+        return batch.into_iter().zip([Err(error)]).collect();
     }
+    tracing::debug!(
+        error = %cardsync_bus::error_chain(&error),
+        commands = batch.len(),
+        "card command batch rolled back; applying its commands one by one"
+    );
+    let mut answered = Vec::with_capacity(batch.len());
+    for job in batch {
+        let result = apply(pool, &job.command, exchange)
+            .instrument(job.span.clone())
+            .await;
+        answered.push((job, result));
+    }
+    answered
 }
 
 /// Applies card commands from one queue.
@@ -195,7 +270,6 @@ async fn run_batch(pool: &PgPool, exchange: &str, batch: Vec<Job>) {
 pub struct CommandHandler {
     queue: CommandQueue,
     batcher: Batcher,
-    dedup: Dedup,
     metrics: Metrics,
     relay_wake: Arc<Notify>,
 }
@@ -215,8 +289,15 @@ impl CommandHandler {
     ) -> Self {
         Self {
             queue,
-            batcher: Batcher::start(pool, events_exchange, batching),
-            dedup,
+            batcher: Batcher::start(
+                pool,
+                events_exchange,
+                batching,
+                Some(FastPath {
+                    dedup,
+                    errors: metrics.dedup_errors.clone(),
+                }),
+            ),
             metrics,
             relay_wake,
         }
@@ -248,23 +329,6 @@ impl Handler for CommandHandler {
             }
         };
         let tenant = command.tenant_id.to_string();
-
-        match self
-            .dedup
-            .seen(command.tenant_id, &command.message_id)
-            .await
-        {
-            Ok(true) => {
-                self.count("duplicate_fast", &tenant);
-                tracing::debug!(user_id = %command.user_id, "card command already applied (redis)");
-                return Ok(());
-            }
-            Ok(false) => {}
-            Err(error) => {
-                self.metrics.dedup_errors.inc();
-                tracing::debug!(error = %cardsync_bus::error_chain(&error), "redis dedup check skipped");
-            }
-        }
 
         let applied = match self.batcher.apply(command.clone()).await {
             Ok(applied) => applied,
@@ -311,14 +375,6 @@ impl Handler for CommandHandler {
             outcome = applied.outcome.as_str(),
             "card command applied"
         );
-        if let Err(error) = self
-            .dedup
-            .remember(command.tenant_id, &command.message_id)
-            .await
-        {
-            self.metrics.dedup_errors.inc();
-            tracing::debug!(error = %cardsync_bus::error_chain(&error), "redis dedup key not written");
-        }
         Ok(())
     }
 }

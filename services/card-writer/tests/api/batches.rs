@@ -110,6 +110,7 @@ async fn the_batcher_answers_every_command_on_its_own_when_a_batch_fails() {
             transactions: 1,
             max_commands: 8,
         },
+        None,
     );
     let commands = [
         upsert(t, "u1", 1, &[("email", Some("ann@contoso.example"))]),
