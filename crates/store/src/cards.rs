@@ -458,41 +458,24 @@ impl Columns {
 
 /// Stores several new cards in one statement.
 pub async fn insert_all(conn: &mut PgConnection, cards: &[&Card]) -> Result<(), StoreError> {
-    if cards.is_empty() {
-        return Ok(());
-    }
-    let c = Columns::of(cards)?;
-    sqlx::query(
+    execute_with_columns(
+        conn,
         "INSERT INTO cards (tenant_id, card_id, user_id, uid, email, status, fields, photo_etag,
                             applied_version, role, created_at, updated_at)
          SELECT t, c, u, uid, e, s, f::jsonb, p, v, r, now(), now()
            FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
                        $7::text[], $8::text[], $9::int8[], $10::text[])
                 AS n(t, c, u, uid, e, s, f, p, v, r)",
+        cards,
     )
-    .bind(&c.tenant_ids)
-    .bind(&c.card_ids)
-    .bind(&c.user_ids)
-    .bind(&c.uids)
-    .bind(&c.emails)
-    .bind(&c.statuses)
-    .bind(&c.fields)
-    .bind(&c.photo_etags)
-    .bind(&c.versions)
-    .bind(&c.roles)
-    .execute(conn)
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Writes every mutable column of several existing cards in one statement (each card at most
 /// once).
 pub async fn update_all(conn: &mut PgConnection, cards: &[&Card]) -> Result<(), StoreError> {
-    if cards.is_empty() {
-        return Ok(());
-    }
-    let c = Columns::of(cards)?;
-    sqlx::query(
+    execute_with_columns(
+        conn,
         "UPDATE cards
             SET user_id = n.u, uid = n.uid, email = n.e, status = n.s, fields = n.f::jsonb,
                 photo_etag = n.p, applied_version = n.v, role = n.r, updated_at = now()
@@ -500,19 +483,35 @@ pub async fn update_all(conn: &mut PgConnection, cards: &[&Card]) -> Result<(), 
                        $7::text[], $8::text[], $9::int8[], $10::text[])
                 AS n(t, c, u, uid, e, s, f, p, v, r)
           WHERE cards.tenant_id = n.t AND cards.card_id = n.c",
+        cards,
     )
-    .bind(&c.tenant_ids)
-    .bind(&c.card_ids)
-    .bind(&c.user_ids)
-    .bind(&c.uids)
-    .bind(&c.emails)
-    .bind(&c.statuses)
-    .bind(&c.fields)
-    .bind(&c.photo_etags)
-    .bind(&c.versions)
-    .bind(&c.roles)
-    .execute(conn)
-    .await?;
+    .await
+}
+
+/// Runs `statement` with the columns of `cards` as `$1`…`$10`, in [`Columns`] order; nothing
+/// for no cards.
+async fn execute_with_columns(
+    conn: &mut PgConnection,
+    statement: &'static str,
+    cards: &[&Card],
+) -> Result<(), StoreError> {
+    if cards.is_empty() {
+        return Ok(());
+    }
+    let c = Columns::of(cards)?;
+    sqlx::query(statement)
+        .bind(&c.tenant_ids)
+        .bind(&c.card_ids)
+        .bind(&c.user_ids)
+        .bind(&c.uids)
+        .bind(&c.emails)
+        .bind(&c.statuses)
+        .bind(&c.fields)
+        .bind(&c.photo_etags)
+        .bind(&c.versions)
+        .bind(&c.roles)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

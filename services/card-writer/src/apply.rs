@@ -166,6 +166,28 @@ struct Change {
     audit_action: &'static str,
 }
 
+/// What a card without a user may be linked by.
+#[derive(Debug, Clone, Copy)]
+enum LinkKey<'a> {
+    /// The tenant's UID of the person.
+    Uid(&'a str),
+    /// The email, compared case-insensitively.
+    Email(&'a str),
+}
+
+impl LinkKey<'_> {
+    /// Whether `card` holds this key.
+    fn held_by(self, card: &Card) -> bool {
+        match self {
+            LinkKey::Uid(uid) => card.uid.as_deref() == Some(uid),
+            LinkKey::Email(email) => card
+                .email
+                .as_deref()
+                .is_some_and(|held| held.to_lowercase() == email.to_lowercase()),
+        }
+    }
+}
+
 /// A card the batch wrote: its state after the batch's last command for it.
 #[derive(Debug)]
 struct Written {
@@ -298,56 +320,31 @@ impl Batch {
             .cloned()
     }
 
-    /// The live card with this UID as it stands now in the batch.
-    async fn card_by_uid(
+    /// The live card holding `key` as it stands now in the batch.
+    async fn card_by_link(
         &mut self,
         conn: &mut PgConnection,
         tenant_id: Uuid,
-        uid: &str,
+        key: LinkKey<'_>,
     ) -> Result<Option<Card>, ApplyError> {
         let written = self.written_cards().find(|card| {
-            card.tenant_id == tenant_id
-                && card.status != CardStatus::Deleted
-                && card.uid.as_deref() == Some(uid)
+            card.tenant_id == tenant_id && card.status != CardStatus::Deleted && key.held_by(card)
         });
         if let Some(card) = written {
             return Ok(Some(card.clone()));
         }
-        let key = (tenant_id, uid.to_owned());
-        let stored = if self.uids_read.contains(&key) {
-            self.by_uid.get(&key).cloned()
-        } else {
-            let card = cards::lock_by_uid(conn, tenant_id, uid).await?;
-            self.learn_teams(conn, card.as_ref()).await?;
-            card
+        let (read, found, text) = match key {
+            LinkKey::Uid(uid) => (&self.uids_read, &self.by_uid, uid),
+            LinkKey::Email(email) => (&self.emails_read, &self.by_email, email),
         };
-        Ok(stored.filter(|card| !self.superseded(card)))
-    }
-
-    /// The live card with this email (case-insensitive) as it stands now in the batch.
-    async fn card_by_email(
-        &mut self,
-        conn: &mut PgConnection,
-        tenant_id: Uuid,
-        email: &str,
-    ) -> Result<Option<Card>, ApplyError> {
-        let wanted = email.to_lowercase();
-        let written = self.written_cards().find(|card| {
-            card.tenant_id == tenant_id
-                && card.status != CardStatus::Deleted
-                && card
-                    .email
-                    .as_deref()
-                    .is_some_and(|held| held.to_lowercase() == wanted)
-        });
-        if let Some(card) = written {
-            return Ok(Some(card.clone()));
-        }
-        let key = (tenant_id, email.to_owned());
-        let stored = if self.emails_read.contains(&key) {
-            self.by_email.get(&key).cloned()
+        let map_key = (tenant_id, text.to_owned());
+        let stored = if read.contains(&map_key) {
+            found.get(&map_key).cloned()
         } else {
-            let card = cards::lock_by_email(conn, tenant_id, email).await?;
+            let card = match key {
+                LinkKey::Uid(uid) => cards::lock_by_uid(conn, tenant_id, uid).await?,
+                LinkKey::Email(email) => cards::lock_by_email(conn, tenant_id, email).await?,
+            };
             self.learn_teams(conn, card.as_ref()).await?;
             card
         };
@@ -672,14 +669,19 @@ async fn find_to_link(
     batch: &mut Batch,
 ) -> Result<Option<Card>, ApplyError> {
     if let Some(uid) = &command.uid
-        && let Some(card) = batch.card_by_uid(conn, command.tenant_id, uid).await?
+        && let Some(card) = batch
+            .card_by_link(conn, command.tenant_id, LinkKey::Uid(uid))
+            .await?
     {
         return Ok(Some(card));
     }
     let Some(email) = &command.incoming.link_email else {
         return Ok(None);
     };
-    let Some(card) = batch.card_by_email(conn, command.tenant_id, email).await? else {
+    let Some(card) = batch
+        .card_by_link(conn, command.tenant_id, LinkKey::Email(email))
+        .await?
+    else {
         return Ok(None);
     };
     if card.user_id.is_some() && card.status == CardStatus::Active {
