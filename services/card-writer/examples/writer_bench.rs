@@ -27,6 +27,11 @@ use anyhow::{Context as _, bail, ensure};
 use card_writer::Settings;
 use card_writer::command::cause_name;
 use card_writer::events::{EventSpec, outbox_message};
+use cardsync_bench::{
+    CpuProbe, CpuTimes, ServiceProcess, broker_process_ids, describe_machine, free_port,
+    load_average, load_before_run, parse_setting, processes_named, progress, round2,
+    service_binary, service_env, verdict, warn_about_neighbours,
+};
 use cardsync_bus::lapin::options::QueueDeclareOptions;
 use cardsync_bus::lapin::types::FieldTable;
 use cardsync_bus::lapin::{Connection, ConnectionProperties};
@@ -39,8 +44,8 @@ use cardsync_store::tenants::{self, TenantConfig};
 use clap::Parser;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -63,11 +68,11 @@ const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 const PUBLISH_CHUNK: usize = 1_000;
 /// How often the writer phase looks at PostgreSQL.
 const POLL: Duration = Duration::from_millis(100);
+/// How long the writer may take to drain and exit after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(30);
 
 // Target from issue 4, section 7.
 const TARGET_COMMANDS_PER_S: f64 = 5_000.0;
-/// Cores other processes may use during a phase before the figures are flagged as disturbed.
-const NOISY_NEIGHBOUR_CORES: f64 = 0.15;
 
 #[derive(Debug, Clone, Parser)]
 #[command(about = "Card-writer throughput benchmark: raw PostgreSQL rate, writer rate, ratio")]
@@ -96,13 +101,6 @@ struct Args {
     /// Extra `CARDSYNC__…=value` settings for the writer, e.g. `CARDSYNC__CARD_WRITER__LIVE_PREFETCH=128`.
     #[arg(long = "set", value_parser = parse_setting)]
     settings: Vec<(String, String)>,
-}
-
-fn parse_setting(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((key, value)) if key.starts_with("CARDSYNC__") => Ok((key.into(), value.into())),
-        _ => Err("expected CARDSYNC__SECTION__KEY=value".into()),
-    }
 }
 
 /// Which command queue a writer phase loads.
@@ -175,12 +173,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    let load_before = load_average();
-    if load_before.first().is_some_and(|one| *one > 1.5) {
-        println!(
-            "warning: load average {load_before:?} before the run; other work will skew the figures"
-        );
-    }
+    let load_before = load_before_run();
 
     let id = Uuid::new_v4().simple().to_string();
     let prefix = format!("bench.{}.", &id[..8]);
@@ -188,20 +181,9 @@ async fn main() -> anyhow::Result<()> {
     // A database of its own: a shared one carries the dead rows of every earlier run and test
     // (PostgreSQL may run without autovacuum), and the figures would drift with its history.
     let database = format!("cardsync_bench_{}", &id[..8]);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut env = vec![
-        (
-            "CARDSYNC__HTTP__LISTEN".to_owned(),
-            format!("127.0.0.1:{port}"),
-        ),
-        ("CARDSYNC__TOPOLOGY__PREFIX".to_owned(), prefix.clone()),
-        (
-            "CARDSYNC__POSTGRES__URL".to_owned(),
-            database_url(&database),
-        ),
-        ("CARDSYNC__BUS__URL".to_owned(), AMQP_URL.to_owned()),
+    let port = free_port()?;
+    let mut env = service_env(port, &prefix, &database_url(&database), AMQP_URL);
+    env.extend([
         (
             "CARDSYNC__BUS__QUEUE_TYPE".to_owned(),
             args.queue_type.clone(),
@@ -211,7 +193,7 @@ async fn main() -> anyhow::Result<()> {
             "CARDSYNC__REDIS__KEY_PREFIX".to_owned(),
             redis_prefix.clone(),
         ),
-    ];
+    ]);
     env.extend(args.settings.iter().cloned());
     let settings = Settings::load(&Sources {
         file: None,
@@ -227,7 +209,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("RabbitMQ must run on 127.0.0.1:5672: run `make services`")?;
     let admin_channel = admin.create_channel().await?;
-    let binary = writer_binary()?;
+    let binary = service_binary("card-writer", "writer_bench")?;
     let pool = bench_database(&database).await?;
     let redis = redis::Client::open(REDIS_URL)?
         .get_multiplexed_async_connection()
@@ -322,131 +304,6 @@ async fn flush_redis(
         let _: usize = redis::cmd("DEL").arg(chunk).query_async(&mut redis).await?;
     }
     Ok(())
-}
-
-/// The `card-writer` binary next to this example, (re)built with the same profile and target
-/// dir so the numbers are never those of a stale or debug writer. The target dir is passed
-/// explicitly: `cargo run` does not hand `CARGO_TARGET_DIR` to its child in every setup, and a
-/// build into another directory would leave this one stale.
-fn writer_binary() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("locating the build directory")?;
-    let target_dir = profile_dir
-        .parent()
-        .context("locating the target directory")?;
-    let profile = profile_dir
-        .file_name()
-        .and_then(|name| name.to_str())
-        .unwrap_or("debug");
-    if profile != "release" {
-        println!("warning: profile {profile:?}; only release figures belong in BENCHMARKS.md");
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(cargo);
-    // `cargo run` hands this process the package's CARGO_MANIFEST_DIR, CARGO_PKG_* and so on;
-    // build scripts that track them would rerun and rebuild half the tree, so they are dropped.
-    for (key, _) in std::env::vars_os() {
-        let key_text = key.to_string_lossy();
-        if key_text.starts_with("CARGO_PKG_")
-            || [
-                "CARGO_MANIFEST_DIR",
-                "CARGO_MANIFEST_PATH",
-                "CARGO_PRIMARY_PACKAGE",
-            ]
-            .contains(&key_text.as_ref())
-        {
-            build.env_remove(&key);
-        }
-    }
-    // The same targets as `cargo run --example writer_bench`, so features unify the same way
-    // and this finds that build instead of making another.
-    build
-        .args(["build", "--quiet", "--locked", "-p", "card-writer"])
-        .args(["--bin", "card-writer", "--example", "writer_bench"])
-        .arg("--manifest-path")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
-        .arg("--target-dir")
-        .arg(target_dir);
-    match profile {
-        "debug" => {}
-        "release" => {
-            build.arg("--release");
-        }
-        other => {
-            build.args(["--profile", other]);
-        }
-    }
-    let status = build.status().context("running cargo build")?;
-    ensure!(status.success(), "building the card-writer binary failed");
-    Ok(profile_dir.join("card-writer"))
-}
-
-/// The card-writer child process; stopped with SIGTERM (then killed) however the run ends.
-struct Writer(Option<Child>);
-
-impl Writer {
-    fn spawn(binary: &Path, env: &[(String, String)], log: &Path) -> anyhow::Result<Self> {
-        let out = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(log)?;
-        let mut command = Command::new(binary);
-        command.arg("serve");
-        // Only our settings: a CARDSYNC variable in the caller's shell would make the child
-        // differ from the settings loaded and reported here.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("CARDSYNC") {
-                command.env_remove(key);
-            }
-        }
-        let child = command
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        Ok(Self(Some(child)))
-    }
-
-    fn pid(&self) -> u32 {
-        self.0.as_ref().map_or(0, Child::id)
-    }
-
-    fn has_exited(&mut self) -> bool {
-        self.0
-            .as_mut()
-            .is_none_or(|child| !matches!(child.try_wait(), Ok(None)))
-    }
-
-    /// SIGTERM, up to 30 s for the graceful drain, then SIGKILL.
-    fn stop(mut self) -> Option<std::process::ExitStatus> {
-        let mut child = self.0.take()?;
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        for _ in 0..300 {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = child.kill();
-        child.wait().ok()
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 /// A command stream for one tenant: every user created at version 1, then updated round robin
@@ -716,7 +573,7 @@ impl<'a> Bench<'a> {
             self.started,
             format_args!(
                 "{} CPUs, RabbitMQ pid(s) {:?}, load {:?}",
-                cpu.cpus,
+                cpu.cpus(),
                 broker_process_ids(),
                 load_before
             ),
@@ -730,7 +587,7 @@ impl<'a> Bench<'a> {
             let tenant = self.new_tenant(tenants_made).await?;
             let workload = Workload::new(tenant, args.users, args.commands, Cause::Notification);
             let rows = Arc::new(raw_rows(&workload, &rules, &exchange));
-            let probe = cpu.snapshot(None);
+            let probe = cpu.snapshot(&watched(None));
             let began = Instant::now();
             let next = Arc::new(AtomicUsize::new(0));
             let mut workers = JoinSet::new();
@@ -751,7 +608,7 @@ impl<'a> Bench<'a> {
                 done?.context("a raw transaction failed")?;
             }
             let elapsed = began.elapsed();
-            let split = cpu.since(&probe, None);
+            let split = CpuSplit::since(&cpu, &probe, None);
             let check = self.check(&workload).await?;
             ensure!(
                 check.applied(&workload, args.users),
@@ -868,10 +725,10 @@ impl<'a> Bench<'a> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()?;
-        let mut child = Writer::spawn(self.binary, self.env, self.log)?;
+        let mut child = ServiceProcess::spawn(self.binary, self.env, self.log)?;
         let pid = child.pid();
         let spawned = Instant::now();
-        let probe = cpu.snapshot(Some(pid));
+        let probe = cpu.snapshot(&watched(Some(pid)));
         let deadline = spawned + Duration::from_secs(args.timeout);
         let mut first_applied: Option<(Instant, i64)> = None;
         let mut applied_at = None;
@@ -925,7 +782,7 @@ impl<'a> Bench<'a> {
                 && self.depth(&queue).await? == 0
             {
                 applied_at = Some(now);
-                split = Some(cpu.since(&probe, Some(pid)));
+                split = Some(CpuSplit::since(cpu, &probe, Some(pid)));
             }
             if applied_at.is_some() && pending == 0 {
                 break now;
@@ -934,7 +791,7 @@ impl<'a> Bench<'a> {
         let Some(applied_at) = applied_at else {
             bail!("unreachable: drained before applied");
         };
-        let exit = child.stop();
+        let exit = child.stop(STOP_GRACE);
         let check = self.check(&workload).await?;
         ensure!(
             check.applied(&workload, args.users),
@@ -1066,11 +923,6 @@ impl StoreCheck {
     }
 }
 
-/// A progress line, stamped with the seconds since `started`.
-fn progress(started: Instant, message: impl std::fmt::Display) {
-    println!("[{:>6.1} s] {message}", started.elapsed().as_secs_f64());
-}
-
 struct RawPhase {
     batch: usize,
     commands: usize,
@@ -1112,22 +964,15 @@ impl WriterPhase {
     }
 }
 
-/// CPU time per process group from `/proc`, as cores used over a phase.
-struct CpuProbe {
-    cpus: usize,
-}
-
-#[derive(Debug, Clone)]
-struct CpuTimes {
-    total: u64,
-    idle: u64,
-    interrupts: u64,
-    steal: u64,
-    writer: u64,
-    postgres: HashMap<u32, u64>,
-    broker: HashMap<u32, u64>,
-    redis: HashMap<u32, u64>,
-    bench: u64,
+/// What a phase's CPU split accounts for, looked up at each snapshot (PostgreSQL starts a
+/// backend per connection): the writer (none in the raw phases), PostgreSQL, RabbitMQ, Redis.
+fn watched(writer: Option<u32>) -> [Vec<u32>; 4] {
+    [
+        writer.into_iter().collect(),
+        processes_named("postgres", None),
+        broker_process_ids(),
+        processes_named("redis-server", None),
+    ]
 }
 
 /// Cores used during a phase (each between 0 and the number of CPUs).
@@ -1144,88 +989,25 @@ struct CpuSplit {
     idle: f64,
 }
 
-impl CpuProbe {
-    fn new() -> Self {
-        let cpus = std::fs::read_to_string("/proc/stat")
-            .map(|stat| {
-                stat.lines()
-                    .filter(|line| {
-                        line.strip_prefix("cpu")
-                            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
-                    })
-                    .count()
-            })
-            .unwrap_or(0)
-            .max(1);
-        Self { cpus }
-    }
-
-    fn snapshot(&self, writer: Option<u32>) -> CpuTimes {
-        let system = system_jiffies();
-        let group = |pids: Vec<u32>| -> HashMap<u32, u64> {
-            pids.into_iter()
-                .map(|pid| (pid, process_jiffies(&pid.to_string())))
-                .collect()
+impl CpuSplit {
+    /// Cores used since `before`, with the writer `writer` (the one `before` was taken with).
+    fn since(cpu: &CpuProbe, before: &CpuTimes<4>, writer: Option<u32>) -> Self {
+        let Some(cores) = cpu.cores_between(before, &cpu.snapshot(&watched(writer))) else {
+            return Self::default();
         };
-        CpuTimes {
-            total: system.total,
-            idle: system.idle,
-            interrupts: system.interrupts,
-            steal: system.steal,
-            writer: writer.map_or(0, |pid| process_jiffies(&pid.to_string())),
-            postgres: group(processes_named("postgres", None)),
-            broker: group(broker_process_ids()),
-            redis: group(processes_named("redis-server", None)),
-            bench: process_jiffies("self"),
-        }
-    }
-
-    /// Shares of all CPU time since `before`, scaled to cores. Processes started meanwhile (a
-    /// new PostgreSQL backend) count in full; ones that ended meanwhile are lost, which is small.
-    fn since(&self, before: &CpuTimes, writer: Option<u32>) -> CpuSplit {
-        let now = self.snapshot(writer);
-        let total = now.total.saturating_sub(before.total);
-        if total == 0 {
-            return CpuSplit::default();
-        }
-        let cores = |ticks: u64| ticks as f64 / total as f64 * self.cpus as f64;
-        let grown = |now: &HashMap<u32, u64>, before: &HashMap<u32, u64>| -> u64 {
-            now.iter()
-                .map(|(pid, ticks)| ticks.saturating_sub(before.get(pid).copied().unwrap_or(0)))
-                .sum()
-        };
-        let writer = cores(now.writer.saturating_sub(before.writer));
-        let postgres = cores(grown(&now.postgres, &before.postgres));
-        let broker = cores(grown(&now.broker, &before.broker));
-        let redis = cores(grown(&now.redis, &before.redis));
-        let bench = cores(now.bench.saturating_sub(before.bench));
-        let idle = cores(now.idle.saturating_sub(before.idle));
-        let interrupts = cores(
-            now.interrupts.saturating_sub(before.interrupts)
-                + now.steal.saturating_sub(before.steal),
-        );
-        CpuSplit {
+        let [writer, postgres, broker, redis] = cores.groups;
+        Self {
             writer,
             postgres,
             broker,
             redis,
-            bench,
-            interrupts,
-            other: (self.cpus as f64
-                - idle
-                - writer
-                - postgres
-                - broker
-                - redis
-                - bench
-                - interrupts)
-                .max(0.0),
-            idle,
+            bench: cores.bench,
+            interrupts: cores.interrupts + cores.steal,
+            other: cores.other,
+            idle: cores.idle,
         }
     }
-}
 
-impl CpuSplit {
     fn json(&self) -> Value {
         json!({
             "card_writer": round2(self.writer),
@@ -1254,120 +1036,6 @@ impl CpuSplit {
     }
 }
 
-/// Machine-wide jiffies from the first line of `/proc/stat`.
-#[derive(Debug, Default)]
-struct SystemJiffies {
-    total: u64,
-    /// idle + iowait.
-    idle: u64,
-    /// irq + softirq.
-    interrupts: u64,
-    steal: u64,
-}
-
-fn system_jiffies() -> SystemJiffies {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = stat.lines().next() else {
-        return SystemJiffies::default();
-    };
-    // cpu user nice system idle iowait irq softirq steal (guest time is already in user).
-    let fields: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .take(8)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    let field = |index: usize| fields.get(index).copied().unwrap_or(0);
-    SystemJiffies {
-        total: fields.iter().sum(),
-        idle: field(3) + field(4),
-        interrupts: field(5) + field(6),
-        steal: field(7),
-    }
-}
-
-/// User + system jiffies of every thread of `/proc/<pid>` (0 if it is gone).
-fn process_jiffies(pid: &str) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    // The command name may contain spaces; the fields after its closing parenthesis do not.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After ")": state is field 3 of stat(5), so utime (14) and stime (15) are at 11 and 12.
-    let field = |index: usize| {
-        fields
-            .get(index)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field(11) + field(12)
-}
-
-/// Processes whose `comm` is `name` (and whose command line has `arg`, when given).
-fn processes_named(name: &str, arg: Option<&[u8]>) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|comm| comm.trim() == name)
-                && arg.is_none_or(|arg| {
-                    std::fs::read(format!("/proc/{pid}/cmdline"))
-                        .is_ok_and(|cmdline| cmdline.split(|byte| *byte == 0).any(|a| a == arg))
-                })
-        })
-        .collect()
-}
-
-/// The RabbitMQ server's Erlang VM(s), not the short-lived VMs of `rabbitmqctl`.
-fn broker_process_ids() -> Vec<u32> {
-    processes_named("beam.smp", Some(b"rabbit"))
-}
-
-fn load_average() -> Vec<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .filter_map(|f| f.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|line| line.strip_prefix("model name")?.split_once(':'))
-        .map_or("unknown CPU", |(_, model)| model.trim())
-        .to_owned();
-    let memory_gib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|line| line.strip_prefix("MemTotal:"))
-                .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
-    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
-    format!("{cpus} CPUs ({model}), {memory_gib:.0} GiB")
-}
-
-fn round2(value: f64) -> f64 {
-    (value * 100.0).round() / 100.0
-}
-
-fn verdict(pass: bool) -> &'static str {
-    if pass { "met" } else { "MISSED" }
-}
-
 struct Report {
     args: Args,
     load_before: Vec<f64>,
@@ -1383,7 +1051,7 @@ impl Report {
         let date = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
-        let machine = machine();
+        let machine = describe_machine();
         println!();
         println!("card-writer throughput benchmark, {date}, {machine}");
         println!(
@@ -1480,12 +1148,7 @@ impl Report {
                 .map(WriterPhase::per_second)
                 .fold(0.0, f64::max);
         }
-        if busiest_neighbour > NOISY_NEIGHBOUR_CORES {
-            println!();
-            println!(
-                "warning: other processes used up to {busiest_neighbour:.2} cores during a phase; rerun on a quiet machine"
-            );
-        }
+        warn_about_neighbours(busiest_neighbour);
         println!();
         println!(
             "target >= {TARGET_COMMANDS_PER_S:.0} commands/s (live queue): {worst:.0}, {}",

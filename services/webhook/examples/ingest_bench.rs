@@ -21,6 +21,11 @@
 
 use anyhow::{Context as _, bail, ensure};
 use bytes::Bytes;
+use cardsync_bench::{
+    CpuCores, CpuProbe, CpuTimes, ServiceProcess, broker_process_ids, describe_machine, free_port,
+    load_average, load_before_run, parse_setting, progress, round2, service_binary, service_env,
+    verdict, warn_about_neighbours,
+};
 use cardsync_bus::lapin::options::{
     BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueuePurgeOptions,
 };
@@ -31,8 +36,8 @@ use cardsync_store::subscriptions::{self, ClientStateHash, Subscription};
 use clap::Parser;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -49,13 +54,13 @@ const BODIES_PER_BATCH: usize = 64;
 /// Open-loop requests allowed in flight before the generator itself waits (the wait is still
 /// counted in the latency, because times run from when a request was due).
 const OPEN_LOOP_MAX_IN_FLIGHT: usize = 512;
+/// How long the webhook may take to drain and exit after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 // Targets from issue 2, section 6.
 const TARGET_NOTIFICATIONS_PER_S: f64 = 10_000.0;
 const TARGET_P99_MS: f64 = 50.0;
 const TARGET_RATIO: f64 = 0.7;
-/// Cores other processes may use during a phase before the figures are flagged as disturbed.
-const NOISY_NEIGHBOUR_CORES: f64 = 0.15;
 /// MB other processes may write to disk during a phase before the figures are flagged.
 const NOISY_NEIGHBOUR_WRITTEN_MB: f64 = 50.0;
 
@@ -90,13 +95,6 @@ struct Args {
     settings: Vec<(String, String)>,
 }
 
-fn parse_setting(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((key, value)) if key.starts_with("CARDSYNC__") => Ok((key.into(), value.into())),
-        _ => Err("expected CARDSYNC__SECTION__KEY=value".into()),
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
@@ -108,31 +106,13 @@ async fn main() -> anyhow::Result<()> {
     ensure!(args.concurrency > 0 && args.rate > 0.0 && args.latency_batch > 0);
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    let load_before = load_average();
-    if load_before.first().is_some_and(|one| *one > 1.5) {
-        println!(
-            "warning: load average {load_before:?} before the run; other work will skew the figures"
-        );
-    }
+    let load_before = load_before_run();
 
     // Settings the child will run with; loading them here validates them and tells us its
     // publisher pool size and retry tiers (for an exact teardown).
     let prefix = format!("bench.{}.", &Uuid::new_v4().simple().to_string()[..8]);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut env = vec![
-        (
-            "CARDSYNC__HTTP__LISTEN".to_owned(),
-            format!("127.0.0.1:{port}"),
-        ),
-        ("CARDSYNC__TOPOLOGY__PREFIX".to_owned(), prefix.clone()),
-        (
-            "CARDSYNC__POSTGRES__URL".to_owned(),
-            DATABASE_URL.to_owned(),
-        ),
-        ("CARDSYNC__BUS__URL".to_owned(), AMQP_URL.to_owned()),
-    ];
+    let port = free_port()?;
+    let mut env = service_env(port, &prefix, DATABASE_URL, AMQP_URL);
     env.extend(args.settings.iter().cloned());
     let settings = Settings::load(&Sources {
         file: None,
@@ -147,7 +127,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("RabbitMQ must run on 127.0.0.1:5672: run `make services`")?;
     let admin_channel = admin.create_channel().await?;
-    let binary = webhook_binary()?;
+    let binary = service_binary("webhook", "ingest_bench")?;
     let pool = test_database().await?;
 
     let tenant = Uuid::new_v4();
@@ -178,7 +158,7 @@ async fn main() -> anyhow::Result<()> {
             started,
             format_args!("starting {} (log: {})", binary.display(), log.display()),
         );
-        let mut webhook = Webhook::spawn(&binary, &env, &log)?;
+        let mut webhook = ServiceProcess::spawn(&binary, &env, &log)?;
         let bench = Bench {
             args: &args,
             base: format!("http://127.0.0.1:{port}"),
@@ -193,7 +173,7 @@ async fn main() -> anyhow::Result<()> {
             started,
         };
         let result = bench.run(load_before, &mut webhook).await;
-        let exit = webhook.stop();
+        let exit = webhook.stop(STOP_GRACE);
         if result.is_err() {
             println!("webhook exit: {exit:?}; its log: {}", log.display());
         }
@@ -254,108 +234,6 @@ async fn test_database() -> anyhow::Result<sqlx::PgPool> {
     Ok(pool)
 }
 
-/// The `webhook` binary next to this example, (re)built with the same profile and target dir so
-/// the numbers are never those of a stale or debug server.
-fn webhook_binary() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("locating the build directory")?;
-    let target_dir = profile_dir
-        .parent()
-        .context("locating the target directory")?;
-    let profile = profile_dir
-        .file_name()
-        .and_then(|name| name.to_str())
-        .unwrap_or("debug");
-    if profile != "release" {
-        println!("warning: profile {profile:?}; only release figures belong in BENCHMARKS.md");
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(cargo);
-    build
-        .args(["build", "--quiet", "--locked", "--bin", "webhook"])
-        .arg("--manifest-path")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
-        .arg("--target-dir")
-        .arg(target_dir);
-    match profile {
-        "debug" => {}
-        "release" => {
-            build.arg("--release");
-        }
-        other => {
-            build.args(["--profile", other]);
-        }
-    }
-    let status = build.status().context("running cargo build")?;
-    ensure!(status.success(), "building the webhook binary failed");
-    Ok(profile_dir.join("webhook"))
-}
-
-/// The webhook child process; stopped with SIGTERM (then killed) however the run ends.
-struct Webhook(Option<Child>);
-
-impl Webhook {
-    fn spawn(binary: &Path, env: &[(String, String)], log: &Path) -> anyhow::Result<Self> {
-        let out = std::fs::File::create(log)?;
-        let mut command = Command::new(binary);
-        command.arg("serve");
-        // Only our settings: a CARDSYNC__ variable in the caller's shell would make the child
-        // differ from the settings loaded above.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("CARDSYNC") {
-                command.env_remove(key);
-            }
-        }
-        let child = command
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        Ok(Self(Some(child)))
-    }
-
-    fn pid(&self) -> u32 {
-        self.0.as_ref().map_or(0, Child::id)
-    }
-
-    fn has_exited(&mut self) -> bool {
-        self.0
-            .as_mut()
-            .is_none_or(|child| !matches!(child.try_wait(), Ok(None)))
-    }
-
-    /// SIGTERM, up to 10 s for the graceful drain, then SIGKILL.
-    fn stop(mut self) -> Option<std::process::ExitStatus> {
-        let mut child = self.0.take()?;
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        for _ in 0..100 {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = child.kill();
-        child.wait().ok()
-    }
-}
-
-impl Drop for Webhook {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// Everything the phases share.
 struct Bench<'a> {
     args: &'a Args,
@@ -376,7 +254,7 @@ impl<'a> Bench<'a> {
     async fn run(
         &self,
         load_before: Vec<f64>,
-        webhook: &mut Webhook,
+        webhook: &mut ServiceProcess,
     ) -> anyhow::Result<Report<'a>> {
         let args = self.args;
         let client = reqwest::Client::builder()
@@ -385,12 +263,15 @@ impl<'a> Bench<'a> {
             .http1_only()
             .build()?;
         self.wait_ready(&client, webhook).await?;
-        let cpu = CpuProbe::new(self.webhook_pid);
+        let cpu = UsageProbe::new(self.webhook_pid);
         progress(
             self.started,
             format_args!(
                 "webhook ready (pid {}), RabbitMQ pid(s) {:?}, {} CPUs, load {:?}",
-                self.webhook_pid, cpu.broker, cpu.cpus, load_before
+                self.webhook_pid,
+                cpu.broker(),
+                cpu.cpu.cpus(),
+                load_before
             ),
         );
 
@@ -503,7 +384,7 @@ impl<'a> Bench<'a> {
     async fn wait_ready(
         &self,
         client: &reqwest::Client,
-        webhook: &mut Webhook,
+        webhook: &mut ServiceProcess,
     ) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
@@ -528,11 +409,6 @@ impl<'a> Bench<'a> {
             .context("purging the benchmark queue")?;
         Ok(())
     }
-}
-
-/// A progress line, stamped with the seconds since `started`.
-fn progress(started: Instant, message: impl std::fmt::Display) {
-    println!("[{:>6.1} s] {message}", started.elapsed().as_secs_f64());
 }
 
 /// A Graph-shaped user change notification (the shape of `tests/api/helpers.rs`).
@@ -837,28 +713,23 @@ async fn raw_publish(
     Ok(total)
 }
 
-/// CPU time per process from `/proc`, as cores used over a phase.
-struct CpuProbe {
-    webhook: u32,
-    broker: Vec<u32>,
-    cpus: usize,
+/// CPU and disk use per phase: the webhook, RabbitMQ, this load generator and the rest.
+struct UsageProbe {
+    cpu: CpuProbe,
+    /// The webhook, then RabbitMQ's VM(s): looked up once, as neither restarts during a run.
+    watched: [Vec<u32>; 2],
 }
 
-#[derive(Debug, Clone, Copy)]
-struct CpuTimes {
+/// Counters at one moment.
+#[derive(Debug, Clone)]
+struct Usage {
     at: Instant,
     disk: DiskCounters,
     broker_write_bytes: u64,
-    total: u64,
-    idle: u64,
-    interrupts: u64,
-    steal: u64,
-    webhook: u64,
-    broker: u64,
-    bench: u64,
+    cpu: CpuTimes<2>,
 }
 
-/// Cores used during a phase (each between 0 and the number of CPUs).
+/// Cores used during a phase (each between 0 and the number of CPUs), and disk writes.
 #[derive(Debug, Clone, Copy, Default)]
 struct CpuSplit {
     webhook: f64,
@@ -879,65 +750,45 @@ struct CpuSplit {
     disk_busy: f64,
 }
 
-impl CpuProbe {
+impl UsageProbe {
     fn new(webhook: u32) -> Self {
-        let broker = broker_process_ids();
-        let cpus = std::fs::read_to_string("/proc/stat")
-            .map(|stat| {
-                stat.lines()
-                    .filter(|line| {
-                        line.strip_prefix("cpu")
-                            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
-                    })
-                    .count()
-            })
-            .unwrap_or(0)
-            .max(1);
         Self {
-            webhook,
-            broker,
-            cpus,
+            cpu: CpuProbe::new(),
+            watched: [vec![webhook], broker_process_ids()],
         }
     }
 
-    fn snapshot(&self) -> CpuTimes {
-        let system = system_jiffies();
-        CpuTimes {
+    fn broker(&self) -> &[u32] {
+        &self.watched[1]
+    }
+
+    fn snapshot(&self) -> Usage {
+        Usage {
             at: Instant::now(),
             disk: disk_counters(),
             broker_write_bytes: self
-                .broker
+                .broker()
                 .iter()
                 .map(|pid| process_write_bytes(*pid))
                 .sum(),
-            total: system.total,
-            idle: system.idle,
-            interrupts: system.interrupts,
-            steal: system.steal,
-            webhook: process_jiffies(&self.webhook.to_string()),
-            broker: self
-                .broker
-                .iter()
-                .map(|pid| process_jiffies(&pid.to_string()))
-                .sum(),
-            bench: process_jiffies("self"),
+            cpu: self.cpu.snapshot(&self.watched),
         }
     }
 
-    /// Shares of all CPU time since `before`, scaled to cores; no clock-tick rate needed.
-    fn since(&self, before: &CpuTimes) -> CpuSplit {
+    /// Use since `before`.
+    fn since(&self, before: &Usage) -> CpuSplit {
         let now = self.snapshot();
-        let total = now.total.saturating_sub(before.total);
-        if total == 0 {
+        let Some(CpuCores {
+            groups: [webhook, broker],
+            bench,
+            interrupts,
+            steal,
+            other,
+            idle,
+        }) = self.cpu.cores_between(&before.cpu, &now.cpu)
+        else {
             return CpuSplit::default();
-        }
-        let cores = |ticks: u64| ticks as f64 / total as f64 * self.cpus as f64;
-        let webhook = cores(now.webhook.saturating_sub(before.webhook));
-        let broker = cores(now.broker.saturating_sub(before.broker));
-        let bench = cores(now.bench.saturating_sub(before.bench));
-        let idle = cores(now.idle.saturating_sub(before.idle));
-        let interrupts = cores(now.interrupts.saturating_sub(before.interrupts));
-        let steal = cores(now.steal.saturating_sub(before.steal));
+        };
         let wall_ms = now.at.duration_since(before.at).as_secs_f64() * 1000.0;
         let megabytes = |bytes: u64| bytes as f64 / 1_000_000.0;
         CpuSplit {
@@ -961,8 +812,7 @@ impl CpuProbe {
             bench,
             interrupts,
             steal,
-            other: (self.cpus as f64 - idle - webhook - broker - bench - interrupts - steal)
-                .max(0.0),
+            other,
             idle,
         }
     }
@@ -1002,38 +852,6 @@ impl CpuSplit {
             self.idle,
             self.disk_busy * 100.0
         )
-    }
-}
-
-/// Machine-wide jiffies from the first line of `/proc/stat`.
-#[derive(Debug, Default)]
-struct SystemJiffies {
-    total: u64,
-    /// idle + iowait.
-    idle: u64,
-    /// irq + softirq.
-    interrupts: u64,
-    steal: u64,
-}
-
-fn system_jiffies() -> SystemJiffies {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = stat.lines().next() else {
-        return SystemJiffies::default();
-    };
-    // cpu user nice system idle iowait irq softirq steal (guest time is already in user).
-    let fields: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .take(8)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    let field = |index: usize| fields.get(index).copied().unwrap_or(0);
-    SystemJiffies {
-        total: fields.iter().sum(),
-        idle: field(3) + field(4),
-        interrupts: field(5) + field(6),
-        steal: field(7),
     }
 }
 
@@ -1079,83 +897,6 @@ fn process_write_bytes(pid: u32) -> u64 {
                 .and_then(|value| value.trim().parse().ok())
         })
         .unwrap_or(0)
-}
-
-/// User + system jiffies of every thread of `/proc/<pid>` (0 if it is gone).
-fn process_jiffies(pid: &str) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    // The command name may contain spaces; the fields after its closing parenthesis do not.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After ")": state is field 3 of stat(5), so utime (14) and stime (15) are at 11 and 12.
-    let field = |index: usize| {
-        fields
-            .get(index)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field(11) + field(12)
-}
-
-/// The RabbitMQ server's Erlang VM(s), not the short-lived VMs of `rabbitmqctl`.
-fn broker_process_ids() -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let is_beam = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|comm| comm.trim() == "beam.smp");
-            is_beam
-                && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
-                    cmdline.split(|byte| *byte == 0).any(|arg| arg == b"rabbit")
-                })
-        })
-        .collect()
-}
-
-fn load_average() -> Vec<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .filter_map(|f| f.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|line| line.strip_prefix("model name")?.split_once(':'))
-        .map_or("unknown CPU", |(_, model)| model.trim())
-        .to_owned();
-    let memory_gib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|line| line.strip_prefix("MemTotal:"))
-                .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
-    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
-    format!("{cpus} CPUs ({model}), {memory_gib:.0} GiB")
-}
-
-fn round2(value: f64) -> f64 {
-    (value * 100.0).round() / 100.0
-}
-
-fn verdict(pass: bool) -> &'static str {
-    if pass { "met" } else { "MISSED" }
 }
 
 /// One batch size: the webhook, then the raw publisher.
@@ -1208,7 +949,7 @@ impl Report<'_> {
         let date = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
-        let machine = machine();
+        let machine = describe_machine();
         println!();
         println!("webhook ingest benchmark, {date}, {machine}");
         println!(
@@ -1321,12 +1062,7 @@ impl Report<'_> {
             .flat_map(|row| [row.http_cpu.other, row.raw_cpu.other])
             .chain([self.latency_cpu.other])
             .fold(0.0, f64::max);
-        if busiest_neighbour > NOISY_NEIGHBOUR_CORES {
-            println!();
-            println!(
-                "warning: other processes used up to {busiest_neighbour:.2} cores during a phase; rerun on a quiet machine"
-            );
-        }
+        warn_about_neighbours(busiest_neighbour);
         let busiest_writer = self
             .rows
             .iter()

@@ -1,0 +1,20 @@
+//! Support code of the cardsync benchmarks (`make bench`), shared by the services' bench
+//! examples. They measure on Linux, through `/proc`.
+//!
+//! - [`service`]: the service under test, built from this workspace and run as a child process.
+//! - [`cpu`]: cores used per phase by the processes a benchmark watches, this load generator,
+//!   interrupts and everything else.
+//! - [`machine`]: what the machine is and how busy it was.
+//! - [`report`]: progress lines and the small helpers of the printed reports.
+//!
+//! Errors are `anyhow`: they only ever end a benchmark's `main`, which prints the whole chain.
+
+pub mod cpu;
+pub mod machine;
+pub mod report;
+pub mod service;
+
+pub use cpu::{CpuCores, CpuProbe, CpuTimes, broker_process_ids, processes_named};
+pub use machine::{describe_machine, load_average, load_before_run};
+pub use report::{NOISY_NEIGHBOUR_CORES, progress, round2, verdict, warn_about_neighbours};
+pub use service::{ServiceProcess, free_port, parse_setting, service_binary, service_env};
