@@ -8,7 +8,6 @@ use cardsync_rules::FieldRules;
 use cardsync_store::tenants::{self, TenantConfig};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-use tokio_util::sync::CancellationToken;
 
 /// glibc's allocator was a fifth of the writer's CPU under load (many small, short-lived
 /// allocations across the runtime's threads).
@@ -183,36 +182,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await
         .context("building the card-writer")?;
     tracing::info!(port = application.port(), "card-writer listening");
-    let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let shutdown = cardsync_runtime::cancel_on_signal();
     application
         .run_until_stopped(shutdown)
         .await
         .context("serving")?;
     tracing::info!("card-writer stopped");
     Ok(())
-}
-
-/// SIGTERM (Kubernetes) or Ctrl-C becomes a cancellation.
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    shutdown.cancel();
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    shutdown.cancel();
 }

@@ -7,7 +7,6 @@ use cardsync_store::connections::{self, Connection, CredentialKind, SealingKey};
 use clap::{Parser, Subcommand, ValueEnum};
 use delta_worker::{Application, Settings};
 use secrecy::SecretString;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 #[derive(Debug, Parser)]
@@ -82,8 +81,7 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("building the delta-worker")?;
             tracing::info!(port = application.port(), "delta-worker running");
-            let shutdown = CancellationToken::new();
-            tokio::spawn(cancel_on_signal(shutdown.clone()));
+            let shutdown = cardsync_runtime::cancel_on_signal();
             application
                 .run_until_stopped(shutdown)
                 .await
@@ -141,20 +139,4 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            shutdown.cancel();
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    shutdown.cancel();
 }

@@ -8,7 +8,6 @@ use clap::{Parser, Subcommand};
 use secrecy::{ExposeSecret as _, SecretString};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use webhook::{Application, Settings};
 
@@ -126,36 +125,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await
         .context("building the webhook")?;
     tracing::info!(port = application.port(), "webhook listening");
-    let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let shutdown = cardsync_runtime::cancel_on_signal();
     application
         .run_until_stopped(shutdown)
         .await
         .context("serving HTTP")?;
     tracing::info!("webhook stopped");
     Ok(())
-}
-
-/// SIGTERM (Kubernetes) or Ctrl-C becomes a cancellation.
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    shutdown.cancel();
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    shutdown.cancel();
 }
