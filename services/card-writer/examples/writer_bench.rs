@@ -216,7 +216,6 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("Redis must run on 127.0.0.1:6379: run `make services`")?;
 
-    let mut tenants_made: Vec<Uuid> = Vec::new();
     let log = std::env::temp_dir().join(format!("writer_bench-{prefix}log"));
     let outcome = async {
         cardsync_bus::declare(&admin_channel, &topology)
@@ -237,7 +236,7 @@ async fn main() -> anyhow::Result<()> {
             metrics_url: format!("http://127.0.0.1:{port}/metrics"),
             started,
         };
-        let result = bench.run(load_before, &lanes, &mut tenants_made).await;
+        let result = bench.run(load_before, &lanes).await;
         publisher.close().await;
         result
     }
@@ -561,12 +560,7 @@ struct Bench<'a> {
 }
 
 impl<'a> Bench<'a> {
-    async fn run(
-        &self,
-        load_before: Vec<f64>,
-        lanes: &[Lane],
-        tenants_made: &mut Vec<Uuid>,
-    ) -> anyhow::Result<Report> {
+    async fn run(&self, load_before: Vec<f64>, lanes: &[Lane]) -> anyhow::Result<Report> {
         let args = self.args;
         let cpu = CpuProbe::new();
         progress(
@@ -584,7 +578,7 @@ impl<'a> Bench<'a> {
         let mut raw = Vec::new();
         for &batch in &args.raw_batches {
             self.settle().await?;
-            let tenant = self.new_tenant(tenants_made).await?;
+            let tenant = self.new_tenant().await?;
             let workload = Workload::new(tenant, args.users, args.commands, Cause::Notification);
             let rows = Arc::new(raw_rows(&workload, &rules, &exchange));
             let probe = cpu.snapshot(&watched(None));
@@ -634,7 +628,7 @@ impl<'a> Bench<'a> {
 
         let mut writer = Vec::new();
         for &lane in lanes {
-            let phase = self.writer_phase(lane, &cpu, tenants_made).await?;
+            let phase = self.writer_phase(lane, &cpu).await?;
             writer.push(phase);
             let _ = Command::new("sync").status();
         }
@@ -662,7 +656,7 @@ impl<'a> Bench<'a> {
         Ok(())
     }
 
-    async fn new_tenant(&self, tenants_made: &mut Vec<Uuid>) -> anyhow::Result<Uuid> {
+    async fn new_tenant(&self) -> anyhow::Result<Uuid> {
         let tenant = Uuid::new_v4();
         tenants::put(
             self.pool,
@@ -676,19 +670,13 @@ impl<'a> Bench<'a> {
         )
         .await
         .context("storing a benchmark tenant")?;
-        tenants_made.push(tenant);
         Ok(tenant)
     }
 
     /// Pre-loads the queue, starts the writer and times it until every command is applied.
-    async fn writer_phase(
-        &self,
-        lane: Lane,
-        cpu: &CpuProbe,
-        tenants_made: &mut Vec<Uuid>,
-    ) -> anyhow::Result<WriterPhase> {
+    async fn writer_phase(&self, lane: Lane, cpu: &CpuProbe) -> anyhow::Result<WriterPhase> {
         let args = self.args;
-        let tenant = self.new_tenant(tenants_made).await?;
+        let tenant = self.new_tenant().await?;
         let workload = Workload::new(tenant, args.users, args.commands, lane.cause());
         let exchange = self.topology.name(names::CARDS);
         let routing_key = lane.routing_key(&tenant.to_string());
