@@ -2,7 +2,7 @@
 //! nothing, Redis is only a fast path, a relay crash republishes the same message id, and an
 //! event that commits late is still published.
 
-use crate::helpers::{kinds, spawn_app, upsert};
+use crate::helpers::{kinds, next_event, spawn_app, upsert};
 use card_writer::events::{EventSpec, outbox_message};
 use cardsync_bus::{Delivery, Handler as _, Processed, names};
 use cardsync_proto::Cause;
@@ -11,8 +11,11 @@ use cardsync_proto::{CardCommand, Message as _};
 use cardsync_store::outbox;
 use lapin::options::BasicGetOptions;
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// How long an event the running relay publishes may take (it sweeps every second).
+const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn events_reach_the_bus_once_per_change_through_the_outbox() {
@@ -140,28 +143,27 @@ async fn the_running_relay_publishes_an_event_that_commits_below_ids_it_already_
     outbox::enqueue_all(&mut late, &[message])
         .await
         .expect("enqueued");
+    let mut stream = app.event_stream().await;
     let shutdown = CancellationToken::new();
     let relay = tokio::spawn(app.relay.clone().run(shutdown.clone()));
     app.apply(&upsert(app.tenant, "u1", 1, &[("name", Some("Ann"))]))
         .await;
-    let mut events = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while events.is_empty() && Instant::now() < deadline {
-        events.extend(app.take_events().await);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(kinds(&events), vec!["created"], "u1's event, the newest id");
+    let first = next_event(&mut stream, WAIT).await.expect("u1's event");
+    assert_eq!(
+        kinds(&[first]),
+        vec!["created"],
+        "u1's event, the newest id"
+    );
 
     late.commit().await.expect("committed");
-    while events.len() < 2 && Instant::now() < deadline {
-        events.extend(app.take_events().await);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(
-        kinds(&events),
-        vec!["created", "updated"],
-        "the late event too"
-    );
+    let late_event = next_event(&mut stream, WAIT)
+        .await
+        .expect("the late event is published too");
+    assert_eq!(kinds(&[late_event]), vec!["updated"]);
+    // A row is marked published after the broker's confirm; a stopped relay has committed
+    // every mark of what it published.
+    shutdown.cancel();
+    relay.await.expect("the relay stops");
     let ids: Vec<(i64, Option<String>)> = sqlx::query_as(
         "SELECT id, published_at::text FROM outbox WHERE tenant_id = $1 ORDER BY id",
     )
@@ -174,7 +176,5 @@ async fn the_running_relay_publishes_an_event_that_commits_below_ids_it_already_
         ids.iter().all(|(_, published)| published.is_some()),
         "{ids:?}"
     );
-    shutdown.cancel();
-    let _ = relay.await;
     app.teardown().await;
 }

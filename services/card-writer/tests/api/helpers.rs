@@ -308,19 +308,28 @@ impl TestApp {
             .await
             .expect("basic.get")
         {
-            let delivery = message.delivery;
-            let kind = delivery.properties.kind().as_ref().map(|k| k.to_string());
-            assert_eq!(kind.as_deref(), Some(CardEvent::TYPE));
-            let id = delivery
-                .properties
-                .message_id()
-                .as_ref()
-                .map(|id| id.to_string())
-                .expect("message id");
-            let event = CardEvent::decode(delivery.data.as_slice()).expect("decodes");
-            events.push((id, event));
+            events.push(decode_event(&message.delivery));
         }
         events
+    }
+
+    /// A consumer of `card-events.audit` (auto-acknowledged), for tests that wait for events
+    /// the running relay publishes: see [`next_event`].
+    pub async fn event_stream(&mut self) -> lapin::Consumer {
+        let queue = self.topology.name(names::CARD_EVENTS_AUDIT);
+        self.channel()
+            .await
+            .basic_consume(
+                queue.as_str().into(),
+                "test-events".into(),
+                lapin::options::BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .expect("basic.consume")
     }
 
     /// A fresh channel for tests that need raw AMQP.
@@ -361,6 +370,33 @@ impl TestApp {
         let channel = self.channel().await;
         let _ = cardsync_bus::delete(&channel, &self.topology).await;
     }
+}
+
+/// The next card event of `stream`, waiting up to `within`; `None` if none came.
+pub async fn next_event(
+    stream: &mut lapin::Consumer,
+    within: Duration,
+) -> Option<(String, CardEvent)> {
+    use futures_util::StreamExt as _;
+    let delivery = tokio::time::timeout(within, stream.next())
+        .await
+        .ok()??
+        .expect("event delivery");
+    Some(decode_event(&delivery))
+}
+
+/// The message id and the decoded event of a card-event delivery (its type checked).
+fn decode_event(delivery: &lapin::message::Delivery) -> (String, CardEvent) {
+    let kind = delivery.properties.kind().as_ref().map(|k| k.to_string());
+    assert_eq!(kind.as_deref(), Some(CardEvent::TYPE));
+    let id = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|id| id.to_string())
+        .expect("message id");
+    let event = CardEvent::decode(delivery.data.as_slice()).expect("decodes");
+    (id, event)
 }
 
 /// The kinds of events, in order.
