@@ -623,6 +623,13 @@ impl<'a> Bench<'a> {
                 ),
             );
             raw.push(phase);
+            // No relay publishes the raw rows; left in the outbox, the writer's relay would
+            // publish them (and walk past them) during the writer phases.
+            sqlx::query("DELETE FROM outbox WHERE tenant_id = $1")
+                .bind(tenant)
+                .execute(self.pool)
+                .await
+                .context("removing the raw phase's outbox rows")?;
             let _ = Command::new("sync").status();
         }
 
@@ -645,13 +652,18 @@ impl<'a> Bench<'a> {
 
     /// Before a phase: what autovacuum would have done by now (PostgreSQL may run without it;
     /// this machine's does, and earlier runs and the tests leave dead rows behind), so the
-    /// planner sees the tables as they are; then dirty pages are written now rather than in
-    /// bursts during the phase.
+    /// planner sees the tables as they are; then a checkpoint, so every phase starts right
+    /// after one (dirty pages written now, not in a burst during the phase; with the default
+    /// `max_wal_size` a checkpoint otherwise fell at a different point of every run).
     async fn settle(&self) -> anyhow::Result<()> {
         sqlx::query("VACUUM (ANALYZE) cards, card_teams, teams, audit_log, outbox")
             .execute(self.pool)
             .await
             .context("vacuuming the card tables")?;
+        sqlx::query("CHECKPOINT")
+            .execute(self.pool)
+            .await
+            .context("checkpointing")?;
         let _ = Command::new("sync").status();
         Ok(())
     }
@@ -708,6 +720,8 @@ impl<'a> Bench<'a> {
                 loading.elapsed().as_secs_f64()
             ),
         );
+        let events_queue = self.topology.name(names::CARD_EVENTS_AUDIT);
+        let events_before = self.depth(&events_queue).await?;
         self.settle().await?;
 
         let client = reqwest::Client::builder()
@@ -790,6 +804,13 @@ impl<'a> Bench<'a> {
         ensure!(
             dead_letters == 0,
             "{dead_letters} commands were dead-lettered"
+        );
+        // The events themselves, on the queue every card event reaches.
+        let events = i64::from(self.depth(&events_queue).await?) - i64::from(events_before);
+        ensure!(
+            events == args.commands as i64,
+            "{events_queue} received {events} card events for {} commands",
+            args.commands
         );
         let (first_at, first_sum) = first_applied.unwrap_or((spawned, 0));
         let phase = WriterPhase {
