@@ -208,6 +208,62 @@ pub async fn lock_users(conn: &mut PgConnection, users: &[(Uuid, &str)]) -> Resu
     Ok(())
 }
 
+/// [`lock_by_users`]: one probe of `cards_by_user` per user.
+const BY_USERS: &str = "SELECT c.* FROM unnest($2::text[]) AS u(user_id)
+   CROSS JOIN LATERAL (
+       SELECT * FROM cards
+        WHERE tenant_id = $1 AND user_id = u.user_id
+        LIMIT 1 FOR UPDATE
+   ) AS c";
+
+/// [`lock_by_uids`]: one probe of `cards_by_uid` per UID.
+const BY_UIDS: &str = "SELECT c.* FROM unnest($2::text[]) AS w(uid)
+   CROSS JOIN LATERAL (
+       SELECT * FROM cards
+        WHERE tenant_id = $1 AND uid = w.uid AND status <> 'deleted'
+        LIMIT 1 FOR UPDATE
+   ) AS c";
+
+/// [`lock_by_emails`]: one probe of `cards_by_email` per email.
+const BY_EMAILS: &str = "SELECT e.wanted AS matched_email, c.*
+   FROM unnest($2::text[]) AS e(wanted)
+  CROSS JOIN LATERAL (
+       SELECT * FROM cards
+        WHERE tenant_id = $1 AND email IS NOT NULL AND lower(email) = lower(e.wanted)
+          AND status <> 'deleted'
+        LIMIT 1 FOR UPDATE
+   ) AS c";
+
+/// The index PostgreSQL plans to probe for each batch look-up of `tenant_id` right now:
+/// [`lock_by_users`], [`lock_by_uids`] and [`lock_by_emails`], in that order (`"seq scan"` for
+/// none). Each should be its key's own index (`cards_by_user`, `cards_by_uid`,
+/// `cards_by_email`); any other reads every card of the tenant once per command. A diagnostic
+/// for operators, and what the tests hold the look-ups to.
+pub async fn lookup_indexes(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+) -> Result<Vec<String>, StoreError> {
+    let mut indexes = Vec::with_capacity(3);
+    for statement in [BY_USERS, BY_UIDS, BY_EMAILS] {
+        let explain = format!("EXPLAIN (FORMAT JSON) {statement}");
+        let (plan,): (serde_json::Value,) = sqlx::query_as(sqlx::AssertSqlSafe(explain))
+            .bind(tenant_id)
+            .bind(["someone"].as_slice())
+            .fetch_one(&mut *conn)
+            .await?;
+        indexes.push(probed_index(&plan[0]["Plan"]).unwrap_or_else(|| "seq scan".to_owned()));
+    }
+    Ok(indexes)
+}
+
+/// The first index a plan scans, depth first.
+fn probed_index(plan: &serde_json::Value) -> Option<String> {
+    if let Some(name) = plan.get("Index Name").and_then(serde_json::Value::as_str) {
+        return Some(name.to_owned());
+    }
+    plan.get("Plans")?.as_array()?.iter().find_map(probed_index)
+}
+
 /// The cards of several users of one tenant, tombstones included, locked for update (one round
 /// trip for a batch of commands; callers hold the users' [`lock_users`] locks first).
 pub async fn lock_by_users(
@@ -220,18 +276,11 @@ pub async fn lock_by_users(
     // (a new tenant's initial sync), or settle on a bitmap plan that steps over every dead index
     // entry of updated rows on every call. The `LIMIT` keeps the sub-select from being
     // flattened into such a join.
-    Ok(sqlx::query_as::<_, Card>(
-        "SELECT c.* FROM unnest($2::text[]) AS u(user_id)
-           CROSS JOIN LATERAL (
-               SELECT * FROM cards
-                WHERE tenant_id = $1 AND user_id = u.user_id
-                LIMIT 1 FOR UPDATE
-           ) AS c",
-    )
-    .bind(tenant_id)
-    .bind(user_ids)
-    .fetch_all(conn)
-    .await?)
+    Ok(sqlx::query_as::<_, Card>(BY_USERS)
+        .bind(tenant_id)
+        .bind(user_ids)
+        .fetch_all(conn)
+        .await?)
 }
 
 /// The live (not deleted) cards with any of these UIDs, locked for update (one round trip for
@@ -245,18 +294,11 @@ pub async fn lock_by_uids(
     // One lock order for every writer.
     uids.sort_unstable();
     uids.dedup();
-    Ok(sqlx::query_as::<_, Card>(
-        "SELECT c.* FROM unnest($2::text[]) AS w(uid)
-           CROSS JOIN LATERAL (
-               SELECT * FROM cards
-                WHERE tenant_id = $1 AND uid = w.uid AND status <> 'deleted'
-                LIMIT 1 FOR UPDATE
-           ) AS c",
-    )
-    .bind(tenant_id)
-    .bind(&uids)
-    .fetch_all(conn)
-    .await?)
+    Ok(sqlx::query_as::<_, Card>(BY_UIDS)
+        .bind(tenant_id)
+        .bind(&uids)
+        .fetch_all(conn)
+        .await?)
 }
 
 /// The live cards whose email matches one of `emails` case-insensitively, each paired with the
@@ -271,20 +313,11 @@ pub async fn lock_by_emails(
     let mut emails = emails.to_vec();
     emails.sort_unstable();
     emails.dedup();
-    let rows = sqlx::query(
-        "SELECT e.wanted AS matched_email, c.*
-           FROM unnest($2::text[]) AS e(wanted)
-          CROSS JOIN LATERAL (
-               SELECT * FROM cards
-                WHERE tenant_id = $1 AND email IS NOT NULL AND lower(email) = lower(e.wanted)
-                  AND status <> 'deleted'
-                LIMIT 1 FOR UPDATE
-           ) AS c",
-    )
-    .bind(tenant_id)
-    .bind(&emails)
-    .fetch_all(conn)
-    .await?;
+    let rows = sqlx::query(BY_EMAILS)
+        .bind(tenant_id)
+        .bind(&emails)
+        .fetch_all(conn)
+        .await?;
     rows.iter()
         .map(|row| Ok((row.try_get("matched_email")?, Card::from_row(row)?)))
         .collect::<Result<_, sqlx::Error>>()

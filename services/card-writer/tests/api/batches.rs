@@ -383,3 +383,54 @@ async fn a_batch_ends_exactly_where_the_same_commands_applied_one_by_one_end() {
         .expect("tenant removed");
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn look_ups_of_a_tenant_newer_than_the_statistics_probe_each_keys_own_index() {
+    let app = spawn_app().await;
+    // Another tenant's cards make a table where the choice of index matters.
+    let other = uuid::Uuid::new_v4();
+    tenants::put(
+        &app.pool,
+        &TenantConfig {
+            id: other,
+            name: "another tenant".into(),
+            rules: FieldRules::default(),
+            invites_enabled: false,
+            admin_roles_enabled: false,
+        },
+    )
+    .await
+    .expect("tenant stored");
+    sqlx::query(
+        "INSERT INTO cards (tenant_id, card_id, user_id, uid, email)
+         SELECT $1, gen_random_uuid(), 'u' || i, 'u' || i, 'u' || i || '@example.com'
+           FROM generate_series(1, 3000) AS i",
+    )
+    .bind(other)
+    .execute(&app.pool)
+    .await
+    .expect("cards of another tenant");
+    // Statistics taken while the tenant has no card, as during any initial sync: PostgreSQL
+    // believes the tenant is empty, so every index that starts with tenant_id looks as cheap.
+    sqlx::query("ANALYZE cards")
+        .execute(&app.pool)
+        .await
+        .expect("analysed");
+    let t = app.tenant;
+    for (user, version) in [("u1", 1), ("u2", 1), ("u1", 2)] {
+        app.apply(&upsert(t, user, version, &[("name", Some(user))]))
+            .await;
+    }
+    let mut conn = app.pool.acquire().await.expect("a connection");
+    let indexes = cardsync_store::cards::lookup_indexes(&mut conn, t)
+        .await
+        .expect("planned");
+    drop(conn);
+    sqlx::query("DELETE FROM tenants WHERE tenant_id = $1")
+        .bind(other)
+        .execute(&app.pool)
+        .await
+        .expect("the other tenant removed");
+    assert_eq!(indexes, ["cards_by_user", "cards_by_uid", "cards_by_email"]);
+    app.teardown().await;
+}
