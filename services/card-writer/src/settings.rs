@@ -175,10 +175,13 @@ mod tests {
     fn a_bulk_concurrency_above_its_prefetch_is_refused() {
         let sources = Sources {
             file: None,
-            env: Some(vec![(
-                "CARDSYNC__CARD_WRITER__BULK_CONCURRENCY".into(),
-                "129".into(),
-            )]),
+            env: Some(vec![
+                ("CARDSYNC__CARD_WRITER__BULK_PREFETCH".into(), "128".into()),
+                (
+                    "CARDSYNC__CARD_WRITER__BULK_CONCURRENCY".into(),
+                    "129".into(),
+                ),
+            ]),
         };
         let error = Settings::load(&sources).unwrap_err();
         assert!(error.to_string().contains("bulk_concurrency"), "{error}");
