@@ -1,7 +1,7 @@
 //! The transactional outbox: messages written in the same transaction as the change they
-//! announce, and published later by a relay that marks them once the broker confirmed them.
+//! announce, and published later by a relay that deletes them once the broker confirmed them.
 //!
-//! Delivery is at least once: a relay that dies between the broker's confirm and the mark
+//! Delivery is at least once: a relay that dies between the broker's confirm and its commit
 //! publishes the same row again, with the same message id, so consumers can deduplicate.
 
 use crate::StoreError;
@@ -119,39 +119,41 @@ pub async fn enqueue_all(
     Ok(())
 }
 
-/// Claims up to `limit` unpublished messages for `exchanges` with an id above `after`, oldest
-/// first, locking them for this transaction; rows another relay holds are skipped, so relays
-/// work in parallel without doubling.
+/// Takes up to `limit` messages for `exchanges` with an id above `after`, oldest first:
+/// deletes them in the caller's transaction and returns them. The caller publishes them and
+/// commits only after the broker confirmed every one; a rollback (or a crash) puts them back.
+/// Rows another relay's transaction holds are skipped, so relays work in parallel without
+/// doubling.
 ///
-/// `after` lets a relay start its index scan near the rows it has not seen yet: every
-/// published row leaves a dead entry in the unpublished-rows index until a vacuum, and a scan
-/// from the start walks all of them (millions on a busy outbox without autovacuum).
-pub async fn claim(
+/// Deleting is what publishing costs PostgreSQL: one dead tuple per message, where marking it
+/// wrote a new row version and an entry in each index.
+///
+/// `after` lets a relay start its index scan near the rows it has not seen yet: every taken row
+/// leaves a dead index entry until a vacuum, and a scan from the start walks all of them
+/// (millions on a busy outbox without autovacuum).
+pub async fn take(
     conn: &mut PgConnection,
     exchanges: &[String],
     after: i64,
     limit: i64,
 ) -> Result<Vec<Message>, StoreError> {
-    Ok(sqlx::query_as::<_, Message>(
-        "SELECT id, tenant_id, message_id, exchange, routing_key, message_type, payload, headers, created_at
-           FROM outbox WHERE published_at IS NULL AND exchange = ANY($1) AND id > $2
-          ORDER BY id LIMIT $3
-          FOR UPDATE SKIP LOCKED",
+    let mut messages = sqlx::query_as::<_, Message>(
+        "DELETE FROM outbox
+          WHERE id IN (SELECT id FROM outbox
+                        WHERE exchange = ANY($1) AND id > $2
+                        ORDER BY id LIMIT $3
+                          FOR UPDATE SKIP LOCKED)
+         RETURNING id, tenant_id, message_id, exchange, routing_key, message_type, payload,
+                   headers, created_at",
     )
     .bind(exchanges)
     .bind(after)
     .bind(limit)
     .fetch_all(conn)
-    .await?)
-}
-
-/// Marks messages as published.
-pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> Result<(), StoreError> {
-    sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
-        .bind(ids)
-        .execute(conn)
-        .await?;
-    Ok(())
+    .await?;
+    // RETURNING follows the plan, not the sub-select's order.
+    messages.sort_unstable_by_key(|message| message.id);
+    Ok(messages)
 }
 
 /// The backlog of the rows for `exchanges`.
@@ -159,31 +161,15 @@ pub async fn backlog(
     executor: impl PgExecutor<'_>,
     exchanges: &[String],
 ) -> Result<Backlog, StoreError> {
-    let (pending, oldest): (i64, Option<OffsetDateTime>) = sqlx::query_as(
-        "SELECT count(*), min(created_at) FROM outbox
-          WHERE published_at IS NULL AND exchange = ANY($1)",
-    )
-    .bind(exchanges)
-    .fetch_one(executor)
-    .await?;
+    let (pending, oldest): (i64, Option<OffsetDateTime>) =
+        sqlx::query_as("SELECT count(*), min(created_at) FROM outbox WHERE exchange = ANY($1)")
+            .bind(exchanges)
+            .fetch_one(executor)
+            .await?;
     Ok(Backlog { pending, oldest })
 }
 
-/// Deletes published messages older than `before`; returns how many.
-pub async fn purge_published(
-    executor: impl PgExecutor<'_>,
-    before: OffsetDateTime,
-) -> Result<u64, StoreError> {
-    Ok(
-        sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
-            .bind(before)
-            .execute(executor)
-            .await?
-            .rows_affected(),
-    )
-}
-
-/// Every message of a tenant, oldest first (for tests and tools).
+/// Every message of a tenant still waiting for the relay, oldest first (for tests and tools).
 pub async fn for_tenant(
     executor: impl PgExecutor<'_>,
     tenant_id: Uuid,

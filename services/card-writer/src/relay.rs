@@ -1,7 +1,7 @@
-//! The outbox relay: claims unpublished outbox rows (`FOR UPDATE SKIP LOCKED`), publishes them
-//! with confirms, marks them published, and commits. A crash after the broker's confirm and
-//! before the commit publishes the same rows again with the same message ids: at least once,
-//! and recognisably so.
+//! The outbox relay: takes the oldest outbox rows (deleted in its transaction, skipping rows
+//! another relay holds), publishes them with confirms, and commits only then. A failed publish
+//! rolls the delete back; a crash after the broker's confirm and before the commit publishes the
+//! same rows again with the same message ids: at least once, and recognisably so.
 
 use crate::metrics::Metrics;
 use crate::settings::RelaySettings;
@@ -88,7 +88,7 @@ impl Relay {
     /// Publishes one batch of the oldest unpublished rows with an id above `after`.
     async fn publish_after(&self, after: i64) -> Result<usize, RelayError> {
         let mut tx = self.pool.begin().await?;
-        let rows = outbox::claim(
+        let rows = outbox::take(
             &mut tx,
             &self.exchanges(),
             after,
@@ -98,7 +98,7 @@ impl Relay {
         if rows.is_empty() {
             return Ok(0);
         }
-        let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+        let (count, highest) = (rows.len(), rows.iter().map(|row| row.id).max());
         let batch: Vec<Outgoing> = rows
             .into_iter()
             .map(|row| Outgoing {
@@ -114,13 +114,12 @@ impl Relay {
             self.metrics.outbox_publish_failures.inc();
             return Err(error.into());
         }
-        outbox::mark_published(&mut tx, &ids).await?;
         tx.commit().await?;
-        if let Some(highest) = ids.iter().max() {
-            self.highest.fetch_max(*highest, Ordering::Relaxed);
+        if let Some(highest) = highest {
+            self.highest.fetch_max(highest, Ordering::Relaxed);
         }
-        self.metrics.outbox_published.inc_by(ids.len() as u64);
-        Ok(ids.len())
+        self.metrics.outbox_published.inc_by(count as u64);
+        Ok(count)
     }
 
     /// Publishes batches until the outbox is empty; returns how many were published.
@@ -162,11 +161,9 @@ impl Relay {
     }
 
     /// Runs until `shutdown`: drains the newest rows whenever a commit wakes it and the whole
-    /// outbox every poll interval, backs off while PostgreSQL or RabbitMQ fail, and purges old
-    /// published rows.
+    /// outbox every poll interval, and backs off while PostgreSQL or RabbitMQ fail.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut failures: u32 = 0;
-        let mut last_purge = tokio::time::Instant::now();
         let mut last_observed: Option<tokio::time::Instant> = None;
         let mut last_sweep: Option<tokio::time::Instant> = None;
         while !shutdown.is_cancelled() {
@@ -197,19 +194,6 @@ impl Relay {
                 last_observed = Some(tokio::time::Instant::now());
                 if let Err(error) = self.observe_backlog().await {
                     tracing::debug!(error = %cardsync_bus::error_chain(&error), "outbox backlog unknown");
-                }
-            }
-            if last_purge.elapsed() >= Duration::from_secs(60) {
-                last_purge = tokio::time::Instant::now();
-                let before = OffsetDateTime::now_utc() - self.settings.retention;
-                match outbox::purge_published(&self.pool, before).await {
-                    Ok(purged) if purged > 0 => {
-                        tracing::info!(purged, "published outbox rows purged")
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        tracing::debug!(error = %cardsync_bus::error_chain(&error), "outbox purge failed")
-                    }
                 }
             }
             tokio::select! {

@@ -75,9 +75,6 @@ pub struct RelaySettings {
     pub linger: Duration,
     /// Rows per published batch.
     pub batch_size: u32,
-    /// How long published rows are kept.
-    #[serde(deserialize_with = "cardsync_config::duration::deserialize")]
-    pub retention: Duration,
 }
 
 /// Exchange and queue naming.

@@ -632,8 +632,9 @@ impl Pipeline {
             if unemitted > 0 {
                 busy.push(format!("unemitted={unemitted}"));
             }
+            // The relay deletes a row once the broker confirmed it: every row left is unrelayed.
             let unrelayed: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM outbox WHERE tenant_id = $1 AND exchange = $2 AND published_at IS NULL",
+                "SELECT count(*) FROM outbox WHERE tenant_id = $1 AND exchange = $2",
             )
             .bind(tenant)
             .bind(&outbox_exchange)

@@ -1,10 +1,10 @@
 //! Delivery guarantees: events leave once per change, a crash between commit and ack doubles
-//! nothing, Redis is only a fast path, a relay crash republishes the same message id, and an
-//! event that commits late is still published.
+//! nothing, Redis is only a fast path, a relay crash after the broker's confirm republishes the
+//! same message id, and an event that commits late is still published.
 
 use crate::helpers::{kinds, next_event, spawn_app, upsert};
 use card_writer::events::{EventSpec, outbox_message};
-use cardsync_bus::{Delivery, Handler as _, Processed, names};
+use cardsync_bus::{Delivery, Handler as _, Outgoing, Processed, names};
 use cardsync_proto::Cause;
 use cardsync_proto::card_event::Kind;
 use cardsync_proto::{CardCommand, Message as _};
@@ -100,25 +100,52 @@ async fn a_redelivered_command_is_skipped_by_redis_and_still_a_no_op_after_a_red
 }
 
 #[tokio::test]
-async fn a_relay_crash_before_marking_republishes_the_same_message_id() {
+async fn a_relay_crash_after_the_confirm_republishes_the_same_message_id() {
     let mut app = spawn_app().await;
     app.apply(&upsert(app.tenant, "u1", 1, &[("name", Some("Ann"))]))
         .await;
-    let first = app.events().await;
-    assert_eq!(first.len(), 1);
-    // The broker confirmed, but the relay died before its mark committed.
-    sqlx::query("UPDATE outbox SET published_at = NULL WHERE tenant_id = $1")
-        .bind(app.tenant)
-        .execute(&app.pool)
+    // A relay takes the row, the broker confirms its event, and the relay dies before its
+    // transaction commits: the delete rolls back.
+    let exchanges = vec![app.topology.name(names::CARD_EVENTS)];
+    let mut doomed = app.pool.begin().await.expect("begin");
+    let rows = outbox::take(&mut doomed, &exchanges, 0, 100)
         .await
-        .expect("unmarked");
-    let again = app.events().await;
-    assert_eq!(again.len(), 1);
+        .expect("taken");
+    assert_eq!(rows.len(), 1);
+    let published = rows
+        .into_iter()
+        .map(|row| Outgoing {
+            exchange: row.exchange,
+            routing_key: row.routing_key,
+            message_type: row.message_type,
+            message_id: row.message_id.to_string(),
+            payload: row.payload,
+            headers: row.headers.into_iter().collect(),
+        })
+        .collect();
+    app.publisher
+        .publish_all(published)
+        .await
+        .expect("confirmed");
+    drop(doomed);
+
+    let events = app.events().await;
+    assert_eq!(kinds(&events), vec!["created", "created"]);
     assert_eq!(
-        again[0].0, first[0].0,
+        events[0].0, events[1].0,
         "same message id: consumers can deduplicate"
     );
+    assert_eq!(unpublished(&app).await, 0, "published once more, then gone");
     app.teardown().await;
+}
+
+/// Rows of the app's tenant still in the outbox.
+async fn unpublished(app: &crate::helpers::TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE tenant_id = $1")
+        .bind(app.tenant)
+        .fetch_one(&app.pool)
+        .await
+        .expect("outbox")
 }
 
 #[tokio::test]
@@ -160,21 +187,10 @@ async fn the_running_relay_publishes_an_event_that_commits_below_ids_it_already_
         .await
         .expect("the late event is published too");
     assert_eq!(kinds(&[late_event]), vec!["updated"]);
-    // A row is marked published after the broker's confirm; a stopped relay has committed
-    // every mark of what it published.
+    // A row leaves the outbox in the transaction that published it; a stopped relay has
+    // committed every one.
     shutdown.cancel();
     relay.await.expect("the relay stops");
-    let ids: Vec<(i64, Option<String>)> = sqlx::query_as(
-        "SELECT id, published_at::text FROM outbox WHERE tenant_id = $1 ORDER BY id",
-    )
-    .bind(app.tenant)
-    .fetch_all(&app.pool)
-    .await
-    .expect("outbox");
-    assert_eq!(ids.len(), 2);
-    assert!(
-        ids.iter().all(|(_, published)| published.is_some()),
-        "{ids:?}"
-    );
+    assert_eq!(unpublished(&app).await, 0);
     app.teardown().await;
 }

@@ -1,10 +1,13 @@
 //! What every pipeline scenario shares: a capped number of pipelines at once, the test settings,
-//! failure reports with the services' logs, and small queries on the cards, the audit log and
-//! the outbox.
+//! failure reports with the services' logs, small queries on the cards and the audit log, and
+//! the card events the card-writer published.
 
-use anyhow::Context as _;
+use anyhow::{Context as _, ensure};
+use cardsync_bus::lapin;
+use cardsync_bus::lapin::options::{BasicAckOptions, BasicGetOptions};
+use cardsync_bus::names;
 use cardsync_demo::{Database, Pipeline, PipelineConfig, procs};
-use cardsync_proto::{CardEvent, Message as _};
+use cardsync_proto::{BusMessage as _, CardEvent, Message as _};
 use serde_json::Value;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -194,29 +197,54 @@ pub async fn audit_since(pipeline: &Pipeline, mark: i64) -> anyhow::Result<Vec<(
     .await?)
 }
 
-/// The newest outbox row id of the tenant (0 when none).
-pub async fn outbox_mark(pipeline: &Pipeline) -> anyhow::Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM outbox WHERE tenant_id = $1")
-            .bind(pipeline.tenant)
-            .fetch_one(&pipeline.pool)
-            .await?,
+/// Takes (gets and acknowledges) every message on the run's card-events audit queue, where
+/// every card event the card-writer publishes ends up and nothing consumes it, and returns the
+/// tenant's card events in queue order. The next call sees only events published since.
+/// Fails on a message that is not a decodable `CardEvent`.
+pub async fn take_events(pipeline: &Pipeline) -> anyhow::Result<Vec<CardEvent>> {
+    let connection = lapin::Connection::connect(
+        &pipeline.config.amqp_url,
+        lapin::ConnectionProperties::default(),
     )
+    .await
+    .context("connecting to RabbitMQ to take the card events")?;
+    let taken = take_audited(&connection, pipeline).await;
+    let _ = connection.close(0, "done".into()).await;
+    taken
 }
 
-/// Every card event of the tenant in the outbox after `mark`, decoded.
-pub async fn events_since(pipeline: &Pipeline, mark: i64) -> anyhow::Result<Vec<CardEvent>> {
-    let payloads: Vec<Vec<u8>> = sqlx::query_scalar(
-        "SELECT payload FROM outbox WHERE tenant_id = $1 AND id > $2 AND message_type = 'cardsync.v1.CardEvent' ORDER BY id",
-    )
-    .bind(pipeline.tenant)
-    .bind(mark)
-    .fetch_all(&pipeline.pool)
-    .await?;
-    payloads
-        .iter()
-        .map(|payload| CardEvent::decode(payload.as_slice()).context("an undecodable card event"))
-        .collect()
+async fn take_audited(
+    connection: &lapin::Connection,
+    pipeline: &Pipeline,
+) -> anyhow::Result<Vec<CardEvent>> {
+    let channel = connection.create_channel().await?;
+    let queue = pipeline.topology.name(names::CARD_EVENTS_AUDIT);
+    let tenant = pipeline.tenant_text();
+    let mut events = Vec::new();
+    while let Some(message) = channel
+        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+        .await
+        .with_context(|| format!("basic.get on {queue}"))?
+    {
+        let delivery = message.delivery;
+        let kind = delivery.properties.kind().as_ref().map(|k| k.to_string());
+        ensure!(
+            kind.as_deref() == Some(CardEvent::TYPE),
+            "a message of type {kind:?} on {queue}"
+        );
+        let event = CardEvent::decode(delivery.data.as_slice())
+            .with_context(|| format!("an undecodable card event on {queue}"))?;
+        delivery.acker.ack(BasicAckOptions::default()).await?;
+        if event
+            .envelope
+            .as_ref()
+            .is_some_and(|e| e.tenant_id == tenant)
+        {
+            events.push(event);
+        }
+    }
+    let _ = channel.close(0, "done".into()).await;
+    Ok(events)
 }
 
 /// Polls `probe` every 100 ms until it returns `Some`, failing after `timeout` with `what`.
