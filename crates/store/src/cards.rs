@@ -208,11 +208,19 @@ pub async fn lock_users(conn: &mut PgConnection, users: &[(Uuid, &str)]) -> Resu
     Ok(())
 }
 
+// The batch look-ups below name the tenant as `(SELECT $1::uuid)`, not `$1`. PostgreSQL plans a
+// bound `$1` with its statistics for that very value, and for a tenant newer than them (every
+// initial sync) it expects no card at all: then any index that starts with tenant_id, the
+// primary key included, looks as cheap as the key's own, and a tie went either way from one
+// database to the next; the wrong one reads every card of the tenant per command. A sub-select
+// is a value the planner does not know, so it expects an average tenant, and only the index on
+// the tenant and the key is cheap. See `lookup_indexes`.
+
 /// [`lock_by_users`]: one probe of `cards_by_user` per user.
 const BY_USERS: &str = "SELECT c.* FROM unnest($2::text[]) AS u(user_id)
    CROSS JOIN LATERAL (
        SELECT * FROM cards
-        WHERE tenant_id = $1 AND user_id = u.user_id
+        WHERE tenant_id = (SELECT $1::uuid) AND user_id = u.user_id
         LIMIT 1 FOR UPDATE
    ) AS c";
 
@@ -220,7 +228,7 @@ const BY_USERS: &str = "SELECT c.* FROM unnest($2::text[]) AS u(user_id)
 const BY_UIDS: &str = "SELECT c.* FROM unnest($2::text[]) AS w(uid)
    CROSS JOIN LATERAL (
        SELECT * FROM cards
-        WHERE tenant_id = $1 AND uid = w.uid AND status <> 'deleted'
+        WHERE tenant_id = (SELECT $1::uuid) AND uid = w.uid AND status <> 'deleted'
         LIMIT 1 FOR UPDATE
    ) AS c";
 
@@ -229,7 +237,7 @@ const BY_EMAILS: &str = "SELECT e.wanted AS matched_email, c.*
    FROM unnest($2::text[]) AS e(wanted)
   CROSS JOIN LATERAL (
        SELECT * FROM cards
-        WHERE tenant_id = $1 AND email IS NOT NULL AND lower(email) = lower(e.wanted)
+        WHERE tenant_id = (SELECT $1::uuid) AND email IS NOT NULL AND lower(email) = lower(e.wanted)
           AND status <> 'deleted'
         LIMIT 1 FOR UPDATE
    ) AS c";
