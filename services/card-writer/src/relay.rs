@@ -41,6 +41,19 @@ impl From<sqlx::Error> for RelayError {
     }
 }
 
+/// The message an outbox row is published as: its exchange, routing key, type, fixed message
+/// id, body and headers, exactly as stored.
+pub fn outgoing(row: outbox::Message) -> Outgoing {
+    Outgoing {
+        exchange: row.exchange,
+        routing_key: row.routing_key,
+        message_type: row.message_type,
+        message_id: row.message_id.to_string(),
+        payload: row.payload,
+        headers: row.headers.into_iter().collect(),
+    }
+}
+
 /// Publishes the outbox; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Relay {
@@ -99,17 +112,7 @@ impl Relay {
             return Ok(0);
         }
         let (count, highest) = (rows.len(), rows.iter().map(|row| row.id).max());
-        let batch: Vec<Outgoing> = rows
-            .into_iter()
-            .map(|row| Outgoing {
-                exchange: row.exchange,
-                routing_key: row.routing_key,
-                message_type: row.message_type,
-                message_id: row.message_id.to_string(),
-                payload: row.payload,
-                headers: row.headers.into_iter().collect(),
-            })
-            .collect();
+        let batch: Vec<Outgoing> = rows.into_iter().map(outgoing).collect();
         if let Err(error) = self.publisher.publish_all(batch).await {
             self.metrics.outbox_publish_failures.inc();
             return Err(error.into());

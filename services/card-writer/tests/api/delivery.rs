@@ -4,7 +4,7 @@
 
 use crate::helpers::{kinds, next_event, spawn_app, upsert};
 use card_writer::events::{EventSpec, outbox_message};
-use cardsync_bus::{Delivery, Handler as _, Outgoing, Processed, names};
+use cardsync_bus::{Delivery, Handler as _, Processed, names};
 use cardsync_proto::Cause;
 use cardsync_proto::card_event::Kind;
 use cardsync_proto::{CardCommand, Message as _};
@@ -112,17 +112,7 @@ async fn a_relay_crash_after_the_confirm_republishes_the_same_message_id() {
         .await
         .expect("taken");
     assert_eq!(rows.len(), 1);
-    let published = rows
-        .into_iter()
-        .map(|row| Outgoing {
-            exchange: row.exchange,
-            routing_key: row.routing_key,
-            message_type: row.message_type,
-            message_id: row.message_id.to_string(),
-            payload: row.payload,
-            headers: row.headers.into_iter().collect(),
-        })
-        .collect();
+    let published = rows.into_iter().map(card_writer::relay::outgoing).collect();
     app.publisher
         .publish_all(published)
         .await
