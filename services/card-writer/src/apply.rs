@@ -816,22 +816,36 @@ fn finish(
     span: &tracing::Span,
     batch: &mut Batch,
 ) -> Applied {
-    let card = &change.after;
-    if !matches!(change.outcome, Outcome::Unchanged | Outcome::Tombstoned) {
+    // The change is spent here: its field states move into the audit row instead of being
+    // copied (two copies per command were a visible part of the writer's allocations).
+    let Change {
+        outcome,
+        before,
+        after,
+        kinds,
+        changed_fields,
+        audit_action,
+    } = change;
+    let card_id = after.card_id;
+    if !matches!(outcome, Outcome::Unchanged | Outcome::Tombstoned) {
+        let (status_before, fields_before) = match before {
+            Some(card) => (Some(card.status.as_str().to_owned()), Some(card.fields)),
+            None => (None, None),
+        };
         batch.audit.push(audit::AuditEntry {
             tenant_id: tenant.id,
-            card_id: card.card_id,
-            action: change.audit_action.to_owned(),
+            card_id,
+            action: audit_action.to_owned(),
             cause: cause_name(command.cause).to_owned(),
             message_id: Some(command.message_id.clone()),
             version: Some(command.version),
-            status_before: change.before.as_ref().map(|c| c.status.as_str().to_owned()),
-            status_after: Some(card.status.as_str().to_owned()),
-            fields_before: change.before.as_ref().map(|c| c.fields.clone()),
-            fields_after: Some(card.fields.clone()),
+            status_before,
+            status_after: Some(after.status.as_str().to_owned()),
+            fields_before,
+            fields_after: Some(after.fields),
         });
     }
-    for kind in &change.kinds {
+    for kind in &kinds {
         let message = span.in_scope(|| {
             outbox_message(
                 &EventSpec {
@@ -839,10 +853,10 @@ fn finish(
                     cause: command.cause,
                     causation_id: &command.message_id,
                     kind: *kind,
-                    card_id: card.card_id,
+                    card_id,
                     user_id: &command.user_id,
                     version: command.version,
-                    changed_fields: &change.changed_fields,
+                    changed_fields: &changed_fields,
                 },
                 exchange,
             )
@@ -850,8 +864,8 @@ fn finish(
         batch.outbox.push(message);
     }
     Applied {
-        outcome: change.outcome,
-        card_id: Some(card.card_id),
-        events: change.kinds.len(),
+        outcome,
+        card_id: Some(card_id),
+        events: kinds.len(),
     }
 }
