@@ -111,7 +111,8 @@ impl Relay {
         if rows.is_empty() {
             return Ok(0);
         }
-        let (count, highest) = (rows.len(), rows.iter().map(|row| row.id).max());
+        // `take` returns the rows in id order.
+        let (count, highest) = (rows.len(), rows.last().map(|row| row.id));
         let batch: Vec<Outgoing> = rows.into_iter().map(outgoing).collect();
         if let Err(error) = self.publisher.publish_all(batch).await {
             self.metrics.outbox_publish_failures.inc();

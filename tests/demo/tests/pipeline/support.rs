@@ -4,7 +4,7 @@
 
 use anyhow::{Context as _, ensure};
 use cardsync_bus::lapin;
-use cardsync_bus::lapin::options::{BasicAckOptions, BasicGetOptions};
+use cardsync_bus::lapin::options::BasicGetOptions;
 use cardsync_bus::names;
 use cardsync_demo::{Database, Pipeline, PipelineConfig, procs};
 use cardsync_proto::{BusMessage as _, CardEvent, Message as _};
@@ -197,7 +197,7 @@ pub async fn audit_since(pipeline: &Pipeline, mark: i64) -> anyhow::Result<Vec<(
     .await?)
 }
 
-/// Takes (gets and acknowledges) every message on the run's card-events audit queue, where
+/// Takes (gets, auto-acknowledged) every message on the run's card-events audit queue, where
 /// every card event the card-writer publishes ends up and nothing consumes it, and returns the
 /// tenant's card events in queue order. The next call sees only events published since.
 /// Fails on a message that is not a decodable `CardEvent`.
@@ -222,7 +222,7 @@ async fn take_audited(
     let tenant = pipeline.tenant_text();
     let mut events = Vec::new();
     while let Some(message) = channel
-        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
         .await
         .with_context(|| format!("basic.get on {queue}"))?
     {
@@ -234,7 +234,6 @@ async fn take_audited(
         );
         let event = CardEvent::decode(delivery.data.as_slice())
             .with_context(|| format!("an undecodable card event on {queue}"))?;
-        delivery.acker.ack(BasicAckOptions::default()).await?;
         if event
             .envelope
             .as_ref()
