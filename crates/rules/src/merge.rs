@@ -115,6 +115,20 @@ impl FieldStates {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// What changed from `before` to `after`: the fields whose state differs (value, source
+    /// or last directory value), as each side has them. A field only one side has is only in
+    /// that side's part. Equal states give two empty parts.
+    pub fn changes(before: &FieldStates, after: &FieldStates) -> (FieldStates, FieldStates) {
+        let differing = |from: &FieldStates, to: &FieldStates| -> FieldStates {
+            from.0
+                .iter()
+                .filter(|(name, state)| to.0.get(*name) != Some(*state))
+                .map(|(name, state)| (name.clone(), state.clone()))
+                .collect()
+        };
+        (differing(before, after), differing(after, before))
+    }
 }
 
 impl FromIterator<(FieldName, FieldState)> for FieldStates {
@@ -638,6 +652,48 @@ mod tests {
         let second = plan_update(&rules, &first.states, &title(Some("Engineer")));
         assert!(second.is_unchanged());
         assert_eq!(second.states, first.states);
+    }
+
+    #[test]
+    fn changes_hold_only_the_fields_whose_state_differs() {
+        let rules = rules_with(StandardField::JobTitle, true, false, false);
+        let before = plan_create(
+            &rules,
+            &incoming(&[("name", Some("Ann")), ("job_title", Some("Engineer"))]),
+        );
+        // Same states: nothing on either side.
+        let (was, is) = FieldStates::changes(&before, &before);
+        assert!(was.is_empty() && is.is_empty());
+
+        // A new value, a directory value kept out by a local edit, a field added, one gone.
+        let mut after =
+            apply_local_edit(&rules, &before, &"job_title".into(), Some("Lead")).unwrap();
+        after = plan_update(&rules, &after, &title(Some("Architect"))).states;
+        after.insert(
+            "phone".into(),
+            FieldState {
+                value: Some("+1 555".into()),
+                source: ValueSource::Directory,
+                last_directory: Some("+1 555".into()),
+            },
+        );
+        let mut gone = after.clone();
+        gone.0.remove("name");
+        let (was, is) = FieldStates::changes(&before, &gone);
+        assert_eq!(
+            serde_json::to_value(&was).unwrap(),
+            serde_json::json!({
+                "job_title": {"value": "Engineer", "source": "directory", "last_directory": "Engineer"},
+                "name": {"value": "Ann", "source": "directory", "last_directory": "Ann"},
+            })
+        );
+        assert_eq!(
+            serde_json::to_value(&is).unwrap(),
+            serde_json::json!({
+                "job_title": {"value": "Lead", "source": "local", "last_directory": "Architect"},
+                "phone": {"value": "+1 555", "source": "directory", "last_directory": "+1 555"},
+            })
+        );
     }
 
     #[test]

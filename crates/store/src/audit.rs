@@ -1,5 +1,8 @@
 //! The audit log: one row per change to a card, with its cause, the message that caused it,
-//! and the status and field states before and after.
+//! the status before and after, and the state of every field that changed, before and after.
+//! A new card's row holds all its fields; any later row only the fields it changed, so a row
+//! costs what the change is, not two copies of the card, and replaying a card's rows in order
+//! gives its fields at every point.
 
 use crate::StoreError;
 use cardsync_rules::FieldStates;
@@ -28,9 +31,9 @@ pub struct AuditEntry {
     pub status_before: Option<String>,
     /// Status after.
     pub status_after: Option<String>,
-    /// Field states before (`None` for a new card).
+    /// The changed fields' states before (`None` for a new card).
     pub fields_before: Option<FieldStates>,
-    /// Field states after.
+    /// The changed fields' states after (every field for a new card).
     pub fields_after: Option<FieldStates>,
 }
 
@@ -55,9 +58,9 @@ pub struct AuditRecord {
     pub status_before: Option<String>,
     /// Status after.
     pub status_after: Option<String>,
-    /// Field states before.
+    /// The changed fields' states before.
     pub fields_before: Option<Json<FieldStates>>,
-    /// Field states after.
+    /// The changed fields' states after.
     pub fields_after: Option<Json<FieldStates>>,
     /// When.
     pub at: OffsetDateTime,

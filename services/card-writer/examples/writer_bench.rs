@@ -3,12 +3,12 @@
 //! section 7: at least 5,000 commands/s, with that ratio).
 //!
 //! - Raw phases first: the physical limit. Each command becomes exactly what the writer commits
-//!   for it (the card row upserted with a version check, one audit row with the field states
-//!   before and after, one outbox row with the encoded `CardEvent`), built with the very rules
-//!   merge and event encoder the writer uses, and written with multi-row statements in
-//!   transactions of `--raw-batch` commands on `--raw-connections` connections. With one
-//!   command per transaction it shows what per-command commits cost; the best batch size is the
-//!   denominator of the ratio.
+//!   for it (the card row upserted with a version check, one audit row with the states of the
+//!   fields that changed, before and after, one outbox row with the encoded `CardEvent`), built
+//!   with the very rules merge and event encoder the writer uses, and written with multi-row
+//!   statements in transactions of `--raw-batch` commands on `--raw-connections` connections.
+//!   With one command per transaction it shows what per-command commits cost; the best batch
+//!   size is the denominator of the ratio.
 //! - Writer phases, per queue: `--commands` realistic commands across `--users` users (every
 //!   user created, then updated with growing versions, round robin) are published (confirmed)
 //!   to the `cards` exchange while no writer runs; then the release `card-writer` binary starts
@@ -434,6 +434,13 @@ fn raw_rows(workload: &Workload, rules: &FieldRules, exchange: &str) -> Vec<RawR
                 )
             }
         };
+        let (changes_before, changes_after) = match &before {
+            Some(before) => {
+                let (was, is) = FieldStates::changes(before, &after);
+                (Some(was), is)
+            }
+            None => (None, after.clone()),
+        };
         let envelope = command.envelope.as_ref().expect("built with an envelope");
         let message = outbox_message(
             &EventSpec {
@@ -453,10 +460,9 @@ fn raw_rows(workload: &Workload, rules: &FieldRules, exchange: &str) -> Vec<RawR
             user_id: command.user_id.clone(),
             email: after.value("email").unwrap_or_default().to_owned(),
             version: command.version as i64,
-            fields_before: before
-                .as_ref()
-                .map(|b| serde_json::to_string(b).unwrap_or_default()),
-            fields_after: serde_json::to_string(&after).unwrap_or_default(),
+            // The audit row holds the fields that changed, as the writer's does.
+            fields_before: changes_before.map(|b| serde_json::to_string(&b).unwrap_or_default()),
+            fields_after: serde_json::to_string(&changes_after).unwrap_or_default(),
             action: if before.is_some() {
                 "updated"
             } else {

@@ -816,8 +816,6 @@ fn finish(
     span: &tracing::Span,
     batch: &mut Batch,
 ) -> Applied {
-    // The change is spent here: its field states move into the audit row instead of being
-    // copied (two copies per command were a visible part of the writer's allocations).
     let Change {
         outcome,
         before,
@@ -828,9 +826,14 @@ fn finish(
     } = change;
     let card_id = after.card_id;
     if !matches!(outcome, Outcome::Unchanged | Outcome::Tombstoned) {
-        let (status_before, fields_before) = match before {
-            Some(card) => (Some(card.status.as_str().to_owned()), Some(card.fields)),
-            None => (None, None),
+        // Only what changed: a new card's every field, else the fields whose state moved, as
+        // they were and as they are (an update of one field costs a line, not two cards).
+        let (status_before, fields_before, fields_after) = match before {
+            Some(card) => {
+                let (was, is) = FieldStates::changes(&card.fields, &after.fields);
+                (Some(card.status.as_str().to_owned()), Some(was), is)
+            }
+            None => (None, None, after.fields),
         };
         batch.audit.push(audit::AuditEntry {
             tenant_id: tenant.id,
@@ -842,7 +845,7 @@ fn finish(
             status_before,
             status_after: Some(after.status.as_str().to_owned()),
             fields_before,
-            fields_after: Some(after.fields),
+            fields_after: Some(fields_after),
         });
     }
     for kind in &kinds {

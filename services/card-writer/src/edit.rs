@@ -105,6 +105,7 @@ pub async fn edit_field(
     cards::update(&mut tx, &card)
         .await
         .map_err(email_conflict)?;
+    let (fields_before, fields_after) = FieldStates::changes(&before.fields, &card.fields);
     audit::record(
         &mut tx,
         &audit::AuditEntry {
@@ -116,8 +117,8 @@ pub async fn edit_field(
             version: None,
             status_before: Some(before.status.as_str().into()),
             status_after: Some(card.status.as_str().into()),
-            fields_before: Some(before.fields),
-            fields_after: Some(card.fields.clone()),
+            fields_before: Some(fields_before),
+            fields_after: Some(fields_after),
         },
     )
     .await?;

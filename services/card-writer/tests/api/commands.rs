@@ -59,14 +59,14 @@ async fn a_newer_version_updates_and_stale_or_duplicate_versions_are_counted_no_
         app.tenant,
         "u1",
         1,
-        &[("job_title", Some("Manager"))],
+        &[("name", Some("Ann")), ("job_title", Some("Manager"))],
     ))
     .await;
     app.apply(&upsert(
         app.tenant,
         "u1",
         3,
-        &[("job_title", Some("Director"))],
+        &[("name", Some("Ann")), ("job_title", Some("Director"))],
     ))
     .await;
     // Older (reordered) and equal (replayed under a new message id) versions change nothing.
@@ -100,10 +100,12 @@ async fn a_newer_version_updates_and_stale_or_duplicate_versions_are_counted_no_
         .await
         .expect("audit");
     assert_eq!(history.len(), 2);
+    // The update's row holds the one field that changed, as it was and as it is.
     let before = history[1].fields_before.as_ref().expect("before").0.clone();
     let after = history[1].fields_after.as_ref().expect("after").0.clone();
     assert_eq!(before.value("job_title"), Some("Manager"));
     assert_eq!(after.value("job_title"), Some("Director"));
+    assert_eq!((before.len(), after.len()), (1, 1));
     app.teardown().await;
 }
 

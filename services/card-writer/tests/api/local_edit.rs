@@ -1,7 +1,8 @@
 //! Local edits through HTTP and how later syncs treat them.
 
 use crate::helpers::{kinds, spawn_app, spawn_app_with, upsert};
-use cardsync_rules::{FieldRules, ValueSource};
+use cardsync_rules::{FieldRules, FieldStates, ValueSource};
+use cardsync_store::audit;
 
 #[tokio::test]
 async fn overwrite_off_keeps_a_local_edit_and_overwrite_on_replaces_it() {
@@ -63,6 +64,43 @@ async fn overwrite_off_keeps_a_local_edit_and_overwrite_on_replaces_it() {
         vec!["created", "updated", "updated", "updated"]
     );
     assert_eq!(events[3].1.changed_fields, vec!["name".to_owned()]);
+
+    // Each audit row holds the fields whose state changed: the edited one for an edit; for
+    // the sync, the name it took back and the title whose directory value alone moved.
+    let history = audit::for_card(&app.pool, app.tenant, card.card_id)
+        .await
+        .expect("audit");
+    let rows: Vec<(&str, Vec<String>, Vec<String>)> = history
+        .iter()
+        .map(|row| {
+            let names = |states: &Option<sqlx::types::Json<FieldStates>>| {
+                states.as_ref().map_or_else(Vec::new, |states| {
+                    states.0.iter().map(|(name, _)| name.to_string()).collect()
+                })
+            };
+            (
+                row.action.as_str(),
+                names(&row.fields_before),
+                names(&row.fields_after),
+            )
+        })
+        .collect();
+    let both = vec!["job_title".to_owned(), "name".to_owned()];
+    assert_eq!(
+        rows,
+        vec![
+            ("created", vec![], both.clone()),
+            (
+                "local_edit",
+                vec!["job_title".into()],
+                vec!["job_title".into()]
+            ),
+            ("local_edit", vec!["name".into()], vec!["name".into()]),
+            ("updated", both.clone(), both),
+        ]
+    );
+    let synced = history[3].fields_after.as_ref().expect("after");
+    assert_eq!(synced.0.get("job_title"), card.fields.get("job_title"));
     app.teardown().await;
 }
 
