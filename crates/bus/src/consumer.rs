@@ -5,6 +5,7 @@
 //! message was re-published (with a confirm) to its retry or dead-letter queue. Anything else
 //! leaves it unacknowledged, so the broker redelivers it when the channel closes.
 
+use crate::acks::AckGroup;
 use crate::connection;
 use crate::decision::{DeadLetterReason, Decision, Outcome, decide};
 use crate::error::{BusError, error_chain};
@@ -203,6 +204,7 @@ impl Consumer {
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut backoff = Backoff::new(core.settings.reconnect_max_backoff);
         let mut last_session = None;
+        let mut last_acks = None;
 
         'connect: while !shutdown.is_cancelled() {
             let opened = tokio::select! {
@@ -241,6 +243,8 @@ impl Consumer {
             };
             backoff.reset();
             tracing::info!(queue = %queue, connection = %core.name, "bus consumer started");
+            // Delivery tags count from 1 on every channel, so every session groups its own acks.
+            let (acks, acks_sent) = AckGroup::start();
 
             loop {
                 tokio::select! {
@@ -248,6 +252,7 @@ impl Consumer {
                     _ = shutdown.cancelled() => {
                         let _ = session.channel.basic_cancel(tag.clone(), BasicCancelOptions::default()).await;
                         last_session = Some(session);
+                        last_acks = Some((acks, acks_sent));
                         break 'connect;
                     }
                     Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -259,15 +264,17 @@ impl Consumer {
                                 _ = shutdown.cancelled() => {
                                     let _ = session.channel.basic_cancel(tag.clone(), BasicCancelOptions::default()).await;
                                     last_session = Some(session);
+                                    last_acks = Some((acks, acks_sent));
                                     break 'connect;
                                 }
                                 permit = limit.clone().acquire_owned() => permit,
                             };
                             let core = core.clone();
                             let handler = handler.clone();
+                            let acks = acks.clone();
                             tasks.spawn(async move {
                                 let _permit = permit;
-                                if let Err(error) = process(&core, handler.as_ref(), delivery).await {
+                                if let Err(error) = process(&core, handler.as_ref(), delivery, Some(&acks)).await {
                                     tracing::warn!(error = %error_chain(&error), "bus delivery left for redelivery");
                                 }
                             });
@@ -284,6 +291,8 @@ impl Consumer {
                 }
             }
             drop(consumer);
+            // Handlers still running ack into a closed channel; the broker redelivers.
+            drop(acks);
             drop(session);
             let delay = backoff.next_delay();
             tokio::select! {
@@ -300,6 +309,11 @@ impl Consumer {
         if drained.is_err() {
             tracing::warn!(queue = %queue, unfinished = tasks.len(), "bus consumer drain timed out; unfinished deliveries will be redelivered");
             tasks.shutdown().await;
+        }
+        if let Some((acks, acks_sent)) = last_acks {
+            // The last handlers are done or abandoned: their acks leave before the channel closes.
+            drop(acks);
+            let _ = acks_sent.await;
         }
         if let Some(session) = last_session {
             session.close().await;
@@ -335,7 +349,7 @@ impl Consumer {
                 .await;
             match got {
                 Ok(Some(message)) => {
-                    let processed = process(core, handler, message.delivery).await;
+                    let processed = process(core, handler, message.delivery, None).await;
                     *stepper = Some(session);
                     return processed;
                 }
@@ -407,11 +421,13 @@ impl Core {
     }
 }
 
-/// Decodes, runs the handler under a span that continues the sender's trace, and settles.
+/// Decodes, runs the handler under a span that continues the sender's trace, and settles:
+/// through `acks` when the delivery came from a consumer's channel, else on its own.
 async fn process<H: Handler>(
     core: &Core,
     handler: &H,
     delivery: lapin::message::Delivery,
+    acks: Option<&AckGroup>,
 ) -> Result<Processed, BusError> {
     let properties = &delivery.properties;
     let attempt = header_int(properties, headers::ATTEMPT)
@@ -471,21 +487,27 @@ async fn process<H: Handler>(
         core.settings.max_attempts,
         &core.settings.retry_delays,
     );
-    settle(core, queue, delivery, attempt, decision)
+    settle(core, queue, delivery, attempt, decision, acks)
         .instrument(span)
         .await
 }
 
 /// Carries out a decision; the original is acknowledged only after its new copy is confirmed.
+/// A handled delivery's ack goes to `acks` (grouped, sent soon after) when there is one.
 async fn settle(
     core: &Core,
     queue: &WorkQueue,
     delivery: lapin::message::Delivery,
     attempt: u32,
     decision: Decision,
+    acks: Option<&AckGroup>,
 ) -> Result<Processed, BusError> {
     let (exchange, routing_key, target, headers, processed) = match decision {
         Decision::Ack => {
+            if let Some(acks) = acks {
+                acks.ack(delivery.delivery_tag, delivery.acker);
+                return Ok(Processed::Acked);
+            }
             delivery
                 .acker
                 .ack(BasicAckOptions::default())
@@ -561,16 +583,19 @@ async fn settle(
                 requeue: true,
             })
             .await;
+        if let Some(acks) = acks {
+            acks.settled(delivery.delivery_tag);
+        }
         return Err(BusError::Republish {
             target,
             source: Box::new(error),
         });
     }
-    delivery
-        .acker
-        .ack(BasicAckOptions::default())
-        .await
-        .map_err(BusError::Ack)?;
+    let acked = delivery.acker.ack(BasicAckOptions::default()).await;
+    if let Some(acks) = acks {
+        acks.settled(delivery.delivery_tag);
+    }
+    acked.map_err(BusError::Ack)?;
     Ok(processed)
 }
 

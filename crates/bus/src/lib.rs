@@ -11,6 +11,7 @@
 //!
 //! The topology is documented for operators in the crate's `README.md`.
 
+mod acks;
 mod connection;
 mod consumer;
 mod decision;

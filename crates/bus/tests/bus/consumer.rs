@@ -394,6 +394,118 @@ async fn shutdown_gives_up_on_a_stuck_handler_after_the_drain_timeout_and_the_me
     fixture.cleanup().await;
 }
 
+/// Publishes `tenants` in order, one message each, confirmed.
+async fn publish_in_order(fixture: &Fixture, tenants: &[String]) {
+    let publisher = Publisher::connect(&settings(), fixture.topology.clone())
+        .await
+        .unwrap();
+    let batch = tenants.iter().map(|t| outgoing(fixture, t)).collect();
+    publisher.publish_all(batch).await.unwrap();
+    publisher.close().await;
+}
+
+/// Runs `consumer` with `handler` until `done` holds, then shuts it down cleanly.
+async fn run_until<H: Handler>(
+    consumer: Consumer,
+    handler: Arc<H>,
+    what: &str,
+    done: impl FnMut() -> bool,
+) {
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { consumer.run(handler, shutdown).await }
+    });
+    eventually(what, Duration::from_secs(10), done).await;
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_handled_messages_is_acknowledged_in_groups_and_gone() {
+    let fixture = Fixture::new().await;
+    let tenants: Vec<String> = (0..60).map(|i| format!("t{i}")).collect();
+    publish_in_order(&fixture, &tenants).await;
+    let handler = Arc::new(Scripted::new(|_| Ok(())));
+    // Prefetch 8 of 60: the stream keeps flowing only while acks go out.
+    let consumer = Consumer::new(settings(), fixture.topology.clone(), "work");
+    let seen = handler.seen.clone();
+    run_until(consumer, handler, "60 messages handled", || {
+        seen.lock().unwrap().len() >= 60
+    })
+    .await;
+
+    // Every message once, none redelivered, and none back in the queue after the close.
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 60);
+    assert!(seen.iter().all(|s| !s.redelivered && s.attempt == 1));
+    assert_eq!(fixture.ready(&fixture.work()).await, 0);
+    fixture.cleanup().await;
+}
+
+/// Holds the delivery of tenant `slow` until released; every other one passes at once.
+struct OneSlow {
+    release: Arc<Notify>,
+    fast_done: Arc<AtomicUsize>,
+}
+
+impl Handler for OneSlow {
+    type Message = GraphChange;
+
+    fn handle(
+        &self,
+        delivery: Delivery<GraphChange>,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        let slow = delivery.tenant_id.as_deref() == Some("slow");
+        let (release, fast_done) = (self.release.clone(), self.fast_done.clone());
+        async move {
+            if slow {
+                release.notified().await;
+            } else {
+                fast_done.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(())
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_finished_behind_a_slow_one_are_acknowledged_without_waiting_for_it() {
+    let fixture = Fixture::new().await;
+    let mut tenants = vec!["slow".to_owned()];
+    tenants.extend((0..20).map(|i| format!("t{i}")));
+    publish_in_order(&fixture, &tenants).await;
+    let mut settings = settings();
+    // Four unacknowledged at most: if finished messages waited for the slow first one, the
+    // broker would stop after three of them.
+    settings.prefetch = 4;
+    settings.concurrency = 8;
+    let handler = Arc::new(OneSlow {
+        release: Arc::default(),
+        fast_done: Arc::default(),
+    });
+    let consumer = Consumer::new(settings, fixture.topology.clone(), "work");
+    let (release, fast_done) = (handler.release.clone(), handler.fast_done.clone());
+    let mut released = false;
+    run_until(consumer, handler, "the slow message handled last", || {
+        // Release the slow one only after all twenty others went through.
+        if !released && fast_done.load(Ordering::SeqCst) == 20 {
+            release.notify_one();
+            released = true;
+        }
+        released
+    })
+    .await;
+    assert_eq!(fast_done.load(Ordering::SeqCst), 20);
+    // The slow one finished during the drain and was acknowledged too.
+    assert_eq!(fixture.ready(&fixture.work()).await, 0);
+    fixture.cleanup().await;
+}
+
 /// Records the trace id the handler runs under.
 struct TraceProbe {
     traceparent: Arc<std::sync::Mutex<Option<String>>>,
