@@ -145,6 +145,27 @@ impl Card {
     }
 }
 
+impl Card {
+    /// A copy of the card with other field states: the next state of a card whose fields were
+    /// just merged, without copying the old fields first.
+    pub fn with_fields(&self, fields: FieldStates) -> Self {
+        Self {
+            tenant_id: self.tenant_id,
+            card_id: self.card_id,
+            user_id: self.user_id.clone(),
+            uid: self.uid.clone(),
+            email: self.email.clone(),
+            status: self.status,
+            fields,
+            photo_etag: self.photo_etag.clone(),
+            applied_version: self.applied_version,
+            role: self.role,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
 fn decode_error(column: &str, value: &str) -> sqlx::Error {
     sqlx::Error::ColumnDecode {
         index: column.to_owned(),

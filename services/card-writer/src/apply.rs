@@ -156,11 +156,13 @@ pub fn is_transient_sql(error: &sqlx::Error) -> bool {
     }
 }
 
-/// What a branch decided; journaled by [`finish`].
+/// What a branch decided; journaled and put in the batch by [`finish`].
 struct Change {
     outcome: Outcome,
     before: Option<Card>,
     after: Card,
+    /// `after` is not stored yet (inserted rather than updated at the end of the batch).
+    new: bool,
     kinds: Vec<Kind>,
     changed_fields: Vec<String>,
     audit_action: &'static str,
@@ -550,7 +552,7 @@ async fn apply_one(
             upsert(conn, tenant, command, existing, batch).await?
         }
         (Action::Deactivate, _) | (Action::Delete, RemovalPolicy::Deactivate) => {
-            deactivate(tenant, command, existing, batch)
+            deactivate(tenant, command, existing)
         }
         (Action::Delete, RemovalPolicy::Delete) => delete(command, existing, batch),
     };
@@ -574,35 +576,33 @@ async fn upsert(
         }
         other => other,
     };
-    let (mut card, before, linked, changes) = match existing {
+    let (existing, linked) = match existing {
+        Some(card) => (Some(card), false),
+        None => {
+            let found = find_to_link(conn, command, batch).await?;
+            let linked = found.is_some();
+            (found, linked)
+        }
+    };
+    // The next state starts from the merged fields; the card as it was stays for the audit.
+    let (mut card, before, mut changed_fields) = match existing {
         Some(card) => {
             let plan = plan_update(rules, &card.fields, &command.incoming);
-            (card.clone(), Some(card), false, Some(plan))
+            let changed: Vec<String> = plan.changes.iter().map(|c| c.field.to_string()).collect();
+            (card.with_fields(plan.states), Some(card), changed)
         }
-        None => match find_to_link(conn, command, batch).await? {
-            Some(card) => {
-                let plan = plan_update(rules, &card.fields, &command.incoming);
-                (card.clone(), Some(card), true, Some(plan))
-            }
-            None => {
-                let mut card = Card::new(command.tenant_id);
-                card.fields = plan_create(rules, &command.incoming);
-                (card, None, false, None)
-            }
-        },
+        None => {
+            let mut card = Card::new(command.tenant_id);
+            card.fields = plan_create(rules, &command.incoming);
+            let changed: Vec<String> = card
+                .fields
+                .iter()
+                .filter(|(_, state)| state.value.is_some())
+                .map(|(name, _)| name.to_string())
+                .collect();
+            (card, None, changed)
+        }
     };
-    let mut changed_fields: Vec<String> = match &changes {
-        Some(plan) => plan.changes.iter().map(|c| c.field.to_string()).collect(),
-        None => card
-            .fields
-            .iter()
-            .filter(|(_, state)| state.value.is_some())
-            .map(|(name, _)| name.to_string())
-            .collect(),
-    };
-    if let Some(plan) = changes {
-        card.fields = plan.states;
-    }
     card.user_id = Some(command.user_id.clone());
     if command.uid.is_some() {
         card.uid = command.uid.clone();
@@ -634,7 +634,6 @@ async fn upsert(
     if batch.set_teams(command.tenant_id, card.card_id, wanted) {
         changed_fields.push("teams".into());
     }
-    batch.put(card.clone(), created);
 
     let invite = tenant.invites_enabled;
     let (outcome, mut kinds, audit_action) = if created {
@@ -655,6 +654,7 @@ async fn upsert(
         outcome,
         before,
         after: card,
+        new: created,
         kinds,
         changed_fields,
         audit_action,
@@ -703,16 +703,16 @@ fn next_role(tenant: &Tenant, command: &ValidCommand, current: CardRole) -> Card
 }
 
 /// A card without personal data that remembers the user's version.
-fn tombstone(command: &ValidCommand, batch: &mut Batch) -> Change {
+fn tombstone(command: &ValidCommand) -> Change {
     let mut card = Card::new(command.tenant_id);
     card.user_id = Some(command.user_id.clone());
     card.status = CardStatus::Deleted;
     card.applied_version = command.version;
-    batch.put(card.clone(), true);
     Change {
         outcome: Outcome::Tombstoned,
         before: None,
         after: card,
+        new: true,
         kinds: vec![],
         changed_fields: vec![],
         audit_action: "tombstoned",
@@ -720,13 +720,13 @@ fn tombstone(command: &ValidCommand, batch: &mut Batch) -> Change {
 }
 
 /// Moves only the version of an existing row.
-fn bump_version(mut card: Card, command: &ValidCommand, batch: &mut Batch) -> Change {
+fn bump_version(mut card: Card, command: &ValidCommand) -> Change {
     card.applied_version = command.version;
-    batch.put(card.clone(), false);
     Change {
         outcome: Outcome::Unchanged,
         before: None,
         after: card,
+        new: false,
         kinds: vec![],
         changed_fields: vec![],
         audit_action: "unchanged",
@@ -734,31 +734,24 @@ fn bump_version(mut card: Card, command: &ValidCommand, batch: &mut Batch) -> Ch
 }
 
 /// A disabled account (or a removal under the deactivate policy).
-fn deactivate(
-    tenant: &Tenant,
-    command: &ValidCommand,
-    existing: Option<Card>,
-    batch: &mut Batch,
-) -> Change {
+fn deactivate(tenant: &Tenant, command: &ValidCommand, existing: Option<Card>) -> Change {
     let card = match existing {
-        None => return tombstone(command, batch),
+        None => return tombstone(command),
         Some(card) if card.status == CardStatus::Deleted => {
-            return bump_version(card, command, batch);
+            return bump_version(card, command);
         }
         Some(card) => card,
     };
-    let before = card.clone();
-    let mut after = card;
-    let plan = plan_update(&tenant.rules, &after.fields, &command.incoming);
+    let plan = plan_update(&tenant.rules, &card.fields, &command.incoming);
     let changed_fields: Vec<String> = plan.changes.iter().map(|c| c.field.to_string()).collect();
-    after.fields = plan.states;
+    let mut after = card.with_fields(plan.states);
+    let before = card;
     after.email = after.fields.value("email").map(str::to_owned);
     if command.incoming.fields.contains_key("photo") {
         after.photo_etag = command.incoming.value("photo").map(str::to_owned);
     }
     after.status = CardStatus::Deactivated;
     after.applied_version = command.version;
-    batch.put(after.clone(), false);
     let (outcome, kinds, audit_action) = if before.status == CardStatus::Active {
         (Outcome::Deactivated, vec![Kind::Deactivated], "deactivated")
     } else if !changed_fields.is_empty() {
@@ -770,6 +763,7 @@ fn deactivate(
         outcome,
         before: Some(before),
         after,
+        new: false,
         kinds,
         changed_fields,
         audit_action,
@@ -779,27 +773,26 @@ fn deactivate(
 /// A removal under the delete policy: the card becomes a tombstone without personal data.
 fn delete(command: &ValidCommand, existing: Option<Card>, batch: &mut Batch) -> Change {
     let card = match existing {
-        None => return tombstone(command, batch),
+        None => return tombstone(command),
         Some(card) if card.status == CardStatus::Deleted => {
-            return bump_version(card, command, batch);
+            return bump_version(card, command);
         }
         Some(card) => card,
     };
-    let before = card.clone();
-    let mut after = card;
+    let mut after = card.with_fields(FieldStates::new());
+    let before = card;
     after.status = CardStatus::Deleted;
-    after.fields = FieldStates::new();
     after.email = None;
     after.uid = None;
     after.photo_etag = None;
     after.role = CardRole::Member;
     after.applied_version = command.version;
     batch.set_teams(after.tenant_id, after.card_id, BTreeSet::new());
-    batch.put(after.clone(), false);
     Change {
         outcome: Outcome::Deleted,
         before: Some(before),
         after,
+        new: false,
         kinds: vec![Kind::Deleted],
         changed_fields: vec![],
         audit_action: "deleted",
@@ -820,6 +813,7 @@ fn finish(
         outcome,
         before,
         after,
+        new,
         kinds,
         changed_fields,
         audit_action,
@@ -833,7 +827,7 @@ fn finish(
                 let (was, is) = FieldStates::changes(&card.fields, &after.fields);
                 (Some(card.status.as_str().to_owned()), Some(was), is)
             }
-            None => (None, None, after.fields),
+            None => (None, None, after.fields.clone()),
         };
         batch.audit.push(audit::AuditEntry {
             tenant_id: tenant.id,
@@ -866,6 +860,8 @@ fn finish(
         });
         batch.outbox.push(message);
     }
+    // Last, so the card moves into the batch instead of being copied there.
+    batch.put(after, new);
     Applied {
         outcome,
         card_id: Some(card_id),
