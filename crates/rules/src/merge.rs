@@ -116,6 +116,16 @@ impl FieldStates {
         self.0.is_empty()
     }
 
+    /// The names of the fields that have a value: what a new card shows, and so what its
+    /// `created` event lists as changed.
+    pub fn filled_names(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(_, state)| state.value.is_some())
+            .map(|(name, _)| name.to_string())
+            .collect()
+    }
+
     /// What changed from `before` to `after`: the fields whose state differs (value, source
     /// or last directory value), as each side has them. A field only one side has is only in
     /// that side's part. Equal states give two empty parts.

@@ -414,11 +414,7 @@ fn raw_rows(workload: &Workload, rules: &FieldRules, exchange: &str) -> Vec<RawR
         let (card_id, before, after, kind, changed) = match cards.get(&command.user_id) {
             None => {
                 let states = plan_create(rules, &incoming);
-                let changed: Vec<String> = states
-                    .iter()
-                    .filter(|(_, state)| state.value.is_some())
-                    .map(|(name, _)| name.to_string())
-                    .collect();
+                let changed = states.filled_names();
                 (Uuid::now_v7(), None, states, Kind::Created, changed)
             }
             Some((card_id, current)) => {

@@ -594,12 +594,7 @@ async fn upsert(
         None => {
             let mut card = Card::new(command.tenant_id);
             card.fields = plan_create(rules, &command.incoming);
-            let changed: Vec<String> = card
-                .fields
-                .iter()
-                .filter(|(_, state)| state.value.is_some())
-                .map(|(name, _)| name.to_string())
-                .collect();
+            let changed = card.fields.filled_names();
             (card, None, changed)
         }
     };

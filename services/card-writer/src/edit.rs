@@ -189,12 +189,7 @@ pub async fn create_local_card(
         },
     )
     .await?;
-    let changed_fields: Vec<String> = card
-        .fields
-        .iter()
-        .filter(|(_, state)| state.value.is_some())
-        .map(|(name, _)| name.to_string())
-        .collect();
+    let changed_fields: Vec<String> = card.fields.filled_names();
     let message = outbox_message(
         &EventSpec {
             tenant_id,
