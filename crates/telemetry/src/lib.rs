@@ -50,7 +50,7 @@ pub fn init(
 ) -> Result<TelemetryGuard, TelemetryError> {
     let filter = EnvFilter::try_new(&settings.log_filter).map_err(TelemetryError::InvalidFilter)?;
     let provider = tracer_provider(service, settings)?;
-    let otel = otel_layer(provider.tracer(service));
+    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer(service));
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
     // The log filter applies to log output only. Spans at INFO and above always exist for the
@@ -87,7 +87,7 @@ pub fn init_for_tests() {
     static ONCE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     ONCE.get_or_init(|| {
         let provider = SdkTracerProvider::builder().build();
-        let otel = otel_layer(provider.tracer("test"));
+        let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         // The filter quietens log output only; spans must exist for trace context to form.
         let filter = EnvFilter::try_from_env("TEST_LOG").unwrap_or_else(|_| EnvFilter::new("off"));
@@ -102,23 +102,6 @@ pub fn init_for_tests() {
         // The provider must outlive every test span.
         std::mem::forget(provider);
     });
-}
-
-/// The OpenTelemetry layer, doing only what a trace needs. A span's context is read from the
-/// span itself (`propagation`), so nothing needs it made current on every enter; busy and idle
-/// times and thread attributes would cost two clock reads per enter and allocations per span
-/// (the card-writer enters one span about eight times per command) for figures nobody reads.
-fn otel_layer<S>(
-    tracer: opentelemetry_sdk::trace::Tracer,
-) -> tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>
-where
-    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
-{
-    tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_context_activation(false)
-        .with_tracked_inactivity(false)
-        .with_threads(false)
 }
 
 fn tracer_provider(
