@@ -126,6 +126,21 @@ impl FieldStates {
             .collect()
     }
 
+    /// What an audit row holds for a change from `before` (`None`: a new card) to `after`: a
+    /// new card's every field, else [`FieldStates::changes`].
+    pub fn audited(
+        before: Option<&FieldStates>,
+        after: &FieldStates,
+    ) -> (Option<FieldStates>, FieldStates) {
+        match before {
+            Some(before) => {
+                let (was, is) = Self::changes(before, after);
+                (Some(was), is)
+            }
+            None => (None, after.clone()),
+        }
+    }
+
     /// What changed from `before` to `after`: the fields whose state differs (value, source
     /// or last directory value), as each side has them. A field only one side has is only in
     /// that side's part. Equal states give two empty parts.

@@ -143,9 +143,7 @@ impl Card {
             updated_at: now,
         }
     }
-}
 
-impl Card {
     /// A copy of the card with other field states: the next state of a card whose fields were
     /// just merged, without copying the old fields first.
     pub fn with_fields(&self, fields: FieldStates) -> Self {

@@ -430,13 +430,7 @@ fn raw_rows(workload: &Workload, rules: &FieldRules, exchange: &str) -> Vec<RawR
                 )
             }
         };
-        let (changes_before, changes_after) = match &before {
-            Some(before) => {
-                let (was, is) = FieldStates::changes(before, &after);
-                (Some(was), is)
-            }
-            None => (None, after.clone()),
-        };
+        let (changes_before, changes_after) = FieldStates::audited(before.as_ref(), &after);
         let envelope = command.envelope.as_ref().expect("built with an envelope");
         let message = outbox_message(
             &EventSpec {

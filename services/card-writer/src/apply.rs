@@ -817,13 +817,9 @@ fn finish(
     if !matches!(outcome, Outcome::Unchanged | Outcome::Tombstoned) {
         // Only what changed: a new card's every field, else the fields whose state moved, as
         // they were and as they are (an update of one field costs a line, not two cards).
-        let (status_before, fields_before, fields_after) = match before {
-            Some(card) => {
-                let (was, is) = FieldStates::changes(&card.fields, &after.fields);
-                (Some(card.status.as_str().to_owned()), Some(was), is)
-            }
-            None => (None, None, after.fields.clone()),
-        };
+        let (fields_before, fields_after) =
+            FieldStates::audited(before.as_ref().map(|card| &card.fields), &after.fields);
+        let status_before = before.map(|card| card.status.as_str().to_owned());
         batch.audit.push(audit::AuditEntry {
             tenant_id: tenant.id,
             card_id,

@@ -189,7 +189,7 @@ pub async fn create_local_card(
         },
     )
     .await?;
-    let changed_fields: Vec<String> = card.fields.filled_names();
+    let changed_fields = card.fields.filled_names();
     let message = outbox_message(
         &EventSpec {
             tenant_id,
