@@ -4,7 +4,7 @@
 //! costs what the change is, not two copies of the card, and replaying a card's rows in order
 //! gives its fields at every point.
 
-use crate::StoreError;
+use crate::{StoreError, json_text};
 use cardsync_rules::FieldStates;
 use sqlx::types::Json;
 use sqlx::{FromRow, PgConnection, PgExecutor};
@@ -71,7 +71,7 @@ pub async fn record(conn: &mut PgConnection, entry: &AuditEntry) -> Result<(), S
     sqlx::query(
         "INSERT INTO audit_log (tenant_id, card_id, action, cause, message_id, version,
                                 status_before, status_after, fields_before, fields_after)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::json, $10::json)",
     )
     .bind(entry.tenant_id)
     .bind(entry.card_id)
@@ -81,8 +81,8 @@ pub async fn record(conn: &mut PgConnection, entry: &AuditEntry) -> Result<(), S
     .bind(entry.version)
     .bind(&entry.status_before)
     .bind(&entry.status_after)
-    .bind(entry.fields_before.as_ref().map(Json))
-    .bind(entry.fields_after.as_ref().map(Json))
+    .bind(entry.fields_before.as_ref().map(json_text).transpose()?)
+    .bind(entry.fields_after.as_ref().map(json_text).transpose()?)
     .execute(conn)
     .await?;
     Ok(())
@@ -103,21 +103,15 @@ pub async fn record_all(conn: &mut PgConnection, entries: &[AuditEntry]) -> Resu
     let versions: Vec<Option<i64>> = entries.iter().map(|e| e.version).collect();
     let before: Vec<Option<&str>> = entries.iter().map(|e| e.status_before.as_deref()).collect();
     let after: Vec<Option<&str>> = entries.iter().map(|e| e.status_after.as_deref()).collect();
-    let fields_before: Vec<Option<Json<&FieldStates>>> = entries
-        .iter()
-        .map(|e| e.fields_before.as_ref().map(Json))
-        .collect();
-    let fields_after: Vec<Option<Json<&FieldStates>>> = entries
-        .iter()
-        .map(|e| e.fields_after.as_ref().map(Json))
-        .collect();
+    let fields_before = json_texts(entries.iter().map(|e| e.fields_before.as_ref()))?;
+    let fields_after = json_texts(entries.iter().map(|e| e.fields_after.as_ref()))?;
     // WITH ORDINALITY + ORDER BY keeps the identity ids in slice order (the history's order).
     sqlx::query(
         "INSERT INTO audit_log (tenant_id, card_id, action, cause, message_id, version,
                                 status_before, status_after, fields_before, fields_after)
-         SELECT t, c, a, ca, m, v, sb, sa, fb, fa
+         SELECT t, c, a, ca, m, v, sb, sa, fb::json, fa::json
            FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::bigint[],
-                       $7::text[], $8::text[], $9::jsonb[], $10::jsonb[])
+                       $7::text[], $8::text[], $9::text[], $10::text[])
                 WITH ORDINALITY AS r(t, c, a, ca, m, v, sb, sa, fb, fa, n)
           ORDER BY n",
     )
@@ -151,4 +145,13 @@ pub async fn for_card(
     .bind(card_id)
     .fetch_all(executor)
     .await?)
+}
+
+/// The JSON texts of optional field states, for a `text[]` cast to `json`.
+fn json_texts<'a>(
+    states: impl Iterator<Item = Option<&'a FieldStates>>,
+) -> Result<Vec<Option<String>>, StoreError> {
+    states
+        .map(|state| state.map(json_text).transpose())
+        .collect()
 }

@@ -4,7 +4,7 @@
 //! The card-writer reads and writes cards inside one transaction per command; every `lock_*`
 //! query takes the row lock (`FOR UPDATE`), so the version check and the write are atomic.
 
-use crate::StoreError;
+use crate::{StoreError, json_text};
 use cardsync_rules::FieldStates;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
@@ -429,7 +429,7 @@ pub async fn insert(conn: &mut PgConnection, card: &Card) -> Result<(), StoreErr
     sqlx::query(
         "INSERT INTO cards (tenant_id, card_id, user_id, uid, email, status, fields, photo_etag,
                             applied_version, role, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now(), now())",
+         VALUES ($1, $2, $3, $4, $5, $6, $7::json, $8, $9, $10, now(), now())",
     )
     .bind(card.tenant_id)
     .bind(card.card_id)
@@ -437,7 +437,7 @@ pub async fn insert(conn: &mut PgConnection, card: &Card) -> Result<(), StoreErr
     .bind(&card.uid)
     .bind(&card.email)
     .bind(card.status.as_str())
-    .bind(Json(&card.fields))
+    .bind(json_text(&card.fields)?)
     .bind(&card.photo_etag)
     .bind(card.applied_version)
     .bind(card.role.as_str())
@@ -450,7 +450,7 @@ pub async fn insert(conn: &mut PgConnection, card: &Card) -> Result<(), StoreErr
 pub async fn update(conn: &mut PgConnection, card: &Card) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE cards
-            SET user_id = $3, uid = $4, email = $5, status = $6, fields = $7, photo_etag = $8,
+            SET user_id = $3, uid = $4, email = $5, status = $6, fields = $7::json, photo_etag = $8,
                 applied_version = $9, role = $10, updated_at = now()
           WHERE tenant_id = $1 AND card_id = $2",
     )
@@ -460,7 +460,7 @@ pub async fn update(conn: &mut PgConnection, card: &Card) -> Result<(), StoreErr
     .bind(&card.uid)
     .bind(&card.email)
     .bind(card.status.as_str())
-    .bind(Json(&card.fields))
+    .bind(json_text(&card.fields)?)
     .bind(&card.photo_etag)
     .bind(card.applied_version)
     .bind(card.role.as_str())
@@ -504,10 +504,7 @@ impl Columns {
             columns.uids.push(card.uid.clone());
             columns.emails.push(card.email.clone());
             columns.statuses.push(card.status.as_str());
-            columns.fields.push(
-                serde_json::to_string(&card.fields)
-                    .map_err(|error| StoreError::Query(sqlx::Error::Encode(error.into())))?,
-            );
+            columns.fields.push(json_text(&card.fields)?);
             columns.photo_etags.push(card.photo_etag.clone());
             columns.versions.push(card.applied_version);
             columns.roles.push(card.role.as_str());
@@ -522,7 +519,7 @@ pub async fn insert_all(conn: &mut PgConnection, cards: &[&Card]) -> Result<(), 
         conn,
         "INSERT INTO cards (tenant_id, card_id, user_id, uid, email, status, fields, photo_etag,
                             applied_version, role, created_at, updated_at)
-         SELECT t, c, u, uid, e, s, f::jsonb, p, v, r, now(), now()
+         SELECT t, c, u, uid, e, s, f::json, p, v, r, now(), now()
            FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
                        $7::text[], $8::text[], $9::int8[], $10::text[])
                 AS n(t, c, u, uid, e, s, f, p, v, r)",
@@ -537,7 +534,7 @@ pub async fn update_all(conn: &mut PgConnection, cards: &[&Card]) -> Result<(), 
     execute_with_columns(
         conn,
         "UPDATE cards
-            SET user_id = n.u, uid = n.uid, email = n.e, status = n.s, fields = n.f::jsonb,
+            SET user_id = n.u, uid = n.uid, email = n.e, status = n.s, fields = n.f::json,
                 photo_etag = n.p, applied_version = n.v, role = n.r, updated_at = now()
            FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
                        $7::text[], $8::text[], $9::int8[], $10::text[])

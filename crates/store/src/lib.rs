@@ -33,6 +33,15 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// The JSON text of a document stored in a `json` column. Cards' fields, audit states and outbox
+/// headers are `json`, not `jsonb`: PostgreSQL never looks inside them, and `json` keeps the text
+/// as sent instead of parsing it into `jsonb` on every write and printing it back on every read
+/// (migration 0026). Statements bind the text and cast it with `::json`.
+pub(crate) fn json_text<T: serde::Serialize + ?Sized>(document: &T) -> Result<String, StoreError> {
+    serde_json::to_string(document)
+        .map_err(|error| StoreError::Query(sqlx::Error::Encode(error.into())))
+}
+
 /// Connection options from settings.
 fn connect_options(settings: &PostgresSettings) -> Result<PgConnectOptions, StoreError> {
     PgConnectOptions::from_str(settings.url.expose_secret()).map_err(StoreError::InvalidUrl)

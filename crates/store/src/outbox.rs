@@ -4,8 +4,7 @@
 //! Delivery is at least once: a relay that dies between the broker's confirm and its commit
 //! publishes the same row again, with the same message id, so consumers can deduplicate.
 
-use crate::StoreError;
-use sqlx::types::Json;
+use crate::{StoreError, json_text};
 use sqlx::{FromRow, PgConnection, PgExecutor};
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
@@ -67,7 +66,7 @@ pub struct Backlog {
 pub async fn enqueue(conn: &mut PgConnection, message: &NewMessage) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO outbox (tenant_id, message_id, exchange, routing_key, message_type, payload, headers)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7::json)",
     )
     .bind(message.tenant_id)
     .bind(message.message_id)
@@ -75,7 +74,7 @@ pub async fn enqueue(conn: &mut PgConnection, message: &NewMessage) -> Result<()
     .bind(&message.routing_key)
     .bind(&message.message_type)
     .bind(&message.payload)
-    .bind(Json(&message.headers))
+    .bind(json_text(&message.headers)?)
     .execute(conn)
     .await?;
     Ok(())
@@ -96,14 +95,16 @@ pub async fn enqueue_all(
     let keys: Vec<&str> = messages.iter().map(|m| m.routing_key.as_str()).collect();
     let types: Vec<&str> = messages.iter().map(|m| m.message_type.as_str()).collect();
     let payloads: Vec<&[u8]> = messages.iter().map(|m| m.payload.as_slice()).collect();
-    let headers: Vec<Json<&BTreeMap<String, String>>> =
-        messages.iter().map(|m| Json(&m.headers)).collect();
+    let headers: Vec<String> = messages
+        .iter()
+        .map(|m| json_text(&m.headers))
+        .collect::<Result<_, _>>()?;
     // WITH ORDINALITY + ORDER BY keeps the ids (the relay's publishing order) in slice order.
     sqlx::query(
         "INSERT INTO outbox (tenant_id, message_id, exchange, routing_key, message_type, payload, headers)
-         SELECT t, m, x, k, ty, p, h
+         SELECT t, m, x, k, ty, p, h::json
            FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::bytea[],
-                       $7::jsonb[])
+                       $7::text[])
                 WITH ORDINALITY AS r(t, m, x, k, ty, p, h, n)
           ORDER BY n",
     )

@@ -485,7 +485,7 @@ async fn raw_transaction(
     sqlx::query(
         "INSERT INTO cards (tenant_id, card_id, user_id, uid, email, status, fields,
                             applied_version, role, created_at, updated_at)
-         SELECT $1, c, u, u, e, 'active', f::jsonb, v, 'member', now(), now()
+         SELECT $1, c, u, u, e, 'active', f::json, v, 'member', now(), now()
            FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::bigint[])
                 AS t(c, u, e, f, v)
          ON CONFLICT (tenant_id, user_id) WHERE user_id IS NOT NULL DO UPDATE
@@ -506,7 +506,7 @@ async fn raw_transaction(
         "INSERT INTO audit_log (tenant_id, card_id, action, cause, message_id, version,
                                 status_before, status_after, fields_before, fields_after)
          SELECT $1, c, a, $2, m, v, CASE WHEN fb IS NULL THEN NULL ELSE 'active' END, 'active',
-                fb::jsonb, fa::jsonb
+                fb::json, fa::json
            FROM unnest($3::uuid[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[])
                 AS t(c, a, m, v, fb, fa)",
     )
@@ -525,7 +525,7 @@ async fn raw_transaction(
     sqlx::query(
         "INSERT INTO outbox (tenant_id, message_id, exchange, routing_key, message_type, payload,
                              headers)
-         SELECT $1, m, x, k, t, p, h::jsonb
+         SELECT $1, m, x, k, t, p, h::json
            FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::text[])
                 AS r(m, x, k, t, p, h)",
     )
