@@ -208,8 +208,14 @@ impl Application {
 
 /// Every `safety_poll_tick`, starts a round for each tenant idle longer than
 /// `safety_poll_interval`: Graph never says when user notifications were lost.
+///
+/// The first sweep comes one tick after start, not at once: a tenant that never had a round
+/// counts as idle, and a sweep at start would race whatever the operator or the notifications
+/// start for it (a new tenant's initial sync, a request made just after a deploy), and would
+/// have every replica of a rolling deploy sweep all tenants together.
 async fn safety_poll(coalescer: Coalescer, settings: Settings, shutdown: CancellationToken) {
-    let mut ticker = tokio::time::interval(settings.worker.safety_poll_tick);
+    let tick = settings.worker.safety_poll_tick;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

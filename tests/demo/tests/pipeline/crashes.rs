@@ -103,6 +103,10 @@ async fn a_delta_worker_killed_mid_round_converges_without_losing_a_change() {
             .set_faults(json!([{"endpoint": "users.delta", "kind": "slow", "delayMs": 50}]))
             .await?;
         let users = support::enabled_users(p).await?;
+        // Nothing ran before this request (the safety poll's first sweep waits a tick), so the
+        // round below is the only one, with the small slow pages set above.
+        let before = saved_users(p).await?;
+        ensure!(before == 0, "{before} users saved before the first round was requested");
         p.request_sync(proto::sync_request::Depth::Full).await?;
         eventually("the initial round under way", SETTLE, async || {
             Ok((saved_users(p).await? >= 100).then_some(()))
