@@ -2,18 +2,45 @@
 //! profile, run as a child process with only the benchmark's settings.
 
 use anyhow::{Context as _, ensure};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 /// How often [`ServiceProcess::stop`] looks whether the process has exited.
 const EXIT_POLL: Duration = Duration::from_millis(100);
 
-/// A local TCP port free right now, for the service to listen on.
+/// A free loopback port for a child process to listen on (bound here, then released for it).
+///
+/// The port comes from below the kernel's ephemeral range: a port `bind(0)` picks is one the
+/// kernel also hands to outgoing connections, and one to PostgreSQL or RabbitMQ could take it in
+/// the moment between the release here and the child's own bind (a pipeline test failed that way:
+/// "Address already in use"). Ports handed out once are never handed out again by this process,
+/// so services started side by side do not pick the same one either.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let (low, high) = (10_000_u16, ephemeral_low().max(10_001));
+    for _ in 0..1000 {
+        let port = rand::random_range(low..high);
+        let mut given = GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrNotAvailable,
+        format!("no free loopback port between {low} and {high}"),
+    ))
+}
+
+/// The first port of the kernel's ephemeral range (Linux's default when it cannot be read).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768)
 }
 
 /// The settings (`CARDSYNC__…` variables) every service under test runs with: its own listen
@@ -182,6 +209,18 @@ impl Drop for ServiceProcess {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_bindable_and_below_the_ephemeral_range() {
+        let low = ephemeral_low();
+        let ports: Vec<u16> = (0..50).map(|_| free_port().expect("a free port")).collect();
+        let distinct: BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port was handed out twice");
+        for port in ports {
+            assert!(port < low, "{port} is in the ephemeral range from {low}");
+            std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port is free");
+        }
+    }
 
     #[test]
     fn parse_setting_splits_a_cardsync_setting_at_the_first_equals_sign() {

@@ -9,8 +9,9 @@
 //! one Redis and one PostgreSQL server.
 
 use crate::check::{self, Report};
-use crate::procs::{Binaries, Children, free_port, log_tail};
+use crate::procs::{Binaries, Children, log_tail};
 use anyhow::{Context as _, bail, ensure};
+use cardsync_bench::free_port;
 use cardsync_bus::{BusSettings, Outgoing, Publisher, QueueType, Topology, lapin, names, routing};
 use cardsync_proto as proto;
 use graph_sim::control_client::{CARDSYNC_PERMISSIONS, Control};

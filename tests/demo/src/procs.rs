@@ -3,7 +3,6 @@
 //! SIGKILL to play a crash.
 
 use anyhow::{Context as _, bail};
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -186,36 +185,6 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     }
 }
 
-/// A free loopback port for a child to listen on (bound here, then released for it).
-///
-/// The port comes from below the kernel's ephemeral range: a port `bind(0)` picks is one the
-/// kernel also hands to outgoing connections, and one to PostgreSQL or RabbitMQ could take it in
-/// the moment between the release here and the child's own bind (a pipeline test failed that way:
-/// "Address already in use"). Ports handed out once are never handed out again by this process,
-/// so pipelines starting side by side do not pick the same one either.
-pub fn free_port() -> anyhow::Result<u16> {
-    static GIVEN: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let (low, high) = (10_000_u16, ephemeral_low.max(10_001));
-    for _ in 0..1000 {
-        let port = rand::random_range(low..high);
-        let mut given = GIVEN
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if given.contains(&port) {
-            continue;
-        }
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            given.insert(port);
-            return Ok(port);
-        }
-    }
-    bail!("no free loopback port between {low} and {high}")
-}
-
 /// The directory of the running executable (where cargo put the other binaries).
 pub fn own_dir() -> anyhow::Result<PathBuf> {
     std::env::current_exe()?
@@ -290,24 +259,4 @@ fn locate_or_build() -> anyhow::Result<PathBuf> {
         }
     }
     Ok(dir)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn free_ports_are_distinct_bindable_and_below_the_ephemeral_range() {
-        let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-            .ok()
-            .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-            .unwrap_or(32768);
-        let ports: Vec<u16> = (0..50).map(|_| free_port().expect("a free port")).collect();
-        let distinct: BTreeSet<u16> = ports.iter().copied().collect();
-        assert_eq!(distinct.len(), ports.len(), "a port was handed out twice");
-        for port in ports {
-            assert!(port < low, "{port} is in the ephemeral range from {low}");
-            std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port is free");
-        }
-    }
 }
