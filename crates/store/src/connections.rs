@@ -6,7 +6,7 @@ use base64::Engine as _;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 /// The kind of credential a connection holds.
@@ -165,6 +165,16 @@ pub async fn get(
         kind,
         credential: key.open(tenant, &sealed)?,
     }))
+}
+
+/// Removes a tenant's connection, so no round (and no safety poll) runs for it any more; its
+/// cards and directory state stay. Returns whether there was one.
+pub async fn remove(executor: impl PgExecutor<'_>, tenant: Uuid) -> Result<bool, StoreError> {
+    let removed = sqlx::query("DELETE FROM tenant_connections WHERE tenant_id = $1")
+        .bind(tenant)
+        .execute(executor)
+        .await?;
+    Ok(removed.rows_affected() > 0)
 }
 
 /// What went wrong reading or writing a connection.

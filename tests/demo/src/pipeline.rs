@@ -794,9 +794,19 @@ impl Pipeline {
     }
 
     /// Stops every process (SIGTERM, then SIGKILL), closes the pool and, when configured,
-    /// deletes the run's queues and its database.
+    /// deletes the run's queues and its database. In a shared database the run's cards stay
+    /// for a look, but its tenant's Graph connection goes: its graph-sim is gone, and every
+    /// delta-worker on that database would otherwise keep polling the tenant and failing.
     pub async fn stop(mut self) {
         self.children.stop_all();
+        if matches!(self.config.database, Database::Shared(_))
+            && let Err(error) = cardsync_store::connections::remove(&self.pool, self.tenant).await
+        {
+            eprintln!(
+                "could not remove the Graph connection of tenant {}: {error:#}",
+                self.tenant
+            );
+        }
         self.pool.close().await;
         if self.config.delete_topology
             && let Err(error) = delete_topology(&self.config.amqp_url, &self.topology).await

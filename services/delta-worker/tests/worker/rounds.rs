@@ -472,6 +472,33 @@ async fn a_failed_round_counts_as_an_attempt_so_the_safety_poll_does_not_hammer_
 }
 
 #[tokio::test]
+async fn a_tenant_whose_connection_was_removed_is_no_longer_polled() {
+    let env = env().await;
+    let idle = || async {
+        cardsync_store::directory::idle_tenants(&env.pool, std::time::Duration::from_secs(3600))
+            .await
+            .unwrap()
+    };
+    assert!(idle().await.contains(&env.tenant));
+    assert!(
+        cardsync_store::connections::remove(&env.pool, env.tenant)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !idle().await.contains(&env.tenant),
+        "no connection, no safety poll"
+    );
+    assert!(
+        !cardsync_store::connections::remove(&env.pool, env.tenant)
+            .await
+            .unwrap(),
+        "nothing left to remove"
+    );
+    env.teardown().await;
+}
+
+#[tokio::test]
 async fn admin_roles_are_read_on_scheduled_rounds_and_carried_by_the_commands() {
     use cardsync_graph::role_templates::{GLOBAL_ADMINISTRATOR, GROUPS_ADMINISTRATOR};
     use cardsync_proto::Role;
