@@ -14,6 +14,7 @@ use clap::Parser;
 use rand::SeedableRng as _;
 use serde_json::json;
 use sqlx::PgPool;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -206,7 +207,11 @@ async fn sync_and_stream(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<b
     }
     let settle = settle_started.elapsed();
 
-    let measured = e2e_latencies(&pipeline.pool, tenant, &applied).await?;
+    let Latencies {
+        measured,
+        overtaken,
+        unmatched,
+    } = e2e_latencies(&pipeline.pool, tenant, &applied).await?;
     let mut latencies: Vec<i64> = measured.iter().map(|(_, ms)| *ms).collect();
     latencies.sort_unstable();
     let (p50, p99) = (percentile(&latencies, 0.50), percentile(&latencies, 0.99));
@@ -235,6 +240,10 @@ async fn sync_and_stream(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<b
         latencies.len(),
         p50,
         p99
+    );
+    println!(
+        "  not measured: {overtaken} overtaken by the user's next change before any card write, \
+         {unmatched} with no card write after them"
     );
     for (kind, mut values) in by_kind {
         values.sort_unstable();
@@ -302,7 +311,7 @@ async fn e2e_latencies(
     pool: &PgPool,
     tenant: Uuid,
     applied: &[Applied],
-) -> anyhow::Result<Vec<(&'static str, i64)>> {
+) -> anyhow::Result<Latencies> {
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "SELECT c.user_id, (extract(epoch FROM a.at) * 1000)::bigint
            FROM audit_log a JOIN cards c ON c.tenant_id = a.tenant_id AND c.card_id = a.card_id
@@ -312,21 +321,65 @@ async fn e2e_latencies(
     .bind(tenant)
     .fetch_all(pool)
     .await?;
-    let mut by_user: std::collections::HashMap<String, Vec<i64>> = std::collections::HashMap::new();
+    let mut writes: HashMap<String, Vec<i64>> = HashMap::new();
     for (user, at) in rows {
-        by_user.entry(user).or_default().push(at);
+        writes.entry(user).or_default().push(at);
     }
-    Ok(applied
-        .iter()
-        .filter(|change| change.visible)
-        .filter_map(|change| {
-            by_user
-                .get(&change.user)?
+    Ok(match_latencies(&writes, applied))
+}
+
+/// What [`e2e_latencies`] found.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Latencies {
+    /// Each measured change's kind and milliseconds to its card's commit.
+    measured: Vec<(&'static str, i64)>,
+    /// Visible changes the same user's next change overtook before any card write: a soft
+    /// delete undone by a restore before a round saw it leaves the card as it was, so the
+    /// writer's outcome is "unchanged" and no audit row marks it. Measuring it against a later
+    /// write would count the wait for an unrelated change as its latency.
+    overtaken: usize,
+    /// Visible changes with no card write at or after them (the final check says whether the
+    /// cards are right regardless).
+    unmatched: usize,
+}
+
+/// Matches each visible change of `applied` with the first of its user's card `writes`
+/// (commit times, ascending, in ms) at or after it; see [`Latencies`].
+fn match_latencies(writes: &HashMap<String, Vec<i64>>, applied: &[Applied]) -> Latencies {
+    let mut changes: HashMap<&str, Vec<i64>> = HashMap::new();
+    for change in applied {
+        changes
+            .entry(change.user.as_str())
+            .or_default()
+            .push(change.changed_at_ms);
+    }
+    for times in changes.values_mut() {
+        times.sort_unstable();
+    }
+    let mut latencies = Latencies::default();
+    for change in applied.iter().filter(|change| change.visible) {
+        let write = writes.get(&change.user).and_then(|writes| {
+            writes
                 .iter()
-                .find(|at| **at >= change.changed_at_ms)
-                .map(|at| (change.kind, at - change.changed_at_ms))
-        })
-        .collect())
+                .copied()
+                .find(|at| *at >= change.changed_at_ms)
+        });
+        let Some(write) = write else {
+            latencies.unmatched += 1;
+            continue;
+        };
+        let next_change = changes
+            .get(change.user.as_str())
+            .and_then(|times| times.iter().copied().find(|at| *at > change.changed_at_ms));
+        if next_change.is_some_and(|next| next < write) {
+            latencies.overtaken += 1;
+        } else {
+            latencies
+                .measured
+                .push((change.kind, write - change.changed_at_ms));
+        }
+    }
+    latencies
 }
 
 fn percentile(sorted: &[i64], q: f64) -> i64 {
@@ -335,4 +388,72 @@ fn percentile(sorted: &[i64], q: f64) -> i64 {
     }
     let index = ((sorted.len() as f64 - 1.0) * q).round() as usize;
     sorted[index.min(sorted.len() - 1)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(kind: &'static str, user: &str, at: i64, visible: bool) -> Applied {
+        Applied {
+            kind,
+            user: user.to_owned(),
+            changed_at_ms: at,
+            visible,
+        }
+    }
+
+    fn writes(rows: &[(&str, &[i64])]) -> HashMap<String, Vec<i64>> {
+        rows.iter()
+            .map(|(user, at)| ((*user).to_owned(), at.to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn each_change_is_measured_to_its_users_next_card_write() {
+        let applied = [
+            change("title", "a", 1_000, true),
+            change("title", "b", 1_010, true),
+            change("title", "a", 2_000, true),
+        ];
+        let found = match_latencies(
+            &writes(&[("a", &[900, 1_040, 2_025]), ("b", &[1_090])]),
+            &applied,
+        );
+        assert_eq!(
+            found,
+            Latencies {
+                measured: vec![("title", 40), ("title", 80), ("title", 25)],
+                overtaken: 0,
+                unmatched: 0,
+            }
+        );
+    }
+
+    #[test]
+    fn a_change_overtaken_before_any_write_is_counted_not_measured() {
+        // Soft delete at 1,000 and restore at 1,030: the card never changed, the next write is
+        // the user's title change at 20,000.
+        let applied = [
+            change("soft_delete", "a", 1_000, true),
+            change("restore", "a", 1_030, true),
+            change("title", "a", 20_000, true),
+        ];
+        let found = match_latencies(&writes(&[("a", &[20_050])]), &applied);
+        assert_eq!(found.overtaken, 2);
+        assert_eq!(found.measured, vec![("title", 50)]);
+        assert_eq!(found.unmatched, 0);
+    }
+
+    #[test]
+    fn invisible_changes_are_skipped_and_unwritten_ones_counted() {
+        let applied = [
+            change("photo", "a", 1_000, false),
+            change("title", "b", 1_000, true),
+        ];
+        let found = match_latencies(&writes(&[("a", &[1_500])]), &applied);
+        assert_eq!(found.measured, Vec::<(&str, i64)>::new());
+        assert_eq!(found.unmatched, 1);
+        assert_eq!(found.overtaken, 0);
+    }
 }
