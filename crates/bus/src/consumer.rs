@@ -8,12 +8,13 @@
 use crate::acks::AckGroup;
 use crate::connection;
 use crate::decision::{DeadLetterReason, Decision, Outcome, decide};
-use crate::error::{BusError, error_chain};
+use crate::error::BusError;
 use crate::message::{header_int, header_str, headers};
 use crate::publisher::{Publisher, Raw};
 use crate::settings::BusSettings;
 use crate::topology::{Topology, WorkQueue};
 use cardsync_proto::{BusMessage, Message as _};
+use cardsync_telemetry::error_chain;
 use cardsync_telemetry::propagation;
 use futures_util::{FutureExt as _, StreamExt as _};
 use lapin::options::{
@@ -77,6 +78,26 @@ pub enum HandlerError {
     /// Can never work (invalid content, unknown tenant): dead-lettered with the error at once.
     #[error("permanent failure")]
     Permanent(#[source] BoxError),
+}
+
+/// An error that knows whether trying again later can help: the one classification every
+/// handler's failure goes through (`?` turns it into the matching [`HandlerError`]).
+pub trait Transience {
+    /// `true`: retry after a delay; `false`: dead-letter at once.
+    fn is_transient(&self) -> bool;
+}
+
+impl<E> From<E> for HandlerError
+where
+    E: Transience + StdError + Send + Sync + 'static,
+{
+    fn from(error: E) -> Self {
+        if error.is_transient() {
+            Self::Transient(Box::new(error))
+        } else {
+            Self::Permanent(Box::new(error))
+        }
+    }
 }
 
 impl HandlerError {

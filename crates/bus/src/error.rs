@@ -1,4 +1,5 @@
-//! What can go wrong talking to RabbitMQ, named by what failed. Messages never contain the URL.
+//! What can go wrong talking to RabbitMQ, named by what failed: connecting and declaring
+//! ([`BusError`]) and publishing ([`PublishError`]). Messages never contain the URL.
 
 use std::time::Duration;
 
@@ -54,24 +55,52 @@ pub enum BusError {
         target: String,
         /// Why.
         #[source]
-        source: Box<crate::publisher::PublishError>,
+        source: Box<PublishError>,
     },
     /// Acknowledging a delivery failed (usually the channel is gone and the broker redelivers).
     #[error("acknowledging the delivery failed")]
     Ack(#[source] lapin::Error),
 }
 
-/// The full cause chain of an error on one line: `outer: inner: innermost`.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let next = cause.to_string();
-        if !text.ends_with(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = cause.source();
-    }
-    text
+/// Why a batch was not (or not provably) published. Only `Ok(())` means every message is safe.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// No connection to RabbitMQ could be made within `connect_timeout`.
+    #[error("RabbitMQ is unreachable")]
+    Unreachable(#[source] BusError),
+    /// The broker did not confirm every message: nothing is known about the unconfirmed ones,
+    /// so the caller must treat the whole batch as not published (and may publish it again).
+    #[error("RabbitMQ did not confirm the batch")]
+    Unconfirmed(#[source] Unconfirmed),
+    /// No queue is bound for this routing key; the broker returned the message.
+    #[error("no queue is bound for routing key {routing_key:?} on exchange {exchange:?}")]
+    Unroutable {
+        /// The exchange the message was published to.
+        exchange: String,
+        /// Its routing key.
+        routing_key: String,
+    },
+    /// A field does not fit AMQP (e.g. a header name or routing key over 255 bytes).
+    #[error("the message's {field} does not fit AMQP (over 255 bytes)")]
+    InvalidMessage {
+        /// Which field.
+        field: &'static str,
+    },
+}
+
+/// The ways a confirm can fail to arrive.
+#[derive(Debug, thiserror::Error)]
+pub enum Unconfirmed {
+    /// The broker answered `basic.nack` (an internal error on its side).
+    #[error("RabbitMQ refused {count} message(s) (nack)")]
+    Nacked {
+        /// How many messages of the batch were nacked.
+        count: usize,
+    },
+    /// Not every confirm arrived within `confirm_timeout`.
+    #[error("not every confirm arrived within {0:?}")]
+    TimedOut(Duration),
+    /// The channel or connection closed before every confirm arrived.
+    #[error("the channel closed before every confirm arrived")]
+    ChannelClosed(#[source] lapin::Error),
 }

@@ -21,12 +21,12 @@ mod publisher;
 mod settings;
 mod topology;
 
-pub use consumer::{Consumer, Delivery, Handler, HandlerError, Processed};
+pub use consumer::{Consumer, Delivery, Handler, HandlerError, Processed, Transience};
 pub use decision::{DeadLetterReason, Decision, Outcome, decide};
-pub use error::{BusError, error_chain};
+pub use error::{BusError, PublishError, Unconfirmed};
 pub use message::{CONTENT_TYPE, Outgoing, PERSISTENT, header_int, header_str, headers};
-pub use publisher::{PublishError, Publisher, Unconfirmed};
-pub use settings::{BusSettings, deserialize_durations};
+pub use publisher::Publisher;
+pub use settings::{BusSettings, TopologySettings, deserialize_durations};
 pub use topology::{
     Binding, DEFAULT_DELIVERY_LIMIT, DEFAULT_RETRY_DELAYS, QueueType, Topology, WorkQueue, declare,
     delete, names, routing,

@@ -8,10 +8,11 @@
 //! caller: lapin attaches a `basic.return` to whichever confirm of the channel resolves next.
 
 use crate::connection;
-use crate::error::{BusError, error_chain};
+use crate::error::{BusError, PublishError, Unconfirmed};
 use crate::message::Outgoing;
 use crate::settings::BusSettings;
 use crate::topology::Topology;
+use cardsync_telemetry::error_chain;
 use futures_util::future::{join_all, try_join_all};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::ShortString;
@@ -23,49 +24,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, timeout_at};
-
-/// Why a batch was not (or not provably) published. Only `Ok(())` means every message is safe.
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    /// No connection to RabbitMQ could be made within `connect_timeout`.
-    #[error("RabbitMQ is unreachable")]
-    Unreachable(#[source] BusError),
-    /// The broker did not confirm every message: nothing is known about the unconfirmed ones,
-    /// so the caller must treat the whole batch as not published (and may publish it again).
-    #[error("RabbitMQ did not confirm the batch")]
-    Unconfirmed(#[source] Unconfirmed),
-    /// No queue is bound for this routing key; the broker returned the message.
-    #[error("no queue is bound for routing key {routing_key:?} on exchange {exchange:?}")]
-    Unroutable {
-        /// The exchange the message was published to.
-        exchange: String,
-        /// Its routing key.
-        routing_key: String,
-    },
-    /// A field does not fit AMQP (e.g. a header name or routing key over 255 bytes).
-    #[error("the message's {field} does not fit AMQP (over 255 bytes)")]
-    InvalidMessage {
-        /// Which field.
-        field: &'static str,
-    },
-}
-
-/// The ways a confirm can fail to arrive.
-#[derive(Debug, thiserror::Error)]
-pub enum Unconfirmed {
-    /// The broker answered `basic.nack` (an internal error on its side).
-    #[error("RabbitMQ refused {count} message(s) (nack)")]
-    Nacked {
-        /// How many messages of the batch were nacked.
-        count: usize,
-    },
-    /// Not every confirm arrived within `confirm_timeout`.
-    #[error("not every confirm arrived within {0:?}")]
-    TimedOut(Duration),
-    /// The channel or connection closed before every confirm arrived.
-    #[error("the channel closed before every confirm arrived")]
-    ChannelClosed(#[source] lapin::Error),
-}
 
 /// A message ready for the wire; used for [`Outgoing`] and for the consumer's re-publishing.
 #[derive(Debug)]

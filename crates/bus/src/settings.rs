@@ -1,6 +1,6 @@
 //! How a service talks to RabbitMQ: connection, confirms, prefetch, retries, reconnects, shutdown.
 
-use cardsync_config::{AmqpSettings, Validate};
+use cardsync_config::Validate;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
 use std::time::Duration;
@@ -112,26 +112,16 @@ impl BusSettings {
             queue_type: crate::QueueType::default(),
         }
     }
-
-    /// The defaults with the URL and confirm timeout of a service's `[amqp]` section.
-    pub fn from_amqp(amqp: &AmqpSettings) -> Self {
-        Self {
-            confirm_timeout: amqp.confirm_timeout,
-            ..Self::new(amqp.url.clone())
-        }
-    }
 }
 
 impl Validate for BusSettings {
     fn validate(&self, problems: &mut Vec<String>) {
-        match url::Url::parse(self.url.expose_secret()) {
-            Ok(url) if matches!(url.scheme(), "amqp" | "amqps") => {}
-            Ok(url) => problems.push(format!(
-                "bus.url: scheme must be amqp or amqps, found {:?}",
-                url.scheme()
-            )),
-            Err(e) => problems.push(format!("bus.url: not a URL ({e})")),
-        }
+        cardsync_config::check_url(
+            self.url.expose_secret(),
+            &["amqp", "amqps"],
+            "bus.url",
+            problems,
+        );
         let positive = [
             ("bus.confirm_timeout", self.confirm_timeout),
             ("bus.connect_timeout", self.connect_timeout),
@@ -174,6 +164,40 @@ impl Validate for BusSettings {
         }
         if self.publish_channels == 0 {
             problems.push("bus.publish_channels: must be greater than 0".into());
+        }
+    }
+}
+
+/// Exchange and queue naming, which every service of one deployment must share.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TopologySettings {
+    /// Prefix of every exchange and queue name (tests use a unique one per test).
+    #[serde(default)]
+    pub prefix: String,
+}
+
+impl TopologySettings {
+    /// cardsync's topology under this prefix.
+    pub fn topology(&self) -> crate::Topology {
+        crate::Topology::cardsync(&self.prefix)
+    }
+}
+
+impl Validate for TopologySettings {
+    fn validate(&self, problems: &mut Vec<String>) {
+        if !self
+            .prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            problems.push(
+                "topology.prefix: only ASCII letters, digits, '-', '_' and '.' are allowed".into(),
+            );
+        }
+        // The longest name built on it (a retry queue of the card-writer's bulk queue) must
+        // stay within AMQP's 255 bytes.
+        if self.prefix.len() > 128 {
+            problems.push("topology.prefix: at most 128 characters".into());
         }
     }
 }

@@ -9,7 +9,7 @@ pub mod duration;
 mod sections;
 
 pub use sections::{
-    AmqpSettings, HttpSettings, LogFormat, PostgresSettings, RedisSettings, TelemetrySettings,
+    HttpSettings, LogFormat, PostgresSettings, RedisSettings, TelemetrySettings, check_url,
 };
 
 use figment::Figment;
@@ -55,7 +55,7 @@ impl fmt::Display for ConfigError {
 pub struct Sources {
     /// An optional TOML file layered over the defaults.
     pub file: Option<PathBuf>,
-    /// Environment pairs (`CARDSYNC__AMQP__URL`, value). `None` reads the process environment.
+    /// Environment pairs (`CARDSYNC__BUS__URL`, value). `None` reads the process environment.
     pub env: Option<Vec<(String, String)>>,
 }
 
@@ -166,21 +166,22 @@ mod tests {
 
     #[derive(Debug, Deserialize)]
     struct Settings {
-        amqp: AmqpSettings,
+        postgres: PostgresSettings,
         http: HttpSettings,
     }
 
     impl Validate for Settings {
         fn validate(&self, problems: &mut Vec<String>) {
-            self.amqp.validate(problems);
+            self.postgres.validate(problems);
             self.http.validate(problems);
         }
     }
 
     const DEFAULTS: &str = r#"
-        [amqp]
-        url = "amqp://guest:guest@127.0.0.1:5672/%2f"
-        confirm_timeout = "1s"
+        [postgres]
+        url = "postgres://postgres@127.0.0.1:5432/cardsync"
+        max_connections = 4
+        timeout = "1s"
         [http]
         listen = "127.0.0.1:8080"
         body_limit_bytes = 1048576
@@ -203,12 +204,12 @@ mod tests {
         let settings: Settings = load(
             DEFAULTS,
             &env(&[
-                ("CARDSYNC__AMQP__CONFIRM_TIMEOUT", "250ms"),
+                ("CARDSYNC__POSTGRES__TIMEOUT", "250ms"),
                 ("CARDSYNC__HTTP__LISTEN", "0.0.0.0:9000"),
             ]),
         )
         .unwrap();
-        assert_eq!(settings.amqp.confirm_timeout, Duration::from_millis(250));
+        assert_eq!(settings.postgres.timeout, Duration::from_millis(250));
         assert_eq!(settings.http.listen.port(), 9000);
     }
 
@@ -239,14 +240,14 @@ mod tests {
         let error = load::<Settings>(
             DEFAULTS,
             &env(&[
-                ("CARDSYNC__AMQP__URL", "http://nope"),
-                ("CARDSYNC__AMQP__CONFIRM_TIMEOUT", "0s"),
+                ("CARDSYNC__POSTGRES__URL", "http://nope"),
+                ("CARDSYNC__POSTGRES__TIMEOUT", "0s"),
                 ("CARDSYNC__HTTP__BODY_LIMIT_BYTES", "0"),
             ]),
         )
         .unwrap_err();
         assert_eq!(error.problems.len(), 3, "{error}");
-        assert!(error.to_string().contains("amqp.url"), "{error}");
+        assert!(error.to_string().contains("postgres.url"), "{error}");
     }
 
     #[test]
@@ -265,11 +266,11 @@ mod tests {
     fn secrets_never_appear_in_debug_output() {
         let settings: Settings = load(
             DEFAULTS,
-            &env(&[("CARDSYNC__AMQP__URL", "amqp://u:hunter2@h:5672/v")]),
+            &env(&[("CARDSYNC__POSTGRES__URL", "postgres://u:hunter2@h:5432/v")]),
         )
         .unwrap();
         assert!(!format!("{settings:?}").contains("hunter2"));
-        assert!(settings.amqp.url.expose_secret().contains("hunter2"));
+        assert!(settings.postgres.url.expose_secret().contains("hunter2"));
     }
 
     #[test]

@@ -7,13 +7,27 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use url::Url;
 
-/// Where the HTTP server listens and what it accepts.
+/// Where the HTTP server listens, what it accepts and how it stops.
 #[derive(Debug, Clone, Deserialize)]
 pub struct HttpSettings {
     /// Address to bind; port 0 picks a free port (tests).
     pub listen: SocketAddr,
     /// Largest request body accepted, in bytes; larger bodies get `413`.
     pub body_limit_bytes: usize,
+    /// On SIGTERM, how long requests already started may take to finish before the server
+    /// closes what is left. Kubernetes' `terminationGracePeriodSeconds` must exceed it.
+    #[serde(
+        default = "default_shutdown_timeout",
+        deserialize_with = "crate::duration::deserialize"
+    )]
+    pub shutdown_timeout: Duration,
+    /// HTTP worker threads; unset means one per core.
+    #[serde(default)]
+    pub workers: Option<usize>,
+}
+
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 impl Validate for HttpSettings {
@@ -21,29 +35,11 @@ impl Validate for HttpSettings {
         if self.body_limit_bytes == 0 {
             problems.push("http.body_limit_bytes: must be greater than 0".into());
         }
-    }
-}
-
-/// The RabbitMQ connection.
-#[derive(Debug, Clone, Deserialize)]
-pub struct AmqpSettings {
-    /// `amqp://user:password@host:port/vhost`; secret because it holds the password.
-    pub url: SecretString,
-    /// Longest wait for a publisher confirm before the publish counts as failed.
-    #[serde(deserialize_with = "crate::duration::deserialize")]
-    pub confirm_timeout: Duration,
-}
-
-impl Validate for AmqpSettings {
-    fn validate(&self, problems: &mut Vec<String>) {
-        check_url(
-            self.url.expose_secret(),
-            &["amqp", "amqps"],
-            "amqp.url",
-            problems,
-        );
-        if self.confirm_timeout.is_zero() {
-            problems.push("amqp.confirm_timeout: must be greater than 0".into());
+        if self.shutdown_timeout.is_zero() {
+            problems.push("http.shutdown_timeout: must be greater than 0".into());
+        }
+        if self.workers == Some(0) {
+            problems.push("http.workers: must be greater than 0 when set".into());
         }
     }
 }
@@ -128,8 +124,9 @@ impl Validate for TelemetrySettings {
     }
 }
 
-/// Checks that a (possibly secret) URL parses and has an allowed scheme, without echoing it.
-fn check_url(raw: &str, schemes: &[&str], key: &str, problems: &mut Vec<String>) {
+/// Checks that a (possibly secret) URL parses and has an allowed scheme, without echoing it;
+/// `key` names the setting in the problem pushed.
+pub fn check_url(raw: &str, schemes: &[&str], key: &str, problems: &mut Vec<String>) {
     match Url::parse(raw) {
         Ok(url) if schemes.contains(&url.scheme()) => {}
         Ok(url) => problems.push(format!(

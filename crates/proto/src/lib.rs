@@ -40,6 +40,37 @@ bus_message!(
     CardEvent
 );
 
+impl Cause {
+    /// The cause's stable lowercase name, for metric labels and the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Unspecified => "unspecified",
+            Cause::Notification => "notification",
+            Cause::SafetyPoll => "safety_poll",
+            Cause::Reconcile => "reconcile",
+            Cause::Manual => "manual",
+            Cause::Lifecycle => "lifecycle",
+            Cause::Resync => "resync",
+        }
+    }
+}
+
+impl card_event::Kind {
+    /// The kind's stable lowercase name: the routing-key segment of `event.<kind>.<tenant>`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            card_event::Kind::Unspecified => "unspecified",
+            card_event::Kind::Created => "created",
+            card_event::Kind::Updated => "updated",
+            card_event::Kind::Linked => "linked",
+            card_event::Kind::Deactivated => "deactivated",
+            card_event::Kind::Reactivated => "reactivated",
+            card_event::Kind::Deleted => "deleted",
+            card_event::Kind::Invited => "invited",
+        }
+    }
+}
+
 impl Envelope {
     /// A fresh envelope with a UUIDv7 message id and the current time.
     pub fn new(tenant_id: impl Into<String>, cause: Cause) -> Self {

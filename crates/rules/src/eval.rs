@@ -4,10 +4,27 @@
 //! Directory values are trimmed when read and blank ones count as missing; literals are used as
 //! written. Nothing here can panic on any user data.
 
-use crate::expr::{Function, Node};
+use crate::expr::{Expression, Function, Node};
 use crate::properties::{ON_PREMISES_EXTENSION_ATTRIBUTES, extension_attribute_number};
 use crate::user::DirectoryUser;
 use serde_json::{Map, Value};
+
+impl Expression {
+    /// Evaluates against a user. Total: never panics, deterministic; an invalid expression
+    /// evaluates to nothing.
+    pub fn evaluate(&self, user: &DirectoryUser) -> Evaluated {
+        match self.ast() {
+            Some(node) => evaluate(node, user),
+            None => Evaluated::Single(None),
+        }
+    }
+
+    /// Evaluates and renders to one card value: trimmed, blank is `None`, a list is its
+    /// non-empty items joined with `", "`.
+    pub fn evaluate_text(&self, user: &DirectoryUser) -> Option<String> {
+        self.evaluate(user).into_text()
+    }
+}
 
 /// The value of an expression: a single optional text or a list of texts.
 #[derive(Debug, Clone, PartialEq, Eq)]

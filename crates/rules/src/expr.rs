@@ -12,9 +12,7 @@
 //! call; any other identifier path is a property reference. Spans are byte offsets into the
 //! source, end exclusive.
 
-use crate::eval::{self, Evaluated};
 use crate::properties;
-use crate::user::DirectoryUser;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -72,8 +70,8 @@ impl Function {
         Function::Trim,
     ];
 
-    /// The function's name in expressions.
-    pub fn name(self) -> &'static str {
+    /// The function's stable name, as written in expressions.
+    pub fn as_str(self) -> &'static str {
         match self {
             Function::Coalesce => "coalesce",
             Function::Join => "join",
@@ -88,7 +86,7 @@ impl Function {
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL
             .into_iter()
-            .find(|function| function.name() == name)
+            .find(|function| function.as_str() == name)
     }
 
     /// How many arguments the function takes.
@@ -105,7 +103,7 @@ impl Function {
 
 impl fmt::Display for Function {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.write_str(self.as_str())
     }
 }
 
@@ -346,21 +344,6 @@ impl Expression {
             .filter_map(|(path, _)| path.first().map(|first| (first, path.len())))
             .map(|(first, len)| properties::select_name(first, len))
             .collect()
-    }
-
-    /// Evaluates against a user. Total: never panics, deterministic; an invalid expression
-    /// evaluates to nothing.
-    pub fn evaluate(&self, user: &DirectoryUser) -> Evaluated {
-        match &self.parsed {
-            Ok(node) => eval::evaluate(node, user),
-            Err(_) => Evaluated::Single(None),
-        }
-    }
-
-    /// Evaluates and renders to one card value: trimmed, blank is `None`, a list is its
-    /// non-empty items joined with `", "`.
-    pub fn evaluate_text(&self, user: &DirectoryUser) -> Option<String> {
-        self.evaluate(user).into_text()
     }
 }
 
@@ -629,7 +612,7 @@ impl Parser<'_> {
         if !arity.accepts(args.len()) {
             return Err(ExprError {
                 kind: ExprErrorKind::WrongArity {
-                    function: function.name(),
+                    function: function.as_str(),
                     expected: arity,
                     found: args.len(),
                 },

@@ -56,8 +56,8 @@ pub use merge::{
     apply_local_edit, plan_create, plan_update, revert_to_directory,
 };
 pub use rules::{
-    CustomFieldRule, FieldFlags, FieldName, FieldRules, MAX_FIELD_NAME_LEN, MissingUid, PhoneOrder,
-    PhotoRule, RemovalPolicy, RuleProblem, RuleProblemKind, StandardField, StandardFieldRule,
-    StandardFields, UidRule, UidSource, default_source,
+    CustomFieldRule, FieldFlags, FieldName, FieldRules, MAX_FIELD_NAME_LEN, MAX_VALUE_BYTES,
+    MissingUid, PhoneOrder, PhotoRule, RemovalPolicy, RuleProblem, RuleProblemKind, StandardField,
+    StandardFieldRule, StandardFields, UidRule, UidSource, default_source,
 };
 pub use user::{DeltaEffect, DirectoryUser, UserError};

@@ -77,7 +77,7 @@ pub enum Unmappable {
 
 fn link_email_of(fields: &BTreeMap<FieldName, Option<String>>) -> Option<String> {
     fields
-        .get(StandardField::Email.name())
+        .get(StandardField::Email.as_str())
         .and_then(Option::as_deref)
         .map(str::trim)
         .filter(|email| !email.is_empty())

@@ -31,6 +31,15 @@ impl FieldName {
     pub fn standard(&self) -> Option<StandardField> {
         StandardField::from_name(&self.0)
     }
+
+    /// Whether `name` follows the one field-name grammar of cardsync: `[a-z][a-z0-9_]*`, at
+    /// most [`MAX_FIELD_NAME_LEN`] bytes. Rules, card commands and local edits all check it.
+    pub fn is_valid(name: &str) -> bool {
+        let mut chars = name.chars();
+        name.len() <= MAX_FIELD_NAME_LEN
+            && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    }
 }
 
 impl Borrow<str> for FieldName {
@@ -47,7 +56,7 @@ impl fmt::Display for FieldName {
 
 impl From<StandardField> for FieldName {
     fn from(field: StandardField) -> Self {
-        Self(field.name().to_owned())
+        Self(field.as_str().to_owned())
     }
 }
 
@@ -91,8 +100,8 @@ impl StandardField {
         StandardField::Photo,
     ];
 
-    /// The field's name on cards and in commands.
-    pub fn name(self) -> &'static str {
+    /// The field's stable name, on cards and in commands.
+    pub fn as_str(self) -> &'static str {
         match self {
             StandardField::Name => "name",
             StandardField::Email => "email",
@@ -107,7 +116,7 @@ impl StandardField {
 
     /// The standard field with this name.
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|field| field.name() == name)
+        Self::ALL.into_iter().find(|field| field.as_str() == name)
     }
 }
 
@@ -409,6 +418,9 @@ pub struct FieldRules {
 /// Longest accepted custom field name, in bytes.
 pub const MAX_FIELD_NAME_LEN: usize = 64;
 
+/// Longest value a card field holds, in bytes (commands and local edits are refused above it).
+pub const MAX_VALUE_BYTES: usize = 8 * 1024;
+
 /// One problem found by [`FieldRules::validate`], displayed as `path: message`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{path}: {kind}")]
@@ -486,13 +498,6 @@ fn check_flags(path: String, flags: FieldFlags, problems: &mut Vec<RuleProblem>)
     }
 }
 
-fn is_valid_field_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    name.len() <= MAX_FIELD_NAME_LEN
-        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-}
-
 impl FieldRules {
     /// The expression that produces a standard text field: the override, else the default.
     /// `None` for the photo.
@@ -549,7 +554,7 @@ impl FieldRules {
     pub fn validate(&self) -> Result<(), Vec<RuleProblem>> {
         let mut problems = Vec::new();
         for field in StandardField::ALL {
-            let path = format!("fields.{}", field.name());
+            let path = format!("fields.{}", field.as_str());
             check_flags(path.clone(), self.fields.flags(field), &mut problems);
             if let Some(source) = self.fields.text_rule(field).and_then(|r| r.source.as_ref()) {
                 problems.extend(source.diagnose().into_iter().map(|error| RuleProblem {
@@ -563,9 +568,9 @@ impl FieldRules {
             if let Some(standard) = StandardField::from_name(name) {
                 problems.push(RuleProblem {
                     path: path.clone(),
-                    kind: RuleProblemKind::ReservedFieldName(standard.name()),
+                    kind: RuleProblemKind::ReservedFieldName(standard.as_str()),
                 });
-            } else if !is_valid_field_name(name) {
+            } else if !FieldName::is_valid(name) {
                 problems.push(RuleProblem {
                     path: path.clone(),
                     kind: RuleProblemKind::InvalidFieldName,
@@ -678,12 +683,12 @@ mod tests {
 
     #[test]
     fn field_names_are_checked() {
-        assert!(is_valid_field_name("cost_center2"));
-        assert!(!is_valid_field_name("2cost"));
-        assert!(!is_valid_field_name("_x"));
-        assert!(!is_valid_field_name("Cost"));
-        assert!(!is_valid_field_name(""));
-        assert!(!is_valid_field_name(&"a".repeat(65)));
+        assert!(FieldName::is_valid("cost_center2"));
+        assert!(!FieldName::is_valid("2cost"));
+        assert!(!FieldName::is_valid("_x"));
+        assert!(!FieldName::is_valid("Cost"));
+        assert!(!FieldName::is_valid(""));
+        assert!(!FieldName::is_valid(&"a".repeat(65)));
     }
 
     #[test]

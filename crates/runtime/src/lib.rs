@@ -1,52 +1,26 @@
-//! What every cardsync service binary does around its work: SIGTERM (Kubernetes stopping a pod)
-//! or Ctrl-C becomes the [`CancellationToken`] the service's run loop takes, so consumers stop
-//! taking messages, in-flight work drains under its deadline, and the process exits cleanly.
+//! The service kit: what every cardsync service does around its own work, written once.
+//!
+//! - [`Service`]: the binary's `main`: `serve` (the default) and `migrate`, settings loaded
+//!   and validated once (exit code 2 with every problem listed), the rustls provider,
+//!   telemetry, SIGTERM as a [`CancellationToken`](tokio_util::sync::CancellationToken).
+//! - [`HttpServer`]: bound from `[http]`, request metrics, `/health/live`, `/health/ready`
+//!   (the service's [`Readiness`] checks and the schema gate), `/metrics`, and a drain under
+//!   `http.shutdown_timeout` on shutdown.
+//! - [`SchemaGate`]: the migration policy (services never migrate; see [`schema`]).
+//! - [`DEFAULT_PORTS`]: every service's default listen port, in one table.
+//!
+//! A service's `main.rs` is one call to [`Service::run`]; its `startup.rs` only wires its parts.
 
-use tokio_util::sync::CancellationToken;
+pub mod health;
+pub mod http;
+mod ports;
+pub mod schema;
+mod service;
+mod signal;
 
-/// A token cancelled on the first SIGTERM or Ctrl-C. The SIGTERM handler is installed before
-/// this returns, so a stop that arrives right after start-up is not missed. Needs a Tokio
-/// runtime.
-pub fn cancel_on_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    #[cfg(unix)]
-    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
-    let cancel = token.clone();
-    tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        if let Ok(mut term) = term {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-            cancel.cancel();
-            return;
-        }
-        // No SIGTERM handler (not Unix, or it could not be installed): Ctrl-C only.
-        let _ = ctrl_c.await;
-        cancel.cancel();
-    });
-    token
-}
-
-#[cfg(all(test, unix))]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[tokio::test]
-    async fn sigterm_cancels_the_token() {
-        let token = cancel_on_signal();
-        assert!(!token.is_cancelled());
-        let status = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(std::process::id().to_string())
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-        tokio::time::timeout(Duration::from_secs(5), token.cancelled())
-            .await
-            .expect("cancelled after SIGTERM, and the process is still alive");
-    }
-}
+pub use health::{Readiness, Verdict};
+pub use http::{HttpError, HttpMetrics, HttpServer, Observability};
+pub use ports::{DEFAULT_PORTS, default_port};
+pub use schema::SchemaGate;
+pub use service::{EXIT_INVALID_CONFIGURATION, Service, ServiceSettings, load_settings, migrate};
+pub use signal::cancel_on_signal;

@@ -33,6 +33,36 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+impl StoreError {
+    /// Whether trying again later can help. Unavailable, timed out, deadlocked or a lost race
+    /// on a unique index: yes. Undecodable stored data, a violated check or a bad URL: a bug
+    /// or a corrupt row, retrying cannot help.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::InvalidUrl(_) => false,
+            StoreError::Query(error) => is_transient_sql(error),
+            StoreError::Migrate(_) => true,
+        }
+    }
+}
+
+/// [`StoreError::is_transient`] for a bare `sqlx::Error`.
+pub fn is_transient_sql(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::TypeNotFound { .. }
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::Encode(_)
+        | sqlx::Error::Configuration(_) => false,
+        sqlx::Error::Database(db) => {
+            db.is_unique_violation() || !db.code().is_some_and(|code| code.starts_with("23"))
+        }
+        _ => true,
+    }
+}
+
 /// The JSON text of a document stored in a `json` column. Cards' fields, audit states and outbox
 /// headers are `json`, not `jsonb`: PostgreSQL never looks inside them, and `json` keeps the text
 /// as sent instead of parsing it into `jsonb` on every write and printing it back on every read
@@ -69,6 +99,45 @@ pub async fn pool(settings: &PostgresSettings) -> Result<PgPool, StoreError> {
 pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     MIGRATOR.run(pool).await?;
     Ok(())
+}
+
+/// How the database's schema compares with the migrations this binary embeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SchemaVersion {
+    /// The newest migration applied to the database (`None`: never migrated).
+    pub database: Option<i64>,
+    /// The newest migration this binary embeds.
+    pub required: i64,
+    /// Whether every embedded migration is applied. A database migrated further by a newer
+    /// release is current too: migrations stay additive for one release, so a rolling upgrade
+    /// keeps serving.
+    pub current: bool,
+}
+
+/// Reads which migrations the database has. Never migrates: that is the `migrate` command's
+/// job (the Helm chart's hook Job), so that no serving replica ever changes the schema.
+pub async fn schema_version(pool: &PgPool) -> Result<SchemaVersion, StoreError> {
+    let required = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    let exists: bool =
+        sqlx::query_scalar("SELECT to_regclass('public._sqlx_migrations') IS NOT NULL")
+            .fetch_one(pool)
+            .await?;
+    let applied: Vec<i64> = if exists {
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(pool)
+            .await?
+    } else {
+        Vec::new()
+    };
+    let current = MIGRATOR
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+        .all(|m| applied.binary_search(&m.version).is_ok());
+    Ok(SchemaVersion {
+        database: applied.last().copied(),
+        required,
+        current,
+    })
 }
 
 /// Whether the database answers a trivial query.

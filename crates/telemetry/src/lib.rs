@@ -2,8 +2,11 @@
 //! (exported over OTLP/HTTP only when an endpoint is configured), W3C trace-context
 //! propagation helpers for the bus, and the per-process Prometheus registry.
 
+mod errors;
 pub mod metrics;
 pub mod propagation;
+
+pub use errors::error_chain;
 
 use cardsync_config::{LogFormat, TelemetrySettings};
 use opentelemetry::trace::TracerProvider as _;

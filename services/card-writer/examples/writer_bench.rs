@@ -26,7 +26,6 @@
 
 use anyhow::{Context as _, bail, ensure};
 use card_writer::Settings;
-use card_writer::command::cause_name;
 use card_writer::events::{EventSpec, outbox_message};
 use cardsync_bench::{
     CpuProbe, CpuTimes, ServiceProcess, broker_process_ids, describe_machine, free_port,
@@ -511,7 +510,7 @@ async fn raw_transaction(
                 AS t(c, a, m, v, fb, fa)",
     )
     .bind(tenant)
-    .bind(cause_name(Cause::Notification))
+    .bind(Cause::Notification.as_str())
     .bind(&card_ids)
     .bind(column(&|r| r.action.to_owned()))
     .bind(column(&|r| r.message_id.clone()))

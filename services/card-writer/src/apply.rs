@@ -18,7 +18,7 @@
 //! than duplicated. A card owned by another, still active directory user is never taken over by
 //! email: the command waits (transient) until that user's own change frees the email.
 
-use crate::command::{Action, ValidCommand, cause_name};
+use crate::command::{Action, ValidCommand};
 use crate::events::{EventSpec, outbox_message};
 use cardsync_proto::card_event::Kind;
 use cardsync_rules::{FieldStates, RemovalPolicy, plan_create, plan_update};
@@ -824,7 +824,7 @@ fn finish(
             tenant_id: tenant.id,
             card_id,
             action: audit_action.to_owned(),
-            cause: cause_name(command.cause).to_owned(),
+            cause: command.cause.as_str().to_owned(),
             message_id: Some(command.message_id.clone()),
             version: Some(command.version),
             status_before,

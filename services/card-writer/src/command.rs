@@ -3,14 +3,12 @@
 //! reason (invariant 7).
 
 use cardsync_proto::{CardCommand, Cause, Role, card_command::Action as WireAction};
-use cardsync_rules::{FieldName, MappedCard, StandardField};
+use cardsync_rules::{FieldName, MAX_VALUE_BYTES, MappedCard, StandardField};
 use cardsync_store::cards::CardRole;
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// Longest accepted field value, in bytes.
-pub const MAX_VALUE_BYTES: usize = 8 * 1024;
 /// Most fields one command may carry.
 pub const MAX_FIELDS: usize = 256;
 /// Most teams one command may carry.
@@ -121,32 +119,11 @@ pub enum InvalidCommand {
     BadRole(i32),
 }
 
-/// Whether `name` is a well-formed card field name.
-pub fn is_field_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some('a'..='z'))
-        && name.len() <= 64
-        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
-}
-
 fn check_len(value: &str, limit: usize, what: &'static str) -> Result<(), InvalidCommand> {
     if value.len() > limit {
         return Err(InvalidCommand::TooLong(what));
     }
     Ok(())
-}
-
-/// A cause's lowercase name for the audit log (`notification`, `reconcile`, …).
-pub fn cause_name(cause: Cause) -> &'static str {
-    match cause {
-        Cause::Unspecified => "unspecified",
-        Cause::Notification => "notification",
-        Cause::SafetyPoll => "safety_poll",
-        Cause::Reconcile => "reconcile",
-        Cause::Manual => "manual",
-        Cause::Lifecycle => "lifecycle",
-        Cause::Resync => "resync",
-    }
 }
 
 /// Where a delivery came from, for the tenant cross-checks.
@@ -219,7 +196,7 @@ pub fn validate(command: CardCommand, origin: Origin<'_>) -> Result<ValidCommand
     }
     let mut fields: BTreeMap<FieldName, Option<String>> = BTreeMap::new();
     for field in command.fields {
-        if !is_field_name(&field.name) {
+        if !FieldName::is_valid(&field.name) {
             return Err(InvalidCommand::BadFieldName(field.name));
         }
         if let Some(value) = &field.value {
@@ -317,7 +294,7 @@ mod tests {
         let valid = validate(command(TENANT), Origin::default()).unwrap();
         assert_eq!(valid.action, Action::Upsert);
         assert_eq!(valid.version, 3);
-        assert_eq!(cause_name(valid.cause), "notification");
+        assert_eq!(valid.cause.as_str(), "notification");
         assert_eq!(valid.incoming.value("name"), Some("Ann"));
     }
 

@@ -3,11 +3,10 @@
 //! Both write the card, an audit row and an `updated`/`created` event in one transaction.
 
 use crate::apply::is_transient_sql;
-use crate::command::{MAX_VALUE_BYTES, is_field_name};
 use crate::events::{EventSpec, outbox_message};
 use cardsync_proto::Cause;
 use cardsync_proto::card_event::Kind;
-use cardsync_rules::{EditRefused, FieldName, FieldStates, apply_local_edit};
+use cardsync_rules::{EditRefused, FieldName, FieldStates, MAX_VALUE_BYTES, apply_local_edit};
 use cardsync_store::cards::{self, Card, CardStatus};
 use cardsync_store::{StoreError, audit, outbox, tenants};
 use sqlx::PgPool;
@@ -77,7 +76,7 @@ pub async fn edit_field(
     field: &str,
     value: Option<&str>,
 ) -> Result<Card, EditError> {
-    if !is_field_name(field) {
+    if !FieldName::is_valid(field) {
         return Err(EditError::BadFieldName(field.to_owned()));
     }
     if value.is_some_and(|v| v.len() > MAX_VALUE_BYTES) {
@@ -152,7 +151,7 @@ pub async fn create_local_card(
     values: &BTreeMap<String, Option<String>>,
 ) -> Result<Card, EditError> {
     for (name, value) in values {
-        if !is_field_name(name) {
+        if !FieldName::is_valid(name) {
             return Err(EditError::BadFieldName(name.clone()));
         }
         if value.as_ref().is_some_and(|v| v.len() > MAX_VALUE_BYTES) {

@@ -8,20 +8,6 @@ use cardsync_telemetry::propagation;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-/// The routing-key segment of an event kind (`event.<kind>.<tenant>`).
-pub fn kind_name(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Unspecified => "unspecified",
-        Kind::Created => "created",
-        Kind::Updated => "updated",
-        Kind::Linked => "linked",
-        Kind::Deactivated => "deactivated",
-        Kind::Reactivated => "reactivated",
-        Kind::Deleted => "deleted",
-        Kind::Invited => "invited",
-    }
-}
-
 /// What one event says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventSpec<'a> {
@@ -68,7 +54,7 @@ pub fn outbox_message(spec: &EventSpec<'_>, exchange: &str) -> NewMessage {
         tenant_id: spec.tenant_id,
         message_id,
         exchange: exchange.to_owned(),
-        routing_key: routing::card_event(kind_name(spec.kind), &tenant),
+        routing_key: routing::card_event(spec.kind.as_str(), &tenant),
         message_type: CardEvent::TYPE.to_owned(),
         payload: event.encode_to_vec(),
         headers: header_map,

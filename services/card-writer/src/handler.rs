@@ -40,7 +40,7 @@ impl CommandQueue {
     }
 
     /// The metric label.
-    pub fn label(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             CommandQueue::Live => "live",
             CommandQueue::Bulk => "bulk",
@@ -192,7 +192,7 @@ async fn run_batch(pool: &PgPool, exchange: &str, fast_path: Option<&FastPath>, 
             .collect();
         if let Err(error) = fast_path.dedup.remember_all(&keys).await {
             fast_path.errors.inc();
-            tracing::debug!(error = %cardsync_bus::error_chain(&error), "redis dedup keys not written");
+            tracing::debug!(error = %cardsync_telemetry::error_chain(&error), "redis dedup keys not written");
         }
     }
     for (job, result) in answered {
@@ -211,7 +211,7 @@ async fn skip_known(fast_path: &FastPath, batch: Vec<Job>) -> Vec<Job> {
         Ok(_) => return batch,
         Err(error) => {
             fast_path.errors.inc();
-            tracing::debug!(error = %cardsync_bus::error_chain(&error), "redis dedup check skipped");
+            tracing::debug!(error = %cardsync_telemetry::error_chain(&error), "redis dedup check skipped");
             return batch;
         }
     };
@@ -251,7 +251,7 @@ async fn apply_batch(
         return batch.into_iter().zip([Err(error)]).collect();
     }
     tracing::debug!(
-        error = %cardsync_bus::error_chain(&error),
+        error = %cardsync_telemetry::error_chain(&error),
         commands = batch.len(),
         "card command batch rolled back; applying its commands one by one"
     );
@@ -306,7 +306,7 @@ impl CommandHandler {
     fn count(&self, outcome: &str, tenant: &str) {
         self.metrics
             .commands
-            .with_label_values(&[self.queue.label(), outcome, tenant])
+            .with_label_values(&[self.queue.as_str(), outcome, tenant])
             .inc();
     }
 }
@@ -352,7 +352,7 @@ impl Handler for CommandHandler {
         self.count(applied.outcome.as_str(), &tenant);
         self.metrics
             .apply_duration
-            .with_label_values(&[self.queue.label()])
+            .with_label_values(&[self.queue.as_str()])
             .observe(elapsed);
         if applied.outcome.wrote()
             && let Some(observed) = command.observed_at
@@ -361,7 +361,7 @@ impl Handler for CommandHandler {
             if e2e >= 0.0 {
                 self.metrics
                     .end_to_end
-                    .with_label_values(&[self.queue.label()])
+                    .with_label_values(&[self.queue.as_str()])
                     .observe(e2e);
             }
         }

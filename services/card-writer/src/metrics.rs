@@ -9,12 +9,6 @@ use prometheus::Gauge;
 /// Typed handles to every metric the card-writer exports.
 #[derive(Debug, Clone)]
 pub struct Metrics {
-    /// HTTP requests by route pattern and status code.
-    pub http_requests: IntCounterVec,
-    /// HTTP request latency by route pattern and status code.
-    pub http_duration: HistogramVec,
-    /// Requests being handled right now.
-    pub http_in_flight: IntGauge,
     /// Card commands by queue (`live`, `bulk`), outcome and tenant. Outcomes: `created`,
     /// `updated`, `linked`, `unchanged`, `deactivated`, `reactivated`, `deleted`, `tombstoned`,
     /// `stale`, `duplicate` (PostgreSQL's version check), `duplicate_fast` (Redis fast path),
@@ -43,33 +37,6 @@ impl Metrics {
             HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec())
         };
         Ok(Self {
-            http_requests: register(
-                registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "cardsync_card_writer_http_requests_total",
-                        "HTTP requests by route and status",
-                    ),
-                    &["route", "status"],
-                )?,
-            )?,
-            http_duration: register(
-                registry,
-                HistogramVec::new(
-                    latency(
-                        "cardsync_card_writer_http_request_duration_seconds",
-                        "HTTP request latency",
-                    ),
-                    &["route", "status"],
-                )?,
-            )?,
-            http_in_flight: register(
-                registry,
-                IntGauge::new(
-                    "cardsync_card_writer_http_requests_in_flight",
-                    "HTTP requests being handled",
-                )?,
-            )?,
             commands: register(
                 registry,
                 IntCounterVec::new(

@@ -188,7 +188,7 @@ impl Relay {
                     let delay = Duration::from_millis(100)
                         .saturating_mul(2u32.saturating_pow(failures.min(8)))
                         .min(Duration::from_secs(10));
-                    tracing::warn!(error = %cardsync_bus::error_chain(&error), retry_in = ?delay, "outbox relay failed");
+                    tracing::warn!(error = %cardsync_telemetry::error_chain(&error), retry_in = ?delay, "outbox relay failed");
                     delay
                 }
             };
@@ -197,7 +197,7 @@ impl Relay {
             if last_observed.is_none_or(|at| at.elapsed() >= BACKLOG_EVERY) {
                 last_observed = Some(tokio::time::Instant::now());
                 if let Err(error) = self.observe_backlog().await {
-                    tracing::debug!(error = %cardsync_bus::error_chain(&error), "outbox backlog unknown");
+                    tracing::debug!(error = %cardsync_telemetry::error_chain(&error), "outbox backlog unknown");
                 }
             }
             tokio::select! {
@@ -215,7 +215,7 @@ impl Relay {
         }
         // A last pass so events of commands applied during the drain are not left waiting.
         if let Err(error) = self.drain().await {
-            tracing::warn!(error = %cardsync_bus::error_chain(&error), "outbox not drained at shutdown; published on next start");
+            tracing::warn!(error = %cardsync_telemetry::error_chain(&error), "outbox not drained at shutdown; published on next start");
         }
     }
 }

@@ -5,7 +5,6 @@
 use crate::edit::{self, EditError};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError, web};
-use cardsync_bus::Publisher;
 use cardsync_rules::{EditRefused, FieldStates};
 use cardsync_store::cards::{self, Card};
 use serde::{Deserialize, Serialize};
@@ -21,14 +20,10 @@ use uuid::Uuid;
 pub struct AppState {
     /// The card store.
     pub pool: PgPool,
-    /// For readiness.
-    pub publisher: Publisher,
     /// Wakes the outbox relay after a local edit.
     pub relay_wake: Arc<Notify>,
     /// Full name of the card-events exchange.
     pub events_exchange: String,
-    /// The process registry, rendered on `/metrics`.
-    pub prometheus: cardsync_telemetry::metrics::Registry,
 }
 
 /// Everything a request can fail with, mapped to a status in one place.
@@ -85,7 +80,7 @@ impl ResponseError for ApiError {
         let status = self.status_code();
         let message = if status.is_server_error() {
             // The cause chain is logged once here; the body never leaks internals.
-            tracing::warn!(error = %cardsync_bus::error_chain(self), "request failed");
+            tracing::warn!(error = %cardsync_telemetry::error_chain(self), "request failed");
             "the card store is not available; retry later".to_owned()
         } else {
             self.to_string()
@@ -162,7 +157,7 @@ pub struct NewCard {
     pub fields: BTreeMap<String, Option<String>>,
 }
 
-/// Registers every route.
+/// Registers the card-writer's routes (health and metrics are the kit's).
 pub fn configure(config: &mut web::ServiceConfig) {
     config
         .service(web::resource("/tenants/{tenant}/cards").route(web::post().to(create_card)))
@@ -170,10 +165,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(
             web::resource("/tenants/{tenant}/cards/{card}/fields/{field}")
                 .route(web::put().to(edit_field)),
-        )
-        .service(web::resource("/health/live").route(web::get().to(live)))
-        .service(web::resource("/health/ready").route(web::get().to(ready)))
-        .service(web::resource("/metrics").route(web::get().to(metrics)));
+        );
 }
 
 fn parse_id(text: &str, what: &'static str) -> Result<Uuid, ApiError> {
@@ -238,25 +230,4 @@ async fn create_card(
         edit::create_local_card(&state.pool, &state.events_exchange, tenant, &new.fields).await?;
     state.relay_wake.notify_one();
     Ok(HttpResponse::Created().json(view(&state.pool, card).await?))
-}
-
-async fn live() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "live"}))
-}
-
-async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let database = cardsync_store::ping(&state.pool).await;
-    let broker = state.publisher.is_ready().await;
-    let body = serde_json::json!({"database": database, "broker": broker});
-    if database && broker {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::ServiceUnavailable().json(body)
-    }
-}
-
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(cardsync_telemetry::metrics::render(&state.prometheus))
 }

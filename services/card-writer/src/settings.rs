@@ -1,9 +1,10 @@
 //! The card-writer's settings, loaded through the shared loader over `config/default.toml`.
 
-use cardsync_bus::BusSettings;
+use cardsync_bus::{BusSettings, TopologySettings};
 use cardsync_config::{
     HttpSettings, PostgresSettings, RedisSettings, Sources, TelemetrySettings, Validate,
 };
+use cardsync_runtime::ServiceSettings;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -36,9 +37,6 @@ pub struct Settings {
 pub struct CardWriterSettings {
     /// Whether the live and bulk consumers run (tests drive them step by step instead).
     pub consume: bool,
-    /// Grace period for in-flight HTTP requests at shutdown.
-    #[serde(deserialize_with = "cardsync_config::duration::deserialize")]
-    pub shutdown_timeout: Duration,
     /// Lifetime of a Redis dedup key.
     #[serde(deserialize_with = "cardsync_config::duration::deserialize")]
     pub dedup_ttl: Duration,
@@ -77,17 +75,11 @@ pub struct RelaySettings {
     pub batch_size: u32,
 }
 
-/// Exchange and queue naming.
-#[derive(Debug, Clone, Deserialize)]
-pub struct TopologySettings {
-    /// Prefix of every exchange and queue name.
-    pub prefix: String,
-}
-
 impl Validate for Settings {
     fn validate(&self, problems: &mut Vec<String>) {
         self.http.validate(problems);
         self.bus.validate(problems);
+        self.topology.validate(problems);
         self.postgres.validate(problems);
         self.redis.validate(problems);
         self.telemetry.validate(problems);
@@ -133,23 +125,25 @@ impl Validate for Settings {
         if self.relay.poll_interval.is_zero() {
             problems.push("relay.poll_interval: must be greater than 0".into());
         }
-        if !self
-            .topology
-            .prefix
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            problems.push(
-                "topology.prefix: only ASCII letters, digits, '-', '_' and '.' are allowed".into(),
-            );
-        }
+    }
+}
+
+impl ServiceSettings for Settings {
+    const DEFAULTS: &'static str = DEFAULTS;
+
+    fn telemetry(&self) -> &TelemetrySettings {
+        &self.telemetry
+    }
+
+    fn postgres(&self) -> &PostgresSettings {
+        &self.postgres
     }
 }
 
 impl Settings {
     /// Loads defaults, the optional file and the environment, and validates.
     pub fn load(sources: &Sources) -> Result<Self, cardsync_config::ConfigError> {
-        cardsync_config::load(DEFAULTS, sources)
+        Self::load_from(sources)
     }
 }
 
@@ -166,6 +160,10 @@ mod tests {
         .unwrap();
         assert!(settings.card_writer.consume);
         assert_eq!(settings.relay.batch_size, 256);
+        assert_eq!(
+            Some(settings.http.listen.port()),
+            cardsync_runtime::default_port("card-writer")
+        );
     }
 
     #[test]

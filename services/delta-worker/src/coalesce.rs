@@ -136,7 +136,7 @@ impl Coalescer {
             let covered = match outcome {
                 Ok(Ok(report)) => Covered::Done(report),
                 Ok(Err(error)) => {
-                    let reason = cardsync_bus::error_chain(&error);
+                    let reason = cardsync_telemetry::error_chain(&error);
                     tracing::warn!(%tenant, error = %reason, "delta round failed");
                     Covered::Failed {
                         transient: error.is_transient(),

@@ -198,7 +198,7 @@ impl Rounds {
         if let Err(error) = self.redis.release(&lease).await {
             tracing::warn!(error = %error, "lease release failed; it expires by itself");
         }
-        let cause = cause_label(request.cause);
+        let cause = request.cause.as_str();
         let outcome = if result.is_ok() { "ok" } else { "failed" };
         self.metrics
             .rounds
@@ -852,19 +852,6 @@ fn merge_group(groups: &mut HashMap<String, GroupRow>, item: &Value) {
             _ => "other",
         };
         group.members.insert(member_id.to_owned(), kind.to_owned());
-    }
-}
-
-/// Stable metric label of a cause.
-pub fn cause_label(cause: proto::Cause) -> &'static str {
-    match cause {
-        proto::Cause::Notification => "notification",
-        proto::Cause::SafetyPoll => "safety_poll",
-        proto::Cause::Reconcile => "reconcile",
-        proto::Cause::Manual => "manual",
-        proto::Cause::Lifecycle => "lifecycle",
-        proto::Cause::Resync => "resync",
-        proto::Cause::Unspecified => "unspecified",
     }
 }
 

@@ -1,10 +1,11 @@
 //! The delta-worker's settings, loaded through the shared loader over `config/default.toml`.
 
-use cardsync_bus::BusSettings;
+use cardsync_bus::{BusSettings, TopologySettings};
 use cardsync_config::{
     HttpSettings, PostgresSettings, RedisSettings, Sources, TelemetrySettings, Validate,
 };
 use cardsync_graph::GraphSettings;
+use cardsync_runtime::ServiceSettings;
 use secrecy::SecretString;
 use serde::Deserialize;
 use std::time::Duration;
@@ -56,13 +57,6 @@ pub struct WorkerSettings {
     pub emit_batch: u32,
 }
 
-/// Exchange and queue naming.
-#[derive(Debug, Clone, Deserialize)]
-pub struct TopologySettings {
-    /// Prefix of every exchange and queue name.
-    pub prefix: String,
-}
-
 /// Secrets.
 #[derive(Debug, Clone, Deserialize)]
 pub struct SecretsSettings {
@@ -74,6 +68,7 @@ impl Validate for Settings {
     fn validate(&self, problems: &mut Vec<String>) {
         self.http.validate(problems);
         self.bus.validate(problems);
+        self.topology.validate(problems);
         self.postgres.validate(problems);
         self.redis.validate(problems);
         self.graph.validate(problems);
@@ -98,9 +93,52 @@ impl Validate for Settings {
     }
 }
 
+impl ServiceSettings for Settings {
+    const DEFAULTS: &'static str = DEFAULTS;
+
+    fn telemetry(&self) -> &TelemetrySettings {
+        &self.telemetry
+    }
+
+    fn postgres(&self) -> &PostgresSettings {
+        &self.postgres
+    }
+}
+
 impl Settings {
     /// Loads defaults, the optional file and the environment, and validates.
     pub fn load(sources: &Sources) -> Result<Self, cardsync_config::ConfigError> {
-        cardsync_config::load(DEFAULTS, sources)
+        Self::load_from(sources)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_defaults_are_valid_and_use_the_delta_workers_port() {
+        let settings = Settings::load(&Sources {
+            file: None,
+            env: Some(vec![]),
+        })
+        .unwrap();
+        assert_eq!(
+            Some(settings.http.listen.port()),
+            cardsync_runtime::default_port("delta-worker")
+        );
+    }
+
+    #[test]
+    fn a_topology_prefix_with_a_space_is_refused() {
+        let error = Settings::load(&Sources {
+            file: None,
+            env: Some(vec![(
+                "CARDSYNC__TOPOLOGY__PREFIX".into(),
+                "bad prefix".into(),
+            )]),
+        })
+        .unwrap_err();
+        assert!(error.to_string().contains("topology.prefix"), "{error}");
     }
 }

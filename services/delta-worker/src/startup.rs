@@ -1,6 +1,7 @@
-//! Builds the delta-worker from settings and runs it until shutdown: the two consumers
-//! (changes, sync requests), the idle-tenant safety poll, and a small HTTP server for health
-//! and metrics. Tests build the same thing with port 0 and drive it step by step.
+//! Wires the delta-worker from settings and runs it until shutdown: the two consumers
+//! (changes, sync requests) and the idle-tenant safety poll, started once the database schema
+//! is current, and the kit's HTTP server for health and metrics. Tests build the same thing
+//! with port 0 and drive it step by step.
 
 use crate::coalesce::{Coalescer, Covered};
 use crate::handlers::{ChangeHandler, SyncRequestHandler};
@@ -8,24 +9,22 @@ use crate::lease::RedisState;
 use crate::metrics::Metrics;
 use crate::round::Rounds;
 use crate::settings::Settings;
-use actix_web::dev::Server;
-use actix_web::{App, HttpResponse, HttpServer, web};
-use cardsync_bus::{Consumer, Publisher, Topology, names};
+use cardsync_bus::{Consumer, Publisher, names};
 use cardsync_graph::GraphClient;
 use cardsync_proto as proto;
+use cardsync_runtime::{HttpMetrics, HttpServer, Observability, Readiness, SchemaGate};
 use cardsync_store::connections::SealingKey;
 use cardsync_telemetry::metrics::Registry;
 use secrecy::ExposeSecret as _;
-use std::net::TcpListener;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// Why the delta-worker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    /// The listen address could not be bound.
-    #[error("cannot listen on the configured address")]
-    Bind(#[source] std::io::Error),
+    /// The HTTP server could not start.
+    #[error("cannot start the HTTP server")]
+    Http(#[from] cardsync_runtime::HttpError),
     /// The database is unusable.
     #[error("cannot set up the database")]
     Store(#[from] cardsync_store::StoreError),
@@ -44,27 +43,21 @@ pub enum StartupError {
 }
 
 /// A built, not yet running delta-worker.
+#[derive(Debug)]
 pub struct Application {
-    port: u16,
-    server: Server,
+    http: HttpServer,
+    schema: SchemaGate,
     coalescer: Coalescer,
     changes: Arc<Consumer>,
     requests: Arc<Consumer>,
     settings: Settings,
 }
 
-impl std::fmt::Debug for Application {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Application")
-            .field("port", &self.port)
-            .finish_non_exhaustive()
-    }
-}
-
 impl Application {
     /// Wires every part; RabbitMQ and PostgreSQL connect lazily, Redis lazily too.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let registry = Registry::new();
+        let http_metrics = HttpMetrics::register(&registry, "cardsync_delta_worker")?;
         let metrics = Metrics::register(&registry)?;
         let pool = cardsync_store::pool_lazy(&settings.postgres)?;
         let redis_client = redis::Client::open(settings.redis.url.expose_secret())?;
@@ -72,11 +65,12 @@ impl Application {
             redis_client,
             redis::aio::ConnectionManagerConfig::new(),
         )?;
-        let topology = Topology::cardsync(&settings.topology.prefix);
+        let topology = settings.topology.topology();
+        let publisher = Publisher::lazy(&settings.bus, topology.clone());
         let rounds = Arc::new(Rounds {
             pool: pool.clone(),
             graph: GraphClient::new(settings.graph.clone())?,
-            publisher: Publisher::lazy(&settings.bus, topology.clone()),
+            publisher: publisher.clone(),
             redis: RedisState::new(redis.clone(), &settings.redis.key_prefix),
             sealing: Arc::new(SealingKey::from_base64(&settings.secrets.credential_key)?),
             settings: settings.worker.clone(),
@@ -95,33 +89,41 @@ impl Application {
             names::DELTA_WORKER_REQUESTS,
         ));
 
-        let listener = TcpListener::bind(settings.http.listen).map_err(StartupError::Bind)?;
-        let port = listener.local_addr().map_err(StartupError::Bind)?.port();
-        let state = web::Data::new(Health {
-            pool,
-            redis,
-            registry,
-        });
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(state.clone())
-                .route(
-                    "/health/live",
-                    web::get().to(|| async {
-                        HttpResponse::Ok().json(serde_json::json!({"status": "live"}))
-                    }),
-                )
-                .route("/health/ready", web::get().to(ready))
-                .route("/metrics", web::get().to(metrics_text))
-        })
-        .workers(1)
-        .disable_signals()
-        .listen(listener)
-        .map_err(StartupError::Bind)?
-        .run();
+        let schema = SchemaGate::new(pool.clone());
+        let readiness = Readiness::new()
+            .check("database", {
+                let pool = pool.clone();
+                move || {
+                    let pool = pool.clone();
+                    async move { cardsync_store::ping(&pool).await }
+                }
+            })
+            .check("redis", move || {
+                let mut redis = redis.clone();
+                async move {
+                    redis::cmd("PING")
+                        .query_async::<String>(&mut redis)
+                        .await
+                        .is_ok()
+                }
+            })
+            .check("broker", move || {
+                let publisher = publisher.clone();
+                async move { publisher.is_ready().await }
+            })
+            .schema(schema.clone());
+        let http = HttpServer::bind(
+            &settings.http,
+            Observability {
+                registry,
+                metrics: http_metrics,
+                readiness,
+            },
+            |_| {},
+        )?;
         Ok(Self {
-            port,
-            server,
+            http,
+            schema,
             coalescer,
             changes,
             requests,
@@ -131,7 +133,7 @@ impl Application {
 
     /// The health/metrics port.
     pub fn port(&self) -> u16 {
-        self.port
+        self.http.port()
     }
 
     /// Round scheduling (tests trigger rounds through it).
@@ -163,47 +165,51 @@ impl Application {
         }
     }
 
-    /// Runs consumers, the safety poll and the HTTP server until `shutdown`; consumers drain
-    /// in-flight work (their rounds) before returning.
+    /// Runs the HTTP server at once, and the consumers and the safety poll once the database
+    /// schema is current, until `shutdown`; consumers drain in-flight work (their rounds)
+    /// before returning.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        let handle = self.server.handle();
-        let changes = {
-            let (consumer, handler, token) = (
-                self.changes.clone(),
-                Arc::new(self.change_handler()),
-                shutdown.clone(),
-            );
-            tokio::spawn(async move { consumer.run(handler, token).await })
-        };
-        let requests = {
-            let (consumer, handler, token) = (
-                self.requests.clone(),
-                Arc::new(self.request_handler()),
-                shutdown.clone(),
-            );
-            tokio::spawn(async move { consumer.run(handler, token).await })
-        };
-        let poll = tokio::spawn(safety_poll(
-            self.coalescer.clone(),
-            self.settings.clone(),
+        let work = tokio::spawn(run_work(
+            self.schema.clone(),
+            self.changes.clone(),
+            Arc::new(self.change_handler()),
+            self.requests.clone(),
+            Arc::new(self.request_handler()),
+            (self.coalescer.clone(), self.settings.clone()),
             shutdown.clone(),
         ));
-        let stopper = tokio::spawn(async move {
-            shutdown.cancelled().await;
-            // Health and metrics requests are instant: do not wait for idle keep-alive clients.
-            handle.stop(false).await;
-        });
-        let result = self.server.await;
-        for task in [changes, requests] {
-            if let Ok(Err(error)) = task.await {
-                tracing::error!(error = %cardsync_bus::error_chain(&error), "consumer stopped with an error");
-            }
-        }
-        poll.abort();
-        stopper.abort();
+        let result = self.http.run_until(shutdown).await;
+        let _ = work.await;
         self.coalescer.rounds().publisher.close().await;
         result
     }
+}
+
+/// The consumers and the safety poll, once the schema is current; returns when both consumers
+/// drained after `shutdown`.
+async fn run_work(
+    schema: SchemaGate,
+    changes: Arc<Consumer>,
+    change_handler: Arc<ChangeHandler>,
+    requests: Arc<Consumer>,
+    request_handler: Arc<SyncRequestHandler>,
+    (coalescer, settings): (Coalescer, Settings),
+    shutdown: CancellationToken,
+) {
+    if !schema.wait_until_current(&shutdown).await {
+        return;
+    }
+    let poll = tokio::spawn(safety_poll(coalescer, settings, shutdown.clone()));
+    let (changes, requests) = tokio::join!(
+        changes.run(change_handler, shutdown.clone()),
+        requests.run(request_handler, shutdown.clone()),
+    );
+    for result in [changes, requests] {
+        if let Err(error) = result {
+            tracing::error!(error = %cardsync_telemetry::error_chain(&error), "consumer stopped with an error");
+        }
+    }
+    poll.abort();
 }
 
 /// Every `safety_poll_tick`, starts a round for each tenant idle longer than
@@ -230,7 +236,7 @@ async fn safety_poll(coalescer: Coalescer, settings: Settings, shutdown: Cancell
         {
             Ok(idle) => idle,
             Err(error) => {
-                tracing::warn!(error = %cardsync_bus::error_chain(&error), "safety poll cannot list tenants");
+                tracing::warn!(error = %cardsync_telemetry::error_chain(&error), "safety poll cannot list tenants");
                 continue;
             }
         };
@@ -246,31 +252,4 @@ async fn safety_poll(coalescer: Coalescer, settings: Settings, shutdown: Cancell
             });
         }
     }
-}
-
-struct Health {
-    pool: sqlx::PgPool,
-    redis: redis::aio::ConnectionManager,
-    registry: Registry,
-}
-
-async fn ready(state: web::Data<Health>) -> HttpResponse {
-    let database = cardsync_store::ping(&state.pool).await;
-    let mut redis = state.redis.clone();
-    let cache = redis::cmd("PING")
-        .query_async::<String>(&mut redis)
-        .await
-        .is_ok();
-    let body = serde_json::json!({"database": database, "redis": cache});
-    if database && cache {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::ServiceUnavailable().json(body)
-    }
-}
-
-async fn metrics_text(state: web::Data<Health>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(cardsync_telemetry::metrics::render(&state.registry))
 }

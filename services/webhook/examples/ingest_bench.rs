@@ -224,7 +224,7 @@ async fn test_database() -> anyhow::Result<sqlx::PgPool> {
         // the subscription is the real check.
         println!(
             "warning: migrations not applied to cardsync_test: {}",
-            webhook::registry::error_chain(&error)
+            cardsync_telemetry::error_chain(&error)
         );
     }
     migrating.close().await;

@@ -4,7 +4,7 @@
 use crate::metrics::Metrics;
 use crate::notification::{self, ChangeType, ItemProblem, LifecycleKind, Notification};
 use crate::registry::{Lookup, Registry};
-use cardsync_bus::{Outgoing, PublishError, Publisher};
+use cardsync_bus::{Outgoing, PublishError, Publisher, Topology, names, routing};
 use cardsync_proto as proto;
 use cardsync_store::subscriptions::ClientStateHash;
 use std::sync::Arc;
@@ -24,8 +24,8 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    /// Stable metric label.
-    pub fn reason(self) -> &'static str {
+    /// The rejection's stable name (metric label).
+    pub fn as_str(self) -> &'static str {
         match self {
             Rejection::Malformed => "malformed",
             Rejection::UnknownSubscription => "unknown_subscription",
@@ -65,18 +65,18 @@ pub struct Intake {
 }
 
 impl Intake {
-    /// Publishes accepted notifications to `exchange` (the topology's Graph exchange).
+    /// Publishes accepted notifications to `topology`'s Graph exchange.
     pub fn new(
         registry: Arc<Registry>,
         publisher: Publisher,
         metrics: Metrics,
-        exchange: String,
+        topology: &Topology,
     ) -> Self {
         Self {
             registry,
             publisher,
             metrics,
-            exchange,
+            exchange: topology.name(names::GRAPH),
         }
     }
 
@@ -100,14 +100,14 @@ impl Intake {
             };
             match self.verify(&notification).await? {
                 Ok(()) => {
-                    tenants.push((kind_label(&notification), notification.origin().tenant_id));
+                    tenants.push((notification.as_str(), notification.origin().tenant_id));
                     batch.push(self.outgoing(&notification, received_at));
                 }
                 Err(rejection) => {
                     let origin = notification.origin();
                     // Never log the clientState; the ids are what an operator needs to investigate.
                     tracing::warn!(
-                        reason = rejection.reason(),
+                        reason = rejection.as_str(),
                         subscription_id = %origin.subscription_id,
                         tenant_id = %origin.tenant_id,
                         "notification rejected"
@@ -119,7 +119,7 @@ impl Intake {
         for rejection in &verdict.rejected {
             self.metrics
                 .rejected
-                .with_label_values(&[rejection.reason()])
+                .with_label_values(&[rejection.as_str()])
                 .inc();
         }
         if batch.is_empty() {
@@ -209,7 +209,7 @@ impl Intake {
                     subscription_expires_at: expires_at,
                     received_at,
                 };
-                Outgoing::new(&self.exchange, &format!("change.{tenant}"), &message)
+                Outgoing::new(&self.exchange, &routing::change(&tenant), &message)
             }
             Notification::Lifecycle(lifecycle) => {
                 let message = proto::LifecycleEvent {
@@ -228,16 +228,9 @@ impl Intake {
                     subscription_expires_at: expires_at,
                     received_at,
                 };
-                Outgoing::new(&self.exchange, &format!("lifecycle.{tenant}"), &message)
+                Outgoing::new(&self.exchange, &routing::lifecycle(&tenant), &message)
             }
         }
-    }
-}
-
-fn kind_label(notification: &Notification) -> &'static str {
-    match notification {
-        Notification::Change(_) => "change",
-        Notification::Lifecycle(_) => "lifecycle",
     }
 }
 

@@ -1,19 +1,14 @@
-//! The webhook's Prometheus metrics, registered on the process registry and passed in state.
+//! The webhook's own Prometheus metrics (the HTTP ones are the kit's), registered on the
+//! process registry and passed in state.
 
 use cardsync_telemetry::metrics::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, LATENCY_BUCKETS, MetricsError, Opts,
-    Registry, register,
+    HistogramOpts, HistogramVec, IntCounterVec, LATENCY_BUCKETS, MetricsError, Opts, Registry,
+    register,
 };
 
 /// Typed handles to every metric the webhook exports.
 #[derive(Debug, Clone)]
 pub struct Metrics {
-    /// HTTP requests by route pattern and status code.
-    pub http_requests: IntCounterVec,
-    /// HTTP request latency by route pattern and status code.
-    pub http_duration: HistogramVec,
-    /// Requests being handled right now (shutdown waits for this to reach zero).
-    pub http_in_flight: IntGauge,
     /// Notifications published, by kind (`change`, `lifecycle`) and tenant.
     pub accepted: IntCounterVec,
     /// Notifications dropped, by reason.
@@ -31,33 +26,6 @@ impl Metrics {
             HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec())
         };
         Ok(Self {
-            http_requests: register(
-                registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "cardsync_webhook_http_requests_total",
-                        "HTTP requests by route and status",
-                    ),
-                    &["route", "status"],
-                )?,
-            )?,
-            http_duration: register(
-                registry,
-                HistogramVec::new(
-                    latency(
-                        "cardsync_webhook_http_request_duration_seconds",
-                        "HTTP request latency",
-                    ),
-                    &["route", "status"],
-                )?,
-            )?,
-            http_in_flight: register(
-                registry,
-                IntGauge::new(
-                    "cardsync_webhook_http_requests_in_flight",
-                    "HTTP requests being handled",
-                )?,
-            )?,
             accepted: register(
                 registry,
                 IntCounterVec::new(

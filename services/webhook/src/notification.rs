@@ -102,6 +102,14 @@ pub enum Notification {
 }
 
 impl Notification {
+    /// The kind's stable name (`change`, `lifecycle`), a metric label.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Notification::Change(_) => "change",
+            Notification::Lifecycle(_) => "lifecycle",
+        }
+    }
+
     /// The subscription, tenant and clientState it claims.
     pub fn origin(&self) -> &Origin {
         match self {
@@ -137,13 +145,6 @@ pub enum ItemProblem {
     /// Neither `changeType` nor `lifecycleEvent`, or both.
     #[error("exactly one of changeType and lifecycleEvent must be present")]
     AmbiguousKind,
-}
-
-impl ItemProblem {
-    /// Stable, low-cardinality reason for metrics.
-    pub fn reason(&self) -> &'static str {
-        "malformed"
-    }
 }
 
 #[derive(Deserialize)]

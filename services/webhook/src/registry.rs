@@ -10,6 +10,7 @@
 //!   notification for a brand-new subscription is delayed, never lost.
 
 use cardsync_store::subscriptions::{self, Subscription};
+use cardsync_telemetry::error_chain;
 use serde::Deserialize;
 use sqlx::PgPool;
 use std::collections::HashMap;
@@ -203,18 +204,6 @@ impl Registry {
             false
         }
     }
-}
-
-/// Formats an error with its causes on one line, for a single log field.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 // A poisoned lock only means another request panicked mid-update of a plain map; the data is

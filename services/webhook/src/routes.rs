@@ -3,13 +3,11 @@
 
 use crate::intake::{Intake, IntakeError, parse_batch};
 use crate::notification::BatchError;
-use crate::registry::{Registry, error_chain};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
-use cardsync_bus::Publisher;
+use cardsync_telemetry::error_chain;
 use futures_util::StreamExt as _;
-use std::sync::Arc;
 
 /// Path Graph posts change notifications to (the subscription's `notificationUrl`).
 pub const NOTIFICATIONS_PATH: &str = "/graph/notifications";
@@ -21,12 +19,6 @@ pub const LIFECYCLE_PATH: &str = "/graph/lifecycle";
 pub struct AppState {
     /// The intake pipeline.
     pub intake: Intake,
-    /// For readiness.
-    pub registry: Arc<Registry>,
-    /// For readiness.
-    pub publisher: Publisher,
-    /// The process registry, rendered on `/metrics`.
-    pub prometheus: cardsync_telemetry::metrics::Registry,
     /// Largest accepted body.
     pub body_limit: usize,
     /// Longest validation token answered.
@@ -110,14 +102,11 @@ impl ResponseError for WebhookError {
     }
 }
 
-/// Registers every route.
+/// Registers the webhook's routes (health and metrics are the kit's).
 pub fn configure(config: &mut web::ServiceConfig) {
     config
         .service(web::resource(NOTIFICATIONS_PATH).route(web::post().to(receive)))
-        .service(web::resource(LIFECYCLE_PATH).route(web::post().to(receive)))
-        .service(web::resource("/health/live").route(web::get().to(live)))
-        .service(web::resource("/health/ready").route(web::get().to(ready)))
-        .service(web::resource("/metrics").route(web::get().to(metrics)));
+        .service(web::resource(LIFECYCLE_PATH).route(web::post().to(receive)));
 }
 
 /// Both Graph endpoints: the validation handshake, or a notification collection.
@@ -209,31 +198,6 @@ async fn read_body(
         body.extend_from_slice(&chunk);
     }
     Ok(body)
-}
-
-async fn live() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "live" }))
-}
-
-async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let (broker, registry) =
-        tokio::join!(state.publisher.is_ready(), state.registry.is_reachable());
-    let body = serde_json::json!({
-        "status": if broker && registry { "ready" } else { "not_ready" },
-        "broker": broker,
-        "registry": registry,
-    });
-    if broker && registry {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::ServiceUnavailable().json(body)
-    }
-}
-
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(cardsync_telemetry::metrics::render(&state.prometheus))
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! The webhook's settings, loaded through the shared loader over `config/default.toml`.
 
 use crate::registry::RegistrySettings;
-use cardsync_bus::BusSettings;
+use cardsync_bus::{BusSettings, TopologySettings};
 use cardsync_config::{HttpSettings, PostgresSettings, Sources, TelemetrySettings, Validate};
+use cardsync_runtime::ServiceSettings;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -35,16 +36,6 @@ pub struct WebhookSettings {
     pub validation_token_max_bytes: usize,
     /// `Retry-After` sent with `503`.
     pub retry_after_seconds: u32,
-    /// Grace period for in-flight requests at shutdown.
-    #[serde(deserialize_with = "cardsync_config::duration::deserialize")]
-    pub shutdown_timeout: Duration,
-}
-
-/// Exchange and queue naming.
-#[derive(Debug, Clone, Deserialize)]
-pub struct TopologySettings {
-    /// Prefix of every exchange and queue name.
-    pub prefix: String,
 }
 
 impl Validate for Settings {
@@ -52,6 +43,7 @@ impl Validate for Settings {
         self.http.validate(problems);
         self.registry.validate(problems);
         self.bus.validate(problems);
+        self.topology.validate(problems);
         self.postgres.validate(problems);
         self.telemetry.validate(problems);
         if self.webhook.validation_token_max_bytes == 0 {
@@ -66,23 +58,25 @@ impl Validate for Settings {
                     .into(),
             );
         }
-        if !self
-            .topology
-            .prefix
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            problems.push(
-                "topology.prefix: only ASCII letters, digits, '-', '_' and '.' are allowed".into(),
-            );
-        }
+    }
+}
+
+impl ServiceSettings for Settings {
+    const DEFAULTS: &'static str = DEFAULTS;
+
+    fn telemetry(&self) -> &TelemetrySettings {
+        &self.telemetry
+    }
+
+    fn postgres(&self) -> &PostgresSettings {
+        &self.postgres
     }
 }
 
 impl Settings {
     /// Loads defaults, the optional file and the environment, and validates.
     pub fn load(sources: &Sources) -> Result<Self, cardsync_config::ConfigError> {
-        cardsync_config::load(DEFAULTS, sources)
+        Self::load_from(sources)
     }
 }
 
@@ -99,6 +93,10 @@ mod tests {
         .unwrap();
         assert_eq!(settings.http.body_limit_bytes, 1024 * 1024);
         assert_eq!(settings.webhook.validation_token_max_bytes, 4096);
+        assert_eq!(
+            Some(settings.http.listen.port()),
+            cardsync_runtime::default_port("webhook")
+        );
     }
 
     #[test]

@@ -78,8 +78,15 @@ async fn main() -> std::process::ExitCode {
         pipeline.stop().await;
     }
     match outcome {
-        Ok(true) => std::process::ExitCode::SUCCESS,
-        Ok(false) => std::process::ExitCode::FAILURE,
+        // The summary is the very last line, after the pipeline stopped: `| tail -1 | jq` works.
+        Ok(summary) => {
+            println!("{}", summary.json);
+            if summary.converged {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            }
+        }
         Err(error) => {
             eprintln!("demo failed: {error:#}");
             std::process::ExitCode::FAILURE
@@ -87,9 +94,17 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-/// The whole demo; `Ok(true)` when every card converged. The started pipeline is left in
-/// `slot`, so that `main` stops it however the run ends.
-async fn run(cli: &Cli, slot: &mut Option<Pipeline>) -> anyhow::Result<bool> {
+/// What a finished demo run reports.
+struct Summary {
+    /// Every card matches the directory and none is doubled.
+    converged: bool,
+    /// The one-line JSON summary.
+    json: serde_json::Value,
+}
+
+/// The whole demo. The started pipeline is left in `slot`, so that `main` stops it however the
+/// run ends.
+async fn run(cli: &Cli, slot: &mut Option<Pipeline>) -> anyhow::Result<Summary> {
     let bin_dir = match &cli.bin_dir {
         Some(dir) => dir.clone(),
         None => procs::own_dir()?,
@@ -114,7 +129,7 @@ async fn run(cli: &Cli, slot: &mut Option<Pipeline>) -> anyhow::Result<bool> {
     sync_and_stream(cli, pipeline).await
 }
 
-async fn sync_and_stream(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<bool> {
+async fn sync_and_stream(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<Summary> {
     let tenant = pipeline.tenant;
     let tenant_text = tenant.to_string();
     let drain_timeout = Duration::from_secs(300);
@@ -284,9 +299,7 @@ async fn sync_and_stream(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<b
             "CARDS DIVERGE"
         }
     );
-    println!(
-        "{}",
-        json!({
+    let json = json!({
             "users": cli.users,
             "changes": applied.len(),
             "divergent_cards": report.divergent,
@@ -298,9 +311,11 @@ async fn sync_and_stream(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<b
                 .iter()
                 .map(|(name, mib)| (name.clone(), json!(mib.round())))
                 .collect::<serde_json::Map<_, _>>(),
-        })
-    );
-    Ok(ok)
+    });
+    Ok(Summary {
+        converged: ok,
+        json,
+    })
 }
 
 /// End-to-end latency of every visible change, with its kind: from graph-sim's `changedAtUnixMs`

@@ -282,11 +282,15 @@ impl Pipeline {
         .chain(config.service_env.iter().cloned())
         .collect();
 
-        section("2. tenant connection and card tenant (operator commands)");
+        section("2. schema, tenant connection and card tenant (operator commands)");
+        println!(
+            "{}",
+            binaries.run("cardsync-admin", &["migrate"], &env, &[])?
+        );
         println!(
             "{}",
             binaries.run(
-                "delta-worker",
+                "cardsync-admin",
                 &[
                     "put-connection",
                     "--tenant",
@@ -303,7 +307,7 @@ impl Pipeline {
         println!(
             "{}",
             binaries.run(
-                "card-writer",
+                "cardsync-admin",
                 &[
                     "tenant",
                     "put",
@@ -395,7 +399,7 @@ impl Pipeline {
         println!(
             "{}",
             binaries.run(
-                "webhook",
+                "cardsync-admin",
                 &[
                     "register-subscription",
                     "--id",

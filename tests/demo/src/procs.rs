@@ -193,8 +193,14 @@ pub fn own_dir() -> anyhow::Result<PathBuf> {
         .context("locating the binaries")
 }
 
-/// The binaries every pipeline runs.
-pub const SERVICE_BINARIES: [&str; 4] = ["graph-sim", "webhook", "delta-worker", "card-writer"];
+/// The binaries every pipeline runs (each is its package's name too).
+pub const SERVICE_BINARIES: [&str; 5] = [
+    "graph-sim",
+    "webhook",
+    "delta-worker",
+    "card-writer",
+    "cardsync-admin",
+];
 
 /// The directory holding the service binaries for an integration test of this crate: the test
 /// executable lives in `target/<profile>/deps/`, the binaries one level up. Under

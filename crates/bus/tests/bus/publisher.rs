@@ -130,7 +130,9 @@ async fn an_unreachable_broker_is_reported_fast() {
             .is_err()
     );
     // The error names no secret.
-    assert!(!format!("{error:?} {}", cardsync_bus::error_chain(&error)).contains("guest:guest"));
+    assert!(
+        !format!("{error:?} {}", cardsync_telemetry::error_chain(&error)).contains("guest:guest")
+    );
 }
 
 #[tokio::test]

@@ -88,10 +88,7 @@ pub async fn spawn_app_with(rules: FieldRules, invites: bool) -> TestApp {
         ("CARDSYNC__REDIS__KEY_PREFIX".into(), redis_prefix.clone()),
         ("CARDSYNC__CARD_WRITER__CONSUME".into(), "false".into()),
         ("CARDSYNC__RELAY__ENABLED".into(), "false".into()),
-        (
-            "CARDSYNC__CARD_WRITER__SHUTDOWN_TIMEOUT".into(),
-            "5s".into(),
-        ),
+        ("CARDSYNC__HTTP__SHUTDOWN_TIMEOUT".into(), "5s".into()),
         // Tests run in parallel, each declaring a whole topology of quorum queues: on 2 cores
         // the first connection can take longer than production's 1 s.
         ("CARDSYNC__BUS__CONNECT_TIMEOUT".into(), "20s".into()),
@@ -404,10 +401,9 @@ pub fn kinds(events: &[(String, CardEvent)]) -> Vec<&'static str> {
     events
         .iter()
         .map(|(_, event)| {
-            card_writer::events::kind_name(
-                cardsync_proto::card_event::Kind::try_from(event.kind)
-                    .unwrap_or(cardsync_proto::card_event::Kind::Unspecified),
-            )
+            cardsync_proto::card_event::Kind::try_from(event.kind)
+                .unwrap_or(cardsync_proto::card_event::Kind::Unspecified)
+                .as_str()
         })
         .collect()
 }

@@ -82,7 +82,7 @@ pub async fn spawn_app_unready(overrides: &[(&str, &str)]) -> TestApp {
         ("CARDSYNC__TOPOLOGY__PREFIX".into(), prefix.clone()),
         ("CARDSYNC__POSTGRES__URL".into(), DATABASE_URL.into()),
         ("CARDSYNC__BUS__URL".into(), AMQP_URL.into()),
-        ("CARDSYNC__WEBHOOK__SHUTDOWN_TIMEOUT".into(), "5s".into()),
+        ("CARDSYNC__HTTP__SHUTDOWN_TIMEOUT".into(), "5s".into()),
         // Tests run in parallel, each declaring a whole topology of quorum queues: on 2 cores
         // the first connection can take longer than production's 1 s.
         ("CARDSYNC__BUS__CONNECT_TIMEOUT".into(), "20s".into()),

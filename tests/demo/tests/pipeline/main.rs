@@ -16,6 +16,7 @@
 
 mod crashes;
 mod delivery;
+mod demo_binary;
 mod directory_changes;
 mod graph_trouble;
 mod redis_loss;

@@ -46,15 +46,20 @@ impl Setup {
     }
 }
 
+/// One of the pipeline slots, for a test that starts a pipeline some other way.
+pub async fn slot() -> tokio::sync::SemaphorePermit<'static> {
+    SLOTS
+        .acquire()
+        .await
+        .expect("the semaphore is never closed")
+}
+
 /// Starts a pipeline as `setup` says (waiting for a free slot), runs `scenario` on it and stops
 /// it. A failed scenario panics with its error, the log directory and the tail of every log; a
 /// passed one removes its logs.
 pub async fn run(setup: Setup, scenario: impl AsyncFnOnce(&mut Pipeline) -> anyhow::Result<()>) {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let _slot = SLOTS
-        .acquire()
-        .await
-        .expect("the semaphore is never closed");
+    let _slot = slot().await;
     let config = config(&setup).await.expect("pipeline settings");
     let logs = config.logs.clone();
     let mut pipeline = match Pipeline::start(config).await {

@@ -1,0 +1,164 @@
+//! A service binary's `main`: its commands (`serve`, the default, and `migrate`), settings
+//! loaded once for both, the rustls provider, telemetry, and exit codes scripts can rely on
+//! (0 done, 1 failed, 2 invalid configuration or arguments).
+
+use crate::signal::cancel_on_signal;
+use cardsync_config::{ConfigError, PostgresSettings, Sources, TelemetrySettings, Validate};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+use serde::de::DeserializeOwned;
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for a configuration that does not load or validate.
+pub const EXIT_INVALID_CONFIGURATION: u8 = 2;
+
+/// The settings of a service: its embedded defaults and the sections the kit needs.
+pub trait ServiceSettings: DeserializeOwned + Validate + Send + 'static {
+    /// The service's embedded `config/default.toml`.
+    const DEFAULTS: &'static str;
+
+    /// Logs and traces.
+    fn telemetry(&self) -> &TelemetrySettings;
+
+    /// The database, for `migrate` and the schema gate.
+    fn postgres(&self) -> &PostgresSettings;
+
+    /// Loads the defaults, the optional file and the environment, and validates.
+    fn load_from(sources: &Sources) -> Result<Self, ConfigError> {
+        cardsync_config::load(Self::DEFAULTS, sources)
+    }
+}
+
+#[derive(Debug, Parser)]
+struct Cli {
+    /// Configuration file layered over the defaults (also CARDSYNC_CONFIG).
+    #[arg(long, global = true, env = "CARDSYNC_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service until SIGTERM or Ctrl-C (the default). It serves health and metrics at
+    /// once, and starts its work when the database schema is current.
+    Serve,
+    /// Apply the database migrations and exit (the Helm chart's migration Job runs this).
+    Migrate,
+}
+
+/// One service binary: its name (logs, traces, `--help`) and what `serve` runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Service {
+    name: &'static str,
+    about: &'static str,
+}
+
+impl Service {
+    /// A service called `name`, described by `about` in `--help`.
+    pub const fn new(name: &'static str, about: &'static str) -> Self {
+        Self { name, about }
+    }
+
+    /// Parses the command line, loads the settings (exit 2 listing every problem), and runs
+    /// the command: `serve` calls `serve` with the settings and a token cancelled on SIGTERM
+    /// or Ctrl-C, under telemetry; `migrate` applies the migrations.
+    pub fn run<S, F, Fut>(self, serve: F) -> ExitCode
+    where
+        S: ServiceSettings,
+        F: FnOnce(S, CancellationToken) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>>,
+    {
+        let matches = Cli::command()
+            .name(self.name)
+            .about(self.about)
+            .get_matches();
+        let cli = match Cli::from_arg_matches(&matches) {
+            Ok(cli) => cli,
+            Err(error) => error.exit(),
+        };
+        let settings: S = match load_settings(cli.config) {
+            Ok(settings) => settings,
+            Err(error) => {
+                eprintln!("{}: {error}", self.name);
+                return ExitCode::from(EXIT_INVALID_CONFIGURATION);
+            }
+        };
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                eprintln!("{}: cannot start the async runtime: {error}", self.name);
+                return ExitCode::FAILURE;
+            }
+        };
+        let outcome = runtime.block_on(async {
+            match cli.command.unwrap_or(Command::Serve) {
+                Command::Serve => self.serve(settings, serve).await,
+                Command::Migrate => migrate(settings.postgres()).await,
+            }
+        });
+        match outcome {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!(error = format!("{error:#}"), "{} failed", self.name);
+                eprintln!("{}: {error:#}", self.name);
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    async fn serve<S, F, Fut>(self, settings: S, serve: F) -> anyhow::Result<()>
+    where
+        S: ServiceSettings,
+        F: FnOnce(S, CancellationToken) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>>,
+    {
+        use anyhow::Context as _;
+        let _telemetry = cardsync_telemetry::init(self.name, settings.telemetry())
+            .context("starting telemetry")?;
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            "{} starting",
+            self.name
+        );
+        serve(settings, cancel_on_signal()).await?;
+        tracing::info!("{} stopped", self.name);
+        Ok(())
+    }
+}
+
+/// Settings from the process: embedded defaults, then `--config` (or `CARDSYNC_CONFIG`), then
+/// `CARDSYNC__…` variables. Installs the process's one rustls provider (ring) first, since
+/// every client built from the settings needs it.
+pub fn load_settings<S: ServiceSettings>(config: Option<PathBuf>) -> Result<S, ConfigError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut sources = Sources::from_process();
+    if config.is_some() {
+        sources.file = config;
+    }
+    S::load_from(&sources)
+}
+
+/// Applies every pending migration and says which schema the database is at.
+pub async fn migrate(postgres: &PostgresSettings) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let pool = cardsync_store::pool(postgres)
+        .await
+        .context("connecting to PostgreSQL")?;
+    cardsync_store::migrate(&pool)
+        .await
+        .context("applying migrations")?;
+    let version = cardsync_store::schema_version(&pool)
+        .await
+        .context("reading the schema version")?;
+    println!(
+        "migrations applied; the database schema is at version {}",
+        version.database.unwrap_or_default()
+    );
+    Ok(())
+}
