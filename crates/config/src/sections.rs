@@ -24,9 +24,39 @@ pub struct HttpSettings {
     /// HTTP worker threads; unset means one per core.
     #[serde(default)]
     pub workers: Option<usize>,
+    /// Connections one worker serves at once; more wait in the listen backlog. Bounds the
+    /// memory that per-connection buffers take under a flood.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// How long a client may take to send a request's head; slower ones get `408` and are
+    /// disconnected (a connection that sends nothing is closed too).
+    #[serde(
+        default = "default_header_timeout",
+        deserialize_with = "crate::duration::deserialize"
+    )]
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body, from the request's start; slower
+    /// ones get `408`.
+    #[serde(
+        default = "default_body_timeout",
+        deserialize_with = "crate::duration::deserialize"
+    )]
+    pub body_timeout: Duration,
 }
 
 fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_max_connections() -> usize {
+    1000
+}
+
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_body_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
@@ -40,6 +70,17 @@ impl Validate for HttpSettings {
         }
         if self.workers == Some(0) {
             problems.push("http.workers: must be greater than 0 when set".into());
+        }
+        if self.max_connections == 0 {
+            problems.push("http.max_connections: must be greater than 0".into());
+        }
+        for (key, value) in [
+            ("http.header_timeout", self.header_timeout),
+            ("http.body_timeout", self.body_timeout),
+        ] {
+            if value.is_zero() {
+                problems.push(format!("{key}: must be greater than 0"));
+            }
         }
     }
 }

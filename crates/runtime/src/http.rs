@@ -1,10 +1,15 @@
 //! The HTTP server every service runs: bound from [`HttpSettings`] (port 0 in tests), request
 //! metrics, `/health/live`, `/health/ready`, `/metrics`, and a graceful drain under a deadline
 //! on shutdown. A service adds its own routes and state through one `configure` closure.
+//!
+//! What a client may take is bounded: connections per worker (`http.max_connections`), the time
+//! to send a request head (`http.header_timeout`) and a body (`http.body_timeout`), and the
+//! body's size (`http.body_limit_bytes`).
 
+use crate::deadline;
 use crate::health::{self, Readiness};
-use actix_web::dev::{Server, ServerHandle, Service as _};
-use actix_web::{App, web};
+use actix_web::dev::{Server, ServerHandle, Service as _, ServiceRequest};
+use actix_web::{App, HttpResponse, web};
 use cardsync_config::HttpSettings;
 use cardsync_telemetry::metrics::{
     HistogramOpts, HistogramVec, IntCounterVec, IntGauge, LATENCY_BUCKETS, MetricsError, Opts,
@@ -168,6 +173,7 @@ impl HttpServer {
         let port = listener.local_addr().map_err(bind_error)?.port();
         let in_flight = InFlight::new(observability.metrics.in_flight.clone());
         let body_limit = settings.body_limit_bytes;
+        let body_timeout = settings.body_timeout;
         let counter = in_flight.clone();
         let mut server = actix_web::HttpServer::new(move || {
             let metrics = observability.metrics.clone();
@@ -178,6 +184,9 @@ impl HttpServer {
                 .app_data(web::JsonConfig::default().limit(body_limit))
                 .wrap_fn(move |request, service| {
                     let started = Instant::now();
+                    let (head, payload) = request.into_parts();
+                    let (payload, body_late) = deadline::with_deadline(payload, body_timeout);
+                    let request = ServiceRequest::from_parts(head, payload);
                     let route = request
                         .match_pattern()
                         .unwrap_or_else(|| "unmatched".to_owned());
@@ -187,7 +196,16 @@ impl HttpServer {
                     async move {
                         let response = response.await;
                         drop(guard);
-                        let response = response?;
+                        let mut response = response?.map_into_boxed_body();
+                        if body_late.get() {
+                            // Whatever the handler made of the failed read: the client was too
+                            // slow. The connection closes, since its body was never read whole.
+                            let late = HttpResponse::RequestTimeout().json(serde_json::json!({
+                                "error": "body_timeout",
+                                "message": "the request body did not arrive in time",
+                            }));
+                            response = response.into_response(late);
+                        }
                         let status = response.status().as_u16().to_string();
                         metrics.requests.with_label_values(&[&route, &status]).inc();
                         metrics
@@ -202,6 +220,8 @@ impl HttpServer {
                 .configure(configure.clone())
         })
         .disable_signals()
+        .max_connections(settings.max_connections)
+        .client_request_timeout(settings.header_timeout)
         .shutdown_timeout(settings.shutdown_timeout.as_secs().max(1));
         if let Some(workers) = settings.workers {
             server = server.workers(workers);

@@ -11,6 +11,7 @@
 //!
 //! A service's `main.rs` is one call to [`Service::run`]; its `startup.rs` only wires its parts.
 
+mod deadline;
 pub mod health;
 pub mod http;
 mod ports;
@@ -18,6 +19,7 @@ pub mod schema;
 mod service;
 mod signal;
 
+pub use deadline::is_body_timeout;
 pub use health::{Readiness, Verdict};
 pub use http::{HttpError, HttpMetrics, HttpServer, Observability};
 pub use ports::{DEFAULT_PORTS, default_port};

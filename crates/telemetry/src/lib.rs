@@ -2,10 +2,12 @@
 //! (exported over OTLP/HTTP only when an endpoint is configured), W3C trace-context
 //! propagation helpers for the bus, and the per-process Prometheus registry.
 
+mod budget;
 mod errors;
 pub mod metrics;
 pub mod propagation;
 
+pub use budget::LogBudget;
 pub use errors::error_chain;
 
 use cardsync_config::{LogFormat, TelemetrySettings};

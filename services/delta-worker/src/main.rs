@@ -5,6 +5,12 @@ use cardsync_runtime::Service;
 use delta_worker::{Application, Settings};
 use std::process::ExitCode;
 
+/// mimalloc returns freed memory to the system; glibc's allocator kept the memory of a burst of
+/// connections for good (the webhook: 33 MB before 10,000 concurrent handshakes, 134 MB long
+/// after they closed).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     Service::new(
         "delta-worker",

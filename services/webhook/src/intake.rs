@@ -7,8 +7,15 @@ use crate::registry::{Lookup, Registry};
 use cardsync_bus::{Outgoing, PublishError, Publisher, Topology, names, routing};
 use cardsync_proto as proto;
 use cardsync_store::subscriptions::ClientStateHash;
+use cardsync_telemetry::LogBudget;
 use std::sync::Arc;
+use std::time::Duration;
 use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Rejection log lines per second, whatever arrives: a request's rejections make one line, and a
+/// flood of requests makes at most this many (the rest are counted in the next line).
+const REJECTION_LINES_PER_SECOND: u32 = 5;
 
 /// Why a notification was dropped. Each is counted; none is published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +31,13 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    const ALL: [Rejection; 4] = [
+        Rejection::Malformed,
+        Rejection::UnknownSubscription,
+        Rejection::ClientStateMismatch,
+        Rejection::TenantMismatch,
+    ];
+
     /// The rejection's stable name (metric label).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -62,6 +76,7 @@ pub struct Intake {
     publisher: Publisher,
     metrics: Metrics,
     exchange: String,
+    log_budget: Arc<LogBudget>,
 }
 
 impl Intake {
@@ -77,6 +92,10 @@ impl Intake {
             publisher,
             metrics,
             exchange: topology.name(names::GRAPH),
+            log_budget: Arc::new(LogBudget::new(
+                REJECTION_LINES_PER_SECOND,
+                Duration::from_secs(1),
+            )),
         }
     }
 
@@ -89,11 +108,13 @@ impl Intake {
         let mut verdict = Verdict::default();
         let mut batch = Vec::with_capacity(items.len());
         let mut tenants = Vec::with_capacity(items.len());
+        let mut example: Option<(Uuid, Uuid)> = None;
+        let mut first_problem: Option<ItemProblem> = None;
         for item in items {
             let notification = match item {
                 Ok(notification) => notification,
                 Err(problem) => {
-                    tracing::info!(problem = %problem, "notification rejected");
+                    first_problem.get_or_insert(problem);
                     verdict.rejected.push(Rejection::Malformed);
                     continue;
                 }
@@ -105,23 +126,12 @@ impl Intake {
                 }
                 Err(rejection) => {
                     let origin = notification.origin();
-                    // Never log the clientState; the ids are what an operator needs to investigate.
-                    tracing::warn!(
-                        reason = rejection.as_str(),
-                        subscription_id = %origin.subscription_id,
-                        tenant_id = %origin.tenant_id,
-                        "notification rejected"
-                    );
+                    example.get_or_insert((origin.subscription_id, origin.tenant_id));
                     verdict.rejected.push(rejection);
                 }
             }
         }
-        for rejection in &verdict.rejected {
-            self.metrics
-                .rejected
-                .with_label_values(&[rejection.as_str()])
-                .inc();
-        }
+        self.count_rejections(&verdict.rejected, example, first_problem);
         if batch.is_empty() {
             return Ok(verdict);
         }
@@ -147,6 +157,54 @@ impl Intake {
                 .inc();
         }
         Ok(verdict)
+    }
+
+    /// Counts every rejection and logs them in one line per request, within the log budget.
+    /// Never the clientState: the ids of one example are what an operator needs to investigate.
+    fn count_rejections(
+        &self,
+        rejected: &[Rejection],
+        example: Option<(Uuid, Uuid)>,
+        problem: Option<ItemProblem>,
+    ) {
+        if rejected.is_empty() {
+            return;
+        }
+        let mut counts = [0usize; Rejection::ALL.len()];
+        for rejection in rejected {
+            if let Some(index) = Rejection::ALL.iter().position(|r| r == rejection) {
+                counts[index] += 1;
+            }
+        }
+        for (rejection, count) in Rejection::ALL.iter().zip(counts) {
+            if count > 0 {
+                self.metrics
+                    .rejected
+                    .with_label_values(&[rejection.as_str()])
+                    .inc_by(count as u64);
+            }
+        }
+        let Some(suppressed_lines) = self.log_budget.take() else {
+            return;
+        };
+        let [
+            malformed,
+            unknown_subscription,
+            client_state_mismatch,
+            tenant_mismatch,
+        ] = counts;
+        tracing::warn!(
+            rejected = rejected.len(),
+            malformed,
+            unknown_subscription,
+            client_state_mismatch,
+            tenant_mismatch,
+            example_subscription_id = example.map(|(subscription, _)| subscription.to_string()),
+            example_tenant_id = example.map(|(_, tenant)| tenant.to_string()),
+            first_problem = problem.map(|problem| problem.to_string()),
+            suppressed_lines,
+            "notifications rejected"
+        );
     }
 
     async fn verify(

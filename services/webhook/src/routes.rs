@@ -6,13 +6,17 @@ use crate::notification::BatchError;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
-use cardsync_telemetry::error_chain;
+use cardsync_telemetry::{LogBudget, error_chain};
 use futures_util::StreamExt as _;
+use std::sync::LazyLock;
 
 /// Path Graph posts change notifications to (the subscription's `notificationUrl`).
 pub const NOTIFICATIONS_PATH: &str = "/graph/notifications";
 /// Path Graph posts lifecycle notifications to (the subscription's `lifecycleNotificationUrl`).
 pub const LIFECYCLE_PATH: &str = "/graph/lifecycle";
+
+/// Most bytes reserved for a body before any of it arrived.
+const INITIAL_BODY_CAPACITY: usize = 16 * 1024;
 
 /// Shared state of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -48,6 +52,9 @@ pub enum WebhookError {
     /// The body could not be read to the end.
     #[error("the request body could not be read")]
     BodyRead,
+    /// The body did not arrive within `http.body_timeout`.
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     /// The body is not a notification collection.
     #[error(transparent)]
     Malformed(#[from] BatchError),
@@ -71,6 +78,7 @@ impl WebhookError {
             WebhookError::UnsupportedMediaType => "unsupported_media_type",
             WebhookError::PayloadTooLarge(_) => "payload_too_large",
             WebhookError::BodyRead => "body_unreadable",
+            WebhookError::BodyTimeout => "body_timeout",
             WebhookError::Malformed(_) => "malformed_notification",
             WebhookError::Unavailable { .. } => "temporarily_unavailable",
         }
@@ -86,6 +94,7 @@ impl ResponseError for WebhookError {
             | WebhookError::BodyRead
             | WebhookError::Malformed(_) => StatusCode::BAD_REQUEST,
             WebhookError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            WebhookError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             WebhookError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             WebhookError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -94,8 +103,13 @@ impl ResponseError for WebhookError {
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
         if let WebhookError::Unavailable { cause, retry_after } = self {
-            // The cause chain is logged once here; the body says only what the caller can act on.
-            tracing::warn!(error = %error_chain(cause), "answering 503");
+            // The cause chain is logged here, within a budget (a flood of unverifiable ids must not
+            // become a flood of lines); the body says only what the caller can act on.
+            static BUDGET: LazyLock<LogBudget> =
+                LazyLock::new(|| LogBudget::new(5, std::time::Duration::from_secs(1)));
+            if let Some(suppressed_lines) = BUDGET.take() {
+                tracing::warn!(error = %error_chain(cause), suppressed_lines, "answering 503");
+            }
             response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
         }
         response.json(serde_json::json!({ "error": self.code(), "message": self.to_string() }))
@@ -189,9 +203,17 @@ async fn read_body(
     if declared.is_some_and(|length| length > limit) {
         return Err(WebhookError::PayloadTooLarge(limit));
     }
-    let mut body = Vec::with_capacity(declared.unwrap_or(0));
+    // Reserve what arrives, never what is declared: a declared length costs a client nothing,
+    // and many slow clients each declaring a megabyte would otherwise reserve a megabyte each.
+    let mut body = Vec::with_capacity(declared.unwrap_or(0).min(INITIAL_BODY_CAPACITY));
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| WebhookError::BodyRead)?;
+        let chunk = chunk.map_err(|error| {
+            if cardsync_runtime::is_body_timeout(&error) {
+                WebhookError::BodyTimeout
+            } else {
+                WebhookError::BodyRead
+            }
+        })?;
         if body.len() + chunk.len() > limit {
             return Err(WebhookError::PayloadTooLarge(limit));
         }

@@ -2,6 +2,7 @@
 //! count and drain, readiness, and the migration policy's schema gate.
 
 mod http;
+mod limits;
 mod schema;
 
 use actix_web::web;
@@ -11,8 +12,9 @@ use cardsync_telemetry::metrics::Registry;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// A kit server on port 0 with a `/slow` route that takes `slow` to answer and a `/crash`
-/// route whose request never finishes.
+/// A kit server on port 0 (one worker, header and body timeouts of 1 s) with a `/slow` route
+/// that takes `slow` to answer, a `/crash` route whose request never finishes and a `POST
+/// /echo` route answering its body.
 #[derive(Debug)]
 pub struct Running {
     pub address: String,
@@ -27,6 +29,9 @@ pub fn http_settings(shutdown_timeout: Duration) -> HttpSettings {
         body_limit_bytes: 1024,
         shutdown_timeout,
         workers: Some(1),
+        max_connections: 100,
+        header_timeout: Duration::from_secs(1),
+        body_timeout: Duration::from_secs(1),
     }
 }
 
@@ -50,7 +55,11 @@ pub fn start(readiness: Readiness, shutdown_timeout: Duration, slow: Duration) -
                         "done"
                     }),
                 )
-                .route("/crash", web::get().to(crash));
+                .route("/crash", web::get().to(crash))
+                .route(
+                    "/echo",
+                    web::post().to(|body: web::Bytes| async move { body }),
+                );
         },
     )
     .expect("binds port 0");

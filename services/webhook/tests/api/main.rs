@@ -4,4 +4,5 @@
 mod handshake;
 mod helpers;
 mod notifications;
+mod outside;
 mod resilience;
