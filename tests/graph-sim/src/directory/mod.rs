@@ -390,7 +390,10 @@ impl Directory {
             })
             .map(|(gid, _)| gid.clone())
             .collect();
+        // Each group's lost membership is a change of its own, with its own sequence: the change log holds one
+        // object per sequence, so groups sharing one would hide each other from delta.
         for gid in containing {
+            let seq = self.next_seq();
             if let Some(g) = self.groups.get_mut(&gid)
                 && let Some(m) = g.members.get_mut(id)
             {
@@ -409,7 +412,10 @@ impl Directory {
         for role in self.roles.values_mut() {
             role.members.remove(id);
         }
-        Ok(Mutation { seq, events })
+        Ok(Mutation {
+            seq: self.seq,
+            events,
+        })
     }
 
     /// Adds a user or group to a group.

@@ -376,3 +376,46 @@ async fn select_with_a_skiptoken_is_refused() {
         .await;
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn purging_a_member_of_several_groups_reports_the_removal_in_every_group() {
+    let env = env(ALL_READ).await;
+    let (g1, g2, g3) = (
+        env.create_group("One").await,
+        env.create_group("Two").await,
+        env.create_group("Three").await,
+    );
+    let user = env.create_user("Member").await;
+    for g in [&g1, &g2, &g3] {
+        env.add_member(g, &user).await;
+    }
+    let token = env.token().await;
+    let (_, _, link) = round(
+        &env,
+        &token,
+        "/v1.0/groups/delta?$select=displayName,members",
+        None,
+    )
+    .await;
+    env.control(
+        Method::DELETE,
+        env.tenant_url(&format!("/users/{user}?permanent=true")),
+        None,
+    )
+    .await;
+    let (items, _, _) = round(&env, &token, &link, Some("return=minimal")).await;
+    let mut reported: Vec<&str> = items
+        .iter()
+        .filter(|i| {
+            i["members@delta"].as_array().is_some_and(|m| {
+                m.iter()
+                    .any(|m| m["id"] == user.as_str() && m["@removed"]["reason"] == "deleted")
+            })
+        })
+        .map(|i| i["id"].as_str().expect("id"))
+        .collect();
+    reported.sort_unstable();
+    let mut want = vec![g1.as_str(), g2.as_str(), g3.as_str()];
+    want.sort_unstable();
+    assert_eq!(reported, want, "{items:?}");
+}
