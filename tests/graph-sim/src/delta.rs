@@ -1,8 +1,8 @@
 //! Delta rounds for `/users/delta` and `/groups/delta` (graph-facts §6).
 //!
 //! A round either starts from nothing (initial: current state of every live object, walked by id) or from a log
-//! position (incremental: the latest state of every object whose log entry lies after the position, up to the
-//! snapshot taken when the round began). Skip and delta tokens are opaque base64url JSON carrying the position,
+//! position (incremental: the latest state of every object whose last change up to the snapshot taken when the round
+//! began lies after the position; an object changed again during the round still counts). Skip and delta tokens are opaque base64url JSON carrying the position,
 //! the cursor, `$select` and the id filter, so later requests use the returned links unchanged.
 
 use std::ops::Bound;
@@ -283,11 +283,12 @@ fn walk<'a>(
                 Position::Seq(s) => Bound::Excluded(*s),
                 _ => Bound::Excluded(st.base.unwrap_or(0)),
             };
-            let range = dir.log(st.kind).range((lower, Bound::Included(st.snap)));
+            // The log as it stood at the snapshot: an object that changed again since still counts here.
             Box::new(
-                range
+                dir.log(st.kind)
+                    .as_of(lower, st.snap)
                     .filter(move |(_, id)| in_filter(id))
-                    .filter_map(move |(seq, id)| objects.get(id).map(|o| (Position::Seq(*seq), o))),
+                    .filter_map(move |(seq, id)| objects.get(id).map(|o| (Position::Seq(seq), o))),
             )
         }
     }

@@ -205,8 +205,13 @@ impl Sim {
     where
         F: FnOnce(&mut Directory) -> Result<Mutation, DirectoryError>,
     {
+        // Superseded change-log entries older than the token age limit can't matter to any readable round.
+        let keep_secs = lock(&tenant.delta).token_max_age_secs;
         let (mutation, at) = {
             let mut dir = write(&tenant.dir);
+            let now = self.clock.now().unix_timestamp();
+            dir.set_now(now);
+            dir.prune_superseded(now.saturating_sub(keep_secs));
             let m = f(&mut dir)?;
             (m, self.clock.now())
         };

@@ -1,9 +1,11 @@
 //! One tenant's directory: users, groups, memberships, directory roles, photos, and the change log delta reads.
 //!
 //! Every change takes the next sequence number. Each object remembers, per property, the sequence of its last
-//! change, and sits in its kind's change log (`seq → id`) exactly once, at its latest change. A delta token is a
-//! position in that log, so an incremental round is a range scan of the log (graph-facts §6).
+//! change, and its kind's change log records every change (`seq → id`, earlier entries marked superseded). A delta
+//! token is a position in that log, so an incremental round is a range scan of the log as it stood at the round's
+//! snapshot (graph-facts §6; see [`log`]).
 
+mod log;
 mod object;
 mod schema;
 
@@ -12,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
+pub use log::ChangeLog;
 pub use object::{DirObject, LifeState, Membership, Photo, make_photo};
 pub use schema::{
     GROUP_PROPS, Kind, ON_PREM_SLOTS, PropDef, PropType, Select, USER_PROPS, prop_index,
@@ -145,11 +148,13 @@ pub struct Directory {
     seq: u64,
     users: BTreeMap<String, DirObject>,
     groups: BTreeMap<String, DirObject>,
-    user_log: BTreeMap<u64, String>,
-    group_log: BTreeMap<u64, String>,
+    user_log: ChangeLog,
+    group_log: ChangeLog,
     roles: BTreeMap<String, Role>,
     upn_index: HashMap<String, String>,
     active_users: usize,
+    /// The sim clock (unix seconds) as of the mutation being applied.
+    now: i64,
 }
 
 impl Directory {
@@ -178,12 +183,24 @@ impl Directory {
         }
     }
 
-    /// The change log of a kind: sequence → id, one entry per object at its latest change.
-    pub fn log(&self, kind: Kind) -> &BTreeMap<u64, String> {
+    /// The change log of a kind.
+    pub fn log(&self, kind: Kind) -> &ChangeLog {
         match kind {
             Kind::User => &self.user_log,
             Kind::Group => &self.group_log,
         }
+    }
+
+    /// Sets the sim clock (unix seconds) the next mutations happen at.
+    pub fn set_now(&mut self, now: i64) {
+        self.now = now;
+    }
+
+    /// Forgets superseded change-log entries superseded before `before` (sim clock, unix seconds): no round that
+    /// began before then can still be read.
+    pub fn prune_superseded(&mut self, before: i64) {
+        self.user_log.prune(before);
+        self.group_log.prune(before);
     }
 
     /// A live object by id (users also by `userPrincipalName`).
@@ -206,15 +223,16 @@ impl Directory {
     }
 
     fn relog(&mut self, kind: Kind, id: &str, seq: u64) {
-        let old = self.objects(kind).get(id).map(|o| o.log_seq);
+        let previous = self
+            .objects(kind)
+            .get(id)
+            .map(|o| o.log_seq)
+            .filter(|s| *s > 0);
         let log = match kind {
             Kind::User => &mut self.user_log,
             Kind::Group => &mut self.group_log,
         };
-        if let Some(old) = old {
-            log.remove(&old);
-        }
-        log.insert(seq, id.to_owned());
+        log.record(id, seq, previous, self.now);
         if let Some(o) = self.objects_mut(kind).get_mut(id) {
             o.log_seq = seq;
         }
@@ -622,14 +640,22 @@ mod tests {
     }
 
     #[test]
-    fn each_object_sits_in_the_change_log_once_at_its_latest_change() {
+    fn a_round_reads_each_object_once_at_its_latest_change_up_to_its_snapshot() {
         let mut dir = Directory::default();
         let a = user(&mut dir, "a");
         let b = user(&mut dir, "b");
         dir.update(Kind::User, &a, &props(json!({"jobTitle": "x"})))
             .expect("update");
-        let log: Vec<(&u64, &String)> = dir.log(Kind::User).iter().collect();
-        assert_eq!(log, vec![(&2, &b), (&3, &a)]);
+        let now: Vec<(u64, &str)> = dir
+            .log(Kind::User)
+            .as_of(std::ops::Bound::Unbounded, 3)
+            .collect();
+        assert_eq!(now, vec![(2, b.as_str()), (3, a.as_str())]);
+        let before: Vec<(u64, &str)> = dir
+            .log(Kind::User)
+            .as_of(std::ops::Bound::Unbounded, 2)
+            .collect();
+        assert_eq!(before, vec![(1, a.as_str()), (2, b.as_str())]);
     }
 
     #[test]

@@ -377,6 +377,91 @@ async fn select_with_a_skiptoken_is_refused() {
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 }
 
+/// A delta client's picture of the directory: what it holds after applying every entry it was sent.
+#[derive(Debug, Default)]
+struct ClientView {
+    objects: std::collections::BTreeMap<String, serde_json::Map<String, Value>>,
+}
+
+impl ClientView {
+    /// Applies entries the way a client must: `@removed` drops the object, anything else merges the properties sent.
+    fn apply(&mut self, items: &[Value]) {
+        for item in items {
+            let id = item["id"]
+                .as_str()
+                .expect("every entry has an id")
+                .to_owned();
+            if item.get("@removed").is_some() {
+                self.objects.remove(&id);
+                continue;
+            }
+            let held = self.objects.entry(id).or_default();
+            for (k, v) in item.as_object().expect("entries are objects") {
+                held.insert(k.clone(), v.clone());
+            }
+        }
+    }
+
+    fn property(&self, id: &str, name: &str) -> Value {
+        self.objects
+            .get(id)
+            .and_then(|o| o.get(name))
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_property_changed_again_while_a_minimal_round_is_read_still_reaches_the_client() {
+    let env = env(ALL_READ).await;
+    let a = env.create_user("A").await;
+    let b = env.create_user("B").await;
+    let token = env.token().await;
+    let start = "/v1.0/users/delta?$select=displayName,jobTitle,department";
+    let (items, _, link) = round(&env, &token, start, None).await;
+    let mut view = ClientView::default();
+    view.apply(&items);
+    env.patch_user(&a, json!({"jobTitle": "Analyst"})).await;
+    env.patch_user(&b, json!({"jobTitle": "Engineer"})).await;
+
+    // Read the first page of the minimal round, then change B again before reading on.
+    let first: Value = env
+        .http
+        .get(&link)
+        .bearer_auth(&token)
+        .header("Prefer", "return=minimal, odata.maxpagesize=1")
+        .send()
+        .await
+        .expect("delta")
+        .json()
+        .await
+        .expect("json");
+    view.apply(first["value"].as_array().expect("value"));
+    let next = first["@odata.nextLink"]
+        .as_str()
+        .expect("B is still to come in this round");
+    env.patch_user(&b, json!({"department": "R&D"})).await;
+    let (rest, _, link) = round(
+        &env,
+        &token,
+        next,
+        Some("return=minimal, odata.maxpagesize=1"),
+    )
+    .await;
+    view.apply(&rest);
+    let (after, _, _) = round(&env, &token, &link, Some("return=minimal")).await;
+    view.apply(&after);
+
+    assert_eq!(view.property(&a, "jobTitle"), "Analyst");
+    assert_eq!(view.property(&b, "department"), "R&D");
+    assert_eq!(
+        view.property(&b, "jobTitle"),
+        "Engineer",
+        "B's first change was lost: rounds sent {:?} then {rest:?} then {after:?}",
+        first["value"]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn purging_a_member_of_several_groups_reports_the_removal_in_every_group() {
     let env = env(ALL_READ).await;

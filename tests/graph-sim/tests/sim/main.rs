@@ -2,6 +2,7 @@
 
 mod control;
 mod delta;
+mod delta_interleavings;
 mod directory;
 mod https;
 mod identity;
