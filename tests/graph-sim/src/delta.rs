@@ -81,10 +81,22 @@ impl DeltaState {
             .decode(token.trim())
             .map_err(|_| TokenError::Malformed)?;
         let st: DeltaState = serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)?;
-        if st.tenant != tenant || st.kind != kind {
+        if st.tenant != tenant || st.kind != kind || !st.positions_agree() {
             return Err(TokenError::Malformed);
         }
         Ok(st)
+    }
+
+    /// Whether the positions could have been issued together: the base and the cursor lie within the snapshot.
+    /// Tokens are client input, so a forged one must get a 400 rather than a walk over an inverted range.
+    fn positions_agree(&self) -> bool {
+        let base_ok = self.base.is_none_or(|b| b <= self.snap);
+        let cursor_ok = match self.cursor.as_ref().map(|c| &c.at) {
+            Some(Position::Seq(s)) => self.base.is_some_and(|b| b < *s) && *s <= self.snap,
+            Some(Position::Id(_)) => self.base.is_none(),
+            Some(Position::Start) | None => true,
+        };
+        base_ok && cursor_ok
     }
 }
 
@@ -561,5 +573,51 @@ mod tests {
             Err(TokenError::Malformed)
         );
         assert_eq!(DeltaState::decode(&st.encode(), "a", Kind::User), Ok(st));
+    }
+
+    #[test]
+    fn tokens_whose_positions_contradict_each_other_are_refused() {
+        let st = DeltaState {
+            tenant: "a".into(),
+            kind: Kind::User,
+            select: None,
+            filter: None,
+            base: Some(2),
+            snap: 5,
+            issued: 0,
+            cursor: Some(Cursor {
+                at: Position::Seq(4),
+                member_after: None,
+            }),
+        };
+        assert!(DeltaState::decode(&st.encode(), "a", Kind::User).is_ok());
+        let forged = [
+            DeltaState {
+                base: Some(9),
+                cursor: None,
+                ..st.clone()
+            },
+            DeltaState {
+                cursor: Some(Cursor {
+                    at: Position::Seq(7),
+                    member_after: None,
+                }),
+                ..st.clone()
+            },
+            DeltaState {
+                cursor: Some(Cursor {
+                    at: Position::Id("x".into()),
+                    member_after: None,
+                }),
+                ..st.clone()
+            },
+        ];
+        for f in forged {
+            assert_eq!(
+                DeltaState::decode(&f.encode(), "a", Kind::User),
+                Err(TokenError::Malformed),
+                "{f:?}"
+            );
+        }
     }
 }

@@ -504,3 +504,40 @@ async fn purging_a_member_of_several_groups_reports_the_removal_in_every_group()
     want.sort_unstable();
     assert_eq!(reported, want, "{items:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_skip_token_whose_cursor_lies_past_its_snapshot_gets_400() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let env = env(ALL_READ).await;
+    let (a, b) = (env.create_user("A").await, env.create_user("B").await);
+    let token = env.token().await;
+    let (_, _, link) = round(&env, &token, "/v1.0/users/delta", None).await;
+    env.patch_user(&a, json!({"jobTitle": "x"})).await;
+    env.patch_user(&b, json!({"jobTitle": "y"})).await;
+    let first: Value = env
+        .http
+        .get(&link)
+        .bearer_auth(&token)
+        .header("Prefer", "odata.maxpagesize=1")
+        .send()
+        .await
+        .expect("delta")
+        .json()
+        .await
+        .expect("json");
+    let next = first["@odata.nextLink"].as_str().expect("a second page");
+    let (path, skip) = next.split_once("$skiptoken=").expect("skip token");
+    let mut state: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(skip).expect("base64url")).expect("json");
+    let past = state["snap"].as_u64().expect("snapshot") + 5;
+    state["cursor"]["at"] = json!({"Seq": past});
+    let forged = format!(
+        "{path}$skiptoken={}",
+        URL_SAFE_NO_PAD.encode(state.to_string())
+    );
+    let resp = env.get(&token, &forged).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"]["message"], "Badly formed token.");
+}
