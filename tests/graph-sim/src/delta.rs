@@ -113,6 +113,9 @@ pub struct DeltaOptions {
     pub replay_every: usize,
     /// Serve an empty page with a nextLink at the start of every round.
     pub empty_first_page: bool,
+    /// Initial rounds report objects soft-deleted or purged at or after this time (sim clock, unix seconds) as
+    /// `@removed`; `None` = never.
+    pub removed_since: Option<i64>,
 }
 
 /// One delta page.
@@ -330,9 +333,16 @@ fn entry(
     opts: &DeltaOptions,
     member_after: Option<&str>,
 ) -> Option<(Map<String, Value>, Option<String>)> {
+    let recently_removed = || opts.removed_since.is_some_and(|t| obj.state_at() >= t);
     let (mut map, members_since) = match (base, obj.state) {
         (None, LifeState::Active) => (obj.to_delta_json(sel, None), None),
-        (None, _) => return None,
+        // Graph's initial rounds carry recently removed objects too (graph-facts §6).
+        (None, LifeState::SoftDeleted) => {
+            return recently_removed().then(|| (removed(&obj.id, "changed"), None));
+        }
+        (None, LifeState::Purged) => {
+            return recently_removed().then(|| (removed(&obj.id, "deleted"), None));
+        }
         (Some(b), LifeState::SoftDeleted) => {
             return (obj.state_seq() > b).then(|| (removed(&obj.id, "changed"), None));
         }
@@ -392,6 +402,7 @@ mod tests {
             member_slice: 2,
             replay_every: 0,
             empty_first_page: false,
+            removed_since: None,
         }
     }
 

@@ -48,6 +48,9 @@ pub struct DeltaSettings {
     pub token_max_age_secs: i64,
     /// The next n delta-link requests get `410 Gone` with a `Location` for a full resync.
     pub resync_next: u32,
+    /// Initial rounds report objects removed within this many simulated seconds as `@removed` (7 days, the
+    /// directory delta-token lifetime; 0 = never).
+    pub initial_removed_window_secs: i64,
 }
 
 impl Default for DeltaSettings {
@@ -59,6 +62,7 @@ impl Default for DeltaSettings {
             empty_first_page: false,
             token_max_age_secs: 7 * 24 * 3600,
             resync_next: 0,
+            initial_removed_window_secs: 7 * 24 * 3600,
         }
     }
 }

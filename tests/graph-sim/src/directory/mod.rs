@@ -368,10 +368,12 @@ impl Directory {
 
     fn set_state(&mut self, kind: Kind, id: &str, state: LifeState, seq: u64) {
         let mut was_active = false;
+        let now = self.now;
         if let Some(o) = self.objects_mut(kind).get_mut(id) {
             was_active = o.state == LifeState::Active;
             o.state = state;
             o.state_seq = seq;
+            o.state_at = now;
         }
         if kind == Kind::User {
             let now_active = state == LifeState::Active;

@@ -60,6 +60,8 @@ pub struct DirObject {
     /// Live, soft-deleted or purged.
     pub state: LifeState,
     pub(super) state_seq: u64,
+    /// When the last soft delete, restore or purge happened (sim clock, unix seconds).
+    pub(super) state_at: i64,
     pub(super) full_since: u64,
     pub(super) log_seq: u64,
     /// Group members by id (groups only); removed edges stay as tombstones.
@@ -87,6 +89,7 @@ impl DirObject {
             ext_seq: 0,
             state: LifeState::Active,
             state_seq: 0,
+            state_at: 0,
             full_since: 0,
             log_seq: 0,
             members: BTreeMap::new(),
@@ -175,6 +178,11 @@ impl DirObject {
     /// The sequence of the last soft delete, restore or purge.
     pub fn state_seq(&self) -> u64 {
         self.state_seq
+    }
+
+    /// When the last soft delete, restore or purge happened (sim clock, unix seconds).
+    pub fn state_at(&self) -> i64 {
+        self.state_at
     }
 
     /// Full state for the control API's snapshot.

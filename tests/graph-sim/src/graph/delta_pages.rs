@@ -140,6 +140,8 @@ fn delta_round(
         member_slice: settings.member_slice,
         replay_every: settings.replay_every,
         empty_first_page: settings.empty_first_page,
+        removed_since: (settings.initial_removed_window_secs > 0)
+            .then(|| now.saturating_sub(settings.initial_removed_window_secs)),
     };
     let page = {
         let dir = read(&ctx.tenant.dir);

@@ -541,3 +541,69 @@ async fn a_skip_token_whose_cursor_lies_past_its_snapshot_gets_400() {
     let body: Value = resp.json().await.expect("json");
     assert_eq!(body["error"]["message"], "Badly formed token.");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_initial_round_reports_objects_removed_in_the_last_seven_days() {
+    let env = env(ALL_READ).await;
+    let live = env.create_user("Live").await;
+    let (soft, hard) = (env.create_user("Soft").await, env.create_user("Hard").await);
+    let group = env.create_group("Gone").await;
+    env.control(
+        Method::DELETE,
+        env.tenant_url(&format!("/users/{soft}")),
+        None,
+    )
+    .await;
+    env.control(
+        Method::DELETE,
+        env.tenant_url(&format!("/users/{hard}?permanent=true")),
+        None,
+    )
+    .await;
+    env.control(
+        Method::DELETE,
+        env.tenant_url(&format!("/groups/{group}")),
+        None,
+    )
+    .await;
+    let token = env.token().await;
+    let (users, _, _) = round(&env, &token, "/v1.0/users/delta?$select=displayName", None).await;
+    let by_id = |id: &str| users.iter().find(|u| u["id"] == id).cloned();
+    assert_eq!(by_id(&live).expect("live user")["displayName"], "Live");
+    assert_eq!(
+        by_id(&soft),
+        Some(json!({"id": soft, "@removed": {"reason": "changed"}}))
+    );
+    assert_eq!(
+        by_id(&hard),
+        Some(json!({"id": hard, "@removed": {"reason": "deleted"}}))
+    );
+    assert_eq!(users.len(), 3);
+    let (groups, _, _) = round(&env, &token, "/v1.0/groups/delta", None).await;
+    assert_eq!(
+        groups,
+        vec![json!({"id": group, "@removed": {"reason": "changed"}})]
+    );
+
+    env.advance_clock(7 * 24 * 3600 + 60).await;
+    let token = env.token().await;
+    let (users, _, _) = round(&env, &token, "/v1.0/users/delta?$select=displayName", None).await;
+    assert_eq!(
+        users,
+        vec![json!({"id": live, "displayName": "Live"})],
+        "removals older than the window are no longer reported"
+    );
+    env.put_ok(
+        env.tenant_url("/delta"),
+        json!({"initialRemovedWindowSecs": 0}),
+    )
+    .await;
+    env.control(
+        Method::DELETE,
+        env.tenant_url(&format!("/users/{live}")),
+        None,
+    )
+    .await;
+    let (users, _, _) = round(&env, &token, "/v1.0/users/delta", None).await;
+    assert!(users.is_empty(), "the switch turns it off: {users:?}");
+}
