@@ -129,6 +129,9 @@ pub enum DirectoryError {
     /// The property can't be cleared.
     #[error("Property '{0}' can't be cleared.")]
     Required(String),
+    /// The property is set by the directory (`createdDateTime`).
+    #[error("Property '{0}' is read-only and cannot be set.")]
+    ReadOnly(String),
     /// Restore of an object that isn't soft-deleted.
     #[error("Object '{0}' is not in deleted items.")]
     NotDeleted(String),
@@ -279,6 +282,7 @@ impl Directory {
         let mut obj = DirObject::new(id.clone(), kind);
         obj.full_since = seq;
         apply(&mut obj, writes, seq);
+        obj.stamp_creation(self.now, seq);
         if kind == Kind::User {
             self.index_upn(&obj);
             self.active_users += 1;

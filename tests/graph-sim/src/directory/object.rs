@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::clock::graph_date_time;
+
 use super::schema::{Kind, ON_PREM_SLOTS, PropType, Select, Write, prop_index};
 
 /// Whether an object is live, in deleted items, or gone for good.
@@ -94,6 +96,16 @@ impl DirObject {
             log_seq: 0,
             members: BTreeMap::new(),
             photo: None,
+        }
+    }
+
+    /// Sets the read-only creation timestamps (`createdDateTime`) of a new object.
+    pub(super) fn stamp_creation(&mut self, now: i64, seq: u64) {
+        for (i, def) in self.kind.schema().iter().enumerate() {
+            if def.ty == PropType::CreatedAt {
+                self.values[i] = Value::String(graph_date_time(now));
+                self.prop_seq[i] = seq;
+            }
         }
     }
 

@@ -52,6 +52,8 @@ pub enum PropType {
     Bool,
     /// `onPremisesExtensionAttributes`: an object with `extensionAttribute1..15`.
     OnPremExt,
+    /// A timestamp the directory sets when the object is created (`createdDateTime`); read-only.
+    CreatedAt,
 }
 
 /// One property of a directory object.
@@ -122,8 +124,9 @@ pub const USER_PROPS: &[PropDef] = &[
     },
 ];
 
-/// Group properties (all returned by default).
+/// Group properties (all returned by default, `createdDateTime` included: the group delta example shows it).
 pub const GROUP_PROPS: &[PropDef] = &[
+    prop("createdDateTime", true, PropType::CreatedAt, None),
     prop("description", true, PropType::Str, None),
     PropDef {
         name: "displayName",
@@ -244,6 +247,9 @@ pub(super) fn validate(
         let i = prop_index(kind, name)
             .ok_or_else(|| DirectoryError::UnknownProperty(name.clone(), type_name(kind)))?;
         let def = &kind.schema()[i];
+        if def.ty == PropType::CreatedAt {
+            return Err(DirectoryError::ReadOnly(name.clone()));
+        }
         if v.is_null() {
             if def.required {
                 return Err(DirectoryError::Required(name.clone()));
@@ -283,6 +289,7 @@ pub(super) fn validate(
                 }
                 writes.push(Write::Prop(i, v.clone()));
             }
+            PropType::CreatedAt => return Err(DirectoryError::ReadOnly(name.clone())),
             PropType::OnPremExt => {
                 let obj = v
                     .as_object()

@@ -278,3 +278,39 @@ async fn groups_are_listed_and_read_by_id() {
     );
     assert_eq!(one["id"], g);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn groups_carry_their_creation_time_by_default_in_reads_and_delta_and_on_select() {
+    let env = env(ALL_READ).await;
+    let (_, clock) = env
+        .control(Method::GET, env.control_url("/clock"), None)
+        .await;
+    let day = clock["now"].as_str().expect("clock")[..10].to_owned();
+    let g = env.create_group("Sales").await;
+    let token = env.token().await;
+    let created = |v: &Value| v["createdDateTime"].as_str().map(str::to_owned);
+    let one = env.get_json(&token, &format!("/v1.0/groups/{g}")).await;
+    let stamp = created(&one).expect("createdDateTime is a default group property");
+    assert!(stamp.starts_with(&day) && stamp.ends_with('Z'), "{stamp}");
+    let delta = env.get_json(&token, "/v1.0/groups/delta").await;
+    assert_eq!(created(&delta["value"][0]), Some(stamp.clone()), "{delta}");
+    let selected = env
+        .get_json(
+            &token,
+            "/v1.0/groups/delta?$select=displayName,createdDateTime",
+        )
+        .await;
+    assert_eq!(created(&selected["value"][0]), Some(stamp.clone()));
+    let listed = env
+        .get_json(&token, "/v1.0/groups?$select=createdDateTime")
+        .await;
+    assert_eq!(created(&listed["value"][0]), Some(stamp));
+    let (status, body) = env
+        .control(
+            Method::PATCH,
+            env.tenant_url(&format!("/groups/{g}")),
+            Some(json!({"createdDateTime": "2001-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "read-only: {body}");
+}
