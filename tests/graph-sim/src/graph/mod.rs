@@ -39,6 +39,7 @@ use crate::identity::{self, AppRegistration, BearerError};
 use crate::state::{Sim, Tenant, lock, read};
 use crate::throttle::{self, Charge, FaultKind, format_retry_after};
 
+const GRAPH_BASE: &str = "https://graph.microsoft.com/v1.0";
 const CONTEXT_BASE: &str = "https://graph.microsoft.com/v1.0/$metadata";
 const JSON_CT: &str = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8";
 const USER_READ: &[&str] = &[

@@ -11,8 +11,8 @@ use crate::directory::{DirObject, DirectoryError, Kind, LifeState, Select};
 use crate::state::{Sim, read};
 
 use super::{
-    CONTEXT_BASE, Cost, Ctx, GROUP_READ, GraphError, PHOTO_READ, Params, ROLE_READ, Reply,
-    USER_READ, admit, base_url, context, cost, finish, param, parse_filter, parse_top, run,
+    CONTEXT_BASE, Cost, Ctx, GRAPH_BASE, GROUP_READ, GraphError, PHOTO_READ, Params, ROLE_READ,
+    Reply, USER_READ, admit, base_url, context, cost, finish, param, parse_filter, parse_top, run,
 };
 
 fn skip_after(q: &Params) -> Result<Option<String>, GraphError> {
@@ -339,6 +339,7 @@ pub(super) async fn photo_meta(
         let photo = user.photo.as_ref().ok_or(GraphError::NoPhoto)?;
         let body = json!({
             "@odata.context": format!("{CONTEXT_BASE}#users('{}')/photo/$entity", user.id),
+            "@odata.id": photo_odata_id(&user.id, &ctx.tenant.id),
             "@odata.mediaContentType": photo.content_type,
             "@odata.mediaEtag": photo.etag,
             "id": format!("{}x{}", photo.width, photo.height),
@@ -348,6 +349,11 @@ pub(super) async fn photo_meta(
         Ok(Reply::Json(StatusCode::OK, body, Vec::new()))
     })
     .await
+}
+
+/// The photo's `@odata.id` as the profilePhoto example shows it: the user keyed by `{user id}@{tenant id}`.
+fn photo_odata_id(user: &str, tenant: &str) -> String {
+    format!("{GRAPH_BASE}/users('{user}@{tenant}')/photo")
 }
 
 pub(super) async fn photo_value(

@@ -314,3 +314,29 @@ async fn groups_carry_their_creation_time_by_default_in_reads_and_delta_and_on_s
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "read-only: {body}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn photo_metadata_carries_its_odata_id() {
+    let env = env(ALL_READ).await;
+    let id = env.create_user("Pic").await;
+    let resp = env
+        .http
+        .put(env.tenant_url(&format!("/users/{id}/photo")))
+        .header("Content-Type", "image/png")
+        .body(vec![0x89, b'P', b'N', b'G'])
+        .send()
+        .await
+        .expect("set photo");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let token = env.token().await;
+    let meta = env
+        .get_json(&token, &format!("/v1.0/users/{id}/photo"))
+        .await;
+    assert_eq!(
+        meta["@odata.id"],
+        format!(
+            "https://graph.microsoft.com/v1.0/users('{id}@{}')/photo",
+            env.tenant
+        )
+    );
+}
