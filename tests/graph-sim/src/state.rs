@@ -67,6 +67,25 @@ impl Default for DeltaSettings {
     }
 }
 
+/// What the photo metadata of a user without a photo answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum MissingPhoto {
+    /// `200` with a 1x1 `image/gif` and an empty `@odata.mediaEtag`, as the profilePhoto doc's example shows.
+    #[default]
+    Placeholder,
+    /// `404 ImageNotFound`, as `/photo/$value` answers (and as many tenants answer for the metadata too).
+    NotFound,
+}
+
+/// Per-tenant photo switches (control API `PUT /control/tenants/{t}/photos`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PhotoSettings {
+    /// The answer for the metadata of a user without a photo.
+    pub missing: MissingPhoto,
+}
+
 /// One tenant.
 #[derive(Debug)]
 pub struct Tenant {
@@ -82,6 +101,8 @@ pub struct Tenant {
     pub subs: Mutex<HashMap<String, Subscription>>,
     /// Delta switches.
     pub delta: Mutex<DeltaSettings>,
+    /// Photo switches.
+    pub photos: Mutex<PhotoSettings>,
 }
 
 /// Request counts of one endpoint in one tenant.
@@ -183,6 +204,7 @@ impl Sim {
             apps: RwLock::new(HashMap::new()),
             subs: Mutex::new(HashMap::new()),
             delta: Mutex::new(DeltaSettings::default()),
+            photos: Mutex::new(PhotoSettings::default()),
         });
         tenants.insert(id, t.clone());
         t

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value, json};
 
 use crate::directory::{DirObject, DirectoryError, Kind, LifeState, Select};
-use crate::state::{Sim, read};
+use crate::state::{MissingPhoto, Sim, lock, read};
 
 use super::{
     CONTEXT_BASE, Cost, Ctx, GRAPH_BASE, GROUP_READ, GraphError, PHOTO_READ, Params, ROLE_READ,
@@ -336,10 +336,29 @@ pub(super) async fn photo_meta(
         let user = dir
             .get_active(Kind::User, &id)
             .ok_or_else(|| DirectoryError::NotFound(id.to_string()))?;
-        let photo = user.photo.as_ref().ok_or(GraphError::NoPhoto)?;
+        let context = format!("{CONTEXT_BASE}#users('{}')/photo/$entity", user.id);
+        let odata_id = photo_odata_id(&user.id, &ctx.tenant.id);
+        let Some(photo) = user.photo.as_ref() else {
+            return match lock(&ctx.tenant.photos).missing {
+                MissingPhoto::NotFound => Err(GraphError::NoPhoto),
+                MissingPhoto::Placeholder => Ok(Reply::Json(
+                    StatusCode::OK,
+                    json!({
+                        "@odata.context": context,
+                        "@odata.id": odata_id,
+                        "@odata.mediaContentType": "image/gif",
+                        "@odata.mediaEtag": "",
+                        "id": "1x1",
+                        "width": 1,
+                        "height": 1,
+                    }),
+                    Vec::new(),
+                )),
+            };
+        };
         let body = json!({
-            "@odata.context": format!("{CONTEXT_BASE}#users('{}')/photo/$entity", user.id),
-            "@odata.id": photo_odata_id(&user.id, &ctx.tenant.id),
+            "@odata.context": context,
+            "@odata.id": odata_id,
             "@odata.mediaContentType": photo.content_type,
             "@odata.mediaEtag": photo.etag,
             "id": format!("{}x{}", photo.width, photo.height),
