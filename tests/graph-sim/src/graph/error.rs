@@ -57,6 +57,15 @@ pub enum GraphError {
     /// Subscription failures.
     #[error(transparent)]
     Subscription(#[from] SubscriptionError),
+    /// 400 `BadRequest`: no route for the path.
+    #[error("Resource not found for the segment '{0}'.")]
+    UnknownSegment(String),
+    /// 405: a route for the path, but not for the method.
+    #[error("Specified HTTP method is not allowed for the request target.")]
+    MethodNotAllowed,
+    /// A request refused before any handler saw it (unreadable query, body over the size limit), with its status.
+    #[error("{1}")]
+    Refused(StatusCode, String),
 }
 
 impl GraphError {
@@ -75,6 +84,9 @@ impl GraphError {
             GraphError::Dropped => (StatusCode::OK, ""),
             GraphError::SyncStateNotFound => (StatusCode::GONE, "syncStateNotFound"),
             GraphError::ResyncRequired(_) => (StatusCode::GONE, "resyncRequired"),
+            GraphError::UnknownSegment(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
+            GraphError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "Request_BadRequest"),
+            GraphError::Refused(status, _) => (*status, "BadRequest"),
             GraphError::Subscription(e) => match e {
                 SubscriptionError::Duplicate(_) => (StatusCode::CONFLICT, "ExtensionError"),
                 SubscriptionError::Quota => (StatusCode::FORBIDDEN, "ExtensionError"),

@@ -4,12 +4,14 @@
 //! envelope, counters), so the handlers themselves only parse the request and call the domain code. The handlers
 //! live in submodules by area: directory reads, delta, subscriptions, and the identity platform endpoints.
 
+mod answers;
 mod delta_pages;
 mod error;
 mod identity_api;
 mod reads;
 mod subscription_api;
 
+pub use answers::{stamp_ids, unknown_route};
 pub use error::GraphError;
 
 use delta_pages::{groups_delta, users_delta};
@@ -166,16 +168,6 @@ struct Cost {
     top: Option<usize>,
 }
 
-fn request_ids(req: &HttpRequest) -> (String, String) {
-    let request_id = uuid::Uuid::new_v4().to_string();
-    let client = req
-        .headers()
-        .get("client-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map_or_else(|| request_id.clone(), str::to_owned);
-    (request_id, client)
-}
-
 /// Applies faults, authenticates, checks permissions and charges the throttle bucket.
 async fn admit(
     sim: &Sim,
@@ -275,7 +267,7 @@ fn finish(
     ctx: Option<&Ctx>,
     res: Result<Reply, GraphError>,
 ) -> HttpResponse {
-    let (request_id, client_request_id) = request_ids(req);
+    let (request_id, client_request_id) = answers::ids(req.headers());
     let mut resp = match res {
         Ok(reply) => ok_response(reply),
         Err(e) => error_response(

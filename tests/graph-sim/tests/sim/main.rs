@@ -1,5 +1,6 @@
 //! graph-sim integration tests: one binary, one module per behaviour area.
 
+mod answers;
 mod control;
 mod delta;
 mod delta_interleavings;
