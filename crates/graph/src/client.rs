@@ -205,6 +205,10 @@ impl GraphClient {
     ) -> Result<Option<PhotoMeta>, GraphError> {
         let url = self.url(&format!("/users/{user_id}/photo"));
         match self.get_json(connection, &url, RequestCost::LIGHT).await {
+            // A user without a photo may get a 1x1 placeholder with an empty etag (profilePhoto-get doc).
+            Ok(meta) if meta.get("@odata.mediaEtag").and_then(Value::as_str) == Some("") => {
+                Ok(None)
+            }
             Ok(meta) => Ok(Some(PhotoMeta {
                 etag: meta
                     .get("@odata.mediaEtag")

@@ -69,6 +69,20 @@ pub fn graph_time(t: OffsetDateTime) -> String {
     )
 }
 
+/// Formats a unix time the way Graph's `createdDateTime` properties read (`2021-03-12T10:36:14Z`, whole seconds).
+pub fn graph_date_time(unix_secs: i64) -> String {
+    let t = OffsetDateTime::from_unix_timestamp(unix_secs).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
 /// Formats a timestamp the way Entra's token errors do (`2016-01-09 02:02:12Z`).
 pub fn entra_time(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);

@@ -18,7 +18,7 @@ use crate::identity::{
     AppRegistration, FEDERATION_AUDIENCE, FederatedCredential, KeyError, RegisteredCert,
 };
 use crate::seed::{self, SeedSpec};
-use crate::state::{DeltaSettings, Sim, Tenant, lock, write};
+use crate::state::{DeltaSettings, PhotoSettings, Sim, Tenant, lock, write};
 use crate::subscriptions::SubscriptionPolicy;
 use crate::throttle::{FaultRule, ThrottleProfile};
 
@@ -50,6 +50,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/tenants/{t}/seed", web::post().to(seed_tenant))
             .route("/tenants/{t}/snapshot", web::get().to(snapshot))
             .route("/tenants/{t}/delta", web::put().to(set_delta))
+            .route("/tenants/{t}/photos", web::put().to(set_photos))
             .route(
                 "/tenants/{t}/subscriptions",
                 web::get().to(list_subscriptions),
@@ -383,6 +384,17 @@ async fn set_delta(
     let tenant = tenant(&sim, &t)?;
     *lock(&tenant.delta) = body.into_inner();
     Ok(HttpResponse::NoContent().finish())
+}
+
+async fn set_photos(
+    sim: Data<Sim>,
+    t: Path<String>,
+    body: Json<PhotoSettings>,
+) -> Result<HttpResponse> {
+    let tenant = tenant(&sim, &t)?;
+    let settings = body.into_inner();
+    *lock(&tenant.photos) = settings.clone();
+    Ok(HttpResponse::Ok().json(settings))
 }
 
 async fn list_subscriptions(sim: Data<Sim>, t: Path<String>) -> Result<HttpResponse> {

@@ -1,8 +1,8 @@
 //! Delta rounds for `/users/delta` and `/groups/delta` (graph-facts §6).
 //!
 //! A round either starts from nothing (initial: current state of every live object, walked by id) or from a log
-//! position (incremental: the latest state of every object whose log entry lies after the position, up to the
-//! snapshot taken when the round began). Skip and delta tokens are opaque base64url JSON carrying the position,
+//! position (incremental: the latest state of every object whose last change up to the snapshot taken when the round
+//! began lies after the position; an object changed again during the round still counts). Skip and delta tokens are opaque base64url JSON carrying the position,
 //! the cursor, `$select` and the id filter, so later requests use the returned links unchanged.
 
 use std::ops::Bound;
@@ -81,10 +81,22 @@ impl DeltaState {
             .decode(token.trim())
             .map_err(|_| TokenError::Malformed)?;
         let st: DeltaState = serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)?;
-        if st.tenant != tenant || st.kind != kind {
+        if st.tenant != tenant || st.kind != kind || !st.positions_agree() {
             return Err(TokenError::Malformed);
         }
         Ok(st)
+    }
+
+    /// Whether the positions could have been issued together: the base and the cursor lie within the snapshot.
+    /// Tokens are client input, so a forged one must get a 400 rather than a walk over an inverted range.
+    fn positions_agree(&self) -> bool {
+        let base_ok = self.base.is_none_or(|b| b <= self.snap);
+        let cursor_ok = match self.cursor.as_ref().map(|c| &c.at) {
+            Some(Position::Seq(s)) => self.base.is_some_and(|b| b < *s) && *s <= self.snap,
+            Some(Position::Id(_)) => self.base.is_none(),
+            Some(Position::Start) | None => true,
+        };
+        base_ok && cursor_ok
     }
 }
 
@@ -101,6 +113,9 @@ pub struct DeltaOptions {
     pub replay_every: usize,
     /// Serve an empty page with a nextLink at the start of every round.
     pub empty_first_page: bool,
+    /// Initial rounds report objects soft-deleted or purged at or after this time (sim clock, unix seconds) as
+    /// `@removed`; `None` = never.
+    pub removed_since: Option<i64>,
 }
 
 /// One delta page.
@@ -283,11 +298,12 @@ fn walk<'a>(
                 Position::Seq(s) => Bound::Excluded(*s),
                 _ => Bound::Excluded(st.base.unwrap_or(0)),
             };
-            let range = dir.log(st.kind).range((lower, Bound::Included(st.snap)));
+            // The log as it stood at the snapshot: an object that changed again since still counts here.
             Box::new(
-                range
+                dir.log(st.kind)
+                    .as_of(lower, st.snap)
                     .filter(move |(_, id)| in_filter(id))
-                    .filter_map(move |(seq, id)| objects.get(id).map(|o| (Position::Seq(*seq), o))),
+                    .filter_map(move |(seq, id)| objects.get(id).map(|o| (Position::Seq(seq), o))),
             )
         }
     }
@@ -317,9 +333,16 @@ fn entry(
     opts: &DeltaOptions,
     member_after: Option<&str>,
 ) -> Option<(Map<String, Value>, Option<String>)> {
+    let recently_removed = || opts.removed_since.is_some_and(|t| obj.state_at() >= t);
     let (mut map, members_since) = match (base, obj.state) {
         (None, LifeState::Active) => (obj.to_delta_json(sel, None), None),
-        (None, _) => return None,
+        // Graph's initial rounds carry recently removed objects too (graph-facts §6).
+        (None, LifeState::SoftDeleted) => {
+            return recently_removed().then(|| (removed(&obj.id, "changed"), None));
+        }
+        (None, LifeState::Purged) => {
+            return recently_removed().then(|| (removed(&obj.id, "deleted"), None));
+        }
         (Some(b), LifeState::SoftDeleted) => {
             return (obj.state_seq() > b).then(|| (removed(&obj.id, "changed"), None));
         }
@@ -379,6 +402,7 @@ mod tests {
             member_slice: 2,
             replay_every: 0,
             empty_first_page: false,
+            removed_since: None,
         }
     }
 
@@ -560,5 +584,51 @@ mod tests {
             Err(TokenError::Malformed)
         );
         assert_eq!(DeltaState::decode(&st.encode(), "a", Kind::User), Ok(st));
+    }
+
+    #[test]
+    fn tokens_whose_positions_contradict_each_other_are_refused() {
+        let st = DeltaState {
+            tenant: "a".into(),
+            kind: Kind::User,
+            select: None,
+            filter: None,
+            base: Some(2),
+            snap: 5,
+            issued: 0,
+            cursor: Some(Cursor {
+                at: Position::Seq(4),
+                member_after: None,
+            }),
+        };
+        assert!(DeltaState::decode(&st.encode(), "a", Kind::User).is_ok());
+        let forged = [
+            DeltaState {
+                base: Some(9),
+                cursor: None,
+                ..st.clone()
+            },
+            DeltaState {
+                cursor: Some(Cursor {
+                    at: Position::Seq(7),
+                    member_after: None,
+                }),
+                ..st.clone()
+            },
+            DeltaState {
+                cursor: Some(Cursor {
+                    at: Position::Id("x".into()),
+                    member_after: None,
+                }),
+                ..st.clone()
+            },
+        ];
+        for f in forged {
+            assert_eq!(
+                DeltaState::decode(&f.encode(), "a", Kind::User),
+                Err(TokenError::Malformed),
+                "{f:?}"
+            );
+        }
     }
 }

@@ -27,8 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
-use actix_web::{App, HttpResponse, HttpServer, web};
-use serde_json::json;
+use actix_web::{App, HttpServer, web};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::SimClock;
@@ -222,10 +221,6 @@ fn prepare_https(
     Ok(Some((listener, material, info)))
 }
 
-async fn graph_not_found() -> HttpResponse {
-    HttpResponse::BadRequest().json(json!({"error": {"code": "BadRequest", "message": "Resource not found for the segment.", "innerError": {"request-id": uuid::Uuid::new_v4().to_string()}}}))
-}
-
 /// Starts the simulator on the current Tokio runtime.
 pub async fn spawn(config: SimConfig) -> Result<RunningSim, SpawnError> {
     // ring is the workspace's single rustls provider; an earlier install by the host process is fine.
@@ -253,9 +248,10 @@ pub async fn spawn(config: SimConfig) -> Result<RunningSim, SpawnError> {
         App::new()
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(4 * 1024 * 1024))
+            .wrap(actix_web::middleware::from_fn(graph::stamp_ids))
             .wrap(actix_web::middleware::from_fn(graph::log_request))
             .configure(graph::configure)
-            .default_service(web::to(graph_not_found))
+            .default_service(web::to(graph::unknown_route))
     })
     .workers(config.workers.max(1))
     .disable_signals()

@@ -48,6 +48,9 @@ pub struct DeltaSettings {
     pub token_max_age_secs: i64,
     /// The next n delta-link requests get `410 Gone` with a `Location` for a full resync.
     pub resync_next: u32,
+    /// Initial rounds report objects removed within this many simulated seconds as `@removed` (7 days, the
+    /// directory delta-token lifetime; 0 = never).
+    pub initial_removed_window_secs: i64,
 }
 
 impl Default for DeltaSettings {
@@ -59,8 +62,28 @@ impl Default for DeltaSettings {
             empty_first_page: false,
             token_max_age_secs: 7 * 24 * 3600,
             resync_next: 0,
+            initial_removed_window_secs: 7 * 24 * 3600,
         }
     }
+}
+
+/// What the photo metadata of a user without a photo answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum MissingPhoto {
+    /// `200` with a 1x1 `image/gif` and an empty `@odata.mediaEtag`, as the profilePhoto doc's example shows.
+    #[default]
+    Placeholder,
+    /// `404 ImageNotFound`, as `/photo/$value` answers (and as many tenants answer for the metadata too).
+    NotFound,
+}
+
+/// Per-tenant photo switches (control API `PUT /control/tenants/{t}/photos`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PhotoSettings {
+    /// The answer for the metadata of a user without a photo.
+    pub missing: MissingPhoto,
 }
 
 /// One tenant.
@@ -78,6 +101,8 @@ pub struct Tenant {
     pub subs: Mutex<HashMap<String, Subscription>>,
     /// Delta switches.
     pub delta: Mutex<DeltaSettings>,
+    /// Photo switches.
+    pub photos: Mutex<PhotoSettings>,
 }
 
 /// Request counts of one endpoint in one tenant.
@@ -179,6 +204,7 @@ impl Sim {
             apps: RwLock::new(HashMap::new()),
             subs: Mutex::new(HashMap::new()),
             delta: Mutex::new(DeltaSettings::default()),
+            photos: Mutex::new(PhotoSettings::default()),
         });
         tenants.insert(id, t.clone());
         t
@@ -205,8 +231,13 @@ impl Sim {
     where
         F: FnOnce(&mut Directory) -> Result<Mutation, DirectoryError>,
     {
+        // Superseded change-log entries older than the token age limit can't matter to any readable round.
+        let keep_secs = lock(&tenant.delta).token_max_age_secs;
         let (mutation, at) = {
             let mut dir = write(&tenant.dir);
+            let now = self.clock.now().unix_timestamp();
+            dir.set_now(now);
+            dir.prune_superseded(now.saturating_sub(keep_secs));
             let m = f(&mut dir)?;
             (m, self.clock.now())
         };

@@ -376,3 +376,234 @@ async fn select_with_a_skiptoken_is_refused() {
         .await;
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 }
+
+/// A delta client's picture of the directory: what it holds after applying every entry it was sent.
+#[derive(Debug, Default)]
+struct ClientView {
+    objects: std::collections::BTreeMap<String, serde_json::Map<String, Value>>,
+}
+
+impl ClientView {
+    /// Applies entries the way a client must: `@removed` drops the object, anything else merges the properties sent.
+    fn apply(&mut self, items: &[Value]) {
+        for item in items {
+            let id = item["id"]
+                .as_str()
+                .expect("every entry has an id")
+                .to_owned();
+            if item.get("@removed").is_some() {
+                self.objects.remove(&id);
+                continue;
+            }
+            let held = self.objects.entry(id).or_default();
+            for (k, v) in item.as_object().expect("entries are objects") {
+                held.insert(k.clone(), v.clone());
+            }
+        }
+    }
+
+    fn property(&self, id: &str, name: &str) -> Value {
+        self.objects
+            .get(id)
+            .and_then(|o| o.get(name))
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_property_changed_again_while_a_minimal_round_is_read_still_reaches_the_client() {
+    let env = env(ALL_READ).await;
+    let a = env.create_user("A").await;
+    let b = env.create_user("B").await;
+    let token = env.token().await;
+    let start = "/v1.0/users/delta?$select=displayName,jobTitle,department";
+    let (items, _, link) = round(&env, &token, start, None).await;
+    let mut view = ClientView::default();
+    view.apply(&items);
+    env.patch_user(&a, json!({"jobTitle": "Analyst"})).await;
+    env.patch_user(&b, json!({"jobTitle": "Engineer"})).await;
+
+    // Read the first page of the minimal round, then change B again before reading on.
+    let first: Value = env
+        .http
+        .get(&link)
+        .bearer_auth(&token)
+        .header("Prefer", "return=minimal, odata.maxpagesize=1")
+        .send()
+        .await
+        .expect("delta")
+        .json()
+        .await
+        .expect("json");
+    view.apply(first["value"].as_array().expect("value"));
+    let next = first["@odata.nextLink"]
+        .as_str()
+        .expect("B is still to come in this round");
+    env.patch_user(&b, json!({"department": "R&D"})).await;
+    let (rest, _, link) = round(
+        &env,
+        &token,
+        next,
+        Some("return=minimal, odata.maxpagesize=1"),
+    )
+    .await;
+    view.apply(&rest);
+    let (after, _, _) = round(&env, &token, &link, Some("return=minimal")).await;
+    view.apply(&after);
+
+    assert_eq!(view.property(&a, "jobTitle"), "Analyst");
+    assert_eq!(view.property(&b, "department"), "R&D");
+    assert_eq!(
+        view.property(&b, "jobTitle"),
+        "Engineer",
+        "B's first change was lost: rounds sent {:?} then {rest:?} then {after:?}",
+        first["value"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn purging_a_member_of_several_groups_reports_the_removal_in_every_group() {
+    let env = env(ALL_READ).await;
+    let (g1, g2, g3) = (
+        env.create_group("One").await,
+        env.create_group("Two").await,
+        env.create_group("Three").await,
+    );
+    let user = env.create_user("Member").await;
+    for g in [&g1, &g2, &g3] {
+        env.add_member(g, &user).await;
+    }
+    let token = env.token().await;
+    let (_, _, link) = round(
+        &env,
+        &token,
+        "/v1.0/groups/delta?$select=displayName,members",
+        None,
+    )
+    .await;
+    env.control(
+        Method::DELETE,
+        env.tenant_url(&format!("/users/{user}?permanent=true")),
+        None,
+    )
+    .await;
+    let (items, _, _) = round(&env, &token, &link, Some("return=minimal")).await;
+    let mut reported: Vec<&str> = items
+        .iter()
+        .filter(|i| {
+            i["members@delta"].as_array().is_some_and(|m| {
+                m.iter()
+                    .any(|m| m["id"] == user.as_str() && m["@removed"]["reason"] == "deleted")
+            })
+        })
+        .map(|i| i["id"].as_str().expect("id"))
+        .collect();
+    reported.sort_unstable();
+    let mut want = vec![g1.as_str(), g2.as_str(), g3.as_str()];
+    want.sort_unstable();
+    assert_eq!(reported, want, "{items:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_skip_token_whose_cursor_lies_past_its_snapshot_gets_400() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let env = env(ALL_READ).await;
+    let (a, b) = (env.create_user("A").await, env.create_user("B").await);
+    let token = env.token().await;
+    let (_, _, link) = round(&env, &token, "/v1.0/users/delta", None).await;
+    env.patch_user(&a, json!({"jobTitle": "x"})).await;
+    env.patch_user(&b, json!({"jobTitle": "y"})).await;
+    let first: Value = env
+        .http
+        .get(&link)
+        .bearer_auth(&token)
+        .header("Prefer", "odata.maxpagesize=1")
+        .send()
+        .await
+        .expect("delta")
+        .json()
+        .await
+        .expect("json");
+    let next = first["@odata.nextLink"].as_str().expect("a second page");
+    let (path, skip) = next.split_once("$skiptoken=").expect("skip token");
+    let mut state: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(skip).expect("base64url")).expect("json");
+    let past = state["snap"].as_u64().expect("snapshot") + 5;
+    state["cursor"]["at"] = json!({"Seq": past});
+    let forged = format!(
+        "{path}$skiptoken={}",
+        URL_SAFE_NO_PAD.encode(state.to_string())
+    );
+    let resp = env.get(&token, &forged).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"]["message"], "Badly formed token.");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_initial_round_reports_objects_removed_in_the_last_seven_days() {
+    let env = env(ALL_READ).await;
+    let live = env.create_user("Live").await;
+    let (soft, hard) = (env.create_user("Soft").await, env.create_user("Hard").await);
+    let group = env.create_group("Gone").await;
+    env.control(
+        Method::DELETE,
+        env.tenant_url(&format!("/users/{soft}")),
+        None,
+    )
+    .await;
+    env.control(
+        Method::DELETE,
+        env.tenant_url(&format!("/users/{hard}?permanent=true")),
+        None,
+    )
+    .await;
+    env.control(
+        Method::DELETE,
+        env.tenant_url(&format!("/groups/{group}")),
+        None,
+    )
+    .await;
+    let token = env.token().await;
+    let (users, _, _) = round(&env, &token, "/v1.0/users/delta?$select=displayName", None).await;
+    let by_id = |id: &str| users.iter().find(|u| u["id"] == id).cloned();
+    assert_eq!(by_id(&live).expect("live user")["displayName"], "Live");
+    assert_eq!(
+        by_id(&soft),
+        Some(json!({"id": soft, "@removed": {"reason": "changed"}}))
+    );
+    assert_eq!(
+        by_id(&hard),
+        Some(json!({"id": hard, "@removed": {"reason": "deleted"}}))
+    );
+    assert_eq!(users.len(), 3);
+    let (groups, _, _) = round(&env, &token, "/v1.0/groups/delta", None).await;
+    assert_eq!(
+        groups,
+        vec![json!({"id": group, "@removed": {"reason": "changed"}})]
+    );
+
+    env.advance_clock(7 * 24 * 3600 + 60).await;
+    let token = env.token().await;
+    let (users, _, _) = round(&env, &token, "/v1.0/users/delta?$select=displayName", None).await;
+    assert_eq!(
+        users,
+        vec![json!({"id": live, "displayName": "Live"})],
+        "removals older than the window are no longer reported"
+    );
+    env.put_ok(
+        env.tenant_url("/delta"),
+        json!({"initialRemovedWindowSecs": 0}),
+    )
+    .await;
+    env.control(
+        Method::DELETE,
+        env.tenant_url(&format!("/users/{live}")),
+        None,
+    )
+    .await;
+    let (users, _, _) = round(&env, &token, "/v1.0/users/delta", None).await;
+    assert!(users.is_empty(), "the switch turns it off: {users:?}");
+}

@@ -114,19 +114,10 @@ async fn soft_deleted_users_disappear_from_reads_until_restored() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn photos_are_404_until_set_then_served_with_metadata_and_bytes() {
+async fn a_photo_once_set_is_served_with_metadata_and_bytes_and_gone_once_removed() {
     let env = env(ALL_READ).await;
     let id = env.create_user("Pic").await;
     let token = env.token().await;
-    for path in [
-        format!("/v1.0/users/{id}/photo"),
-        format!("/v1.0/users/{id}/photo/$value"),
-    ] {
-        let resp = env.get(&token, &path).await;
-        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-        let body: Value = resp.json().await.expect("json");
-        assert_eq!(body["error"]["code"], "ImageNotFound");
-    }
     let bytes = vec![0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3];
     let resp = env
         .http
@@ -277,4 +268,117 @@ async fn groups_are_listed_and_read_by_id() {
         "https://graph.microsoft.com/v1.0/$metadata#groups/$entity"
     );
     assert_eq!(one["id"], g);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn groups_carry_their_creation_time_by_default_in_reads_and_delta_and_on_select() {
+    let env = env(ALL_READ).await;
+    let (_, clock) = env
+        .control(Method::GET, env.control_url("/clock"), None)
+        .await;
+    let day = clock["now"].as_str().expect("clock")[..10].to_owned();
+    let g = env.create_group("Sales").await;
+    let token = env.token().await;
+    let created = |v: &Value| v["createdDateTime"].as_str().map(str::to_owned);
+    let one = env.get_json(&token, &format!("/v1.0/groups/{g}")).await;
+    let stamp = created(&one).expect("createdDateTime is a default group property");
+    assert!(stamp.starts_with(&day) && stamp.ends_with('Z'), "{stamp}");
+    let delta = env.get_json(&token, "/v1.0/groups/delta").await;
+    assert_eq!(created(&delta["value"][0]), Some(stamp.clone()), "{delta}");
+    let selected = env
+        .get_json(
+            &token,
+            "/v1.0/groups/delta?$select=displayName,createdDateTime",
+        )
+        .await;
+    assert_eq!(created(&selected["value"][0]), Some(stamp.clone()));
+    let listed = env
+        .get_json(&token, "/v1.0/groups?$select=createdDateTime")
+        .await;
+    assert_eq!(created(&listed["value"][0]), Some(stamp));
+    let (status, body) = env
+        .control(
+            Method::PATCH,
+            env.tenant_url(&format!("/groups/{g}")),
+            Some(json!({"createdDateTime": "2001-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "read-only: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn photo_metadata_carries_its_odata_id() {
+    let env = env(ALL_READ).await;
+    let id = env.create_user("Pic").await;
+    let resp = env
+        .http
+        .put(env.tenant_url(&format!("/users/{id}/photo")))
+        .header("Content-Type", "image/png")
+        .body(vec![0x89, b'P', b'N', b'G'])
+        .send()
+        .await
+        .expect("set photo");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let token = env.token().await;
+    let meta = env
+        .get_json(&token, &format!("/v1.0/users/{id}/photo"))
+        .await;
+    assert_eq!(
+        meta["@odata.id"],
+        format!(
+            "https://graph.microsoft.com/v1.0/users('{id}@{}')/photo",
+            env.tenant
+        )
+    );
+}
+
+/// The photo answers for a user without a photo: (metadata status, metadata body, `$value` status).
+async fn missing_photo_answers(env: &crate::support::Env) -> (StatusCode, Value, StatusCode) {
+    let id = env.create_user("NoPic").await;
+    let token = env.token().await;
+    let meta = env.get(&token, &format!("/v1.0/users/{id}/photo")).await;
+    let status = meta.status();
+    let mut body: Value = meta.json().await.expect("json");
+    if let Some(m) = body.as_object_mut() {
+        m.remove("@odata.context");
+        m.remove("@odata.id");
+    }
+    if let Some(inner) = body.get_mut("error").and_then(Value::as_object_mut) {
+        inner.remove("innerError");
+    }
+    let value = env
+        .get(&token, &format!("/v1.0/users/{id}/photo/$value"))
+        .await
+        .status();
+    (status, body, value)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_without_a_photo_gets_the_documented_1x1_gif_metadata_and_404_bytes() {
+    let env = env(ALL_READ).await;
+    let (status, body, value) = missing_photo_answers(&env).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"@odata.mediaContentType": "image/gif", "@odata.mediaEtag": "", "id": "1x1", "width": 1, "height": 1})
+    );
+    assert_eq!(
+        value,
+        StatusCode::NOT_FOUND,
+        "the bytes are 404 as documented"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_missing_photo_switch_makes_metadata_404_image_not_found_too() {
+    let env = env(ALL_READ).await;
+    env.put_ok(env.tenant_url("/photos"), json!({"missing": "notFound"}))
+        .await;
+    let (status, body, value) = missing_photo_answers(&env).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "ImageNotFound");
+    assert_eq!(value, StatusCode::NOT_FOUND);
+    env.put_ok(env.tenant_url("/photos"), json!({"missing": "placeholder"}))
+        .await;
+    assert_eq!(missing_photo_answers(&env).await.0, StatusCode::OK);
 }

@@ -1,7 +1,9 @@
 //! graph-sim integration tests: one binary, one module per behaviour area.
 
+mod answers;
 mod control;
 mod delta;
+mod delta_interleavings;
 mod directory;
 mod https;
 mod identity;
