@@ -5,7 +5,7 @@ export CARGO_INCREMENTAL ?= 0
 export CARGO_TERM_COLOR ?= never
 export RUST_BACKTRACE ?= 1
 
-.PHONY: help services build fmt fmt-check lint test ci bench demo clean conformance
+.PHONY: help services build fmt fmt-check lint test ci bench demo clean conformance image
 
 # graph-sim's conformance suite: Microsoft's Python clients, pinned, in a project-local venv.
 VENV ?= .venv
@@ -44,6 +44,18 @@ conformance: $(VENV)/.conformance-deps ## graph-sim over HTTPS against msgraph-s
 		$(VENV)/bin/python -m pytest $(CONFORMANCE_DIR) -q -p no:cacheprovider
 
 ci: fmt-check lint test ## what .ci/run runs
+
+# The container image with every service binary (deploy/Dockerfile): a cold release build takes
+# minutes, so it is not part of ci. podman or docker; where no registry can be pulled from, build
+# the base images first (deploy/image/README.md).
+IMAGE ?= cardsync:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+CONTAINER ?= $(firstword $(notdir $(shell command -v podman docker 2>/dev/null)))
+IMAGE_BUILD_ARGS ?=
+image: ## build the container image (IMAGE=cardsync:<version>; CONTAINER=podman|docker; minutes)
+	@test -n "$(CONTAINER)" || { echo "make image: needs podman or docker"; exit 1; }
+	$(CONTAINER) build -f deploy/Dockerfile -t $(IMAGE) \
+		$(if $(filter docker,$(CONTAINER)),,--ignorefile deploy/Dockerfile.dockerignore) \
+		$(IMAGE_BUILD_ARGS) .
 
 # The benchmarks reach PostgreSQL through its local socket, as the card-writer benchmark's raw
 # phases do (loopback TCP makes sqlx negotiate TLS with Debian's default server).
