@@ -127,7 +127,9 @@ def render(sets, out, rendered):
             if source.endswith("NOTES.txt") or not text.strip():
                 continue
             sources.add(source)
-            stream.append(f"---\n# Source: {source}\n{text.strip()}\n")
+            # Exactly as rendered, but for leading blank lines, so yamllint sees the real output.
+            body = text.lstrip("\n")
+            stream.append(f"---\n# Source: {source}\n{body}" + ("" if body.endswith("\n") else "\n"))
             for document in yaml.safe_load_all(text):
                 if document is None:
                     continue
