@@ -5,7 +5,7 @@ export CARGO_INCREMENTAL ?= 0
 export CARGO_TERM_COLOR ?= never
 export RUST_BACKTRACE ?= 1
 
-.PHONY: help services build fmt fmt-check lint deny test ci bench demo clean conformance
+.PHONY: help services build fmt fmt-check lint deny test ci bench demo clean conformance chart-check image
 
 # graph-sim's conformance suite: Microsoft's Python clients, pinned, in a project-local venv.
 VENV ?= .venv
@@ -52,7 +52,42 @@ conformance: $(VENV)/.conformance-deps ## graph-sim over HTTPS against msgraph-s
 	GRAPH_SIM_BIN="$${CARGO_TARGET_DIR:-target}/debug/graph-sim" PYTHONDONTWRITEBYTECODE=1 \
 		$(VENV)/bin/python -m pytest $(CONFORMANCE_DIR) -q -p no:cacheprovider
 
-ci: fmt-check lint deny test ## what .ci/run runs
+# The Helm chart and the Dockerfile, checked offline by pinned tools (deploy/chart-check/check.py):
+# Helm v4 through helm-python-sdk, kubernetes-validate, check-jsonschema, yamllint, hadolint in
+# .venv; checkov in its own venv (its pins clash with pytest's); promtool from Debian's package.
+CHART_CHECK_DIR := deploy/chart-check
+PROMTOOL := $(VENV)/tools/promtool
+
+$(VENV)/.chart-check-deps: $(CHART_CHECK_DIR)/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+$(VENV)/checkov/.deps: $(CHART_CHECK_DIR)/requirements-checkov.txt
+	python3 -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+$(PROMTOOL): $(CHART_CHECK_DIR)/fetch-promtool.sh
+	bash $< $@
+
+chart-check: $(VENV)/.chart-check-deps $(VENV)/checkov/.deps $(PROMTOOL) ## lint, render and validate helm/cardsync and deploy/Dockerfile (offline)
+	PYTHONDONTWRITEBYTECODE=1 $(VENV)/bin/python $(CHART_CHECK_DIR)/check.py \
+		--checkov $(VENV)/checkov/bin/checkov --promtool $(PROMTOOL)
+
+ci: fmt-check lint deny chart-check test ## what .ci/run runs
+
+# The container image with every service binary (deploy/Dockerfile): a cold release build takes
+# minutes, so it is not part of ci. podman or docker; where no registry can be pulled from, build
+# the base images first (deploy/image/README.md).
+IMAGE ?= cardsync:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+CONTAINER ?= $(firstword $(notdir $(shell command -v podman docker 2>/dev/null)))
+IMAGE_BUILD_ARGS ?=
+image: ## build the container image (IMAGE=cardsync:<version>; CONTAINER=podman|docker; minutes)
+	@test -n "$(CONTAINER)" || { echo "make image: needs podman or docker"; exit 1; }
+	$(CONTAINER) build -f deploy/Dockerfile -t $(IMAGE) \
+		$(if $(filter docker,$(CONTAINER)),,--ignorefile deploy/Dockerfile.dockerignore) \
+		$(IMAGE_BUILD_ARGS) .
 
 # The benchmarks reach PostgreSQL through its local socket, as the card-writer benchmark's raw
 # phases do (loopback TCP makes sqlx negotiate TLS with Debian's default server).

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Runs the image the way the chart does (read-only root filesystem, user 10001, no capabilities,
+# no privilege escalation, a tmpfs on /tmp) against the machine's local RabbitMQ, PostgreSQL and
+# Redis (`make services`), in a vhost, database and key prefix of its own that are removed at the
+# end:
+#   1. the migration, as the hook Job runs it (one-shot);
+#   2. webhook, delta-worker and card-writer `serve`: /health/live, /health/ready, /metrics
+#      (checked with promtool when it is there);
+#   3. SIGTERM: each container must exit 0 within its grace period.
+#
+# Usage: deploy/image/smoke.sh [IMAGE]   (root, podman; CONTAINERS_CONF as in README.md)
+set -euo pipefail
+
+IMAGE=${1:-localhost/cardsync:dev}
+RUN_ID=smoke$$
+VHOST=cardsync-$RUN_ID
+DATABASE=cardsync_$RUN_ID
+PREFIX=$RUN_ID-
+PROMTOOL=${PROMTOOL:-.venv/tools/promtool}
+declare -A PORTS=([webhook]=28180 [delta-worker]=28181 [card-writer]=28182)
+
+log() { printf 'smoke: %s\n' "$*"; }
+
+cleanup() {
+    for service in "${!PORTS[@]}"; do podman rm -f "$RUN_ID-$service" >/dev/null 2>&1 || true; done
+    rabbitmqctl delete_vhost "$VHOST" >/dev/null 2>&1 || true
+    psql -h /var/run/postgresql -U postgres -qc "DROP DATABASE IF EXISTS $DATABASE" >/dev/null 2>&1 || true
+    redis-cli --scan --pattern "$PREFIX*" | xargs -r redis-cli del >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+rabbitmqctl add_vhost "$VHOST" >/dev/null
+rabbitmqctl set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null
+psql -h /var/run/postgresql -U postgres -qc "CREATE DATABASE $DATABASE"
+
+# What the chart passes: a ConfigMap's settings and a Secret's URLs, as environment variables.
+ENV=(
+    -e CARDSYNC__BUS__URL="amqp://guest:guest@127.0.0.1:5672/$VHOST"
+    -e CARDSYNC__POSTGRES__URL="postgres://postgres@127.0.0.1:5432/$DATABASE?sslmode=disable"
+    -e CARDSYNC__REDIS__URL="redis://127.0.0.1:6379/0"
+    -e CARDSYNC__REDIS__KEY_PREFIX="$PREFIX"
+    -e CARDSYNC__TOPOLOGY__PREFIX="$PREFIX"
+    -e CARDSYNC__BUS__QUEUE_TYPE=quorum
+    -e CARDSYNC__TELEMETRY__LOG_FORMAT=json
+    -e CARDSYNC__TELEMETRY__LOG_FILTER=info
+)
+RESTRICTED=(--read-only --read-only-tmpfs=false --tmpfs /tmp:rw,size=64m,mode=1777
+            --user 10001:10001 --cap-drop ALL --security-opt no-new-privileges --network host)
+
+if podman run --rm --entrypoint sh "$IMAGE" -c 'command -v cardsync-admin' >/dev/null 2>&1; then
+    MIGRATE=(cardsync-admin migrate)
+else
+    MIGRATE=(card-writer migrate)   # images built before cardsync-admin existed
+fi
+log "migrate: ${MIGRATE[*]}"
+podman run --rm "${RESTRICTED[@]}" "${ENV[@]}" "$IMAGE" "${MIGRATE[@]}"
+
+for service in "${!PORTS[@]}"; do
+    podman run -d --name "$RUN_ID-$service" "${RESTRICTED[@]}" "${ENV[@]}" \
+        -e CARDSYNC__HTTP__LISTEN="127.0.0.1:${PORTS[$service]}" "$IMAGE" "$service" serve >/dev/null
+done
+
+failed=0
+for service in webhook delta-worker card-writer; do
+    port=${PORTS[$service]}
+    ready=""
+    for _ in $(seq 60); do
+        if ready=$(curl -sf "http://127.0.0.1:$port/health/ready"); then break; fi
+        ready=""
+        sleep 1
+    done
+    live=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health/live" || true)
+    if [[ -n $ready && $live == 200 ]]; then
+        log "$service: live 200, ready 200 $ready"
+    else
+        log "$service: live $live, ready: $(curl -s "http://127.0.0.1:$port/health/ready" || true)"
+        podman logs "$RUN_ID-$service" 2>&1 | tail -5
+        failed=1
+    fi
+    if [[ -x $PROMTOOL ]]; then
+        if curl -s "http://127.0.0.1:$port/metrics" | "$PROMTOOL" check metrics >/dev/null 2>&1; then
+            log "$service: /metrics passes promtool check metrics"
+        else
+            log "$service: /metrics, promtool check metrics says:"
+            curl -s "http://127.0.0.1:$port/metrics" | "$PROMTOOL" check metrics || true
+        fi
+    fi
+done
+
+for service in webhook delta-worker card-writer; do
+    started=$(date +%s.%N)
+    podman stop -t 30 "$RUN_ID-$service" >/dev/null
+    code=$(podman inspect "$RUN_ID-$service" --format '{{.State.ExitCode}}')
+    elapsed=$(echo "$(date +%s.%N) - $started" | bc)
+    log "$service: SIGTERM -> exit $code after ${elapsed%????????}s"
+    [[ $code == 0 ]] || failed=1
+done
+
+[[ $failed == 0 ]] && log "ok" || { log "FAILED"; exit 1; }
