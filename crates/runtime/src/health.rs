@@ -55,6 +55,24 @@ impl Readiness {
         self
     }
 
+    /// Adds a check named `name` that asks `check` about (a clone of) `target`, e.g. a publisher
+    /// whether it is connected.
+    pub fn probe<T, F, Fut>(self, name: &'static str, target: T, check: F) -> Self
+    where
+        T: Clone + Send + Sync + 'static,
+        F: Fn(T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+    {
+        self.check(name, move || check(target.clone()))
+    }
+
+    /// Adds the `database` check (PostgreSQL answers a trivial query on `pool`).
+    pub fn database(self, pool: sqlx::PgPool) -> Self {
+        self.probe("database", pool, |pool| async move {
+            cardsync_store::ping(&pool).await
+        })
+    }
+
     /// Adds the schema gate: not ready while the database lacks a migration this binary embeds.
     pub fn schema(mut self, gate: SchemaGate) -> Self {
         self.schema = Some(gate);

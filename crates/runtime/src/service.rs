@@ -31,6 +31,34 @@ pub trait ServiceSettings: DeserializeOwned + Validate + Send + 'static {
     }
 }
 
+/// Implements [`ServiceSettings`] for a settings struct with `telemetry` and `postgres` fields,
+/// and gives it an inherent `load(&Sources)` (what tests call).
+#[macro_export]
+macro_rules! service_settings {
+    ($settings:ty, $defaults:expr) => {
+        impl $crate::ServiceSettings for $settings {
+            const DEFAULTS: &'static str = $defaults;
+
+            fn telemetry(&self) -> &::cardsync_config::TelemetrySettings {
+                &self.telemetry
+            }
+
+            fn postgres(&self) -> &::cardsync_config::PostgresSettings {
+                &self.postgres
+            }
+        }
+
+        impl $settings {
+            /// Loads defaults, the optional file and the environment, and validates.
+            pub fn load(
+                sources: &::cardsync_config::Sources,
+            ) -> ::std::result::Result<Self, ::cardsync_config::ConfigError> {
+                <Self as $crate::ServiceSettings>::load_from(sources)
+            }
+        }
+    };
+}
+
 #[derive(Debug, Parser)]
 struct Cli {
     /// Configuration file layered over the defaults (also CARDSYNC_CONFIG).

@@ -107,19 +107,9 @@ impl Application {
         });
         let schema = SchemaGate::new(pool.clone());
         let readiness = Readiness::new()
-            .check("database", {
-                let pool = pool.clone();
-                move || {
-                    let pool = pool.clone();
-                    async move { cardsync_store::ping(&pool).await }
-                }
-            })
-            .check("broker", {
-                let publisher = publisher.clone();
-                move || {
-                    let publisher = publisher.clone();
-                    async move { publisher.is_ready().await }
-                }
+            .database(pool.clone())
+            .probe("broker", publisher.clone(), |publisher| async move {
+                publisher.is_ready().await
             })
             .schema(schema.clone());
         let http = HttpServer::bind(

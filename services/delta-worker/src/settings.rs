@@ -1,11 +1,8 @@
 //! The delta-worker's settings, loaded through the shared loader over `config/default.toml`.
 
 use cardsync_bus::{BusSettings, TopologySettings};
-use cardsync_config::{
-    HttpSettings, PostgresSettings, RedisSettings, Sources, TelemetrySettings, Validate,
-};
+use cardsync_config::{HttpSettings, PostgresSettings, RedisSettings, TelemetrySettings, Validate};
 use cardsync_graph::GraphSettings;
-use cardsync_runtime::ServiceSettings;
 use secrecy::SecretString;
 use serde::Deserialize;
 use std::time::Duration;
@@ -93,28 +90,12 @@ impl Validate for Settings {
     }
 }
 
-impl ServiceSettings for Settings {
-    const DEFAULTS: &'static str = DEFAULTS;
-
-    fn telemetry(&self) -> &TelemetrySettings {
-        &self.telemetry
-    }
-
-    fn postgres(&self) -> &PostgresSettings {
-        &self.postgres
-    }
-}
-
-impl Settings {
-    /// Loads defaults, the optional file and the environment, and validates.
-    pub fn load(sources: &Sources) -> Result<Self, cardsync_config::ConfigError> {
-        Self::load_from(sources)
-    }
-}
+cardsync_runtime::service_settings!(Settings, DEFAULTS);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cardsync_config::Sources;
 
     #[test]
     fn the_embedded_defaults_are_valid_and_use_the_delta_workers_port() {

@@ -91,25 +91,15 @@ impl Application {
 
         let schema = SchemaGate::new(pool.clone());
         let readiness = Readiness::new()
-            .check("database", {
-                let pool = pool.clone();
-                move || {
-                    let pool = pool.clone();
-                    async move { cardsync_store::ping(&pool).await }
-                }
+            .database(pool.clone())
+            .probe("redis", redis, |mut redis| async move {
+                redis::cmd("PING")
+                    .query_async::<String>(&mut redis)
+                    .await
+                    .is_ok()
             })
-            .check("redis", move || {
-                let mut redis = redis.clone();
-                async move {
-                    redis::cmd("PING")
-                        .query_async::<String>(&mut redis)
-                        .await
-                        .is_ok()
-                }
-            })
-            .check("broker", move || {
-                let publisher = publisher.clone();
-                async move { publisher.is_ready().await }
+            .probe("broker", publisher, |publisher| async move {
+                publisher.is_ready().await
             })
             .schema(schema.clone());
         let http = HttpServer::bind(

@@ -2,8 +2,7 @@
 
 use crate::registry::RegistrySettings;
 use cardsync_bus::{BusSettings, TopologySettings};
-use cardsync_config::{HttpSettings, PostgresSettings, Sources, TelemetrySettings, Validate};
-use cardsync_runtime::ServiceSettings;
+use cardsync_config::{HttpSettings, PostgresSettings, TelemetrySettings, Validate};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -61,28 +60,12 @@ impl Validate for Settings {
     }
 }
 
-impl ServiceSettings for Settings {
-    const DEFAULTS: &'static str = DEFAULTS;
-
-    fn telemetry(&self) -> &TelemetrySettings {
-        &self.telemetry
-    }
-
-    fn postgres(&self) -> &PostgresSettings {
-        &self.postgres
-    }
-}
-
-impl Settings {
-    /// Loads defaults, the optional file and the environment, and validates.
-    pub fn load(sources: &Sources) -> Result<Self, cardsync_config::ConfigError> {
-        Self::load_from(sources)
-    }
-}
+cardsync_runtime::service_settings!(Settings, DEFAULTS);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cardsync_config::Sources;
 
     #[test]
     fn the_embedded_defaults_are_valid() {

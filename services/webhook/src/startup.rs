@@ -52,19 +52,11 @@ impl Application {
             retry_after_seconds: settings.webhook.retry_after_seconds,
         });
         let readiness = Readiness::new()
-            .check("broker", {
-                let publisher = publisher.clone();
-                move || {
-                    let publisher = publisher.clone();
-                    async move { publisher.is_ready().await }
-                }
+            .probe("broker", publisher.clone(), |publisher| async move {
+                publisher.is_ready().await
             })
-            .check("registry", {
-                let registry = registry.clone();
-                move || {
-                    let registry = registry.clone();
-                    async move { registry.is_reachable().await }
-                }
+            .probe("registry", registry.clone(), |registry| async move {
+                registry.is_reachable().await
             })
             .schema(SchemaGate::new(pool));
         let http = HttpServer::bind(

@@ -240,8 +240,11 @@ impl Pipeline {
         )
         .await?;
         let ca_pem = std::fs::read(&ca_file).context("graph-sim's CA certificate")?;
+        // Idle connections are dropped before the services' 5 s keep-alive closes them, so a
+        // scrape never goes out on a connection the server is closing at that moment.
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(2))
             .add_root_certificate(
                 reqwest::Certificate::from_pem(&ca_pem).context("graph-sim's CA is not PEM")?,
             )

@@ -22,22 +22,14 @@ async fn send_slow_request(running: &Running) -> TcpStream {
 #[tokio::test]
 async fn a_request_that_never_finished_is_no_longer_counted_in_flight() {
     let running = start(Readiness::new(), Duration::from_secs(60), Duration::ZERO);
-    let client = reqwest::Client::new();
-    let crashed = client
-        .get(format!("{}/crash", running.address))
-        .send()
-        .await;
+    let crashed = reqwest::get(format!("{}/crash", running.address)).await;
     assert!(
         crashed.is_err() || crashed.is_ok_and(|r| r.status().is_server_error()),
         "the crashing request is not answered as a success"
     );
     running.wait_in_flight(0, Duration::from_secs(10)).await;
     // The server still serves.
-    let slow = client
-        .get(format!("{}/slow", running.address))
-        .send()
-        .await
-        .expect("answers after a cancelled request");
+    let slow = running.get("/slow").await;
     assert_eq!(slow.status(), 200);
 
     // With nothing in flight, shutdown does not wait out its 60 s deadline.
@@ -96,38 +88,18 @@ async fn health_metrics_and_readiness_are_served_with_the_services_checks() {
         Duration::from_secs(5),
         Duration::ZERO,
     );
-    let client = reqwest::Client::new();
-    let live = client
-        .get(format!("{}/health/live", running.address))
-        .send()
-        .await
-        .expect("answers");
+    let live = running.get("/health/live").await;
     assert_eq!(live.status(), 200);
-    let ready = client
-        .get(format!("{}/health/ready", running.address))
-        .send()
-        .await
-        .expect("answers");
+    let ready = running.get("/health/ready").await;
     assert_eq!(ready.status(), 503);
     let body: serde_json::Value = ready.json().await.expect("json");
     assert_eq!(
         body,
         serde_json::json!({"status": "not_ready", "broker": true, "redis": false})
     );
-    let slow = client
-        .get(format!("{}/slow", running.address))
-        .send()
-        .await
-        .expect("answers");
+    let slow = running.get("/slow").await;
     assert_eq!(slow.status(), 200);
-    let metrics = client
-        .get(format!("{}/metrics", running.address))
-        .send()
-        .await
-        .expect("answers")
-        .text()
-        .await
-        .expect("text");
+    let metrics = running.get("/metrics").await.text().await.expect("text");
     assert!(
         metrics.contains(r#"cardsync_kit_http_requests_total{route="/slow",status="200"} 1"#),
         "{metrics}"

@@ -82,6 +82,13 @@ async fn crash() -> &'static str {
 }
 
 impl Running {
+    /// `GET path` on the server.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        reqwest::get(format!("{}{path}", self.address))
+            .await
+            .expect("the server answers")
+    }
+
     /// The in-flight gauge as the registry holds it (not through `/metrics`, which would count
     /// itself).
     pub fn in_flight(&self) -> i64 {

@@ -27,12 +27,7 @@ async fn a_service_on_an_unmigrated_database_is_not_ready_until_migrate_ran() {
         Duration::from_secs(5),
         Duration::ZERO,
     );
-    let client = reqwest::Client::new();
-    let ready = client
-        .get(format!("{}/health/ready", running.address))
-        .send()
-        .await
-        .expect("answers");
+    let ready = running.get("/health/ready").await;
     assert_eq!(ready.status(), 503);
     let body: serde_json::Value = ready.json().await.expect("json");
     let required = cardsync_store::MIGRATOR
@@ -67,11 +62,7 @@ async fn a_service_on_an_unmigrated_database_is_not_ready_until_migrate_ran() {
         .expect("joins");
     assert!(started);
 
-    let ready = client
-        .get(format!("{}/health/ready", running.address))
-        .send()
-        .await
-        .expect("answers");
+    let ready = running.get("/health/ready").await;
     assert_eq!(ready.status(), 200);
     let body: serde_json::Value = ready.json().await.expect("json");
     assert_eq!(body["schema"]["database"], required);
