@@ -6,6 +6,5 @@
 )]
 
 mod health;
-mod lease;
 mod rounds;
 mod support;

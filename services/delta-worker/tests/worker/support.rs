@@ -3,18 +3,15 @@
 use cardsync_bus::lapin;
 use cardsync_config::Sources;
 use cardsync_proto::{BusMessage, CardCommand, Message as _};
+use cardsync_rounds::{Mode, RoundReport, RoundRequest};
 use cardsync_store::connections::{self, Connection, CredentialKind, SealingKey};
-use delta_worker::round::{Mode, RoundReport, RoundRequest};
 use delta_worker::{Application, Settings};
 use graph_sim::control_client::{CARDSYNC_PERMISSIONS, Control};
 use graph_sim::{RunningSim, SimConfig};
 use secrecy::SecretString;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::collections::HashSet;
 use uuid::Uuid;
-
-pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-pub const DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/cardsync_test";
 
 pub struct Env {
     pub _sim: RunningSim,
@@ -26,11 +23,8 @@ pub struct Env {
     amqp: lapin::Connection,
 }
 
-static MIGRATED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-
 pub async fn env() -> Env {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    cardsync_telemetry::init_for_tests();
+    cardsync_testkit::init();
     // Graph over HTTPS, trusting graph-sim's CA through configuration as a deployment would.
     let sim = graph_sim::spawn(SimConfig {
         workers: 1,
@@ -53,20 +47,15 @@ pub async fn env() -> Env {
         .await
         .unwrap();
 
-    let pool = sqlx::PgPool::connect(DATABASE_URL).await.expect(
-        "PostgreSQL must run on 127.0.0.1:5432 with a cardsync_test database: run `make services`",
-    );
-    MIGRATED
-        .get_or_init(|| async { cardsync_store::migrate(&pool).await.unwrap() })
-        .await;
-
-    let prefix = format!("dw{}.", &Uuid::new_v4().simple().to_string()[..10]);
+    let pool = cardsync_testkit::test_pool().await;
+    let prefix = cardsync_testkit::unique_prefix("dw");
     let env: Vec<(String, String)> = [
         ("CARDSYNC__HTTP__LISTEN", "127.0.0.1:0".to_owned()),
         ("CARDSYNC__TOPOLOGY__PREFIX", prefix.clone()),
-        ("CARDSYNC__POSTGRES__URL", DATABASE_URL.to_owned()),
+        ("CARDSYNC__POSTGRES__URL", cardsync_testkit::database_url()),
+        ("CARDSYNC__REDIS__URL", cardsync_testkit::redis_url()),
         ("CARDSYNC__REDIS__KEY_PREFIX", prefix.clone()),
-        ("CARDSYNC__BUS__URL", AMQP_URL.to_owned()),
+        ("CARDSYNC__BUS__URL", cardsync_testkit::amqp_url()),
         ("CARDSYNC__BUS__CONNECT_TIMEOUT", "20s".to_owned()),
         // Short-lived test queues are classic: quorum-queue churn is heavy for one node.
         ("CARDSYNC__BUS__QUEUE_TYPE", "classic".to_owned()),
@@ -100,9 +89,12 @@ pub async fn env() -> Env {
     .await
     .unwrap();
     let app = Application::build(settings).await.unwrap();
-    let amqp = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
-        .await
-        .expect("RabbitMQ must run on 127.0.0.1:5672: run `make services`");
+    let amqp = lapin::Connection::connect(
+        &cardsync_testkit::amqp_url(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .expect("RabbitMQ must run (CARDSYNC_TEST_AMQP_URL or 127.0.0.1:5672): run `make services`");
     Env {
         _sim: sim,
         control,
@@ -176,11 +168,45 @@ impl Env {
             .collect()
     }
 
+    /// Creates the user `name` (UPN `name@contoso.test`) and returns its id.
+    pub async fn create_user(&self, name: &str) -> String {
+        let user = json!({
+            "displayName": name,
+            "userPrincipalName": format!("{}@contoso.test", name.to_lowercase()),
+        });
+        id_of(
+            &self
+                .control
+                .create_user(&self.tenant_text(), user)
+                .await
+                .unwrap(),
+        )
+    }
+
+    /// Creates the group `name` with these members (users or groups) and returns its id.
+    pub async fn create_group(&self, name: &str, members: &[&str]) -> String {
+        let tenant = self.tenant_text();
+        let group = id_of(
+            &self
+                .control
+                .create_group(&tenant, json!({"displayName": name}))
+                .await
+                .unwrap(),
+        );
+        for member in members {
+            self.control
+                .add_member(&tenant, &group, member)
+                .await
+                .unwrap();
+        }
+        group
+    }
+
     pub async fn teardown(self) {
         let channel = self.amqp.create_channel().await.unwrap();
         let _ =
             cardsync_bus::delete(&channel, &cardsync_bus::Topology::cardsync(&self.prefix)).await;
-        self.app.coalescer().rounds().publisher.close().await;
+        self.app.close().await;
     }
 }
 
@@ -203,27 +229,4 @@ pub fn id_of(value: &Value) -> String {
         .or(value["id"].as_str())
         .unwrap()
         .to_owned()
-}
-
-/// Deletes every Redis key under `prefix` (what losing Redis looks like to one deployment);
-/// returns how many there were.
-pub async fn forget_redis_keys(prefix: &str) -> usize {
-    let client = redis::Client::open("redis://127.0.0.1:6379/0").unwrap();
-    let mut redis = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("Redis must run on 6379: run `make services`");
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL")
-            .arg(&keys)
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-    }
-    keys.len()
 }

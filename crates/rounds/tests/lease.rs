@@ -1,17 +1,25 @@
 //! The per-tenant lease against real Redis: one holder at a time, tokens that only grow, and a
 //! fencing counter that never restarts below what PostgreSQL has accepted.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test set-up helpers fail the test by panicking"
+)]
 
-use delta_worker::lease::RedisState;
+use cardsync_rounds::RedisState;
 use std::time::Duration;
 use uuid::Uuid;
 
-async fn state() -> (RedisState, String) {
-    let client = redis::Client::open("redis://127.0.0.1:6379/0").unwrap();
-    let manager = redis::aio::ConnectionManager::new(client)
+async fn redis() -> redis::aio::ConnectionManager {
+    cardsync_testkit::init();
+    let client = redis::Client::open(cardsync_testkit::redis_url()).unwrap();
+    redis::aio::ConnectionManager::new(client)
         .await
-        .expect("Redis must run on 6379: run `make services`");
-    let prefix = format!("lease{}:", &Uuid::new_v4().simple().to_string()[..10]);
-    (RedisState::new(manager, &prefix), prefix)
+        .expect("Redis must run (CARDSYNC_TEST_REDIS_URL or 127.0.0.1:6379): run `make services`")
+}
+
+async fn state() -> (RedisState, String) {
+    let prefix = cardsync_testkit::unique_prefix("lease");
+    (RedisState::new(redis().await, &prefix), prefix)
 }
 
 #[tokio::test]
@@ -48,7 +56,7 @@ async fn a_flushed_counter_restarts_above_the_fence_postgres_knows() {
     assert_eq!(lease.token, 42);
     state.release(&lease).await.unwrap();
     // Redis loses everything; PostgreSQL still says 42 wrote last.
-    assert!(crate::support::forget_redis_keys(&prefix).await > 0);
+    assert!(cardsync_testkit::forget_redis_keys(&prefix).await > 0);
     let lease = state.acquire(tenant, ttl, 42).await.unwrap().unwrap();
     assert_eq!(lease.token, 43);
     // The floor only raises the counter; it never lowers it.
