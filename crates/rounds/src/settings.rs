@@ -6,15 +6,15 @@ use cardsync_config::Validate;
 use serde::Deserialize;
 use std::time::Duration;
 
-/// The shortest lease lifetime accepted: renewals come every fifth of it, and below a few
-/// hundred milliseconds between renewals a slow Redis answer alone would lose the lease.
+/// The shortest lease lifetime accepted: renewals come every fifth of it, and much below a
+/// second between renewals a slow Redis answer alone would lose the lease.
 pub const MIN_LEASE_TTL: Duration = Duration::from_secs(3);
 
 /// Round behaviour (`[worker]`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct RoundSettings {
-    /// Lease lifetime: how long a crashed holder blocks its tenant at most. Renewed every
-    /// [`crate::keeper::RENEWALS_PER_TTL`]th of it while a round runs.
+    /// Lease lifetime: how long a crashed holder blocks its tenant at most. Renewed every fifth
+    /// of it while a round runs (see `keeper.rs` for why a short one is safe).
     #[serde(deserialize_with = "cardsync_config::duration::deserialize")]
     pub lease_ttl: Duration,
     /// Longest wait for another replica's round of the same tenant.

@@ -51,6 +51,11 @@ impl Transience for CoverError {
             CoverError::Panicked | CoverError::Abandoned => true,
         }
     }
+
+    /// A round stopped by shutdown leaves every trigger it covered for redelivery.
+    fn is_interrupted(&self) -> bool {
+        matches!(self, CoverError::Round(error) if error.is_interrupted())
+    }
 }
 
 struct Pending {

@@ -177,8 +177,9 @@ impl Application {
     }
 
     /// Runs the HTTP server at once, and the consumers and the safety poll once the database
-    /// schema is current, until `shutdown`; consumers drain in-flight work (their rounds)
-    /// before returning.
+    /// schema is current, until `shutdown`. Then rounds in progress stop before their next
+    /// effect and release their leases, their triggers go back to the queue, and the consumers
+    /// drain before this returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let work = tokio::spawn(run_work(
             self.schema.clone(),
@@ -193,8 +194,18 @@ impl Application {
             ),
             shutdown.clone(),
         ));
+        // Rounds in progress stop at their next safe point and release their leases, so the
+        // consumers' drain is short and another replica takes the tenants at once.
+        let stop_rounds = tokio::spawn({
+            let (rounds, shutdown) = (self.coalescer.rounds().clone(), shutdown.clone());
+            async move {
+                shutdown.cancelled().await;
+                rounds.stop();
+            }
+        });
         let result = self.http.run_until(shutdown).await;
         let _ = work.await;
+        stop_rounds.abort();
         self.publisher.close().await;
         result
     }

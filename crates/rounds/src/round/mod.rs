@@ -9,7 +9,8 @@ mod groups;
 mod photos;
 mod users;
 
-use crate::lease::{Collection, Lease, RedisError, RedisState};
+use crate::keeper::HeldLease;
+use crate::lease::{Collection, RedisError, RedisState};
 use crate::metrics::RoundMetrics;
 use crate::settings::RoundSettings;
 use crate::snapshot::{self, Scope};
@@ -25,9 +26,10 @@ use sqlx::PgPool;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use time::OffsetDateTime;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// What a round covers.
@@ -87,6 +89,10 @@ pub enum RoundError {
     /// The lease expired or a newer holder wrote; this replica stopped before writing.
     #[error("the tenant's lease was lost")]
     LeaseLost,
+    /// The process is stopping: the round stopped before its next effect and released its
+    /// lease; its trigger belongs back on its queue.
+    #[error("the round was stopped by shutdown")]
+    Interrupted,
     /// Graph failed.
     #[error("graph call failed")]
     Graph(#[from] GraphError),
@@ -112,9 +118,14 @@ impl Transience for RoundError {
             RoundError::Graph(error) => error.is_transient(),
             RoundError::LeaseBusy
             | RoundError::LeaseLost
+            | RoundError::Interrupted
             | RoundError::Publish(_)
             | RoundError::Redis(_) => true,
         }
+    }
+
+    fn is_interrupted(&self) -> bool {
+        matches!(self, RoundError::Interrupted)
     }
 }
 
@@ -156,14 +167,16 @@ pub struct Rounds {
     settings: RoundSettings,
     metrics: RoundMetrics,
     cards_exchange: String,
+    /// Cancelled by [`Rounds::stop`].
+    stop: CancellationToken,
 }
 
 /// Per-round state.
 struct Round<'a> {
     tenant: Uuid,
     tenant_text: String,
-    lease: &'a Lease,
-    lost: &'a AtomicBool,
+    lease: &'a HeldLease,
+    stop: &'a CancellationToken,
     connection: TenantConnection,
     rules: FieldRules,
     /// Whether the tenant maps directory admin roles to card roles.
@@ -176,22 +189,31 @@ struct Round<'a> {
 }
 
 impl Round<'_> {
-    /// Whether the round may go on to its next effect.
+    /// Whether the round may go on to its next effect: the process is not stopping and the
+    /// lease is still this round's. Called before every effect (a save, a publish, a delta link).
     fn check(&self) -> Result<(), RoundError> {
-        if self.lost.load(Ordering::SeqCst) {
+        if self.stop.is_cancelled() {
+            Err(RoundError::Interrupted)
+        } else if !self.lease.is_held() {
             Err(RoundError::LeaseLost)
         } else {
             Ok(())
         }
     }
 
-    /// Reads from Graph, after checking the round may go on.
+    /// Reads from Graph unless the round must stop; a read has no effect, so it is abandoned
+    /// the moment the process stops or the lease is lost (Graph may be slow or throttling).
     async fn read<T>(
         &self,
         call: impl Future<Output = Result<T, GraphError>>,
     ) -> Result<T, RoundError> {
         self.check()?;
-        Ok(call.await?)
+        tokio::select! {
+            biased;
+            () = self.stop.cancelled() => Err(RoundError::Interrupted),
+            () = self.lease.lost() => Err(RoundError::LeaseLost),
+            result = call => Ok(result?),
+        }
     }
 
     /// Reads one delta page and counts it. `Ok(None)` when Graph says the token expired or asks
@@ -218,13 +240,13 @@ impl Round<'_> {
         }
     }
 
-    /// Claims the tenant for this round's lease inside `tx`: a newer holder has written
-    /// otherwise, and the transaction must be abandoned.
+    /// Claims the tenant for this round's lease inside `tx`; `LeaseLost` when a newer holder
+    /// has claimed it since, and the transaction must be abandoned.
     async fn fence(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     ) -> Result<(), RoundError> {
-        if directory::fence(tx, self.tenant, self.lease.token).await? {
+        if directory::fence(tx, self.tenant, self.lease.token()).await? {
             Ok(())
         } else {
             Err(RoundError::LeaseLost)
@@ -244,7 +266,15 @@ impl Rounds {
             settings: parts.settings,
             metrics: parts.metrics,
             cards_exchange: parts.cards_exchange,
+            stop: CancellationToken::new(),
         }
+    }
+
+    /// Stops every round of this process at its next safe point (before its next effect, or
+    /// at once while it waits on Graph or for the lease) and refuses new ones; each releases
+    /// its lease and fails with [`RoundError::Interrupted`]. For a graceful shutdown.
+    pub fn stop(&self) {
+        self.stop.cancel();
     }
 
     /// The delta link `collection` continues from; none for a full round (or when none is
@@ -262,10 +292,13 @@ impl Rounds {
     }
 
     /// Runs one round to completion. A failed round is recorded as an attempt, so the safety
-    /// poll waits a full interval before trying a broken tenant again.
+    /// poll waits a full interval before trying a broken tenant again (an interrupted one is
+    /// not: the tenant is not at fault).
     pub async fn run(&self, request: &RoundRequest) -> Result<RoundReport, RoundError> {
         let outcome = self.run_round(request).await;
-        if outcome.is_err()
+        if outcome
+            .as_ref()
+            .is_err_and(|error| !matches!(error, RoundError::Interrupted))
             && let Err(error) = directory::record_failed_attempt(&self.pool, request.tenant).await
         {
             tracing::debug!(error = %error, "failed round not recorded");
@@ -284,13 +317,11 @@ impl Rounds {
         let scope_groups = directory::scope(&self.pool, request.tenant).await?;
 
         let lease = self.take_lease(request.tenant).await?;
-        let lost = Arc::new(AtomicBool::new(false));
-        let keeper = self.keep_lease(lease.clone(), lost.clone());
         let mut round = Round {
             tenant: request.tenant,
             tenant_text: request.tenant.to_string(),
             lease: &lease,
-            lost: &lost,
+            stop: &self.stop,
             connection,
             rules,
             admin_roles,
@@ -305,12 +336,16 @@ impl Rounds {
             report: RoundReport::default(),
         };
         let result = self.run_leased(&mut round, request, scope_groups).await;
-        keeper.abort();
-        if let Err(error) = self.redis.release(&lease).await {
+        let report = round.report;
+        if let Err(error) = lease.release().await {
             tracing::warn!(error = %error, "lease release failed; it expires by itself");
         }
         let cause = request.cause.as_str();
-        let outcome = if result.is_ok() { "ok" } else { "failed" };
+        let outcome = match &result {
+            Ok(()) => "ok",
+            Err(RoundError::Interrupted) => "interrupted",
+            Err(_) => "failed",
+        };
         self.metrics
             .rounds
             .with_label_values(&[cause, outcome])
@@ -320,14 +355,13 @@ impl Rounds {
             .with_label_values(&[cause])
             .observe(started.elapsed().as_secs_f64());
         result?;
-        let report = round.report;
         directory::record_round(&self.pool, request.tenant, cause).await?;
         if report.full {
             self.metrics.full_rounds.inc();
         }
         self.metrics
             .unannounced
-            .with_label_values(&[&round.tenant_text])
+            .with_label_values(&[&request.tenant.to_string()])
             .inc_by(report.unannounced);
         tracing::info!(
             tenant = %request.tenant, cause, pages = report.pages, changed = report.changed, commands = report.commands,
@@ -344,6 +378,11 @@ impl Rounds {
         request: &RoundRequest,
         scope_groups: Option<Vec<String>>,
     ) -> Result<(), RoundError> {
+        // The tenant is this round's before anything else happens: from here on, every write
+        // of an older holder that lost its lease (paused past its TTL, say) is refused.
+        let mut tx = self.pool.begin().await?;
+        round.fence(&mut tx).await?;
+        tx.commit().await?;
         // A crashed round may have saved versions whose commands were never confirmed.
         self.emit_unemitted(round).await?;
         let full = request.mode == Mode::Full;
@@ -412,39 +451,30 @@ impl Rounds {
         })
     }
 
-    async fn take_lease(&self, tenant: Uuid) -> Result<Lease, RoundError> {
+    /// Takes the tenant's lease, waiting up to `lease_wait` for another replica's round, and
+    /// keeps it renewed until the round releases it.
+    async fn take_lease(&self, tenant: Uuid) -> Result<HeldLease, RoundError> {
+        let ttl = self.settings.lease_ttl;
         let deadline = Instant::now() + self.settings.lease_wait;
         loop {
+            if self.stop.is_cancelled() {
+                return Err(RoundError::Interrupted);
+            }
             let floor = directory::current_fence(&self.pool, tenant).await?;
-            if let Some(lease) = self
-                .redis
-                .acquire(tenant, self.settings.lease_ttl, floor)
-                .await?
-            {
-                return Ok(lease);
+            let asked = Instant::now();
+            if let Some(lease) = self.redis.acquire(tenant, ttl, floor).await? {
+                return Ok(HeldLease::keep(self.redis.clone(), lease, ttl, asked));
             }
             if Instant::now() >= deadline {
                 return Err(RoundError::LeaseBusy);
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::select! {
+                () = self.stop.cancelled() => return Err(RoundError::Interrupted),
+                () = tokio::time::sleep(LEASE_POLL) => {}
+            }
         }
     }
-
-    /// Renews the lease every third of its lifetime; marks it lost if a renewal fails.
-    fn keep_lease(&self, lease: Lease, lost: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
-        let redis = self.redis.clone();
-        let ttl = self.settings.lease_ttl;
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(ttl / 3).await;
-                match redis.renew(&lease, ttl).await {
-                    Ok(true) => {}
-                    Ok(false) | Err(_) => {
-                        lost.store(true, Ordering::SeqCst);
-                        return;
-                    }
-                }
-            }
-        })
-    }
 }
+
+/// How often a round waiting for its tenant asks for the lease again.
+const LEASE_POLL: Duration = Duration::from_millis(50);

@@ -6,5 +6,6 @@
 )]
 
 mod health;
+mod lease;
 mod rounds;
 mod support;

@@ -21,9 +21,17 @@ pub struct Env {
     pub prefix: String,
     pub pool: sqlx::PgPool,
     amqp: lapin::Connection,
+    /// The settings every worker of this environment is built from.
+    settings: Vec<(String, String)>,
 }
 
 pub async fn env() -> Env {
+    env_with(&[]).await
+}
+
+/// An environment whose workers take these settings (`CARDSYNC__…` variables) on top of the
+/// test defaults. The lease TTL is the shipped default unless a test sets it.
+pub async fn env_with(overrides: &[(&str, &str)]) -> Env {
     cardsync_testkit::init();
     // Graph over HTTPS, trusting graph-sim's CA through configuration as a deployment would.
     let sim = graph_sim::spawn(SimConfig {
@@ -64,17 +72,17 @@ pub async fn env() -> Env {
         ("CARDSYNC__GRAPH__EXTRA_CA_FILE", ca_file),
         ("CARDSYNC__GRAPH__BACKOFF_BASE", "20ms".to_owned()),
         ("CARDSYNC__GRAPH__BACKOFF_CAP", "500ms".to_owned()),
-        ("CARDSYNC__WORKER__LEASE_TTL", "5s".to_owned()),
         ("CARDSYNC__WORKER__LEASE_WAIT", "20s".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
+    .chain(
+        overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    )
     .collect();
-    let settings = Settings::load(&Sources {
-        file: None,
-        env: Some(env),
-    })
-    .unwrap();
+    let settings = load(&env, &[]);
     let key = SealingKey::from_base64(&settings.secrets.credential_key).unwrap();
     connections::put(
         &pool,
@@ -89,6 +97,7 @@ pub async fn env() -> Env {
     .await
     .unwrap();
     let app = Application::build(settings).await.unwrap();
+    let settings = env;
     let amqp = lapin::Connection::connect(
         &cardsync_testkit::amqp_url(),
         lapin::ConnectionProperties::default(),
@@ -103,12 +112,76 @@ pub async fn env() -> Env {
         prefix,
         pool,
         amqp,
+        settings,
     }
+}
+
+fn load(env: &[(String, String)], overrides: &[(&str, &str)]) -> Settings {
+    let env = env
+        .iter()
+        .cloned()
+        .chain(
+            overrides
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .collect();
+    Settings::load(&Sources {
+        file: None,
+        env: Some(env),
+    })
+    .unwrap()
 }
 
 impl Env {
     pub fn tenant_text(&self) -> String {
         self.tenant.to_string()
+    }
+
+    /// Another delta-worker replica of this environment (same tenant, database, Redis keys and
+    /// queues), with these settings on top.
+    pub async fn replica(&self, overrides: &[(&str, &str)]) -> Application {
+        Application::build(load(&self.settings, overrides))
+            .await
+            .unwrap()
+    }
+
+    /// The token of whoever holds the tenant's lease in Redis, if anyone does.
+    pub async fn lease_holder(&self) -> Option<i64> {
+        let client = redis::Client::open(cardsync_testkit::redis_url()).unwrap();
+        let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+        redis::cmd("GET")
+            .arg(format!("{}{{{}}}:lease", self.prefix, self.tenant))
+            .query_async(&mut redis)
+            .await
+            .unwrap()
+    }
+
+    /// Publishes a change notification for `user_id`, as the webhook does.
+    pub async fn publish_change(&self, user_id: &str) {
+        let settings = load(&self.settings, &[]);
+        let topology = settings.topology.topology();
+        let publisher = cardsync_bus::Publisher::connect(&settings.bus, topology.clone())
+            .await
+            .unwrap();
+        let change = cardsync_proto::GraphChange {
+            envelope: Some(cardsync_proto::Envelope::new(
+                self.tenant_text(),
+                cardsync_proto::Cause::Notification,
+            )),
+            resource: format!("Users/{user_id}"),
+            resource_id: user_id.to_owned(),
+            ..Default::default()
+        };
+        publisher
+            .publish_all(vec![cardsync_bus::Outgoing::new(
+                &topology.name(cardsync_bus::names::GRAPH),
+                &cardsync_bus::routing::change(&self.tenant_text()),
+                &change,
+            )])
+            .await
+            .unwrap();
+        publisher.close().await;
     }
 
     /// Runs one round directly.
@@ -124,6 +197,25 @@ impl Env {
             })
             .await
             .unwrap()
+    }
+
+    /// How many messages wait, ready, on this environment's queue `queue` (short name).
+    pub async fn ready(&self, queue: &str) -> u32 {
+        let channel = self.amqp.create_channel().await.unwrap();
+        let options = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let declared = channel
+            .queue_declare(
+                format!("{}{queue}", self.prefix).as_str().into(),
+                options,
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        let _ = channel.close(200, "done".into()).await;
+        declared.message_count()
     }
 
     /// Takes every card command currently on the live and bulk queues.
@@ -207,6 +299,22 @@ impl Env {
         let _ =
             cardsync_bus::delete(&channel, &cardsync_bus::Topology::cardsync(&self.prefix)).await;
         self.app.close().await;
+    }
+}
+
+/// Polls `check` until it holds; fails the test naming `what` after `within`.
+pub async fn eventually<F, Fut>(what: &str, within: std::time::Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 
