@@ -7,6 +7,7 @@
 //! else leaves it unacknowledged, so the broker redelivers it when the channel closes.
 
 use crate::acks::AckGroup;
+use crate::backoff::Backoff;
 use crate::connection;
 use crate::decision::{DeadLetterReason, Decision, Outcome, decide};
 use crate::error::BusError;
@@ -675,48 +676,9 @@ fn clip(text: &str) -> String {
     format!("{}…", &text[..end])
 }
 
-/// Capped exponential backoff with jitter, so a fleet of consumers does not reconnect in step.
-#[derive(Debug)]
-struct Backoff {
-    next: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(100);
-
-    fn new(max: Duration) -> Self {
-        Self {
-            next: Self::FIRST.min(max),
-            max,
-        }
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        let current = self.next;
-        self.next = (self.next * 2).min(self.max);
-        current.mul_f64(0.5 + rand::random::<f64>() / 2.0)
-    }
-
-    fn reset(&mut self) {
-        self.next = Self::FIRST.min(self.max);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_and_resets() {
-        let mut backoff = Backoff::new(Duration::from_millis(350));
-        let delays: Vec<Duration> = (0..5).map(|_| backoff.next_delay()).collect();
-        assert!(delays[0] <= Duration::from_millis(100));
-        assert!(delays[2] >= Duration::from_millis(175) && delays[2] <= Duration::from_millis(350));
-        assert!(delays.iter().all(|d| *d <= Duration::from_millis(350)));
-        backoff.reset();
-        assert!(backoff.next_delay() <= Duration::from_millis(100));
-    }
 
     #[derive(Debug, thiserror::Error)]
     #[error("test error")]
