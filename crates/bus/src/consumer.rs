@@ -2,10 +2,12 @@
 //! dead-lettering, reconnecting and graceful shutdown; a service only implements [`Handler`].
 //!
 //! A delivery is acknowledged only after its fate is durable: the handler returned `Ok`, or the
-//! message was re-published (with a confirm) to its retry or dead-letter queue. Anything else
-//! leaves it unacknowledged, so the broker redelivers it when the channel closes.
+//! message was re-published (with a confirm) to its retry or dead-letter queue. A handler
+//! interrupted by shutdown has its delivery returned to the queue (`nack` with requeue). Anything
+//! else leaves it unacknowledged, so the broker redelivers it when the channel closes.
 
 use crate::acks::AckGroup;
+use crate::backoff::Backoff;
 use crate::connection;
 use crate::decision::{DeadLetterReason, Decision, Outcome, decide};
 use crate::error::BusError;
@@ -78,6 +80,11 @@ pub enum HandlerError {
     /// Can never work (invalid content, unknown tenant): dead-lettered with the error at once.
     #[error("permanent failure")]
     Permanent(#[source] BoxError),
+    /// Stopped before any effect because the process is shutting down: the delivery goes back
+    /// to its queue unacknowledged, at once and without counting an attempt, so another replica
+    /// (or this one after its restart) takes it.
+    #[error("interrupted by shutdown")]
+    Interrupted(#[source] BoxError),
 }
 
 /// An error that knows whether trying again later can help: the one classification every
@@ -85,6 +92,13 @@ pub enum HandlerError {
 pub trait Transience {
     /// `true`: retry after a delay; `false`: dead-letter at once.
     fn is_transient(&self) -> bool;
+
+    /// `true`: the handler stopped before any effect because its process is shutting down, and
+    /// the delivery should go back to its queue as it is ([`HandlerError::Interrupted`]). Only
+    /// errors that can mean that override it.
+    fn is_interrupted(&self) -> bool {
+        false
+    }
 }
 
 impl<E> From<E> for HandlerError
@@ -92,7 +106,9 @@ where
     E: Transience + StdError + Send + Sync + 'static,
 {
     fn from(error: E) -> Self {
-        if error.is_transient() {
+        if error.is_interrupted() {
+            Self::Interrupted(Box::new(error))
+        } else if error.is_transient() {
             Self::Transient(Box::new(error))
         } else {
             Self::Permanent(Box::new(error))
@@ -110,6 +126,11 @@ impl HandlerError {
     pub fn permanent(error: impl Into<BoxError>) -> Self {
         Self::Permanent(error.into())
     }
+
+    /// Work given up, before any effect, because the process is shutting down.
+    pub fn interrupted(error: impl Into<BoxError>) -> Self {
+        Self::Interrupted(error.into())
+    }
 }
 
 /// What [`Consumer::process_next`] did with one message.
@@ -124,6 +145,8 @@ pub enum Processed {
         /// How long it waits first.
         delay: Duration,
     },
+    /// Returned to its queue unacknowledged (the handler was interrupted by shutdown).
+    Requeued,
     /// Sent to the dead-letter queue.
     DeadLettered {
         /// Why.
@@ -496,6 +519,9 @@ async fn process<H: Handler>(
                     Ok(Err(HandlerError::Permanent(error))) => {
                         Outcome::Permanent(error_chain(error.as_ref()))
                     }
+                    Ok(Err(HandlerError::Interrupted(error))) => {
+                        Outcome::Interrupted(error_chain(error.as_ref()))
+                    }
                     // A panic is a bug that may depend on state; retrying bounds it with max_attempts.
                     Err(_) => Outcome::Transient("the handler panicked".to_owned()),
                 }
@@ -535,6 +561,14 @@ async fn settle(
                 .await
                 .map_err(BusError::Ack)?;
             return Ok(Processed::Acked);
+        }
+        Decision::Requeue { error } => {
+            tracing::info!(error = %error, "bus message returned to its queue");
+            // A failed nack leaves it unacknowledged: the broker returns it when the channel closes.
+            return_to_queue(&delivery, acks)
+                .await
+                .map_err(BusError::Ack)?;
+            return Ok(Processed::Requeued);
         }
         Decision::Retry {
             next_attempt,
@@ -597,16 +631,7 @@ async fn settle(
     };
     if let Err(error) = republished {
         // Back to the queue: it will be tried again, and the delivery limit ends a loop.
-        let _ = delivery
-            .acker
-            .nack(BasicNackOptions {
-                multiple: false,
-                requeue: true,
-            })
-            .await;
-        if let Some(acks) = acks {
-            acks.settled(delivery.delivery_tag);
-        }
+        let _ = return_to_queue(&delivery, acks).await;
         return Err(BusError::Republish {
             target,
             source: Box::new(error),
@@ -618,6 +643,24 @@ async fn settle(
     }
     acked.map_err(BusError::Ack)?;
     Ok(processed)
+}
+
+/// `nack` with requeue: the broker puts the delivery back on its queue for the next consumer.
+async fn return_to_queue(
+    delivery: &lapin::message::Delivery,
+    acks: Option<&AckGroup>,
+) -> Result<(), lapin::Error> {
+    let returned = delivery
+        .acker
+        .nack(BasicNackOptions {
+            multiple: false,
+            requeue: true,
+        })
+        .await;
+    if let Some(acks) = acks {
+        acks.settled(delivery.delivery_tag);
+    }
+    returned.map(|_| ())
 }
 
 /// Error text short enough for a header.
@@ -633,47 +676,38 @@ fn clip(text: &str) -> String {
     format!("{}…", &text[..end])
 }
 
-/// Capped exponential backoff with jitter, so a fleet of consumers does not reconnect in step.
-#[derive(Debug)]
-struct Backoff {
-    next: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(100);
-
-    fn new(max: Duration) -> Self {
-        Self {
-            next: Self::FIRST.min(max),
-            max,
-        }
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        let current = self.next;
-        self.next = (self.next * 2).min(self.max);
-        current.mul_f64(0.5 + rand::random::<f64>() / 2.0)
-    }
-
-    fn reset(&mut self) {
-        self.next = Self::FIRST.min(self.max);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[derive(Debug, thiserror::Error)]
+    #[error("test error")]
+    struct Classified {
+        transient: bool,
+        interrupted: bool,
+    }
+
+    impl Transience for Classified {
+        fn is_transient(&self) -> bool {
+            self.transient
+        }
+
+        fn is_interrupted(&self) -> bool {
+            self.interrupted
+        }
+    }
+
     #[test]
-    fn backoff_doubles_up_to_the_cap_and_resets() {
-        let mut backoff = Backoff::new(Duration::from_millis(350));
-        let delays: Vec<Duration> = (0..5).map(|_| backoff.next_delay()).collect();
-        assert!(delays[0] <= Duration::from_millis(100));
-        assert!(delays[2] >= Duration::from_millis(175) && delays[2] <= Duration::from_millis(350));
-        assert!(delays.iter().all(|d| *d <= Duration::from_millis(350)));
-        backoff.reset();
-        assert!(backoff.next_delay() <= Duration::from_millis(100));
+    fn an_error_turns_into_the_handler_error_its_classification_names() {
+        let into = |transient, interrupted| {
+            HandlerError::from(Classified {
+                transient,
+                interrupted,
+            })
+        };
+        assert!(matches!(into(true, false), HandlerError::Transient(_)));
+        assert!(matches!(into(false, false), HandlerError::Permanent(_)));
+        assert!(matches!(into(true, true), HandlerError::Interrupted(_)));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The one place that decides what happens to a message after a handler ran: acknowledge it,
-//! retry it later, or dead-letter it.
+//! retry it later, dead-letter it, or return it to its queue (the handler was interrupted by
+//! shutdown).
 
 use std::fmt;
 use std::time::Duration;
@@ -44,6 +45,8 @@ pub enum Outcome {
     Transient(String),
     /// The handler failed and never will succeed (its error text).
     Permanent(String),
+    /// The handler stopped before any effect because the process is shutting down (its text).
+    Interrupted(String),
     /// The body did not decode (the decoder's error text).
     Undecodable(String),
     /// The AMQP `type` did not match (the type found).
@@ -55,6 +58,12 @@ pub enum Outcome {
 pub enum Decision {
     /// Acknowledge: done.
     Ack,
+    /// Return it to its queue unacknowledged (`nack` with requeue): not a retry, no attempt
+    /// counted, delivered again at once to whichever consumer is still running.
+    Requeue {
+        /// Why the handler stopped.
+        error: String,
+    },
     /// Publish to the retry queue of `delay`, marked as attempt `next_attempt`, then acknowledge.
     Retry {
         /// The attempt number the message will carry.
@@ -84,6 +93,7 @@ pub fn decide(
 ) -> Decision {
     match outcome {
         Outcome::Handled => Decision::Ack,
+        Outcome::Interrupted(error) => Decision::Requeue { error },
         Outcome::Permanent(error) => Decision::DeadLetter {
             reason: DeadLetterReason::Permanent,
             error,
@@ -133,6 +143,23 @@ mod tests {
     #[test]
     fn success_is_acknowledged() {
         assert_eq!(decide(Outcome::Handled, 3, 3, &delays()), Decision::Ack);
+    }
+
+    #[test]
+    fn an_interrupted_handler_returns_the_message_to_its_queue_on_any_attempt() {
+        for attempt in [1, 3, 9] {
+            assert_eq!(
+                decide(
+                    Outcome::Interrupted("stopping".into()),
+                    attempt,
+                    3,
+                    &delays()
+                ),
+                Decision::Requeue {
+                    error: "stopping".into()
+                }
+            );
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! The topology is documented for operators in the crate's `README.md`.
 
 mod acks;
+mod backoff;
 mod connection;
 mod consumer;
 mod decision;

@@ -1,7 +1,8 @@
 //! What every cardsync test suite sets up the same way, in one dev-only crate: the servers'
 //! URLs (the local defaults, or `CARDSYNC_TEST_DATABASE_URL`, `CARDSYNC_TEST_AMQP_URL` and
 //! `CARDSYNC_TEST_REDIS_URL`), the test database migrated once per test binary, fresh empty
-//! databases for tests that need one of their own, and unique names for queues and keys.
+//! databases for tests that need one of their own, unique names for queues and keys, and losing
+//! a deployment's Redis keys on purpose.
 //!
 //! A test that cannot reach a server fails with a message naming `make services`; it never
 //! skips silently.
@@ -57,6 +58,29 @@ pub async fn test_pool() -> PgPool {
 /// `{label}{12 hex}.`: a prefix for the queues, exchanges and keys of one test.
 pub fn unique_prefix(label: &str) -> String {
     format!("{label}{}.", &Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// Deletes every Redis key under `prefix` (what losing Redis looks like to one deployment) and
+/// returns how many there were.
+pub async fn forget_redis_keys(prefix: &str) -> usize {
+    let client = redis::Client::open(redis_url()).expect("a valid test Redis URL");
+    let mut redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis must run (CARDSYNC_TEST_REDIS_URL or 127.0.0.1:6379): run `make services`");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut redis)
+        .await
+        .expect("KEYS answers");
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut redis)
+            .await
+            .expect("DEL answers");
+    }
+    keys.len()
 }
 
 /// An empty database of its own on the test server (its name is generated here, never taken

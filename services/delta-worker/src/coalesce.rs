@@ -3,25 +3,59 @@
 //! each trigger's message is acked only when that covering round succeeded. So a burst of 10,000
 //! notifications costs one or two rounds, and no trigger is acked before its effect is durable.
 
-use crate::round::{Mode, RoundReport, RoundRequest, Rounds};
+use cardsync_bus::Transience;
 use cardsync_proto as proto;
+use cardsync_rounds::{Mode, RoundError, RoundReport, RoundRequest, Rounds};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 /// How a covering round ended, shared by every trigger it covered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Covered {
     /// The round succeeded.
     Done(RoundReport),
-    /// The round failed; `transient` says whether retrying the trigger may help.
-    Failed {
-        /// Retry later (true) or dead-letter (false).
-        transient: bool,
-        /// What failed, for the dead-letter header and logs.
-        reason: String,
-    },
+    /// The round failed.
+    Failed(CoverError),
+}
+
+impl Covered {
+    /// The report, or why no round covered the trigger.
+    pub fn into_result(self) -> Result<RoundReport, CoverError> {
+        match self {
+            Covered::Done(report) => Ok(report),
+            Covered::Failed(error) => Err(error),
+        }
+    }
+}
+
+/// Why no round covered a trigger; shared by every trigger the round would have covered.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CoverError {
+    /// The covering round failed.
+    #[error("the covering delta round failed")]
+    Round(#[source] Arc<RoundError>),
+    /// The covering round panicked (a bug; retried, bounded by the bus's attempts).
+    #[error("the covering delta round panicked")]
+    Panicked,
+    /// The scheduler went away before the round ended.
+    #[error("the covering delta round was abandoned")]
+    Abandoned,
+}
+
+impl Transience for CoverError {
+    fn is_transient(&self) -> bool {
+        match self {
+            CoverError::Round(error) => error.is_transient(),
+            CoverError::Panicked | CoverError::Abandoned => true,
+        }
+    }
+
+    /// A round stopped by shutdown leaves every trigger it covered for redelivery.
+    fn is_interrupted(&self) -> bool {
+        matches!(self, CoverError::Round(error) if error.is_interrupted())
+    }
 }
 
 struct Pending {
@@ -98,10 +132,7 @@ impl Coalescer {
                 return covered;
             }
             if receiver.changed().await.is_err() {
-                return Covered::Failed {
-                    transient: true,
-                    reason: "the round was abandoned".into(),
-                };
+                return Covered::Failed(CoverError::Abandoned);
             }
         }
     }
@@ -138,17 +169,11 @@ impl Coalescer {
                 Ok(Err(error)) => {
                     let reason = cardsync_telemetry::error_chain(&error);
                     tracing::warn!(%tenant, error = %reason, "delta round failed");
-                    Covered::Failed {
-                        transient: error.is_transient(),
-                        reason,
-                    }
+                    Covered::Failed(CoverError::Round(Arc::new(error)))
                 }
                 Err(panic) => {
                     tracing::error!(%tenant, error = %panic, "delta round panicked");
-                    Covered::Failed {
-                        transient: true,
-                        reason: "the round panicked".into(),
-                    }
+                    Covered::Failed(CoverError::Panicked)
                 }
             };
             let _ = pending.done.send(Some(covered));

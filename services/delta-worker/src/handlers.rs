@@ -1,10 +1,12 @@
 //! The bus handlers: a Graph change asks for a covering round of its tenant; a sync request runs
-//! the round it names. Both ack only after that round's card commands were confirmed.
+//! the round it names. Both ack only after that round's card commands were confirmed; how a
+//! failure is retried or dead-lettered is decided by the errors themselves (`Transience`).
 
-use crate::coalesce::{Coalescer, Covered};
-use crate::round::{Mode, RoundRequest};
+use crate::coalesce::Coalescer;
 use cardsync_bus::{Delivery, Handler, HandlerError};
 use cardsync_proto as proto;
+use cardsync_rounds::{Mode, RoundRequest};
+use cardsync_telemetry::metrics::{IntCounterVec, MetricsError, Opts, Registry, register};
 use std::collections::HashSet;
 use uuid::Uuid;
 
@@ -23,25 +25,45 @@ fn tenant_of(envelope: Option<&proto::Envelope>) -> Result<Uuid, HandlerError> {
         .ok_or_else(|| HandlerError::permanent(Invalid::Tenant))
 }
 
-fn into_result(covered: Covered) -> Result<(), HandlerError> {
-    match covered {
-        Covered::Done(_) => Ok(()),
-        Covered::Failed {
-            transient: true,
-            reason,
-        } => Err(HandlerError::transient(reason)),
-        Covered::Failed {
-            transient: false,
-            reason,
-        } => Err(HandlerError::permanent(reason)),
+fn target_of(request: &proto::SyncRequest, scope: &'static str) -> Result<String, HandlerError> {
+    if request.target_id.is_empty() {
+        Err(HandlerError::permanent(Invalid::Target(scope)))
+    } else {
+        Ok(request.target_id.clone())
     }
+}
+
+/// Registers `cardsync_delta_notifications_total` (change notifications handled, by the outcome
+/// of the round that covered them) for [`ChangeHandler`].
+pub fn register_notifications(registry: &Registry) -> Result<IntCounterVec, MetricsError> {
+    register(
+        registry,
+        IntCounterVec::new(
+            Opts::new(
+                "cardsync_delta_notifications_total",
+                "Change notifications handled",
+            ),
+            &["outcome"],
+        )?,
+    )
 }
 
 /// Handles `GraphChange`s from `delta-worker.changes`.
 #[derive(Debug, Clone)]
 pub struct ChangeHandler {
-    /// Round scheduling.
-    pub coalescer: Coalescer,
+    coalescer: Coalescer,
+    notifications: IntCounterVec,
+}
+
+impl ChangeHandler {
+    /// Covers each change with a round scheduled by `coalescer`, counting it in `notifications`
+    /// (from [`register_notifications`]).
+    pub fn new(coalescer: Coalescer, notifications: IntCounterVec) -> Self {
+        Self {
+            coalescer,
+            notifications,
+        }
+    }
 }
 
 impl Handler for ChangeHandler {
@@ -54,72 +76,47 @@ impl Handler for ChangeHandler {
         let covered = self
             .coalescer
             .covered(tenant, proto::Cause::Notification, announced)
-            .await;
-        let outcome = if matches!(covered, Covered::Done(_)) {
-            "covered"
-        } else {
-            "failed"
-        };
-        self.coalescer
-            .rounds()
-            .metrics
-            .notifications
-            .with_label_values(&[outcome])
-            .inc();
-        into_result(covered)
+            .await
+            .into_result();
+        let outcome = if covered.is_ok() { "covered" } else { "failed" };
+        self.notifications.with_label_values(&[outcome]).inc();
+        covered?;
+        Ok(())
     }
 }
 
 /// Handles `SyncRequest`s from `delta-worker.requests` (Sync Now, per-user and per-group sync).
 #[derive(Debug, Clone)]
 pub struct SyncRequestHandler {
-    /// Round scheduling (and the rounds themselves).
-    pub coalescer: Coalescer,
+    coalescer: Coalescer,
+}
+
+impl SyncRequestHandler {
+    /// Runs each request's round through `coalescer` (an incremental Sync Now joins the
+    /// tenant's next covering round) or directly.
+    pub fn new(coalescer: Coalescer) -> Self {
+        Self { coalescer }
+    }
 }
 
 impl Handler for SyncRequestHandler {
     type Message = proto::SyncRequest;
 
     async fn handle(&self, delivery: Delivery<proto::SyncRequest>) -> Result<(), HandlerError> {
+        use proto::sync_request::{Depth, Scope};
         let request = delivery.message;
         let tenant = tenant_of(request.envelope.as_ref())?;
-        let rounds = self.coalescer.rounds();
         let mode = match request.scope() {
-            proto::sync_request::Scope::Tenant | proto::sync_request::Scope::Unspecified => {
-                if request.depth() == proto::sync_request::Depth::Full {
-                    Mode::Full
-                } else {
-                    return into_result(
-                        self.coalescer
-                            .covered(tenant, proto::Cause::Manual, None)
-                            .await,
-                    );
-                }
-            }
-            proto::sync_request::Scope::User => {
-                if request.target_id.is_empty() {
-                    return Err(HandlerError::permanent(Invalid::Target("user")));
-                }
-                Mode::Users(vec![request.target_id.clone()])
-            }
-            proto::sync_request::Scope::Group => {
-                if request.target_id.is_empty() {
-                    return Err(HandlerError::permanent(Invalid::Target("group")));
-                }
-                let connection = rounds_connection(rounds, tenant).await?;
-                let ids = rounds
-                    .graph
-                    .transitive_user_ids(&connection, &request.target_id)
+            Scope::Tenant | Scope::Unspecified if request.depth() == Depth::Full => Mode::Full,
+            Scope::Tenant | Scope::Unspecified => {
+                self.coalescer
+                    .covered(tenant, proto::Cause::Manual, None)
                     .await
-                    .map_err(|e| {
-                        if e.is_transient() {
-                            HandlerError::transient(e)
-                        } else {
-                            HandlerError::permanent(e)
-                        }
-                    })?;
-                Mode::Users(ids)
+                    .into_result()?;
+                return Ok(());
             }
+            Scope::User => Mode::Users(vec![target_of(&request, "user")?]),
+            Scope::Group => Mode::Group(target_of(&request, "group")?),
         };
         let round = RoundRequest {
             tenant,
@@ -127,23 +124,7 @@ impl Handler for SyncRequestHandler {
             announced: HashSet::new(),
             mode,
         };
-        match rounds.run(&round).await {
-            Ok(_) => Ok(()),
-            Err(error) if error.is_transient() => Err(HandlerError::transient(error)),
-            Err(error) => Err(HandlerError::permanent(error)),
-        }
+        self.coalescer.rounds().run(&round).await?;
+        Ok(())
     }
-}
-
-async fn rounds_connection(
-    rounds: &crate::round::Rounds,
-    tenant: Uuid,
-) -> Result<cardsync_graph::TenantConnection, HandlerError> {
-    rounds.tenant_connection(tenant).await.map_err(|e| {
-        if e.is_transient() {
-            HandlerError::transient(e)
-        } else {
-            HandlerError::permanent(e)
-        }
-    })
 }

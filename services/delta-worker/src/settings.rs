@@ -3,6 +3,7 @@
 use cardsync_bus::{BusSettings, TopologySettings};
 use cardsync_config::{HttpSettings, PostgresSettings, RedisSettings, TelemetrySettings, Validate};
 use cardsync_graph::GraphSettings;
+use cardsync_rounds::RoundSettings;
 use secrecy::SecretString;
 use serde::Deserialize;
 use std::time::Duration;
@@ -33,25 +34,19 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
 }
 
-/// Round behaviour.
+/// The `[worker]` section: how rounds behave, and when idle tenants get one.
 #[derive(Debug, Clone, Deserialize)]
 pub struct WorkerSettings {
+    /// Lease, photo budget and publish batch (`lease_ttl`, `lease_wait`,
+    /// `photo_checks_per_round`, `emit_batch`).
+    #[serde(flatten)]
+    pub rounds: RoundSettings,
     /// A tenant without a round for this long gets one (Graph never reports lost notifications).
     #[serde(deserialize_with = "cardsync_config::duration::deserialize")]
     pub safety_poll_interval: Duration,
     /// How often idle tenants are looked for.
     #[serde(deserialize_with = "cardsync_config::duration::deserialize")]
     pub safety_poll_tick: Duration,
-    /// Lease lifetime (renewed every third of it while a round runs).
-    #[serde(deserialize_with = "cardsync_config::duration::deserialize")]
-    pub lease_ttl: Duration,
-    /// Longest wait for another replica's round of the same tenant.
-    #[serde(deserialize_with = "cardsync_config::duration::deserialize")]
-    pub lease_wait: Duration,
-    /// Photo metadata checks per round beyond newly created users (Graph budget).
-    pub photo_checks_per_round: u32,
-    /// Card commands per publish batch.
-    pub emit_batch: u32,
 }
 
 /// Secrets.
@@ -70,12 +65,7 @@ impl Validate for Settings {
         self.redis.validate(problems);
         self.graph.validate(problems);
         self.telemetry.validate(problems);
-        if self.worker.lease_ttl < Duration::from_secs(3) {
-            problems.push("worker.lease_ttl: must be at least 3s".into());
-        }
-        if self.worker.emit_batch == 0 {
-            problems.push("worker.emit_batch: must be greater than 0".into());
-        }
+        self.worker.rounds.validate(problems);
         if self.worker.safety_poll_interval.is_zero() || self.worker.safety_poll_tick.is_zero() {
             problems.push(
                 "worker.safety_poll_interval and worker.safety_poll_tick: must be greater than 0"
@@ -121,5 +111,25 @@ mod tests {
         })
         .unwrap_err();
         assert!(error.to_string().contains("topology.prefix"), "{error}");
+    }
+
+    #[test]
+    fn the_round_keys_of_the_worker_section_take_environment_overrides() {
+        let settings = Settings::load(&Sources {
+            file: None,
+            env: Some(vec![
+                ("CARDSYNC__WORKER__LEASE_TTL".into(), "7s".into()),
+                ("CARDSYNC__WORKER__EMIT_BATCH".into(), "25".into()),
+            ]),
+        })
+        .unwrap();
+        assert_eq!(settings.worker.rounds.lease_ttl, Duration::from_secs(7));
+        assert_eq!(settings.worker.rounds.emit_batch, 25);
+        let error = Settings::load(&Sources {
+            file: None,
+            env: Some(vec![("CARDSYNC__WORKER__EMIT_BATCH".into(), "0".into())]),
+        })
+        .unwrap_err();
+        assert!(error.to_string().contains("worker.emit_batch"), "{error}");
     }
 }

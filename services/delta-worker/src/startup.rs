@@ -4,18 +4,17 @@
 //! with port 0 and drive it step by step.
 
 use crate::coalesce::{Coalescer, Covered};
-use crate::handlers::{ChangeHandler, SyncRequestHandler};
-use crate::lease::RedisState;
-use crate::metrics::Metrics;
-use crate::round::Rounds;
+use crate::handlers::{self, ChangeHandler, SyncRequestHandler};
 use crate::settings::Settings;
 use cardsync_bus::{Consumer, Publisher, names};
 use cardsync_graph::GraphClient;
 use cardsync_proto as proto;
+use cardsync_rounds::{RedisState, RoundMetrics, RoundParts, Rounds};
 use cardsync_runtime::{HttpMetrics, HttpServer, Observability, Readiness, SchemaGate};
 use cardsync_store::connections::SealingKey;
-use cardsync_telemetry::metrics::Registry;
+use cardsync_telemetry::metrics::{IntCounterVec, Registry};
 use secrecy::ExposeSecret as _;
+use sqlx::PgPool;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -47,7 +46,10 @@ pub enum StartupError {
 pub struct Application {
     http: HttpServer,
     schema: SchemaGate,
+    pool: PgPool,
+    publisher: Publisher,
     coalescer: Coalescer,
+    notifications: IntCounterVec,
     changes: Arc<Consumer>,
     requests: Arc<Consumer>,
     settings: Settings,
@@ -58,7 +60,8 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let registry = Registry::new();
         let http_metrics = HttpMetrics::register(&registry, "cardsync_delta_worker")?;
-        let metrics = Metrics::register(&registry)?;
+        let metrics = RoundMetrics::register(&registry)?;
+        let notifications = handlers::register_notifications(&registry)?;
         let pool = cardsync_store::pool_lazy(&settings.postgres)?;
         let redis_client = redis::Client::open(settings.redis.url.expose_secret())?;
         let redis = redis::aio::ConnectionManager::new_lazy_with_config(
@@ -67,16 +70,16 @@ impl Application {
         )?;
         let topology = settings.topology.topology();
         let publisher = Publisher::lazy(&settings.bus, topology.clone());
-        let rounds = Arc::new(Rounds {
+        let rounds = Arc::new(Rounds::new(RoundParts {
             pool: pool.clone(),
             graph: GraphClient::new(settings.graph.clone())?,
             publisher: publisher.clone(),
             redis: RedisState::new(redis.clone(), &settings.redis.key_prefix),
             sealing: Arc::new(SealingKey::from_base64(&settings.secrets.credential_key)?),
-            settings: settings.worker.clone(),
+            settings: settings.worker.rounds.clone(),
             metrics,
             cards_exchange: topology.name(names::CARDS),
-        });
+        }));
         let coalescer = Coalescer::new(rounds);
         let changes = Arc::new(Consumer::new(
             settings.bus.clone(),
@@ -98,7 +101,7 @@ impl Application {
                     .await
                     .is_ok()
             })
-            .probe("broker", publisher, |publisher| async move {
+            .probe("broker", publisher.clone(), |publisher| async move {
                 publisher.is_ready().await
             })
             .schema(schema.clone());
@@ -114,7 +117,10 @@ impl Application {
         Ok(Self {
             http,
             schema,
+            pool,
+            publisher,
             coalescer,
+            notifications,
             changes,
             requests,
             settings,
@@ -143,21 +149,24 @@ impl Application {
 
     /// The handler of Graph changes.
     pub fn change_handler(&self) -> ChangeHandler {
-        ChangeHandler {
-            coalescer: self.coalescer.clone(),
-        }
+        ChangeHandler::new(self.coalescer.clone(), self.notifications.clone())
     }
 
     /// The handler of sync requests.
     pub fn request_handler(&self) -> SyncRequestHandler {
-        SyncRequestHandler {
-            coalescer: self.coalescer.clone(),
-        }
+        SyncRequestHandler::new(self.coalescer.clone())
+    }
+
+    /// Closes the broker connection card commands are published on (for tests that drove the
+    /// worker step by step instead of running it).
+    pub async fn close(&self) {
+        self.publisher.close().await;
     }
 
     /// Runs the HTTP server at once, and the consumers and the safety poll once the database
-    /// schema is current, until `shutdown`; consumers drain in-flight work (their rounds)
-    /// before returning.
+    /// schema is current, until `shutdown`. Then rounds in progress stop before their next
+    /// effect and release their leases, their triggers go back to the queue, and the consumers
+    /// drain before this returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let work = tokio::spawn(run_work(
             self.schema.clone(),
@@ -165,12 +174,26 @@ impl Application {
             Arc::new(self.change_handler()),
             self.requests.clone(),
             Arc::new(self.request_handler()),
-            (self.coalescer.clone(), self.settings.clone()),
+            (
+                self.coalescer.clone(),
+                self.pool.clone(),
+                self.settings.clone(),
+            ),
             shutdown.clone(),
         ));
+        // Rounds in progress stop at their next safe point and release their leases, so the
+        // consumers' drain is short and another replica takes the tenants at once.
+        let stop_rounds = tokio::spawn({
+            let (rounds, shutdown) = (self.coalescer.rounds().clone(), shutdown.clone());
+            async move {
+                shutdown.cancelled().await;
+                rounds.stop();
+            }
+        });
         let result = self.http.run_until(shutdown).await;
         let _ = work.await;
-        self.coalescer.rounds().publisher.close().await;
+        stop_rounds.abort();
+        self.publisher.close().await;
         result
     }
 }
@@ -183,13 +206,13 @@ async fn run_work(
     change_handler: Arc<ChangeHandler>,
     requests: Arc<Consumer>,
     request_handler: Arc<SyncRequestHandler>,
-    (coalescer, settings): (Coalescer, Settings),
+    (coalescer, pool, settings): (Coalescer, PgPool, Settings),
     shutdown: CancellationToken,
 ) {
     if !schema.wait_until_current(&shutdown).await {
         return;
     }
-    let poll = tokio::spawn(safety_poll(coalescer, settings, shutdown.clone()));
+    let poll = tokio::spawn(safety_poll(coalescer, pool, settings, shutdown.clone()));
     let (changes, requests) = tokio::join!(
         changes.run(change_handler, shutdown.clone()),
         requests.run(request_handler, shutdown.clone()),
@@ -209,7 +232,12 @@ async fn run_work(
 /// counts as idle, and a sweep at start would race whatever the operator or the notifications
 /// start for it (a new tenant's initial sync, a request made just after a deploy), and would
 /// have every replica of a rolling deploy sweep all tenants together.
-async fn safety_poll(coalescer: Coalescer, settings: Settings, shutdown: CancellationToken) {
+async fn safety_poll(
+    coalescer: Coalescer,
+    pool: PgPool,
+    settings: Settings,
+    shutdown: CancellationToken,
+) {
     let tick = settings.worker.safety_poll_tick;
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -219,7 +247,7 @@ async fn safety_poll(coalescer: Coalescer, settings: Settings, shutdown: Cancell
             _ = ticker.tick() => {}
         }
         let idle = match cardsync_store::directory::idle_tenants(
-            &coalescer.rounds().pool,
+            &pool,
             settings.worker.safety_poll_interval,
         )
         .await
@@ -233,11 +261,11 @@ async fn safety_poll(coalescer: Coalescer, settings: Settings, shutdown: Cancell
         for tenant in idle {
             let coalescer = coalescer.clone();
             tokio::spawn(async move {
-                if let Covered::Failed { reason, .. } = coalescer
+                if let Covered::Failed(error) = coalescer
                     .covered(tenant, proto::Cause::SafetyPoll, None)
                     .await
                 {
-                    tracing::warn!(%tenant, error = %reason, "safety poll round failed");
+                    tracing::warn!(%tenant, error = %cardsync_telemetry::error_chain(&error), "safety poll round failed");
                 }
             });
         }

@@ -40,6 +40,42 @@ async fn a_handled_message_is_acknowledged_and_gone() {
 }
 
 #[tokio::test]
+async fn an_interrupted_handler_returns_the_message_to_its_queue_without_counting_an_attempt() {
+    let fixture = Fixture::new().await;
+    publish_one(&fixture, "t").await;
+    let consumer = Consumer::new(settings(), fixture.topology.clone(), "work");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let handler = Scripted::new({
+        let calls = calls.clone();
+        move |_| {
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                Err(HandlerError::interrupted("the process is stopping"))
+            } else {
+                Ok(())
+            }
+        }
+    });
+
+    assert_eq!(
+        consumer.process_next(&handler, WAIT).await.unwrap(),
+        Processed::Requeued
+    );
+    // Back on the work queue itself: no retry queue, no delay, no dead letter.
+    fixture.wait_ready(&fixture.work(), 1, WAIT).await;
+    assert_eq!(
+        consumer.process_next(&handler, WAIT).await.unwrap(),
+        Processed::Acked
+    );
+    let seen = handler.seen();
+    assert_eq!(seen.len(), 2);
+    assert!(seen[1].redelivered, "{seen:?}");
+    assert_eq!(seen[1].attempt, 1, "a returned message is not a retry");
+    assert_eq!(fixture.ready(&fixture.dlq()).await, 0);
+    consumer.close().await;
+    fixture.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_transient_failure_is_retried_after_the_delay_with_the_attempt_incremented() {
     let fixture = Fixture::new().await;
     publish_one(&fixture, "t").await;

@@ -2,9 +2,10 @@
 //! tokens, lost Redis state, crash recovery, group scope and photos.
 
 use crate::support::{action, env, field, id_of};
+use cardsync_bus::Transience as _;
 use cardsync_proto::Cause;
 use cardsync_proto::card_command::Action;
-use delta_worker::round::Mode;
+use cardsync_rounds::Mode;
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -247,7 +248,7 @@ async fn losing_redis_costs_one_full_round_and_no_duplicate_commands() {
     env.round(Cause::SafetyPoll, Mode::Incremental).await;
     env.commands().await;
     // Everything Redis held for this deployment is gone, the fencing counter included.
-    assert!(crate::support::forget_redis_keys(&env.prefix).await > 0);
+    assert!(cardsync_testkit::forget_redis_keys(&env.prefix).await > 0);
 
     // The first round after the loss succeeds (no "lease lost" until the counter catches up).
     let report = env.round(Cause::SafetyPoll, Mode::Incremental).await;
@@ -288,41 +289,10 @@ async fn commands_a_crashed_round_never_confirmed_are_sent_by_the_next_round() {
 async fn group_scope_follows_nested_membership_in_and_out() {
     let env = env().await;
     let tenant = env.tenant_text();
-    let user = |name: &str| json!({"displayName": name, "userPrincipalName": format!("{}@contoso.test", name.to_lowercase())});
-    let alice = id_of(
-        &env.control
-            .create_user(&tenant, user("Alice"))
-            .await
-            .unwrap(),
-    );
-    let bob = id_of(&env.control.create_user(&tenant, user("Bob")).await.unwrap());
-    let carol = id_of(
-        &env.control
-            .create_user(&tenant, user("Carol"))
-            .await
-            .unwrap(),
-    );
-    let sales = id_of(
-        &env.control
-            .create_group(&tenant, json!({"displayName": "Sales"}))
-            .await
-            .unwrap(),
-    );
-    let emea = id_of(
-        &env.control
-            .create_group(&tenant, json!({"displayName": "EMEA"}))
-            .await
-            .unwrap(),
-    );
-    env.control
-        .add_member(&tenant, &sales, &alice)
-        .await
-        .unwrap();
-    env.control
-        .add_member(&tenant, &sales, &emea)
-        .await
-        .unwrap();
-    env.control.add_member(&tenant, &emea, &bob).await.unwrap();
+    let (alice, bob) = (env.create_user("Alice").await, env.create_user("Bob").await);
+    let carol = env.create_user("Carol").await;
+    let emea = env.create_group("EMEA", &[&bob]).await;
+    let sales = env.create_group("Sales", &[&alice, &emea]).await;
     cardsync_store::directory::set_scope(&env.pool, env.tenant, std::slice::from_ref(&sales))
         .await
         .unwrap();
@@ -455,7 +425,7 @@ async fn a_failed_round_counts_as_an_attempt_so_the_safety_poll_does_not_hammer_
         .app
         .coalescer()
         .rounds()
-        .run(&delta_worker::round::RoundRequest {
+        .run(&cardsync_rounds::RoundRequest {
             tenant: env.tenant,
             cause: Cause::SafetyPoll,
             announced: Default::default(),
@@ -516,25 +486,9 @@ async fn admin_roles_are_read_on_scheduled_rounds_and_carried_by_the_commands() 
     )
     .await
     .unwrap();
-    let create = |name: &str| json!({"displayName": name, "userPrincipalName": format!("{}@contoso.test", name.to_lowercase())});
-    let boss = id_of(
-        &env.control
-            .create_user(&tenant, create("Boss"))
-            .await
-            .unwrap(),
-    );
-    let lead = id_of(
-        &env.control
-            .create_user(&tenant, create("Lead"))
-            .await
-            .unwrap(),
-    );
-    let staff = id_of(
-        &env.control
-            .create_user(&tenant, create("Staff"))
-            .await
-            .unwrap(),
-    );
+    let boss = env.create_user("Boss").await;
+    let lead = env.create_user("Lead").await;
+    let staff = env.create_user("Staff").await;
     env.control
         .assign_role(&tenant, GLOBAL_ADMINISTRATOR, &boss)
         .await
@@ -582,6 +536,56 @@ async fn admin_roles_are_read_on_scheduled_rounds_and_carried_by_the_commands() 
     assert_eq!(
         moved,
         BTreeMap::from([(boss, Role::Member), (staff, Role::TeamAdmin)])
+    );
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn a_group_sync_request_pushes_every_nested_member_of_the_group_and_no_one_else() {
+    use cardsync_bus::{Delivery, Handler as _, HandlerError};
+    use cardsync_proto::sync_request::{Depth, Scope};
+    let env = env().await;
+    let tenant = env.tenant_text();
+    let (alice, bob) = (env.create_user("Alice").await, env.create_user("Bob").await);
+    env.create_user("Carol").await;
+    let emea = env.create_group("EMEA", &[&bob]).await;
+    let sales = env.create_group("Sales", &[&alice, &emea]).await;
+    env.round(Cause::Manual, Mode::Incremental).await;
+    env.commands().await;
+
+    let request = |target: &str| Delivery {
+        message: cardsync_proto::SyncRequest {
+            envelope: Some(cardsync_proto::Envelope::new(&tenant, Cause::Manual)),
+            scope: Scope::Group as i32,
+            target_id: target.to_owned(),
+            depth: Depth::Full as i32,
+            run_id: String::new(),
+        },
+        attempt: 1,
+        redelivered: false,
+        message_id: None,
+        tenant_id: Some(tenant.clone()),
+        exchange: String::new(),
+        routing_key: String::new(),
+    };
+    let handler = env.app.request_handler();
+    handler.handle(request(&sales)).await.unwrap();
+    let pushed: BTreeSet<String> = env
+        .commands()
+        .await
+        .into_iter()
+        .map(|c| c.user_id)
+        .collect();
+    assert_eq!(
+        pushed,
+        [alice, bob].into(),
+        "direct and nested members, unchanged but pushed"
+    );
+
+    let missing = handler.handle(request("")).await;
+    assert!(
+        matches!(missing, Err(HandlerError::Permanent(_))),
+        "a group request without a group dead-letters: {missing:?}"
     );
     env.teardown().await;
 }

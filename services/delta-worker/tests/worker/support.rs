@@ -3,18 +3,15 @@
 use cardsync_bus::lapin;
 use cardsync_config::Sources;
 use cardsync_proto::{BusMessage, CardCommand, Message as _};
+use cardsync_rounds::{Mode, RoundReport, RoundRequest};
 use cardsync_store::connections::{self, Connection, CredentialKind, SealingKey};
-use delta_worker::round::{Mode, RoundReport, RoundRequest};
 use delta_worker::{Application, Settings};
 use graph_sim::control_client::{CARDSYNC_PERMISSIONS, Control};
 use graph_sim::{RunningSim, SimConfig};
 use secrecy::SecretString;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::collections::HashSet;
 use uuid::Uuid;
-
-pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-pub const DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/cardsync_test";
 
 pub struct Env {
     pub _sim: RunningSim,
@@ -24,13 +21,18 @@ pub struct Env {
     pub prefix: String,
     pub pool: sqlx::PgPool,
     amqp: lapin::Connection,
+    /// The settings every worker of this environment is built from.
+    settings: Vec<(String, String)>,
 }
 
-static MIGRATED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-
 pub async fn env() -> Env {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    cardsync_telemetry::init_for_tests();
+    env_with(&[]).await
+}
+
+/// An environment whose workers take these settings (`CARDSYNC__…` variables) on top of the
+/// test defaults. The lease TTL is the shipped default unless a test sets it.
+pub async fn env_with(overrides: &[(&str, &str)]) -> Env {
+    cardsync_testkit::init();
     // Graph over HTTPS, trusting graph-sim's CA through configuration as a deployment would.
     let sim = graph_sim::spawn(SimConfig {
         workers: 1,
@@ -53,20 +55,15 @@ pub async fn env() -> Env {
         .await
         .unwrap();
 
-    let pool = sqlx::PgPool::connect(DATABASE_URL).await.expect(
-        "PostgreSQL must run on 127.0.0.1:5432 with a cardsync_test database: run `make services`",
-    );
-    MIGRATED
-        .get_or_init(|| async { cardsync_store::migrate(&pool).await.unwrap() })
-        .await;
-
-    let prefix = format!("dw{}.", &Uuid::new_v4().simple().to_string()[..10]);
+    let pool = cardsync_testkit::test_pool().await;
+    let prefix = cardsync_testkit::unique_prefix("dw");
     let env: Vec<(String, String)> = [
         ("CARDSYNC__HTTP__LISTEN", "127.0.0.1:0".to_owned()),
         ("CARDSYNC__TOPOLOGY__PREFIX", prefix.clone()),
-        ("CARDSYNC__POSTGRES__URL", DATABASE_URL.to_owned()),
+        ("CARDSYNC__POSTGRES__URL", cardsync_testkit::database_url()),
+        ("CARDSYNC__REDIS__URL", cardsync_testkit::redis_url()),
         ("CARDSYNC__REDIS__KEY_PREFIX", prefix.clone()),
-        ("CARDSYNC__BUS__URL", AMQP_URL.to_owned()),
+        ("CARDSYNC__BUS__URL", cardsync_testkit::amqp_url()),
         ("CARDSYNC__BUS__CONNECT_TIMEOUT", "20s".to_owned()),
         // Short-lived test queues are classic: quorum-queue churn is heavy for one node.
         ("CARDSYNC__BUS__QUEUE_TYPE", "classic".to_owned()),
@@ -75,17 +72,17 @@ pub async fn env() -> Env {
         ("CARDSYNC__GRAPH__EXTRA_CA_FILE", ca_file),
         ("CARDSYNC__GRAPH__BACKOFF_BASE", "20ms".to_owned()),
         ("CARDSYNC__GRAPH__BACKOFF_CAP", "500ms".to_owned()),
-        ("CARDSYNC__WORKER__LEASE_TTL", "5s".to_owned()),
         ("CARDSYNC__WORKER__LEASE_WAIT", "20s".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
+    .chain(
+        overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    )
     .collect();
-    let settings = Settings::load(&Sources {
-        file: None,
-        env: Some(env),
-    })
-    .unwrap();
+    let settings = load(&env, &[]);
     let key = SealingKey::from_base64(&settings.secrets.credential_key).unwrap();
     connections::put(
         &pool,
@@ -100,9 +97,13 @@ pub async fn env() -> Env {
     .await
     .unwrap();
     let app = Application::build(settings).await.unwrap();
-    let amqp = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
-        .await
-        .expect("RabbitMQ must run on 127.0.0.1:5672: run `make services`");
+    let settings = env;
+    let amqp = lapin::Connection::connect(
+        &cardsync_testkit::amqp_url(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .expect("RabbitMQ must run (CARDSYNC_TEST_AMQP_URL or 127.0.0.1:5672): run `make services`");
     Env {
         _sim: sim,
         control,
@@ -111,12 +112,76 @@ pub async fn env() -> Env {
         prefix,
         pool,
         amqp,
+        settings,
     }
+}
+
+fn load(env: &[(String, String)], overrides: &[(&str, &str)]) -> Settings {
+    let env = env
+        .iter()
+        .cloned()
+        .chain(
+            overrides
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .collect();
+    Settings::load(&Sources {
+        file: None,
+        env: Some(env),
+    })
+    .unwrap()
 }
 
 impl Env {
     pub fn tenant_text(&self) -> String {
         self.tenant.to_string()
+    }
+
+    /// Another delta-worker replica of this environment (same tenant, database, Redis keys and
+    /// queues), with these settings on top.
+    pub async fn replica(&self, overrides: &[(&str, &str)]) -> Application {
+        Application::build(load(&self.settings, overrides))
+            .await
+            .unwrap()
+    }
+
+    /// The token of whoever holds the tenant's lease in Redis, if anyone does.
+    pub async fn lease_holder(&self) -> Option<i64> {
+        let client = redis::Client::open(cardsync_testkit::redis_url()).unwrap();
+        let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+        redis::cmd("GET")
+            .arg(format!("{}{{{}}}:lease", self.prefix, self.tenant))
+            .query_async(&mut redis)
+            .await
+            .unwrap()
+    }
+
+    /// Publishes a change notification for `user_id`, as the webhook does.
+    pub async fn publish_change(&self, user_id: &str) {
+        let settings = load(&self.settings, &[]);
+        let topology = settings.topology.topology();
+        let publisher = cardsync_bus::Publisher::connect(&settings.bus, topology.clone())
+            .await
+            .unwrap();
+        let change = cardsync_proto::GraphChange {
+            envelope: Some(cardsync_proto::Envelope::new(
+                self.tenant_text(),
+                cardsync_proto::Cause::Notification,
+            )),
+            resource: format!("Users/{user_id}"),
+            resource_id: user_id.to_owned(),
+            ..Default::default()
+        };
+        publisher
+            .publish_all(vec![cardsync_bus::Outgoing::new(
+                &topology.name(cardsync_bus::names::GRAPH),
+                &cardsync_bus::routing::change(&self.tenant_text()),
+                &change,
+            )])
+            .await
+            .unwrap();
+        publisher.close().await;
     }
 
     /// Runs one round directly.
@@ -132,6 +197,25 @@ impl Env {
             })
             .await
             .unwrap()
+    }
+
+    /// How many messages wait, ready, on this environment's queue `queue` (short name).
+    pub async fn ready(&self, queue: &str) -> u32 {
+        let channel = self.amqp.create_channel().await.unwrap();
+        let options = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let declared = channel
+            .queue_declare(
+                format!("{}{queue}", self.prefix).as_str().into(),
+                options,
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        let _ = channel.close(200, "done".into()).await;
+        declared.message_count()
     }
 
     /// Takes every card command currently on the live and bulk queues.
@@ -176,11 +260,61 @@ impl Env {
             .collect()
     }
 
+    /// Creates the user `name` (UPN `name@contoso.test`) and returns its id.
+    pub async fn create_user(&self, name: &str) -> String {
+        let user = json!({
+            "displayName": name,
+            "userPrincipalName": format!("{}@contoso.test", name.to_lowercase()),
+        });
+        id_of(
+            &self
+                .control
+                .create_user(&self.tenant_text(), user)
+                .await
+                .unwrap(),
+        )
+    }
+
+    /// Creates the group `name` with these members (users or groups) and returns its id.
+    pub async fn create_group(&self, name: &str, members: &[&str]) -> String {
+        let tenant = self.tenant_text();
+        let group = id_of(
+            &self
+                .control
+                .create_group(&tenant, json!({"displayName": name}))
+                .await
+                .unwrap(),
+        );
+        for member in members {
+            self.control
+                .add_member(&tenant, &group, member)
+                .await
+                .unwrap();
+        }
+        group
+    }
+
     pub async fn teardown(self) {
         let channel = self.amqp.create_channel().await.unwrap();
         let _ =
             cardsync_bus::delete(&channel, &cardsync_bus::Topology::cardsync(&self.prefix)).await;
-        self.app.coalescer().rounds().publisher.close().await;
+        self.app.close().await;
+    }
+}
+
+/// Polls `check` until it holds; fails the test naming `what` after `within`.
+pub async fn eventually<F, Fut>(what: &str, within: std::time::Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 
@@ -203,27 +337,4 @@ pub fn id_of(value: &Value) -> String {
         .or(value["id"].as_str())
         .unwrap()
         .to_owned()
-}
-
-/// Deletes every Redis key under `prefix` (what losing Redis looks like to one deployment);
-/// returns how many there were.
-pub async fn forget_redis_keys(prefix: &str) -> usize {
-    let client = redis::Client::open("redis://127.0.0.1:6379/0").unwrap();
-    let mut redis = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("Redis must run on 6379: run `make services`");
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL")
-            .arg(&keys)
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-    }
-    keys.len()
 }

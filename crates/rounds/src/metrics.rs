@@ -1,31 +1,29 @@
-//! The delta-worker's Prometheus metrics.
+//! The Prometheus metrics of delta rounds (`cardsync_delta_*`), registered once per process.
 
 use cardsync_telemetry::metrics::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, MetricsError, Opts, Registry, register,
 };
 
-/// Typed handles to every metric the delta-worker exports.
+/// Typed handles to every metric a round records.
 #[derive(Debug, Clone)]
-pub struct Metrics {
+pub struct RoundMetrics {
     /// Rounds by cause and outcome.
-    pub rounds: IntCounterVec,
+    pub(crate) rounds: IntCounterVec,
     /// Round duration by cause.
-    pub round_duration: HistogramVec,
+    pub(crate) round_duration: HistogramVec,
     /// Card commands published, by action.
-    pub commands: IntCounterVec,
+    pub(crate) commands: IntCounterVec,
     /// Changes found that no notification announced, by tenant (safety net at work).
-    pub unannounced: IntCounterVec,
-    /// Notifications received (each a trigger), by outcome of the round that covered it.
-    pub notifications: IntCounterVec,
+    pub(crate) unannounced: IntCounterVec,
     /// Full re-enumerations forced by an expired token or Graph's resync request.
-    pub resyncs: IntCounter,
+    pub(crate) resyncs: IntCounter,
     /// Users the tenant's rules cannot map (e.g. empty UID).
-    pub unmappable: IntCounter,
+    pub(crate) unmappable: IntCounter,
     /// Rounds that enumerated the users delta from scratch (no stored link, or a forced resync).
-    pub full_rounds: IntCounter,
+    pub(crate) full_rounds: IntCounter,
 }
 
-impl Metrics {
+impl RoundMetrics {
     /// Registers every metric on `registry`.
     pub fn register(registry: &Registry) -> Result<Self, MetricsError> {
         Ok(Self {
@@ -70,16 +68,6 @@ impl Metrics {
                         "Changes found that no notification announced",
                     ),
                     &["tenant"],
-                )?,
-            )?,
-            notifications: register(
-                registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "cardsync_delta_notifications_total",
-                        "Change notifications handled",
-                    ),
-                    &["outcome"],
                 )?,
             )?,
             resyncs: register(

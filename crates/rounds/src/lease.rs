@@ -1,4 +1,4 @@
-//! Redis state of the delta-worker: the per-tenant lease (so one round per tenant runs at a time
+//! Redis state of delta rounds: the per-tenant lease (so one round per tenant runs at a time
 //! across replicas) with its fencing token, and the delta links. Keys are hash-tagged by tenant
 //! (`{tenant}`) so Redis Cluster keeps a tenant's keys in one slot.
 //!

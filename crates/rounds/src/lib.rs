@@ -1,0 +1,19 @@
+//! The delta round of one tenant, for every service that runs rounds (the delta-worker today,
+//! the reconciler next): one round per tenant at a time across replicas (a Redis lease with a
+//! PostgreSQL fencing token), the directory snapshot with its per-user versions, and the passes
+//! that fill it from Graph and turn its changes into confirmed card commands.
+//!
+//! [`Rounds`] is built once per process and runs [`RoundRequest`]s; scheduling them (coalescing
+//! triggers, polling idle tenants) is the caller's business.
+
+mod keeper;
+pub mod lease;
+pub mod metrics;
+pub mod round;
+pub mod settings;
+pub mod snapshot;
+
+pub use lease::RedisState;
+pub use metrics::RoundMetrics;
+pub use round::{Mode, RoundError, RoundParts, RoundReport, RoundRequest, Rounds};
+pub use settings::RoundSettings;

@@ -1,0 +1,480 @@
+//! One delta round for one tenant, under its lease: flush what a crashed round left unemitted,
+//! follow the groups delta (group-scoped tenants), then the pass its mode asks for (the users
+//! delta page by page, or a re-read of named users or of a group's members), admin roles and
+//! photos, and record the round. The passes live in their own files; this one holds the lease,
+//! the fence, the pass order and the report.
+
+mod emit;
+mod groups;
+mod photos;
+mod users;
+
+use crate::keeper::HeldLease;
+use crate::lease::{Collection, RedisError, RedisState};
+use crate::metrics::RoundMetrics;
+use crate::settings::RoundSettings;
+use crate::snapshot::{self, Scope};
+use cardsync_bus::{PublishError, Publisher, Transience};
+use cardsync_graph::{Credential, DeltaPage, GraphClient, GraphError, TenantConnection};
+use cardsync_proto as proto;
+use cardsync_rules::FieldRules;
+use cardsync_store::StoreError;
+use cardsync_store::connections::{self, ConnectionError, CredentialKind, SealingKey};
+use cardsync_store::directory::{self, UserRow};
+use secrecy::ExposeSecret as _;
+use sqlx::PgPool;
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// What a round covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// From the stored delta links (a full round when there are none).
+    Incremental,
+    /// Enumerate everything again, ignoring stored links.
+    Full,
+    /// Re-read these users now and push their state to the cards even if unchanged.
+    Users(Vec<String>),
+    /// Re-read every member of this group (nested groups included) like [`Mode::Users`]; the
+    /// members are resolved inside the round, under the lease.
+    Group(String),
+}
+
+/// A round to run.
+#[derive(Debug, Clone)]
+pub struct RoundRequest {
+    /// The tenant.
+    pub tenant: Uuid,
+    /// Why (recorded, and carried by the card commands).
+    pub cause: proto::Cause,
+    /// User ids that notifications announced; changes to others are counted as unannounced.
+    pub announced: HashSet<String>,
+    /// What to cover.
+    pub mode: Mode,
+}
+
+/// What a round did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoundReport {
+    /// Delta pages fetched (users and groups).
+    pub pages: u64,
+    /// Users whose state changed.
+    pub changed: u64,
+    /// Card commands published and confirmed.
+    pub commands: u64,
+    /// Changes no notification announced (found by the safety poll or a busy round).
+    pub unannounced: u64,
+    /// Whether the users delta was enumerated from scratch.
+    pub full: bool,
+}
+
+/// Why a round failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RoundError {
+    /// The tenant has no Graph connection configured.
+    #[error("tenant {0} has no Graph connection")]
+    NoConnection(Uuid),
+    /// The connection cannot be read or opened.
+    #[error("the tenant's connection is unusable")]
+    Connection(#[source] ConnectionError),
+    /// Another replica holds the tenant's lease for longer than we wait.
+    #[error("another replica holds the tenant's lease")]
+    LeaseBusy,
+    /// The lease expired or a newer holder wrote; this replica stopped before writing.
+    #[error("the tenant's lease was lost")]
+    LeaseLost,
+    /// The process is stopping: the round stopped before its next effect and released its
+    /// lease; its trigger belongs back on its queue.
+    #[error("the round was stopped by shutdown")]
+    Interrupted,
+    /// Graph failed.
+    #[error("graph call failed")]
+    Graph(#[from] GraphError),
+    /// PostgreSQL failed.
+    #[error("database failed")]
+    Store(#[from] StoreError),
+    /// The broker did not confirm the card commands.
+    #[error("publishing card commands failed")]
+    Publish(#[from] PublishError),
+    /// Redis failed.
+    #[error("redis failed")]
+    Redis(#[from] RedisError),
+}
+
+impl Transience for RoundError {
+    fn is_transient(&self) -> bool {
+        match self {
+            RoundError::NoConnection(_) => false,
+            RoundError::Connection(ConnectionError::Store(error)) | RoundError::Store(error) => {
+                error.is_transient()
+            }
+            RoundError::Connection(_) => false,
+            RoundError::Graph(error) => error.is_transient(),
+            RoundError::LeaseBusy
+            | RoundError::LeaseLost
+            | RoundError::Interrupted
+            | RoundError::Publish(_)
+            | RoundError::Redis(_) => true,
+        }
+    }
+
+    fn is_interrupted(&self) -> bool {
+        matches!(self, RoundError::Interrupted)
+    }
+}
+
+impl From<sqlx::Error> for RoundError {
+    fn from(error: sqlx::Error) -> Self {
+        RoundError::Store(StoreError::from(error))
+    }
+}
+
+/// What [`Rounds::new`] wires together.
+#[derive(Debug)]
+pub struct RoundParts {
+    /// The system of record (snapshot, versions, fence, tenants, connections).
+    pub pool: PgPool,
+    /// Graph.
+    pub graph: GraphClient,
+    /// Card commands go out here.
+    pub publisher: Publisher,
+    /// Leases and delta links.
+    pub redis: RedisState,
+    /// Opens tenant credentials.
+    pub sealing: Arc<SealingKey>,
+    /// Tuning.
+    pub settings: RoundSettings,
+    /// Metrics.
+    pub metrics: RoundMetrics,
+    /// The `cards` exchange's full name.
+    pub cards_exchange: String,
+}
+
+/// Everything a round needs; shared by every round of the process.
+#[derive(Debug)]
+pub struct Rounds {
+    pool: PgPool,
+    graph: GraphClient,
+    publisher: Publisher,
+    redis: RedisState,
+    sealing: Arc<SealingKey>,
+    settings: RoundSettings,
+    metrics: RoundMetrics,
+    cards_exchange: String,
+    /// Cancelled by [`Rounds::stop`].
+    stop: CancellationToken,
+}
+
+/// Per-round state.
+struct Round<'a> {
+    tenant: Uuid,
+    tenant_text: String,
+    lease: &'a HeldLease,
+    stop: &'a CancellationToken,
+    connection: TenantConnection,
+    rules: FieldRules,
+    /// Whether the tenant maps directory admin roles to card roles.
+    admin_roles: bool,
+    scope: Scope,
+    cause: proto::Cause,
+    bulk: bool,
+    announced: &'a HashSet<String>,
+    report: RoundReport,
+}
+
+impl Round<'_> {
+    /// Whether the round may go on to its next effect: the process is not stopping and the
+    /// lease is still this round's. Called before every effect (a save, a publish, a delta link).
+    fn check(&self) -> Result<(), RoundError> {
+        if self.stop.is_cancelled() {
+            Err(RoundError::Interrupted)
+        } else if !self.lease.is_held() {
+            Err(RoundError::LeaseLost)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Reads from Graph unless the round must stop; a read has no effect, so it is abandoned
+    /// the moment the process stops or the lease is lost (Graph may be slow or throttling).
+    async fn read<T>(
+        &self,
+        call: impl Future<Output = Result<T, GraphError>>,
+    ) -> Result<T, RoundError> {
+        self.check()?;
+        tokio::select! {
+            biased;
+            () = self.stop.cancelled() => Err(RoundError::Interrupted),
+            () = self.lease.lost() => Err(RoundError::LeaseLost),
+            result = call => Ok(result?),
+        }
+    }
+
+    /// Reads one delta page and counts it. `Ok(None)` when Graph says the token expired or asks
+    /// for a resync and `may_restart` lets the caller enumerate from scratch instead.
+    async fn delta_page(
+        &mut self,
+        graph: &GraphClient,
+        url: &str,
+        minimal: bool,
+        may_restart: bool,
+    ) -> Result<Option<DeltaPage>, RoundError> {
+        match self
+            .read(graph.delta_page(&self.connection, url, minimal))
+            .await
+        {
+            Ok(page) => {
+                self.report.pages += 1;
+                Ok(Some(page))
+            }
+            Err(RoundError::Graph(
+                GraphError::DeltaTokenExpired { .. } | GraphError::ResyncRequired { .. },
+            )) if may_restart => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Claims the tenant for this round's lease inside `tx`; `LeaseLost` when a newer holder
+    /// has claimed it since, and the transaction must be abandoned.
+    async fn fence(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    ) -> Result<(), RoundError> {
+        if directory::fence(tx, self.tenant, self.lease.token()).await? {
+            Ok(())
+        } else {
+            Err(RoundError::LeaseLost)
+        }
+    }
+}
+
+impl Rounds {
+    /// Rounds over these parts.
+    pub fn new(parts: RoundParts) -> Self {
+        Self {
+            pool: parts.pool,
+            graph: parts.graph,
+            publisher: parts.publisher,
+            redis: parts.redis,
+            sealing: parts.sealing,
+            settings: parts.settings,
+            metrics: parts.metrics,
+            cards_exchange: parts.cards_exchange,
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// Stops every round of this process at its next safe point (before its next effect, or
+    /// at once while it waits on Graph or for the lease) and refuses new ones; each releases
+    /// its lease and fails with [`RoundError::Interrupted`]. For a graceful shutdown.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// The delta link `collection` continues from; none for a full round (or when none is
+    /// stored, which makes the pass enumerate from scratch).
+    async fn stored_link(
+        &self,
+        tenant: Uuid,
+        collection: Collection,
+        full: bool,
+    ) -> Result<Option<String>, RoundError> {
+        if full {
+            return Ok(None);
+        }
+        Ok(self.redis.delta_link(tenant, collection).await?)
+    }
+
+    /// Runs one round to completion. A failed round is recorded as an attempt, so the safety
+    /// poll waits a full interval before trying a broken tenant again (an interrupted one is
+    /// not: the tenant is not at fault).
+    pub async fn run(&self, request: &RoundRequest) -> Result<RoundReport, RoundError> {
+        let outcome = self.run_round(request).await;
+        if outcome
+            .as_ref()
+            .is_err_and(|error| !matches!(error, RoundError::Interrupted))
+            && let Err(error) = directory::record_failed_attempt(&self.pool, request.tenant).await
+        {
+            tracing::debug!(error = %error, "failed round not recorded");
+        }
+        outcome
+    }
+
+    async fn run_round(&self, request: &RoundRequest) -> Result<RoundReport, RoundError> {
+        let started = Instant::now();
+        directory::ensure_sync_state(&self.pool, request.tenant).await?;
+        let connection = self.connection(request.tenant).await?;
+        let (rules, admin_roles) = cardsync_store::tenants::get(&self.pool, request.tenant)
+            .await?
+            .map(|t| (t.rules, t.admin_roles_enabled))
+            .unwrap_or_default();
+        let scope_groups = directory::scope(&self.pool, request.tenant).await?;
+
+        let lease = self.take_lease(request.tenant).await?;
+        let mut round = Round {
+            tenant: request.tenant,
+            tenant_text: request.tenant.to_string(),
+            lease: &lease,
+            stop: &self.stop,
+            connection,
+            rules,
+            admin_roles,
+            scope: Scope::Everyone,
+            cause: request.cause,
+            bulk: matches!(request.mode, Mode::Full)
+                || matches!(
+                    request.cause,
+                    proto::Cause::Reconcile | proto::Cause::Resync
+                ),
+            announced: &request.announced,
+            report: RoundReport::default(),
+        };
+        let result = self.run_leased(&mut round, request, scope_groups).await;
+        let report = round.report;
+        if let Err(error) = lease.release().await {
+            tracing::warn!(error = %error, "lease release failed; it expires by itself");
+        }
+        let cause = request.cause.as_str();
+        let outcome = match &result {
+            Ok(()) => "ok",
+            Err(RoundError::Interrupted) => "interrupted",
+            Err(_) => "failed",
+        };
+        self.metrics
+            .rounds
+            .with_label_values(&[cause, outcome])
+            .inc();
+        self.metrics
+            .round_duration
+            .with_label_values(&[cause])
+            .observe(started.elapsed().as_secs_f64());
+        result?;
+        directory::record_round(&self.pool, request.tenant, cause).await?;
+        if report.full {
+            self.metrics.full_rounds.inc();
+        }
+        self.metrics
+            .unannounced
+            .with_label_values(&[&request.tenant.to_string()])
+            .inc_by(report.unannounced);
+        tracing::info!(
+            tenant = %request.tenant, cause, pages = report.pages, changed = report.changed, commands = report.commands,
+            unannounced = report.unannounced, full = report.full, elapsed_ms = started.elapsed().as_millis() as u64,
+            "delta round done"
+        );
+        Ok(report)
+    }
+
+    /// The passes, in order.
+    async fn run_leased(
+        &self,
+        round: &mut Round<'_>,
+        request: &RoundRequest,
+        scope_groups: Option<Vec<String>>,
+    ) -> Result<(), RoundError> {
+        // The tenant is this round's before anything else happens: from here on, every write
+        // of an older holder that lost its lease (paused past its TTL, say) is refused.
+        let mut tx = self.pool.begin().await?;
+        round.fence(&mut tx).await?;
+        tx.commit().await?;
+        // A crashed round may have saved versions whose commands were never confirmed.
+        self.emit_unemitted(round).await?;
+        let full = request.mode == Mode::Full;
+        if full {
+            self.redis.forget_delta_links(round.tenant).await?;
+        }
+        if let Some(groups) = scope_groups {
+            self.groups_pass(round, full).await?;
+            round.scope =
+                Scope::resolve(&groups, &directory::groups(&self.pool, round.tenant).await?);
+            let now = OffsetDateTime::now_utc();
+            let moved: Vec<UserRow> = directory::all_users(&self.pool, round.tenant)
+                .await?
+                .iter()
+                .filter_map(|row| snapshot::rescope(row, &round.scope, now))
+                .collect();
+            round.report.changed += moved.len() as u64;
+            self.save_and_emit(round, moved).await?;
+        }
+        match &request.mode {
+            Mode::Users(ids) => {
+                self.users_by_id(round, ids).await?;
+                self.roles_pass(round, true).await?;
+            }
+            Mode::Group(group) => {
+                let ids = self.group_members(round, group).await?;
+                self.users_by_id(round, &ids).await?;
+                self.roles_pass(round, true).await?;
+            }
+            Mode::Incremental | Mode::Full => {
+                let created = self.users_pass(round, full).await?;
+                let scheduled = round.cause != proto::Cause::Notification;
+                self.roles_pass(round, scheduled || !created.is_empty())
+                    .await?;
+                self.photos_pass(round, created).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The tenant's Graph connection, credential opened.
+    async fn connection(&self, tenant: Uuid) -> Result<TenantConnection, RoundError> {
+        let stored = connections::get(&self.pool, &self.sealing, tenant)
+            .await
+            .map_err(RoundError::Connection)?
+            .ok_or(RoundError::NoConnection(tenant))?;
+        let credential = match stored.kind {
+            CredentialKind::Secret => Credential::Secret(stored.credential),
+            CredentialKind::Federated => Credential::Federated {
+                token_file: stored.credential.expose_secret().into(),
+            },
+            CredentialKind::Certificate => {
+                // The PEM bundle holds the certificate and the private key.
+                let bundle = stored.credential.expose_secret();
+                Credential::Certificate {
+                    certificate_pem: bundle.to_owned(),
+                    private_key_pem: stored.credential.clone(),
+                    algorithm: cardsync_graph::AssertionAlgorithm::Ps256,
+                }
+            }
+        };
+        Ok(TenantConnection {
+            tenant_id: tenant.to_string(),
+            client_id: stored.client_id,
+            credential,
+        })
+    }
+
+    /// Takes the tenant's lease, waiting up to `lease_wait` for another replica's round, and
+    /// keeps it renewed until the round releases it.
+    async fn take_lease(&self, tenant: Uuid) -> Result<HeldLease, RoundError> {
+        let ttl = self.settings.lease_ttl;
+        let deadline = Instant::now() + self.settings.lease_wait;
+        loop {
+            if self.stop.is_cancelled() {
+                return Err(RoundError::Interrupted);
+            }
+            let floor = directory::current_fence(&self.pool, tenant).await?;
+            let asked = Instant::now();
+            if let Some(lease) = self.redis.acquire(tenant, ttl, floor).await? {
+                return Ok(HeldLease::keep(self.redis.clone(), lease, ttl, asked));
+            }
+            if Instant::now() >= deadline {
+                return Err(RoundError::LeaseBusy);
+            }
+            tokio::select! {
+                () = self.stop.cancelled() => return Err(RoundError::Interrupted),
+                () = tokio::time::sleep(LEASE_POLL) => {}
+            }
+        }
+    }
+}
+
+/// How often a round waiting for its tenant asks for the lease again.
+const LEASE_POLL: Duration = Duration::from_millis(50);
