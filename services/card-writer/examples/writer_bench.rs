@@ -26,7 +26,6 @@
 
 use anyhow::{Context as _, bail, ensure};
 use card_writer::Settings;
-use card_writer::events::{EventSpec, outbox_message};
 use cardsync_bench::{
     CpuProbe, CpuTimes, ServiceProcess, broker_process_ids, describe_machine, free_port,
     load_average, load_before_run, parse_setting, processes_named, progress, round2,
@@ -36,6 +35,7 @@ use cardsync_bus::lapin::options::QueueDeclareOptions;
 use cardsync_bus::lapin::types::FieldTable;
 use cardsync_bus::lapin::{Connection, ConnectionProperties};
 use cardsync_bus::{Outgoing, Publisher, QueueType, Topology, names, routing};
+use cardsync_cards::{EventSpec, outbox_message};
 use cardsync_config::Sources;
 use cardsync_proto::card_event::Kind;
 use cardsync_proto::{CardCommand, Cause, Envelope, FieldValue, card_command::Action};

@@ -19,13 +19,12 @@
 //! email: the command waits (transient) until that user's own change frees the email.
 
 use crate::command::{Action, ValidCommand};
-use crate::events::{EventSpec, outbox_message};
+use cardsync_cards::{Entry, Journal, Source};
 use cardsync_proto::card_event::Kind;
 use cardsync_rules::{FieldStates, RemovalPolicy, plan_create, plan_update};
 use cardsync_store::cards::{self, Card, CardRole, CardStatus};
-use cardsync_store::outbox::NewMessage;
 use cardsync_store::tenants::{self, Tenant};
-use cardsync_store::{StoreError, audit, outbox, teams};
+use cardsync_store::{StoreError, teams};
 use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use uuid::Uuid;
@@ -131,28 +130,10 @@ impl ApplyError {
             ApplyError::UnknownTenant(_) => false,
             // Another user's change frees the email; retries bound the wait.
             ApplyError::EmailHeld { .. } => true,
-            ApplyError::Store(StoreError::Query(error)) => is_transient_sql(error),
-            ApplyError::Store(_) => true,
+            // The store's one classification of database errors.
+            ApplyError::Store(error) => error.is_transient(),
             ApplyError::WorkerStopped => true,
         }
-    }
-}
-
-/// Unavailable, timed out, deadlocked or a lost race on a unique index: worth retrying.
-/// Undecodable stored data or a violated check: a bug or corrupt row, retrying cannot help.
-pub fn is_transient_sql(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::ColumnDecode { .. }
-        | sqlx::Error::Decode(_)
-        | sqlx::Error::ColumnNotFound(_)
-        | sqlx::Error::TypeNotFound { .. }
-        | sqlx::Error::ColumnIndexOutOfBounds { .. }
-        | sqlx::Error::Encode(_)
-        | sqlx::Error::Configuration(_) => false,
-        sqlx::Error::Database(db) => {
-            db.is_unique_violation() || !db.code().is_some_and(|code| code.starts_with("23"))
-        }
-        _ => true,
     }
 }
 
@@ -205,7 +186,7 @@ struct Written {
 /// first, so each command sees exactly what it would see alone. A card the batch wrote is
 /// never taken from the start-of-batch reads again: its written state is the truth (a card
 /// linked to another user, or whose email changed, no longer matches what it matched then).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Batch {
     /// The commands' users' cards at the start, tombstones included.
     by_user: HashMap<(Uuid, String), Card>,
@@ -229,13 +210,28 @@ struct Batch {
     teams_moved: BTreeSet<(Uuid, Uuid)>,
     /// Teams to make sure of, with the last known name.
     team_names: BTreeMap<(Uuid, String), Option<String>>,
-    /// Audit rows, inserted together at the end.
-    audit: Vec<audit::AuditEntry>,
-    /// Outbox rows, inserted together at the end.
-    outbox: Vec<NewMessage>,
+    /// The audit rows and card events of the batch's changes, inserted together at the end.
+    journal: Journal,
 }
 
 impl Batch {
+    /// An empty batch whose card events go to `exchange` (full name).
+    fn new(exchange: &str) -> Self {
+        Self {
+            by_user: HashMap::new(),
+            by_uid: HashMap::new(),
+            by_email: HashMap::new(),
+            uids_read: HashSet::new(),
+            emails_read: HashSet::new(),
+            written: Vec::new(),
+            removed: Vec::new(),
+            teams: HashMap::new(),
+            teams_moved: BTreeSet::new(),
+            team_names: BTreeMap::new(),
+            journal: Journal::new(exchange),
+        }
+    }
+
     /// Reads, under locks, what the commands of one tenant may need: their users' cards, the
     /// live cards they could link by UID or email, and the memberships of all of them.
     async fn read(
@@ -452,8 +448,7 @@ impl Batch {
             })
             .collect();
         cards::set_teams_all(conn, &memberships).await?;
-        audit::record_all(conn, &self.audit).await?;
-        outbox::enqueue_all(conn, &self.outbox).await?;
+        self.journal.write(conn).await?;
         Ok(())
     }
 }
@@ -492,7 +487,7 @@ pub async fn apply_all(
         .map(|(command, _)| (command.tenant_id, command.user_id.as_str()))
         .collect();
     cards::lock_users(&mut tx, &users).await?;
-    let mut batch = Batch::default();
+    let mut batch = Batch::new(exchange);
     for tenant_id in tenants.keys() {
         let of_tenant: Vec<&ValidCommand> = commands
             .iter()
@@ -506,10 +501,7 @@ pub async fn apply_all(
     for (command, span) in commands {
         let tenant = &tenants[&command.tenant_id];
         let existing = batch.card_of_user(command.tenant_id, &command.user_id);
-        let applied = apply_one(
-            &mut tx, tenant, command, existing, exchange, span, &mut batch,
-        )
-        .await?;
+        let applied = apply_one(&mut tx, tenant, command, existing, span, &mut batch).await?;
         results.push(applied);
     }
     batch.write(&mut tx).await?;
@@ -524,7 +516,6 @@ async fn apply_one(
     tenant: &Tenant,
     command: &ValidCommand,
     existing: Option<Card>,
-    exchange: &str,
     span: &tracing::Span,
     batch: &mut Batch,
 ) -> Result<Applied, ApplyError> {
@@ -556,7 +547,7 @@ async fn apply_one(
         }
         (Action::Delete, RemovalPolicy::Delete) => delete(command, existing, batch),
     };
-    Ok(finish(tenant, command, change, exchange, span, batch))
+    Ok(finish(command, change, span, batch))
 }
 
 /// Upsert and reactivate: the user is present, enabled and in scope.
@@ -794,13 +785,12 @@ fn delete(command: &ValidCommand, existing: Option<Card>, batch: &mut Batch) -> 
     }
 }
 
-/// The audit row and the outbox rows of a change, kept for the batch's transaction. The
-/// events are built inside `span`, so they carry the trace of the delivery that caused them.
+/// Journals a change (its audit row, unless only the version moved, and its events) and puts
+/// its card in the batch. The events are built inside `span`, so they carry the trace of the
+/// delivery that caused them.
 fn finish(
-    tenant: &Tenant,
     command: &ValidCommand,
     change: Change,
-    exchange: &str,
     span: &tracing::Span,
     batch: &mut Batch,
 ) -> Applied {
@@ -814,48 +804,26 @@ fn finish(
         audit_action,
     } = change;
     let card_id = after.card_id;
-    if !matches!(outcome, Outcome::Unchanged | Outcome::Tombstoned) {
-        // Only what changed: a new card's every field, else the fields whose state moved, as
-        // they were and as they are (an update of one field costs a line, not two cards).
-        let (fields_before, fields_after) =
-            FieldStates::audited(before.as_ref().map(|card| &card.fields), &after.fields);
-        let status_before = before.map(|card| card.status.as_str().to_owned());
-        batch.audit.push(audit::AuditEntry {
-            tenant_id: tenant.id,
-            card_id,
-            action: audit_action.to_owned(),
-            cause: command.cause.as_str().to_owned(),
-            message_id: Some(command.message_id.clone()),
-            version: Some(command.version),
-            status_before,
-            status_after: Some(after.status.as_str().to_owned()),
-            fields_before,
-            fields_after: Some(fields_after),
-        });
-    }
-    for kind in &kinds {
-        let message = span.in_scope(|| {
-            outbox_message(
-                &EventSpec {
-                    tenant_id: tenant.id,
-                    cause: command.cause,
-                    causation_id: &command.message_id,
-                    kind: *kind,
-                    card_id,
-                    user_id: &command.user_id,
-                    version: command.version,
-                    changed_fields: &changed_fields,
-                },
-                exchange,
-            )
-        });
-        batch.outbox.push(message);
-    }
+    let action =
+        (!matches!(outcome, Outcome::Unchanged | Outcome::Tombstoned)).then_some(audit_action);
+    let events = span.in_scope(|| {
+        batch.journal.record(&Entry {
+            source: Source::Command {
+                cause: command.cause,
+                message_id: &command.message_id,
+            },
+            action,
+            before: before.as_ref(),
+            after: &after,
+            events: &kinds,
+            changed_fields: &changed_fields,
+        })
+    });
     // Last, so the card moves into the batch instead of being copied there.
     batch.put(after, new);
     Applied {
         outcome,
         card_id: Some(card_id),
-        events: kinds.len(),
+        events,
     }
 }

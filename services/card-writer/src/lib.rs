@@ -6,8 +6,6 @@
 pub mod apply;
 pub mod command;
 pub mod dedup;
-pub mod edit;
-pub mod events;
 pub mod handler;
 pub mod metrics;
 pub mod relay;
