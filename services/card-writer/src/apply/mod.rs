@@ -25,8 +25,9 @@
 mod batch;
 mod decide;
 
-use crate::command::ValidCommand;
+use crate::command::{InvalidCommand, ValidCommand};
 use batch::{Batch, LinkKey};
+use cardsync_bus::Transience;
 use cardsync_cards::{Entry, Source};
 use cardsync_store::StoreError;
 use cardsync_store::cards::{self, Card, CardStatus};
@@ -130,9 +131,9 @@ impl From<sqlx::Error> for ApplyError {
     }
 }
 
-impl ApplyError {
+impl Transience for ApplyError {
     /// The one place that decides whether trying again later can help.
-    pub fn is_transient(&self) -> bool {
+    fn is_transient(&self) -> bool {
         match self {
             ApplyError::UnknownTenant(_) => false,
             // Another user's change frees the email; retries bound the wait.
@@ -140,6 +141,13 @@ impl ApplyError {
             ApplyError::Store(error) => error.is_transient(),
             ApplyError::WorkerStopped => true,
         }
+    }
+}
+
+/// A command that failed its checks can never work: it is dead-lettered at once.
+impl Transience for InvalidCommand {
+    fn is_transient(&self) -> bool {
+        false
     }
 }
 
@@ -326,5 +334,48 @@ fn finish(
         outcome,
         card_id: Some(card_id),
         events,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cardsync_bus::HandlerError;
+
+    fn handled(error: impl Transience + std::error::Error + Send + Sync + 'static) -> &'static str {
+        match HandlerError::from(error) {
+            HandlerError::Transient(_) => "retried",
+            HandlerError::Permanent(_) => "dead-lettered",
+        }
+    }
+
+    #[test]
+    fn a_held_email_a_stopped_worker_and_an_unreachable_database_are_retried() {
+        let held = ApplyError::EmailHeld {
+            email: "ann@contoso.example".into(),
+            card_id: Uuid::nil(),
+        };
+        assert_eq!(handled(held), "retried");
+        assert_eq!(handled(ApplyError::WorkerStopped), "retried");
+        assert_eq!(
+            handled(ApplyError::from(sqlx::Error::PoolTimedOut)),
+            "retried"
+        );
+    }
+
+    #[test]
+    fn an_unknown_tenant_and_undecodable_stored_data_are_dead_lettered() {
+        assert_eq!(
+            handled(ApplyError::UnknownTenant(Uuid::nil())),
+            "dead-lettered"
+        );
+        let corrupt = sqlx::Error::Decode("not a card status".into());
+        assert_eq!(handled(ApplyError::from(corrupt)), "dead-lettered");
+    }
+
+    #[test]
+    fn an_invalid_command_is_always_dead_lettered() {
+        assert_eq!(handled(InvalidCommand::ZeroVersion), "dead-lettered");
+        assert_eq!(handled(InvalidCommand::MissingEnvelope), "dead-lettered");
     }
 }
