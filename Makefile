@@ -96,8 +96,8 @@ RELEASE_DIR = $${CARGO_TARGET_DIR:-target}/release
 bench: services ## benchmarks (about 10 minutes); figures go to BENCHMARKS.md
 	$(CARGO) build --release --locked -p graph-sim -p webhook -p delta-worker -p card-writer -p cardsync-admin -p cardsync-demo --bins
 	"$(RELEASE_DIR)/graph-sim" bench --users 100000 --page-size 999
-	$(CARGO) run --release --locked -p webhook --example ingest_bench
-	$(CARGO) run --release --locked -p card-writer --example writer_bench
+	$(CARGO) run --release --locked -p cardsync-bench --bin ingest_bench
+	$(CARGO) run --release --locked -p cardsync-bench --bin writer_bench
 	@echo "== end-to-end latency: 100 changes/s for 60 s"
 	"$(RELEASE_DIR)/cardsync-demo" --bin-dir "$(RELEASE_DIR)" --postgres-url "$(BENCH_PG)" --users 1000 --rate 100 --seconds 60
 	@echo "== Graph requests per change: a burst of 10,000 changes across 10,000 users"

@@ -72,12 +72,12 @@ pub fn parse_setting(text: &str) -> Result<(String, String), String> {
 }
 
 /// The binary of `package` (named like its package, as every cardsync service is), (re)built
-/// with the profile and target dir of the running benchmark `example`, so the figures are never
-/// those of a stale or debug build.
+/// with the profile and target dir of the running benchmark, so the figures are never those of
+/// a stale or debug build.
 ///
 /// The target dir is passed explicitly: `cargo run` does not hand `CARGO_TARGET_DIR` to its
 /// child in every setup, and a build into another directory would leave this one stale.
-pub fn service_binary(package: &str, example: &str) -> anyhow::Result<PathBuf> {
+pub fn service_binary(package: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let profile_dir = exe
         .parent()
@@ -110,12 +110,12 @@ pub fn service_binary(package: &str, example: &str) -> anyhow::Result<PathBuf> {
             build.env_remove(&key);
         }
     }
-    // The same targets as `cargo run --example <example>`, so features unify the same way and
-    // this finds that build instead of making another. Any member's manifest names the
-    // workspace; `-p` picks the package in it.
+    // The service's binary alone: the benchmark is another package, so nothing of its own
+    // joins the feature unification. Any member's manifest names the workspace; `-p` picks the
+    // package in it.
     build
         .args(["build", "--quiet", "--locked", "-p", package])
-        .args(["--bin", package, "--example", example])
+        .args(["--bin", package])
         .arg("--manifest-path")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
         .arg("--target-dir")

@@ -1,11 +1,13 @@
 //! What every cardsync test suite sets up the same way, in one dev-only crate: the servers'
 //! URLs (the local defaults, or `CARDSYNC_TEST_DATABASE_URL`, `CARDSYNC_TEST_AMQP_URL` and
 //! `CARDSYNC_TEST_REDIS_URL`), the test database migrated once per test binary, fresh empty
-//! databases for tests that need one of their own, unique names for queues and keys, and losing
-//! a deployment's Redis keys on purpose.
+//! databases for tests that need one of their own, unique names for queues and keys, losing a
+//! deployment's Redis keys on purpose, and Graph-shaped notifications ([`notifications`]).
 //!
 //! A test that cannot reach a server fails with a message naming `make services`; it never
 //! skips silently.
+
+pub mod notifications;
 
 use sqlx::PgPool;
 use tokio::sync::OnceCell;

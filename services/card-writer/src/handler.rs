@@ -1,5 +1,6 @@
 //! The bus handler of both command queues: validate, apply, count, wake the relay. Transient
-//! versus permanent is decided by [`ApplyError::is_transient`].
+//! versus permanent is decided by the errors' `cardsync_bus::Transience`: an invalid command
+//! is permanent, an [`ApplyError`] says which it is.
 //!
 //! Applying goes through a [`Batcher`]: the commands the consumer's concurrent handlers are
 //! waiting on are gathered and applied a batch per transaction (group commit), and each handler
@@ -11,7 +12,7 @@ use crate::apply::{Applied, ApplyError, Outcome, apply, apply_all};
 use crate::command::{Origin, ValidCommand, validate};
 use crate::dedup::Dedup;
 use crate::metrics::Metrics;
-use cardsync_bus::{Delivery, Handler, HandlerError, names};
+use cardsync_bus::{Delivery, Handler, HandlerError, Transience as _, names};
 use cardsync_proto::CardCommand;
 use futures_util::FutureExt as _;
 use sqlx::PgPool;
@@ -325,7 +326,7 @@ impl Handler for CommandHandler {
             Ok(command) => Arc::new(command),
             Err(error) => {
                 self.count("invalid", "unknown");
-                return Err(HandlerError::permanent(error));
+                return Err(error.into());
             }
         };
         let tenant = command.tenant_id.to_string();
@@ -333,19 +334,8 @@ impl Handler for CommandHandler {
         let applied = match self.batcher.apply(command.clone()).await {
             Ok(applied) => applied,
             Err(error) => {
-                let transient = error.is_transient();
-                let outcome = match (&error, transient) {
-                    (ApplyError::UnknownTenant(_), _) => "unknown_tenant",
-                    (ApplyError::WorkerStopped, _) => "failed",
-                    (_, true) => "failed",
-                    (_, false) => "invalid",
-                };
-                self.count(outcome, &tenant);
-                return Err(if transient {
-                    HandlerError::transient(error)
-                } else {
-                    HandlerError::permanent(error)
-                });
+                self.count(failed_outcome(&error), &tenant);
+                return Err(error.into());
             }
         };
         let elapsed = started.elapsed().as_secs_f64();
@@ -376,5 +366,30 @@ impl Handler for CommandHandler {
             "card command applied"
         );
         Ok(())
+    }
+}
+
+/// The metric outcome of a command that could not be applied.
+fn failed_outcome(error: &ApplyError) -> &'static str {
+    match error {
+        ApplyError::UnknownTenant(_) => "unknown_tenant",
+        error if error.is_transient() => "failed",
+        _ => "invalid",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_command_is_counted_as_unknown_tenant_failed_or_invalid() {
+        assert_eq!(
+            failed_outcome(&ApplyError::UnknownTenant(uuid::Uuid::nil())),
+            "unknown_tenant"
+        );
+        assert_eq!(failed_outcome(&ApplyError::WorkerStopped), "failed");
+        let corrupt = sqlx::Error::Decode("not a card status".into());
+        assert_eq!(failed_outcome(&ApplyError::from(corrupt)), "invalid");
     }
 }

@@ -1,10 +1,10 @@
 //! HTTP routes: local card edits (for operators, tests and the demo), health and metrics. Thin
-//! handlers: extract, parse, call [`crate::edit`], map. Every error becomes a response in
+//! handlers: extract, parse, call [`cardsync_cards::edit`], map. Every error becomes a response in
 //! [`ApiError`]'s one mapping.
 
-use crate::edit::{self, EditError};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError, web};
+use cardsync_cards::edit::{self, EditError};
 use cardsync_rules::{EditRefused, FieldStates};
 use cardsync_store::cards::{self, Card};
 use serde::{Deserialize, Serialize};

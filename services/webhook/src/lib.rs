@@ -2,13 +2,13 @@
 //! and lifecycle notification against the subscription registry, publishes the accepted ones to
 //! RabbitMQ, and answers `202` only once the broker confirmed every one of them.
 
-pub mod intake;
-pub mod metrics;
-pub mod notification;
-pub mod registry;
-pub mod routes;
-pub mod settings;
-pub mod startup;
+mod intake;
+mod metrics;
+mod notification;
+mod registry;
+mod routes;
+mod settings;
+mod startup;
 
 pub use routes::{LIFECYCLE_PATH, NOTIFICATIONS_PATH};
 pub use settings::Settings;

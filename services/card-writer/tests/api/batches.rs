@@ -5,7 +5,7 @@ use crate::helpers::{command, kinds, spawn_app, spawn_app_with, upsert};
 use card_writer::apply::{ApplyError, Outcome, apply, apply_all};
 use card_writer::command::{Origin, ValidCommand, validate};
 use card_writer::handler::{Batcher, Batching};
-use cardsync_bus::names;
+use cardsync_bus::{Transience as _, names};
 use cardsync_proto::CardCommand;
 use cardsync_proto::card_command::Action;
 use cardsync_rules::{FieldRules, RemovalPolicy};

@@ -3,8 +3,8 @@
 //! same message id, and an event that commits late is still published.
 
 use crate::helpers::{kinds, next_event, spawn_app, upsert};
-use card_writer::events::{EventSpec, outbox_message};
 use cardsync_bus::{Delivery, Handler as _, Processed, names};
+use cardsync_cards::{EventSpec, outbox_message};
 use cardsync_proto::Cause;
 use cardsync_proto::card_event::Kind;
 use cardsync_proto::{CardCommand, Message as _};

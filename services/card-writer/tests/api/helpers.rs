@@ -11,38 +11,13 @@ use cardsync_proto::{
 use cardsync_rules::FieldRules;
 use cardsync_store::cards::{self, Card};
 use cardsync_store::tenants::{self, TenantConfig};
+use cardsync_testkit::{amqp_url, database_url, redis_url, test_pool, unique_prefix};
 use lapin::options::BasicGetOptions;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-/// RabbitMQ of the tests; `CARDSYNC_TEST_AMQP_URL` points them at another broker.
-pub fn amqp_url() -> String {
-    std::env::var("CARDSYNC_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
-}
-pub const DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/cardsync_test";
-pub const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
-
-static MIGRATED: OnceCell<()> = OnceCell::const_new();
-
-/// A pool on the test database, migrated once per test binary.
-pub async fn test_pool() -> PgPool {
-    let pool = sqlx::PgPool::connect(DATABASE_URL).await.expect(
-        "PostgreSQL must run on 127.0.0.1:5432 with a cardsync_test database: run `make services`",
-    );
-    MIGRATED
-        .get_or_init(|| async {
-            cardsync_store::migrate(&pool)
-                .await
-                .expect("migrations apply")
-        })
-        .await;
-    pool
-}
 
 /// A running card-writer (HTTP only; consumers and relay are driven by the test).
 pub struct TestApp {
@@ -68,23 +43,20 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the card-writer for a fresh tenant with `rules` (and invites when `invites`).
 pub async fn spawn_app_with(rules: FieldRules, invites: bool) -> TestApp {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    cardsync_telemetry::init_for_tests();
     let pool = test_pool().await;
-    let id = Uuid::new_v4().simple().to_string();
-    let prefix = format!("t{}.", &id[..12]);
-    let redis_prefix = format!("test-cw-{}", &id[..12]);
+    let prefix = unique_prefix("t");
+    let redis_prefix = unique_prefix("test-cw-").trim_end_matches('.').to_owned();
     let env: Vec<(String, String)> = vec![
         ("CARDSYNC__HTTP__LISTEN".into(), "127.0.0.1:0".into()),
         ("CARDSYNC__TOPOLOGY__PREFIX".into(), prefix.clone()),
-        ("CARDSYNC__POSTGRES__URL".into(), DATABASE_URL.into()),
+        ("CARDSYNC__POSTGRES__URL".into(), database_url()),
         ("CARDSYNC__POSTGRES__MAX_CONNECTIONS".into(), "4".into()),
         (
             "CARDSYNC__CARD_WRITER__BULK_MAX_CONNECTIONS".into(),
             "2".into(),
         ),
         ("CARDSYNC__BUS__URL".into(), amqp_url()),
-        ("CARDSYNC__REDIS__URL".into(), REDIS_URL.into()),
+        ("CARDSYNC__REDIS__URL".into(), redis_url()),
         ("CARDSYNC__REDIS__KEY_PREFIX".into(), redis_prefix.clone()),
         ("CARDSYNC__CARD_WRITER__CONSUME".into(), "false".into()),
         ("CARDSYNC__RELAY__ENABLED".into(), "false".into()),
@@ -336,7 +308,7 @@ impl TestApp {
 
     /// Deletes every Redis key this test wrote (the test's own "flush").
     pub async fn flush_redis(&self) -> usize {
-        let client = redis::Client::open(REDIS_URL).expect("redis url");
+        let client = redis::Client::open(redis_url()).expect("redis url");
         let mut connection = client
             .get_multiplexed_async_connection()
             .await

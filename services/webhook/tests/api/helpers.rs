@@ -3,16 +3,15 @@
 use cardsync_config::Sources;
 use cardsync_proto::BusMessage;
 use cardsync_store::subscriptions::{self, ClientStateHash, Subscription};
+pub use cardsync_testkit::notifications::user_change;
+use cardsync_testkit::{amqp_url, database_url, test_pool, unique_prefix};
 use lapin::options::BasicGetOptions;
 use sqlx::PgPool;
 use std::time::Duration;
-use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use webhook::{Application, Settings};
 
-pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-pub const DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/cardsync_test";
 pub const CLIENT_STATE: &str = "s3cret-client-state-for-tests";
 
 /// A running webhook plus what a test needs to observe its effects.
@@ -26,23 +25,12 @@ pub struct TestApp {
     amqp: Option<lapin::Connection>,
 }
 
-static MIGRATED: OnceCell<()> = OnceCell::const_new();
-
-/// A pool on the test database (migrated once per test binary). Each test gets its own pool:
-/// every `#[tokio::test]` has its own runtime, and a pool must not outlive the runtime it
-/// was created on.
-pub async fn test_pool() -> PgPool {
-    let pool = sqlx::PgPool::connect(DATABASE_URL).await.expect(
-        "PostgreSQL must run on 127.0.0.1:5432 with a cardsync_test database: run `make services`",
-    );
-    MIGRATED
-        .get_or_init(|| async {
-            cardsync_store::migrate(&pool)
-                .await
-                .expect("migrations apply")
-        })
-        .await;
-    pool
+/// The test database server's `host:port` (for a test that puts a proxy in front of it).
+pub fn database_server() -> String {
+    let options: sqlx::postgres::PgConnectOptions = database_url()
+        .parse()
+        .expect("the test database URL is a PostgreSQL URL");
+    format!("{}:{}", options.get_host(), options.get_port())
 }
 
 /// Starts the webhook on port 0 with a unique topology prefix.
@@ -73,15 +61,13 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
 
 /// Starts the webhook without waiting for its broker and database.
 pub async fn spawn_app_unready(overrides: &[(&str, &str)]) -> TestApp {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    cardsync_telemetry::init_for_tests();
     let pool = test_pool().await;
-    let prefix = format!("t{}.", &Uuid::new_v4().simple().to_string()[..12]);
+    let prefix = unique_prefix("t");
     let mut env: Vec<(String, String)> = vec![
         ("CARDSYNC__HTTP__LISTEN".into(), "127.0.0.1:0".into()),
         ("CARDSYNC__TOPOLOGY__PREFIX".into(), prefix.clone()),
-        ("CARDSYNC__POSTGRES__URL".into(), DATABASE_URL.into()),
-        ("CARDSYNC__BUS__URL".into(), AMQP_URL.into()),
+        ("CARDSYNC__POSTGRES__URL".into(), database_url()),
+        ("CARDSYNC__BUS__URL".into(), amqp_url()),
         ("CARDSYNC__HTTP__SHUTDOWN_TIMEOUT".into(), "5s".into()),
         // Tests run in parallel, each declaring a whole topology of quorum queues: on 2 cores
         // the first connection can take longer than production's 1 s.
@@ -155,7 +141,7 @@ impl TestApp {
     async fn channel(&mut self) -> lapin::Channel {
         if self.amqp.is_none() {
             let connection =
-                lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
+                lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
                     .await
                     .expect("RabbitMQ must run on 127.0.0.1:5672: run `make services`");
             self.amqp = Some(connection);
@@ -228,28 +214,4 @@ pub fn decode<M: BusMessage>(delivery: &lapin::message::Delivery) -> M {
 /// A string header of a delivery.
 pub fn header(delivery: &lapin::message::Delivery, name: &str) -> Option<String> {
     cardsync_bus::header_str(&delivery.properties, name).map(str::to_owned)
-}
-
-/// A Graph-shaped user change notification.
-pub fn user_change(
-    subscription: Uuid,
-    tenant: Uuid,
-    client_state: &str,
-    user: &str,
-) -> serde_json::Value {
-    serde_json::json!({
-        "subscriptionId": subscription,
-        "subscriptionExpirationDateTime": "2026-11-24T18:23:45.9356913Z",
-        "changeType": "updated",
-        "resource": format!("Users/{user}"),
-        "resourceData": {
-            "@odata.type": "#Microsoft.Graph.User",
-            "@odata.id": format!("Users/{user}"),
-            "id": user,
-            "organizationId": tenant,
-            "sequenceNumber": 1
-        },
-        "clientState": client_state,
-        "tenantId": tenant
-    })
 }

@@ -1,9 +1,11 @@
 //! When the broker or the database misbehaves, and at shutdown.
 
 use crate::helpers::{
-    CLIENT_STATE, DATABASE_URL, decode, spawn_app, spawn_app_unready, spawn_app_with, user_change,
+    CLIENT_STATE, database_server, decode, spawn_app, spawn_app_unready, spawn_app_with,
+    user_change,
 };
 use cardsync_proto as proto;
+use cardsync_testkit::database_url;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -80,7 +82,7 @@ struct Proxy {
 }
 
 impl Proxy {
-    async fn start(target: &'static str) -> Self {
+    async fn start(target: String) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");
@@ -88,6 +90,7 @@ impl Proxy {
         let tasks = tokio::spawn(async move {
             let mut connections = JoinSet::new();
             while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
                 connections.spawn(async move {
                     if let Ok(mut outbound) = TcpStream::connect(target).await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
@@ -106,8 +109,14 @@ impl Proxy {
 
 #[tokio::test]
 async fn known_subscriptions_are_served_while_postgres_is_down_and_unknown_ones_get_503() {
-    let proxy = Proxy::start("127.0.0.1:5432").await;
-    let proxied = DATABASE_URL.replace("5432", &proxy.port.to_string());
+    let server = database_server();
+    let proxy = Proxy::start(server.clone()).await;
+    let proxied = database_url().replacen(&server, &format!("127.0.0.1:{}", proxy.port), 1);
+    assert_ne!(
+        proxied,
+        database_url(),
+        "the test database URL names {server}"
+    );
     let mut app = spawn_app_with(&[
         ("CARDSYNC__POSTGRES__URL", &proxied),
         ("CARDSYNC__POSTGRES__TIMEOUT", "300ms"),

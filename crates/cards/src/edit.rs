@@ -1,14 +1,13 @@
 //! Changes made on the card rather than in the directory: a local field edit (refused for
 //! locked fields by `cardsync_rules::apply_local_edit`) and a card created before any sync.
-//! Both write the card, an audit row and an `updated`/`created` event in one transaction.
+//! Both write the card and journal it (an audit row and an `updated`/`created` event) in one
+//! transaction.
 
-use crate::apply::is_transient_sql;
-use crate::events::{EventSpec, outbox_message};
-use cardsync_proto::Cause;
+use crate::journal::{Entry, Journal, LOCAL_EDIT, Source};
 use cardsync_proto::card_event::Kind;
 use cardsync_rules::{EditRefused, FieldName, FieldStates, MAX_VALUE_BYTES, apply_local_edit};
 use cardsync_store::cards::{self, Card, CardStatus};
-use cardsync_store::{StoreError, audit, outbox, tenants};
+use cardsync_store::{StoreError, tenants};
 use sqlx::PgPool;
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -49,9 +48,10 @@ impl From<sqlx::Error> for EditError {
 }
 
 impl EditError {
-    /// Whether PostgreSQL was unavailable (answer 503) rather than the request being wrong.
+    /// Whether PostgreSQL was unavailable (answer 503) rather than the request being wrong:
+    /// the store's one transient classification.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, EditError::Store(StoreError::Query(error)) if is_transient_sql(error))
+        matches!(self, EditError::Store(error) if error.is_transient())
     }
 }
 
@@ -104,40 +104,18 @@ pub async fn edit_field(
     cards::update(&mut tx, &card)
         .await
         .map_err(email_conflict)?;
-    let (fields_before, fields_after) = FieldStates::changes(&before.fields, &card.fields);
-    audit::record(
-        &mut tx,
-        &audit::AuditEntry {
-            tenant_id,
-            card_id,
-            action: "local_edit".into(),
-            cause: "local_edit".into(),
-            message_id: None,
-            version: None,
-            status_before: Some(before.status.as_str().into()),
-            status_after: Some(card.status.as_str().into()),
-            fields_before: Some(fields_before),
-            fields_after: Some(fields_after),
-        },
-    )
-    .await?;
-    if changed {
-        let changed_fields = [field.to_owned()];
-        let message = outbox_message(
-            &EventSpec {
-                tenant_id,
-                cause: Cause::Manual,
-                causation_id: "",
-                kind: Kind::Updated,
-                card_id,
-                user_id: card.user_id.as_deref().unwrap_or(""),
-                version: card.applied_version,
-                changed_fields: &changed_fields,
-            },
-            exchange,
-        );
-        outbox::enqueue(&mut tx, &message).await?;
-    }
+    // Every state change is audited; only a changed value is announced.
+    let events: &[Kind] = if changed { &[Kind::Updated] } else { &[] };
+    let mut journal = Journal::new(exchange);
+    journal.record(&Entry {
+        source: Source::LocalEdit,
+        action: Some(LOCAL_EDIT),
+        before: Some(&before),
+        after: &card,
+        events,
+        changed_fields: &[field.to_owned()],
+    });
+    journal.write(&mut tx).await?;
     tx.commit().await?;
     Ok(card)
 }
@@ -172,37 +150,16 @@ pub async fn create_local_card(
     cards::insert(&mut tx, &card)
         .await
         .map_err(email_conflict)?;
-    audit::record(
-        &mut tx,
-        &audit::AuditEntry {
-            tenant_id,
-            card_id: card.card_id,
-            action: "created".into(),
-            cause: "local_edit".into(),
-            message_id: None,
-            version: None,
-            status_before: None,
-            status_after: Some(card.status.as_str().into()),
-            fields_before: None,
-            fields_after: Some(card.fields.clone()),
-        },
-    )
-    .await?;
-    let changed_fields = card.fields.filled_names();
-    let message = outbox_message(
-        &EventSpec {
-            tenant_id,
-            cause: Cause::Manual,
-            causation_id: "",
-            kind: Kind::Created,
-            card_id: card.card_id,
-            user_id: "",
-            version: 0,
-            changed_fields: &changed_fields,
-        },
-        exchange,
-    );
-    outbox::enqueue(&mut tx, &message).await?;
+    let mut journal = Journal::new(exchange);
+    journal.record(&Entry {
+        source: Source::LocalEdit,
+        action: Some("created"),
+        before: None,
+        after: &card,
+        events: &[Kind::Created],
+        changed_fields: &card.fields.filled_names(),
+    });
+    journal.write(&mut tx).await?;
     tx.commit().await?;
     Ok(card)
 }
