@@ -60,6 +60,14 @@ pub struct Sources {
 }
 
 impl Sources {
+    /// The embedded defaults alone: no file, no environment (tests of the defaults).
+    pub fn embedded_only() -> Self {
+        Self {
+            file: None,
+            env: Some(Vec::new()),
+        }
+    }
+
     /// The process environment, and the file named by `CARDSYNC_CONFIG` when set.
     pub fn from_process() -> Self {
         Self {

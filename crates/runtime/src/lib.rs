@@ -24,5 +24,7 @@ pub use health::{Readiness, Verdict};
 pub use http::{HttpError, HttpMetrics, HttpServer, Observability};
 pub use ports::{DEFAULT_PORTS, default_port};
 pub use schema::SchemaGate;
-pub use service::{EXIT_INVALID_CONFIGURATION, Service, ServiceSettings, load_settings, migrate};
+pub use service::{
+    EXIT_INVALID_CONFIGURATION, Service, ServiceSettings, StartupError, load_settings, migrate,
+};
 pub use signal::cancel_on_signal;

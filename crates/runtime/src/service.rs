@@ -11,6 +11,42 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
+/// Why a service could not be wired at start-up (before anything is served).
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The HTTP server could not start.
+    #[error("cannot start the HTTP server")]
+    Http(#[from] crate::HttpError),
+    /// The database settings are unusable.
+    #[error("cannot set up the database pool")]
+    Store(#[from] cardsync_store::StoreError),
+    /// Metrics could not be registered.
+    #[error("cannot register metrics")]
+    Metrics(#[from] cardsync_telemetry::metrics::MetricsError),
+    /// Another dependency could not be set up (Redis, the Graph client, the sealing key…).
+    #[error("cannot set up {what}")]
+    Dependency {
+        /// What it is.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl StartupError {
+    /// A dependency named `what` failed to set up.
+    pub fn dependency(
+        what: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Dependency {
+            what,
+            source: source.into(),
+        }
+    }
+}
+
 /// Exit code for a configuration that does not load or validate.
 pub const EXIT_INVALID_CONFIGURATION: u8 = 2;
 
@@ -32,10 +68,11 @@ pub trait ServiceSettings: DeserializeOwned + Validate + Send + 'static {
 }
 
 /// Implements [`ServiceSettings`] for a settings struct with `telemetry` and `postgres` fields,
-/// and gives it an inherent `load(&Sources)` (what tests call).
+/// gives it an inherent `load(&Sources)` (what tests call), and adds a test that the embedded
+/// defaults load and listen on the service's own port of [`crate::DEFAULT_PORTS`].
 #[macro_export]
 macro_rules! service_settings {
-    ($settings:ty, $defaults:expr) => {
+    ($settings:ident, $defaults:expr, $service:literal) => {
         impl $crate::ServiceSettings for $settings {
             const DEFAULTS: &'static str = $defaults;
 
@@ -54,6 +91,20 @@ macro_rules! service_settings {
                 sources: &::cardsync_config::Sources,
             ) -> ::std::result::Result<Self, ::cardsync_config::ConfigError> {
                 <Self as $crate::ServiceSettings>::load_from(sources)
+            }
+        }
+
+        #[cfg(test)]
+        mod service_settings_defaults {
+            #[test]
+            fn the_embedded_defaults_load_and_listen_on_the_services_own_port() {
+                let settings = super::$settings::load(&::cardsync_config::Sources::embedded_only())
+                    .expect("the embedded defaults are valid");
+                assert_eq!(
+                    Some(settings.http.listen.port()),
+                    $crate::default_port($service),
+                    "see DEFAULT_PORTS in crates/runtime"
+                );
             }
         }
     };

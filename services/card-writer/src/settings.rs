@@ -125,7 +125,7 @@ impl Validate for Settings {
     }
 }
 
-cardsync_runtime::service_settings!(Settings, DEFAULTS);
+cardsync_runtime::service_settings!(Settings, DEFAULTS, "card-writer");
 
 #[cfg(test)]
 mod tests {
@@ -134,17 +134,9 @@ mod tests {
 
     #[test]
     fn the_embedded_defaults_are_valid() {
-        let settings = Settings::load(&Sources {
-            file: None,
-            env: Some(vec![]),
-        })
-        .unwrap();
+        let settings = Settings::load(&Sources::embedded_only()).unwrap();
         assert!(settings.card_writer.consume);
         assert_eq!(settings.relay.batch_size, 256);
-        assert_eq!(
-            Some(settings.http.listen.port()),
-            cardsync_runtime::default_port("card-writer")
-        );
     }
 
     #[test]

@@ -11,7 +11,9 @@ use crate::routes::{self, AppState};
 use crate::settings::Settings;
 use actix_web::web;
 use cardsync_bus::{BusSettings, Consumer, Publisher, Topology, names};
-use cardsync_runtime::{HttpMetrics, HttpServer, Observability, Readiness, SchemaGate};
+use cardsync_runtime::{
+    HttpMetrics, HttpServer, Observability, Readiness, SchemaGate, StartupError,
+};
 use sqlx::PgPool;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -29,20 +31,6 @@ pub struct Application {
     relay: Relay,
     publisher: Publisher,
     pool: PgPool,
-}
-
-/// Why the card-writer could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartupError {
-    /// The HTTP server could not start.
-    #[error("cannot start the HTTP server")]
-    Http(#[from] cardsync_runtime::HttpError),
-    /// The database settings are unusable.
-    #[error("cannot set up the database pool")]
-    Store(#[from] cardsync_store::StoreError),
-    /// Metrics could not be registered.
-    #[error("cannot register metrics")]
-    Metrics(#[from] cardsync_telemetry::metrics::MetricsError),
 }
 
 impl Application {

@@ -80,25 +80,12 @@ impl Validate for Settings {
     }
 }
 
-cardsync_runtime::service_settings!(Settings, DEFAULTS);
+cardsync_runtime::service_settings!(Settings, DEFAULTS, "delta-worker");
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use cardsync_config::Sources;
-
-    #[test]
-    fn the_embedded_defaults_are_valid_and_use_the_delta_workers_port() {
-        let settings = Settings::load(&Sources {
-            file: None,
-            env: Some(vec![]),
-        })
-        .unwrap();
-        assert_eq!(
-            Some(settings.http.listen.port()),
-            cardsync_runtime::default_port("delta-worker")
-        );
-    }
 
     #[test]
     fn a_topology_prefix_with_a_space_is_refused() {

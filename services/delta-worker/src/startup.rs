@@ -10,36 +10,15 @@ use cardsync_bus::{Consumer, Publisher, names};
 use cardsync_graph::GraphClient;
 use cardsync_proto as proto;
 use cardsync_rounds::{RedisState, RoundMetrics, RoundParts, Rounds};
-use cardsync_runtime::{HttpMetrics, HttpServer, Observability, Readiness, SchemaGate};
+use cardsync_runtime::{
+    HttpMetrics, HttpServer, Observability, Readiness, SchemaGate, StartupError,
+};
 use cardsync_store::connections::SealingKey;
 use cardsync_telemetry::metrics::{IntCounterVec, Registry};
 use secrecy::ExposeSecret as _;
 use sqlx::PgPool;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
-
-/// Why the delta-worker could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartupError {
-    /// The HTTP server could not start.
-    #[error("cannot start the HTTP server")]
-    Http(#[from] cardsync_runtime::HttpError),
-    /// The database is unusable.
-    #[error("cannot set up the database")]
-    Store(#[from] cardsync_store::StoreError),
-    /// Redis settings are unusable.
-    #[error("cannot set up redis")]
-    Redis(#[from] redis::RedisError),
-    /// The Graph client could not be built.
-    #[error("cannot build the graph client")]
-    Graph(#[from] cardsync_graph::GraphError),
-    /// The credential key is unusable.
-    #[error("cannot use the credential key")]
-    Seal(#[from] cardsync_store::connections::SealError),
-    /// Metrics could not be registered.
-    #[error("cannot register metrics")]
-    Metrics(#[from] cardsync_telemetry::metrics::MetricsError),
-}
 
 /// A built, not yet running delta-worker.
 #[derive(Debug)]
@@ -63,19 +42,25 @@ impl Application {
         let metrics = RoundMetrics::register(&registry)?;
         let notifications = handlers::register_notifications(&registry)?;
         let pool = cardsync_store::pool_lazy(&settings.postgres)?;
-        let redis_client = redis::Client::open(settings.redis.url.expose_secret())?;
+        let redis_client = redis::Client::open(settings.redis.url.expose_secret())
+            .map_err(|error| StartupError::dependency("redis", error))?;
         let redis = redis::aio::ConnectionManager::new_lazy_with_config(
             redis_client,
             redis::aio::ConnectionManagerConfig::new(),
-        )?;
+        )
+        .map_err(|error| StartupError::dependency("redis", error))?;
         let topology = settings.topology.topology();
         let publisher = Publisher::lazy(&settings.bus, topology.clone());
         let rounds = Arc::new(Rounds::new(RoundParts {
             pool: pool.clone(),
-            graph: GraphClient::new(settings.graph.clone())?,
+            graph: GraphClient::new(settings.graph.clone())
+                .map_err(|error| StartupError::dependency("the Graph client", error))?,
             publisher: publisher.clone(),
             redis: RedisState::new(redis.clone(), &settings.redis.key_prefix),
-            sealing: Arc::new(SealingKey::from_base64(&settings.secrets.credential_key)?),
+            sealing: Arc::new(
+                SealingKey::from_base64(&settings.secrets.credential_key)
+                    .map_err(|error| StartupError::dependency("the credential key", error))?,
+            ),
             settings: settings.worker.rounds.clone(),
             metrics,
             cards_exchange: topology.name(names::CARDS),

@@ -10,6 +10,8 @@ mod routes;
 mod settings;
 mod startup;
 
+/// The notification parser: the one surface that takes anyone's bytes, fuzzed in tests/fuzz.
+pub use notification::{BatchError, ItemProblem, Notification, parse_batch};
 pub use routes::{LIFECYCLE_PATH, NOTIFICATIONS_PATH};
 pub use settings::Settings;
 pub use startup::Application;

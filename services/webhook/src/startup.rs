@@ -8,7 +8,9 @@ use crate::routes::{self, AppState};
 use crate::settings::Settings;
 use actix_web::web;
 use cardsync_bus::Publisher;
-use cardsync_runtime::{HttpMetrics, HttpServer, Observability, Readiness, SchemaGate};
+use cardsync_runtime::{
+    HttpMetrics, HttpServer, Observability, Readiness, SchemaGate, StartupError,
+};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -18,20 +20,6 @@ pub struct Application {
     http: HttpServer,
     registry: Arc<Registry>,
     publisher: Publisher,
-}
-
-/// Why the webhook could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartupError {
-    /// The HTTP server could not start.
-    #[error("cannot start the HTTP server")]
-    Http(#[from] cardsync_runtime::HttpError),
-    /// The database settings are unusable.
-    #[error("cannot set up the database pool")]
-    Store(#[from] cardsync_store::StoreError),
-    /// Metrics could not be registered.
-    #[error("cannot register metrics")]
-    Metrics(#[from] cardsync_telemetry::metrics::MetricsError),
 }
 
 impl Application {
