@@ -5,7 +5,7 @@ export CARGO_INCREMENTAL ?= 0
 export CARGO_TERM_COLOR ?= never
 export RUST_BACKTRACE ?= 1
 
-.PHONY: help services build fmt fmt-check lint deny test ci bench demo clean conformance chart-check image
+.PHONY: help services build fmt fmt-check lint deny test ci bench demo clean conformance chart-check image fuzz
 
 # graph-sim's conformance suite: Microsoft's Python clients, pinned, in a project-local venv.
 VENV ?= .venv
@@ -88,6 +88,29 @@ image: ## build the container image (IMAGE=cardsync:<version>; CONTAINER=podman|
 	$(CONTAINER) build -f deploy/Dockerfile -t $(IMAGE) \
 		$(if $(filter docker,$(CONTAINER)),,--ignorefile deploy/Dockerfile.dockerignore) \
 		$(IMAGE_BUILD_ARGS) .
+
+# Coverage-guided fuzzing of every parser that takes outside input (tests/fuzz): libFuzzer through
+# cargo-fuzz (PyPI's prebuilt binary) on the nightly toolchain the machines carry. New inputs go
+# to a scratch corpus under the fuzz project's target; the checked-in seeds are read, never
+# written. `make ci` replays the checked-in corpus on stable (cargo test -p cardsync-fuzz).
+FUZZ_DIR := tests/fuzz/cargo-fuzz
+FUZZ_TARGETS := notification_body lifecycle_body delta_page rules_document expression
+FUZZ_RUNS ?= 1000000
+$(VENV)/.fuzz-deps: tests/fuzz/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+fuzz: $(VENV)/.fuzz-deps ## coverage-guided fuzzing, FUZZ_RUNS inputs per target (default 1,000,000; minutes each)
+	@set -o pipefail; for target in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_DIR)/target/corpus/$$target; \
+		echo "== fuzz $$target ($(FUZZ_RUNS) runs)"; \
+		PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo +nightly fuzz run --fuzz-dir $(FUZZ_DIR) -O $$target \
+			$(FUZZ_DIR)/target/corpus/$$target tests/fuzz/corpus/$$target \
+			-- -runs=$(FUZZ_RUNS) -max_len=65536 -print_final_stats=1 2>&1 \
+			| grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+==ERROR|SUMMARY|Done)" \
+			|| exit 1; \
+	done
 
 # The benchmarks reach PostgreSQL through its local socket, as the card-writer benchmark's raw
 # phases do (loopback TCP makes sqlx negotiate TLS with Debian's default server).
