@@ -6,6 +6,7 @@ pub mod cards;
 pub mod connections;
 pub mod directory;
 pub mod outbox;
+pub mod runs;
 pub mod subscriptions;
 pub mod teams;
 pub mod tenants;

@@ -1,0 +1,3 @@
+//! The store's shared tables against the real PostgreSQL test database.
+
+mod runs;

@@ -1,0 +1,122 @@
+//! Sync runs: one row per id however often it is recorded, a status that stops moving once
+//! final, counts that add up from concurrent writers, newest-first paging by tenant.
+
+use cardsync_store::runs::{self, NewRun, RunStatus};
+use uuid::Uuid;
+
+fn new_run(tenant: Uuid) -> NewRun {
+    NewRun {
+        run_id: Uuid::now_v7(),
+        tenant_id: tenant,
+        kind: "sync_now".into(),
+        cause: "manual".into(),
+        started_by: "admin@contoso.example".into(),
+        target: None,
+    }
+}
+
+#[tokio::test]
+async fn a_run_recorded_twice_is_one_run_and_moves_until_it_is_final() {
+    let pool = cardsync_testkit::test_pool().await;
+    let run = new_run(Uuid::new_v4());
+    runs::create(&pool, &run).await.expect("created");
+    runs::create(&pool, &run).await.expect("created again");
+    let listed = runs::list(&pool, run.tenant_id, None, 10)
+        .await
+        .expect("listed");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].status, RunStatus::Queued);
+    assert_eq!(listed[0].started_at, None);
+
+    assert!(
+        runs::set_status(&pool, run.run_id, RunStatus::Running, None)
+            .await
+            .expect("moved")
+    );
+    assert!(
+        runs::set_status(&pool, run.run_id, RunStatus::Succeeded, None)
+            .await
+            .expect("moved")
+    );
+    let done = runs::get(&pool, run.run_id)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(done.status, RunStatus::Succeeded);
+    assert!(done.started_at.is_some() && done.finished_at.is_some());
+
+    // A finished run never changes again.
+    let moved = runs::set_status(&pool, run.run_id, RunStatus::Failed, Some("late"))
+        .await
+        .expect("answered");
+    assert!(!moved);
+    let still = runs::get(&pool, run.run_id)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!((still.status, still.detail), (RunStatus::Succeeded, None));
+}
+
+#[tokio::test]
+async fn counts_from_concurrent_writers_add_up() {
+    let pool = cardsync_testkit::test_pool().await;
+    let run = new_run(Uuid::new_v4());
+    runs::create(&pool, &run).await.expect("created");
+    let mut writers = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let pool = pool.clone();
+        writers.spawn(async move {
+            runs::add_counts(
+                &pool,
+                run.run_id,
+                &[("created", 3), ("error:email_held", 1), ("unchanged", 0)],
+            )
+            .await
+        });
+    }
+    while let Some(written) = writers.join_next().await {
+        written.expect("joins").expect("counted");
+    }
+    let counted = runs::get(&pool, run.run_id)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(counted.counts.get("created"), Some(&60));
+    assert_eq!(counted.counts.get("error:email_held"), Some(&20));
+    assert_eq!(
+        counted.counts.get("unchanged"),
+        None,
+        "zero counts are not written"
+    );
+}
+
+#[tokio::test]
+async fn a_tenants_runs_page_newest_first_and_never_show_another_tenants() {
+    let pool = cardsync_testkit::test_pool().await;
+    let tenant = Uuid::new_v4();
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let run = new_run(tenant);
+        runs::create(&pool, &run).await.expect("created");
+        ids.push(run.run_id);
+    }
+    runs::create(&pool, &new_run(Uuid::new_v4()))
+        .await
+        .expect("another tenant's");
+    let first = runs::list(&pool, tenant, None, 3).await.expect("page 1");
+    let last = &first[2];
+    let second = runs::list(&pool, tenant, Some((last.created_at, last.run_id)), 3)
+        .await
+        .expect("page 2");
+    let seen: Vec<Uuid> = first.iter().chain(&second).map(|run| run.run_id).collect();
+    assert_eq!(seen.len(), 5);
+    let mut newest_first = ids.clone();
+    newest_first.sort_by_key(|id| std::cmp::Reverse(*id));
+    let mut by_creation = seen.clone();
+    by_creation.sort_by_key(|id| std::cmp::Reverse(*id));
+    assert_eq!(
+        by_creation, newest_first,
+        "the same five runs, none of another tenant"
+    );
+    assert!(seen.iter().all(|id| ids.contains(id)));
+}
