@@ -156,6 +156,11 @@ struct Collection {
 pub fn parse_batch(body: &[u8]) -> Result<Vec<Result<Notification, ItemProblem>>, BatchError> {
     let root: Value =
         serde_json::from_slice(body).map_err(|e| BatchError::NotJson(e.to_string()))?;
+    // serde reads a struct from an array too ([[…]] would pass as {"value": […]}); Graph's
+    // collection is an object, and nothing else is one (found by fuzzing).
+    if !root.is_object() {
+        return Err(BatchError::NotACollection);
+    }
     let collection: Collection =
         serde_json::from_value(root).map_err(|_| BatchError::NotACollection)?;
     Ok(collection.value.iter().map(parse_item).collect())
@@ -333,6 +338,16 @@ mod tests {
             Err(BatchError::NotACollection)
         );
         assert_eq!(parse_batch(br#"{"value":[]}"#), Ok(vec![]));
+    }
+
+    #[test]
+    fn an_array_is_not_a_collection_even_when_serde_would_read_one_from_it() {
+        assert_eq!(parse_batch(br#"[[]]"#), Err(BatchError::NotACollection));
+        let wrapped = format!("[[{}]]", documented_user_notification());
+        assert_eq!(
+            parse_batch(wrapped.as_bytes()),
+            Err(BatchError::NotACollection)
+        );
     }
 
     #[test]
