@@ -17,7 +17,8 @@ use std::time::Duration;
 pub mod names {
     /// Topic exchange of Graph changes (`change.<tenant>`) and lifecycle events (`lifecycle.<tenant>`).
     pub const GRAPH: &str = "graph";
-    /// Topic exchange of sync requests (`request.<tenant>`).
+    /// Topic exchange of sync requests (`request.<tenant>` for the delta-worker,
+    /// `reconcile.<tenant>` for the reconciler).
     pub const SYNC: &str = "sync";
     /// Topic exchange of card commands (`command.live.<tenant>`, `command.bulk.<tenant>`).
     pub const CARDS: &str = "cards";
@@ -31,6 +32,9 @@ pub mod names {
     /// Sync requests (Sync Now, per-user and per-group sync), consumed by the delta-worker.
     /// Apart from changes because a consumer decodes one message type per queue.
     pub const DELTA_WORKER_REQUESTS: &str = "delta-worker.requests";
+    /// Reconcile requests (Sync Now once the reconciler exists, schedules that are due), consumed
+    /// by the reconciler: full reconciles of a tenant or a group against the cards.
+    pub const RECONCILER_REQUESTS: &str = "reconciler.requests";
     /// Lifecycle notifications, consumed by the subscription-manager.
     pub const SUBSCRIPTION_MANAGER_LIFECYCLE: &str = "subscription-manager.lifecycle";
     /// Real-time card commands, consumed by the card-writer.
@@ -54,6 +58,11 @@ pub mod routing {
     /// `request.<tenant>` on [`super::names::SYNC`], carrying a `SyncRequest`.
     pub fn sync_request(tenant: &str) -> String {
         format!("request.{tenant}")
+    }
+    /// `reconcile.<tenant>` on [`super::names::SYNC`], carrying a `SyncRequest` for the
+    /// reconciler (its `run_id` names the run).
+    pub fn reconcile_request(tenant: &str) -> String {
+        format!("reconcile.{tenant}")
     }
     /// `command.live.<tenant>` on [`super::names::CARDS`], carrying a real-time `CardCommand`.
     pub fn live_command(tenant: &str) -> String {
@@ -158,6 +167,7 @@ impl Topology {
             .with_exchange(CARD_EVENTS)
             .with_queue(DELTA_WORKER_CHANGES, &[(GRAPH, "change.*")])
             .with_queue(DELTA_WORKER_REQUESTS, &[(SYNC, "request.*")])
+            .with_queue(RECONCILER_REQUESTS, &[(SYNC, "reconcile.*")])
             .with_queue(SUBSCRIPTION_MANAGER_LIFECYCLE, &[(GRAPH, "lifecycle.*")])
             .with_queue(CARD_WRITER_LIVE, &[(CARDS, "command.live.*")])
             .with_queue(CARD_WRITER_BULK, &[(CARDS, "command.bulk.*")])
