@@ -137,6 +137,18 @@ pub struct Observability {
     pub readiness: Readiness,
 }
 
+impl Observability {
+    /// The kit's routes' parts: the registry rendered on `/metrics`, the request metrics
+    /// registered on it, and what `/health/ready` checks.
+    pub fn new(registry: Registry, metrics: HttpMetrics, readiness: Readiness) -> Self {
+        Self {
+            registry,
+            metrics,
+            readiness,
+        }
+    }
+}
+
 /// A bound, running (but not yet awaited) HTTP server.
 pub struct HttpServer {
     port: u16,
@@ -232,6 +244,20 @@ impl HttpServer {
             server,
             in_flight,
             shutdown_timeout: settings.shutdown_timeout,
+        })
+    }
+
+    /// [`HttpServer::bind`] for the usual service: one shared `state` as app data, and its
+    /// `routes`.
+    pub fn bind_with_state<S: Send + Sync + 'static>(
+        settings: &HttpSettings,
+        observability: Observability,
+        state: web::Data<S>,
+        routes: fn(&mut web::ServiceConfig),
+    ) -> Result<Self, HttpError> {
+        Self::bind(settings, observability, move |config| {
+            config.app_data(state.clone());
+            routes(config);
         })
     }
 

@@ -100,17 +100,11 @@ impl Application {
                 publisher.is_ready().await
             })
             .schema(schema.clone());
-        let http = HttpServer::bind(
+        let http = HttpServer::bind_with_state(
             &settings.http,
-            Observability {
-                registry: prometheus,
-                metrics: http_metrics,
-                readiness,
-            },
-            move |config| {
-                config.app_data(state.clone());
-                routes::configure(config);
-            },
+            Observability::new(prometheus, http_metrics, readiness),
+            state,
+            routes::configure,
         )?;
 
         Ok(Self {

@@ -92,11 +92,7 @@ impl Application {
             .schema(schema.clone());
         let http = HttpServer::bind(
             &settings.http,
-            Observability {
-                registry,
-                metrics: http_metrics,
-                readiness,
-            },
+            Observability::new(registry, http_metrics, readiness),
             |_| {},
         )?;
         Ok(Self {

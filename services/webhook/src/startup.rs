@@ -47,17 +47,11 @@ impl Application {
                 registry.is_reachable().await
             })
             .schema(SchemaGate::new(pool));
-        let http = HttpServer::bind(
+        let http = HttpServer::bind_with_state(
             &settings.http,
-            Observability {
-                registry: prometheus,
-                metrics: http_metrics,
-                readiness,
-            },
-            move |config| {
-                config.app_data(state.clone());
-                routes::configure(config);
-            },
+            Observability::new(prometheus, http_metrics, readiness),
+            state,
+            routes::configure,
         )?;
         Ok(Self {
             http,
