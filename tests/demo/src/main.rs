@@ -174,9 +174,7 @@ async fn sync_and_stream(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<S
         if let Some(change) = model.apply_one(&pipeline.control, &mut rng).await? {
             applied.push(change);
         }
-        if applied.len().is_multiple_of(100) {
-            pipeline.check_alive()?;
-        }
+        pipeline.supervise()?;
     }
     let mut by_kind = std::collections::BTreeMap::<&str, usize>::new();
     for change in &applied {
@@ -210,9 +208,10 @@ async fn sync_and_stream(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<S
             break;
         }
         // Photos are never announced (Graph sends nothing for them): the delta-worker finds them
-        // with a budgeted scan in every round. Ask for a round ("Sync Now") while only photos
-        // lag; anything else must converge from the notifications (or the safety poll) alone.
-        if report.photo_only == report.divergent {
+        // with a budgeted scan in every round. Ask for a round ("Sync Now") while photos lag,
+        // whatever else diverges, so that a slow photo is never mistaken for a lost change;
+        // anything else must converge from the notifications (or the safety poll) alone.
+        if report.photo_only > 0 {
             rounds_asked += 1;
             pipeline
                 .request_sync(proto::sync_request::Depth::Info)
@@ -303,6 +302,8 @@ async fn sync_and_stream(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<S
             "users": cli.users,
             "changes": applied.len(),
             "divergent_cards": report.divergent,
+            "photo_only_divergent_cards": report.photo_only,
+            "restarts": pipeline.restarts(),
             "duplicate_cards": report.duplicates,
             "e2e_ms": {"p50": p50, "p99": p99},
             "graph_requests_per_change": (per_change * 1000.0).round() / 1000.0,

@@ -514,7 +514,7 @@ impl Pipeline {
     ) -> anyhow::Result<()> {
         let started = Instant::now();
         loop {
-            self.children.check_alive()?;
+            self.children.supervise()?;
             let active = self.active_cards().await?;
             if active >= expected {
                 println!(
@@ -610,7 +610,7 @@ impl Pipeline {
         let mut quiet = 0;
         let mut reported = 0;
         while quiet < 3 {
-            self.children.check_alive()?;
+            self.children.supervise()?;
             let mut busy = Vec::new();
             for queue in &queues {
                 let declared = channel
@@ -760,6 +760,11 @@ impl Pipeline {
         ))
     }
 
+    /// The process id of a running service, to kill it from outside as a user would.
+    pub fn pid(&self, service: Service) -> Option<u32> {
+        self.children.pid(service.name())
+    }
+
     /// Kills the service with SIGKILL: a crash, in the middle of whatever it was doing.
     pub fn kill(&mut self, service: Service) -> anyhow::Result<()> {
         self.children.kill(service.name())
@@ -788,9 +793,15 @@ impl Pipeline {
             .collect()
     }
 
-    /// Fails if any child has exited.
-    pub fn check_alive(&mut self) -> anyhow::Result<()> {
-        self.children.check_alive()
+    /// Starts again every service that exited on its own (see [`Children::supervise`]); fails
+    /// if one cannot be restarted or keeps exiting.
+    pub fn supervise(&mut self) -> anyhow::Result<Vec<String>> {
+        self.children.supervise()
+    }
+
+    /// How often each process was started again after exiting on its own.
+    pub fn restarts(&self) -> std::collections::BTreeMap<String, usize> {
+        self.children.restarts()
     }
 
     fn running(&self, service: Service) -> anyhow::Result<&Running> {
@@ -919,7 +930,7 @@ async fn app_token(
 async fn wait_ok(http: &reqwest::Client, url: &str, children: &mut Children) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
-        children.check_alive()?;
+        children.supervise()?;
         if let Ok(response) = http.get(url).send().await
             && response.status().is_success()
         {

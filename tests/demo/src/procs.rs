@@ -58,9 +58,64 @@ impl Binaries {
 }
 
 /// Every long-running child of the demo; dropping it stops them all, last started first.
+///
+/// Children are supervised as Kubernetes would: a service that exits on its own (crashed, or
+/// killed from a shell while the demo runs) is started again with the same command, and the
+/// restart is counted. A crash loop (more than [`MAX_RESTARTS_PER_MINUTE`] exits of one child in
+/// a minute) and the exit of a child that cannot be restarted (graph-sim, which holds the
+/// directory in memory) end the run.
 #[derive(Debug, Default)]
 pub struct Children {
-    running: Vec<(String, Child)>,
+    running: Vec<Supervised>,
+    restarts: std::collections::BTreeMap<String, Vec<Instant>>,
+}
+
+/// Most exits of one child within a minute before the run gives up on it.
+pub const MAX_RESTARTS_PER_MINUTE: usize = 5;
+
+/// How a child was started, so that it can be started again.
+#[derive(Debug)]
+struct Spec {
+    name: String,
+    path: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    log_path: PathBuf,
+    restartable: bool,
+}
+
+impl Spec {
+    fn spawn(&self) -> anyhow::Result<Child> {
+        spawn_logged(&self.path, &self.args, &self.env, &self.log_path)
+            .with_context(|| format!("starting {}", self.name))
+    }
+}
+
+/// A running child and how to start it again.
+#[derive(Debug)]
+struct Supervised {
+    spec: Spec,
+    child: Child,
+}
+
+fn spawn_logged(
+    path: &Path,
+    args: &[String],
+    env: &[(String, String)],
+    log_path: &Path,
+) -> anyhow::Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    Ok(Command::new(path)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?)
 }
 
 impl Children {
@@ -73,43 +128,75 @@ impl Children {
         args: &[&str],
         env: &[(String, String)],
     ) -> anyhow::Result<PathBuf> {
-        let log_path = binaries.logs.join(format!("{name}.log"));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .with_context(|| format!("creating {}", log_path.display()))?;
-        let child = Command::new(binaries.path(name)?)
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
-        self.running.push((name.to_owned(), child));
+        let spec = Spec {
+            name: name.to_owned(),
+            path: binaries.path(name)?,
+            args: args.iter().map(|arg| (*arg).to_owned()).collect(),
+            env: env.to_vec(),
+            log_path: binaries.logs.join(format!("{name}.log")),
+            // graph-sim holds the directory in memory: a new one would be another Graph.
+            restartable: name != "graph-sim",
+        };
+        let child = spec.spawn()?;
+        let log_path = spec.log_path.clone();
+        self.running.push(Supervised { spec, child });
         Ok(log_path)
     }
 
-    /// Fails if a child has exited (a crash is a demo failure, never silently ignored).
-    pub fn check_alive(&mut self) -> anyhow::Result<()> {
-        for (name, child) in &mut self.running {
-            if let Some(status) = child.try_wait()? {
+    /// Starts again every service that exited on its own, and says which; fails for a child that
+    /// cannot be restarted or that keeps exiting. A crash is never silently ignored: it is
+    /// counted ([`Children::restarts`]) and logged.
+    pub fn supervise(&mut self) -> anyhow::Result<Vec<String>> {
+        let mut restarted = Vec::new();
+        for supervised in &mut self.running {
+            let Some(status) = supervised.child.try_wait()? else {
+                continue;
+            };
+            let name = supervised.spec.name.clone();
+            if !supervised.spec.restartable {
                 bail!("{name} exited unexpectedly ({status}); see its log");
             }
+            let exits = self.restarts.entry(name.clone()).or_default();
+            exits.push(Instant::now());
+            let recent = exits
+                .iter()
+                .filter(|at| at.elapsed() < Duration::from_secs(60))
+                .count();
+            if recent > MAX_RESTARTS_PER_MINUTE {
+                bail!("{name} exited {recent} times within a minute ({status}); see its log");
+            }
+            eprintln!("{name} exited ({status}); starting it again");
+            supervised.child = supervised.spec.spawn()?;
+            restarted.push(name);
         }
-        Ok(())
+        Ok(restarted)
+    }
+
+    /// The process id of the running child `name` (to kill it from outside, as a user would).
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.running
+            .iter()
+            .find(|running| running.spec.name == name)
+            .map(|running| running.child.id())
+    }
+
+    /// How often each child was started again after exiting on its own.
+    pub fn restarts(&self) -> std::collections::BTreeMap<String, usize> {
+        self.restarts
+            .iter()
+            .map(|(name, exits)| (name.clone(), exits.len()))
+            .collect()
     }
 
     /// Kills `name` with SIGKILL (no drain, no goodbye: a crash) and reaps it; it is no longer
-    /// watched by [`Children::check_alive`] until started again.
+    /// supervised ([`Children::supervise`]) until started again.
     pub fn kill(&mut self, name: &str) -> anyhow::Result<()> {
         let index = self
             .running
             .iter()
-            .position(|(running, _)| running == name)
+            .position(|running| running.spec.name == name)
             .with_context(|| format!("{name} is not running"))?;
-        let (_, mut child) = self.running.remove(index);
+        let Supervised { mut child, .. } = self.running.remove(index);
         // `Child::kill` is SIGKILL on Unix.
         child
             .kill()
@@ -123,7 +210,7 @@ impl Children {
     pub fn peak_memory_kib(&self) -> Vec<(String, u64)> {
         self.running
             .iter()
-            .filter_map(|(name, child)| {
+            .filter_map(|Supervised { spec, child }| {
                 let status =
                     std::fs::read_to_string(format!("/proc/{}/status", child.id())).ok()?;
                 let kib = status
@@ -134,14 +221,14 @@ impl Children {
                     .trim()
                     .parse()
                     .ok()?;
-                Some((name.clone(), kib))
+                Some((spec.name.clone(), kib))
             })
             .collect()
     }
 
     /// Stops every child: SIGTERM, up to 25 s to drain (the services' own drain deadline is 20 s), then SIGKILL.
     pub fn stop_all(&mut self) {
-        for (_, child) in self.running.iter().rev() {
+        for Supervised { child, .. } in self.running.iter().rev() {
             let _ = Command::new("kill")
                 .arg("-TERM")
                 .arg(child.id().to_string())
@@ -150,7 +237,8 @@ impl Children {
                 .status();
         }
         let deadline = Instant::now() + Duration::from_secs(25);
-        for (name, mut child) in self.running.drain(..).rev() {
+        for Supervised { spec, mut child } in self.running.drain(..).rev() {
+            let name = spec.name;
             loop {
                 match child.try_wait() {
                     Ok(Some(_)) | Err(_) => break,
@@ -265,4 +353,85 @@ fn locate_or_build() -> anyhow::Result<PathBuf> {
         }
     }
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A binaries folder whose `name` is a link to a system program.
+    fn binaries_with(links: &[(&str, &str)]) -> Binaries {
+        let dir = std::env::temp_dir().join(format!("procs-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, target) in links {
+            std::os::unix::fs::symlink(target, dir.join(name)).unwrap();
+        }
+        Binaries {
+            logs: dir.clone(),
+            dir,
+        }
+    }
+
+    fn kill_from_outside(pid: u32) {
+        let status = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits until `name` has exited (without reaping it: supervise must see the exit).
+    fn wait_exited(pid: u32) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.contains(") Z "))
+        {
+            assert!(Instant::now() < deadline, "{pid} did not die");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_service_killed_from_outside_is_started_again_and_counted() {
+        let binaries = binaries_with(&[("webhook", "/bin/sleep")]);
+        let mut children = Children::default();
+        children.start(&binaries, "webhook", &["60"], &[]).unwrap();
+        assert!(children.supervise().unwrap().is_empty());
+        let first = children.pid("webhook").unwrap();
+        kill_from_outside(first);
+        wait_exited(first);
+        assert_eq!(children.supervise().unwrap(), ["webhook"]);
+        let second = children.pid("webhook").unwrap();
+        assert_ne!(first, second);
+        assert!(std::fs::metadata(format!("/proc/{second}")).is_ok());
+        assert_eq!(children.restarts().get("webhook"), Some(&1));
+    }
+
+    #[test]
+    fn a_crash_loop_ends_the_run() {
+        let binaries = binaries_with(&[("card-writer", "/bin/false")]);
+        let mut children = Children::default();
+        children.start(&binaries, "card-writer", &[], &[]).unwrap();
+        let mut outcome = Ok(Vec::new());
+        for _ in 0..=MAX_RESTARTS_PER_MINUTE + 1 {
+            let pid = children.pid("card-writer").unwrap();
+            wait_exited(pid);
+            outcome = children.supervise();
+            if outcome.is_err() {
+                break;
+            }
+        }
+        let error = outcome.unwrap_err().to_string();
+        assert!(error.contains("within a minute"), "{error}");
+    }
+
+    #[test]
+    fn graph_sim_is_never_restarted_since_it_holds_the_directory() {
+        let binaries = binaries_with(&[("graph-sim", "/bin/false")]);
+        let mut children = Children::default();
+        children.start(&binaries, "graph-sim", &[], &[]).unwrap();
+        wait_exited(children.pid("graph-sim").unwrap());
+        let error = children.supervise().unwrap_err().to_string();
+        assert!(error.contains("graph-sim exited unexpectedly"), "{error}");
+    }
 }

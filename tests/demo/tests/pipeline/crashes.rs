@@ -159,3 +159,57 @@ async fn a_delta_worker_killed_mid_round_converges_without_losing_a_change() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn services_killed_from_a_shell_are_restarted_by_the_harness_and_no_change_is_lost() {
+    support::run(Setup::new("shellkill", 200), async |p| {
+        p.initial_sync(SETTLE).await?;
+        let tenant = p.tenant_text();
+        let users = support::enabled_users(p).await?;
+        ensure!(users.len() >= 20, "only {} enabled users", users.len());
+        // As a user would, from a shell: `kill -9 <pid>`, with no help from the harness.
+        for (i, service) in [Service::CardWriter, Service::DeltaWorker, Service::Webhook]
+            .into_iter()
+            .enumerate()
+        {
+            for user in users.iter().skip(i * 5).take(5) {
+                p.control
+                    .update_user(&tenant, &user.id, json!({"jobTitle": unique("Killed")}))
+                    .await?;
+            }
+            let pid = p
+                .pid(service)
+                .ok_or_else(|| anyhow::anyhow!("{} is not running", service.name()))?;
+            let killed = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()?;
+            ensure!(killed.success(), "kill -9 {pid} failed");
+            eventually(
+                &format!("the harness restarts the {}", service.name()),
+                SETTLE,
+                async || {
+                    Ok(p.supervise()?
+                        .contains(&service.name().to_owned())
+                        .then_some(()))
+                },
+            )
+            .await?;
+        }
+        let report = p.wait_converged(SETTLE).await?;
+        ensure!(
+            report.divergent == 0 && report.duplicates == 0,
+            "{report:?}"
+        );
+        let restarts = p.restarts();
+        for service in [Service::CardWriter, Service::DeltaWorker, Service::Webhook] {
+            ensure!(
+                restarts.get(service.name()) == Some(&1),
+                "{} restarted {:?} times",
+                service.name(),
+                restarts.get(service.name())
+            );
+        }
+        Ok(())
+    })
+    .await;
+}
