@@ -47,8 +47,10 @@ $(VENV)/.conformance-deps: $(CONFORMANCE_DIR)/requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
 	touch $@
 
+# Built with the workspace's features (what `cargo test --workspace` just built), not `-p graph-sim`
+# alone, whose different feature set would rebuild half the dependencies after the tests.
 conformance: $(VENV)/.conformance-deps ## graph-sim over HTTPS against msgraph-sdk + azure-identity (pytest)
-	$(CARGO) build --locked -p graph-sim --bin graph-sim
+	$(CARGO) build --locked --workspace --bins
 	GRAPH_SIM_BIN="$${CARGO_TARGET_DIR:-target}/debug/graph-sim" PYTHONDONTWRITEBYTECODE=1 \
 		$(VENV)/bin/python -m pytest $(CONFORMANCE_DIR) -q -p no:cacheprovider
 
