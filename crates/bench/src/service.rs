@@ -71,6 +71,16 @@ pub fn parse_setting(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// The profile directory (`target/release`) of an executable cargo built: a binary lives in it,
+/// an example or a test one level down (`examples/`, `deps/`).
+fn profile_dir_of(exe: &Path) -> Option<&Path> {
+    let parent = exe.parent()?;
+    match parent.file_name().and_then(|name| name.to_str()) {
+        Some("examples" | "deps") => parent.parent(),
+        _ => Some(parent),
+    }
+}
+
 /// The binary of `package` (named like its package, as every cardsync service is), (re)built
 /// with the profile and target dir of the running benchmark, so the figures are never those of
 /// a stale or debug build.
@@ -79,10 +89,7 @@ pub fn parse_setting(text: &str) -> Result<(String, String), String> {
 /// child in every setup, and a build into another directory would leave this one stale.
 pub fn service_binary(package: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("locating the build directory")?;
+    let profile_dir = profile_dir_of(&exe).context("locating the build directory")?;
     let target_dir = profile_dir
         .parent()
         .context("locating the target directory")?;
@@ -234,5 +241,19 @@ mod tests {
     fn parse_setting_rejects_other_variables() {
         assert!(parse_setting("RUST_LOG=debug").is_err());
         assert!(parse_setting("CARDSYNC__BUS__URL").is_err());
+    }
+
+    #[test]
+    fn a_binary_an_example_and_a_test_find_the_same_profile_directory() {
+        let profile = Path::new("/work/target/release");
+        assert_eq!(profile_dir_of(&profile.join("writer_bench")), Some(profile));
+        assert_eq!(
+            profile_dir_of(&profile.join("examples/writer_bench")),
+            Some(profile)
+        );
+        assert_eq!(
+            profile_dir_of(&profile.join("deps/bench-0123abcd")),
+            Some(profile)
+        );
     }
 }
