@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 /// Resource units a request costs in Graph's identity throttling model (graph-facts §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,8 +273,42 @@ impl GraphClient {
             .map_err(|e| GraphError::BadResponse(format!("body: {e}")))
     }
 
-    /// The request loop: budget, token, send, and one place that decides retry versus error.
+    /// One Graph request (retries included) as a client span: the path only, since the query
+    /// carries delta and skip tokens, and the final status.
     async fn send(
+        &self,
+        connection: &TenantConnection,
+        url: &str,
+        cost: RequestCost,
+        prefer: Option<&str>,
+    ) -> Result<reqwest::Response, GraphError> {
+        let path = url::Url::parse(url).map_or_else(|_| String::new(), |u| u.path().to_owned());
+        let span = tracing::info_span!(
+            "graph request",
+            otel.kind = "client",
+            http.request.method = "GET",
+            url.path = %path,
+            tenant = %connection.tenant_id,
+            http.response.status_code = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        let result = self
+            .send_attempts(connection, url, cost, prefer)
+            .instrument(span.clone())
+            .await;
+        match &result {
+            Ok(response) => {
+                span.record("http.response.status_code", response.status().as_u16());
+            }
+            Err(error) => {
+                span.record("error", error.to_string());
+            }
+        }
+        result
+    }
+
+    /// The request loop: budget, token, send, and one place that decides retry versus error.
+    async fn send_attempts(
         &self,
         connection: &TenantConnection,
         url: &str,

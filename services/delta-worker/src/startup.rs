@@ -3,7 +3,7 @@
 //! is current, and the kit's HTTP server for health and metrics. Tests build the same thing
 //! with port 0 and drive it step by step.
 
-use crate::coalesce::{Coalescer, Covered};
+use crate::coalesce::{Coalescer, Covered, Trigger};
 use crate::handlers::{self, ChangeHandler, SyncRequestHandler};
 use crate::settings::Settings;
 use cardsync_bus::{Consumer, Publisher, names};
@@ -243,7 +243,7 @@ async fn safety_poll(
             let coalescer = coalescer.clone();
             tokio::spawn(async move {
                 if let Covered::Failed(error) = coalescer
-                    .covered(tenant, proto::Cause::SafetyPoll, None)
+                    .covered(tenant, Trigger::of(proto::Cause::SafetyPoll))
                     .await
                 {
                     tracing::warn!(%tenant, error = %cardsync_telemetry::error_chain(&error), "safety poll round failed");
