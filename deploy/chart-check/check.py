@@ -14,7 +14,9 @@
 7. promtool check rules on every PrometheusRule's rules; promtool test rules on the rules of the
    every-feature values set with the unit tests in rule-tests/, and every alert must have a test
    that expects it to fire.
-8. yamllint on the rendered streams.
+8. Every PromQL expression of the rules and the Grafana dashboards parses (promql_names.py, which
+   also lists the metrics they name for the pipeline test that compares them with real scrapes).
+   yamllint on the rendered streams.
 9. checkov on the rendered streams; a failed check must be listed with its reason in
    checkov-skips.yaml, and every listed check must still fail somewhere.
 10. Coverage: every template renders something in at least one values set.
@@ -276,6 +278,17 @@ def promtool_tests(rendered, out, tools):
     return problems
 
 
+def promql(_rendered):
+    """Every expression of the rules and dashboards parses (promql_names.py)."""
+    code, output = run([sys.executable, str(HERE / "promql_names.py")])
+    try:
+        report = json.loads(output)
+    except json.JSONDecodeError:
+        return [f"promql_names.py failed: {output}"]
+    print(f"   {report['expressions']} expressions, {len(report['metrics'])} metrics named")
+    return report["errors"] if report["errors"] or code == 0 else ["promql_names.py failed"]
+
+
 def yamllint(rendered, tools):
     paths = [str(path) for path, _, _ in rendered.values()]
     code, output = run([tools.yamllint, "--strict", "-c", str(HERE / "yamllint.yaml")] + paths)
@@ -354,6 +367,7 @@ def main():
                 rendered, out, tools)
     checks.step("promtool check rules", promtool, rendered, out, tools)
     checks.step("promtool test rules (rule-tests/)", promtool_tests, rendered, out, tools)
+    checks.step("PromQL of the rules and dashboards parses", promql, rendered)
     checks.step("yamllint", yamllint, rendered, tools)
     checks.step("checkov", checkov, rendered, tools)
     checks.step("every template renders in some values set", coverage, rendered)

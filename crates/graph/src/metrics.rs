@@ -47,8 +47,10 @@ impl GraphMetrics {
     pub(crate) fn answered(&self, tenant: &str, status: Option<u16>) {
         let label = status.map_or_else(|| "error".to_owned(), |s| s.to_string());
         self.requests.with_label_values(&[&label]).inc();
+        // The tenant's series exists from its first request on, at zero until it is throttled.
+        let throttled = self.throttled.with_label_values(&[tenant]);
         if matches!(status, Some(429 | 503)) {
-            self.throttled.with_label_values(&[tenant]).inc();
+            throttled.inc();
         }
     }
 }
