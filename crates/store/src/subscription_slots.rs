@@ -124,9 +124,10 @@ fn from_row(row: Row) -> Option<Slot> {
 
 /// Claims the slot for a create about to be sent: the slot is `creating` and the clientState's
 /// hash is a pending registration until `pending_until`, so the webhook can verify a notification
-/// that arrives before Graph's 201 does. Committed before Graph is asked. Returns false, and
-/// changes nothing, while another create of the slot is in flight (its pending registration still
-/// live at `now`): two replicas never create the same subscription twice.
+/// that arrives before Graph's 201 does. Committed before Graph is asked. Only a new slot, one
+/// whose retry is due, or one whose create was abandoned (its pending registration expired at
+/// `now`) can be claimed; otherwise this returns false and changes nothing, so two replicas never
+/// create the same subscription twice, whatever snapshot each decided on.
 pub async fn begin_create(
     pool: &PgPool,
     tenant: Uuid,
@@ -144,8 +145,11 @@ pub async fn begin_create(
                 pending_client_state_sha256 = EXCLUDED.pending_client_state_sha256,
                 pending_until = EXCLUDED.pending_until,
                 updated_at = EXCLUDED.updated_at
-          WHERE NOT (subscription_slots.state = 'creating'
-                     AND subscription_slots.pending_until > EXCLUDED.updated_at)",
+          WHERE (subscription_slots.state IN ('retrying', 'quota_exceeded')
+                 AND (subscription_slots.next_attempt_at IS NULL
+                      OR subscription_slots.next_attempt_at <= EXCLUDED.updated_at))
+             OR (subscription_slots.state = 'creating'
+                 AND subscription_slots.pending_until <= EXCLUDED.updated_at)",
     )
     .bind(tenant)
     .bind(resource)
