@@ -11,7 +11,8 @@
    object must be reported as validated, and only the custom resources below may be skipped.
 6. check-jsonschema on every custom resource (ServiceMonitor, PrometheusRule, ScaledObject,
    TriggerAuthentication) against the pinned CRD schemas in crd-schemas/.
-7. promtool check rules on every PrometheusRule's rules.
+7. promtool check rules on every PrometheusRule's rules, and promtool test rules: the unit tests in
+   rule-tests/*.yaml run against the rules each names by values set (`rule_files: [<set>]`).
 8. yamllint on the rendered streams.
 9. checkov on the rendered streams; a failed check must be listed with its reason in
    checkov-skips.yaml, and every listed check must still fail somewhere.
@@ -236,6 +237,30 @@ def promtool(rendered, out, tools):
     return [] if code == 0 else ["promtool check rules failed"]
 
 
+def rule_tests(rendered, out, tools):
+    """promtool test rules: each test file's `rule_files` names values sets whose rendered rules it tests."""
+    problems, tests = [], sorted((HERE / "rule-tests").glob("*.yaml"))
+    if not tests:
+        return ["no rule tests in rule-tests/: the alerts' behaviour goes untested"]
+    for test in tests:
+        spec = yaml.safe_load(test.read_text())
+        files = []
+        for set_name in spec.get("rule_files", []):
+            found = sorted(out.glob(f"{set_name}.*.rules.yaml"))
+            if not found:
+                problems.append(f"{test.name}: values set {set_name!r} renders no PrometheusRule")
+            files.extend(str(f) for f in found)
+        spec["rule_files"] = files
+        path = out / f"test.{test.name}"
+        path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        code, output = run([tools.promtool, "test", "rules", str(path)])
+        for line in output.splitlines():
+            print(f"   {line}")
+        if code != 0:
+            problems.append(f"promtool test rules {test.name} failed")
+    return problems
+
+
 def yamllint(rendered, tools):
     paths = [str(path) for path, _, _ in rendered.values()]
     code, output = run([tools.yamllint, "--strict", "-c", str(HERE / "yamllint.yaml")] + paths)
@@ -313,6 +338,7 @@ def main():
     checks.step("check-jsonschema: custom resources against pinned CRD schemas", custom_resources,
                 rendered, out, tools)
     checks.step("promtool check rules", promtool, rendered, out, tools)
+    checks.step("promtool test rules (rule-tests/)", rule_tests, rendered, out, tools)
     checks.step("yamllint", yamllint, rendered, tools)
     checks.step("checkov", checkov, rendered, tools)
     checks.step("every template renders in some values set", coverage, rendered)
