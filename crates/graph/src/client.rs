@@ -288,8 +288,7 @@ impl GraphClient {
             .map_err(|e| GraphError::BadResponse(format!("body: {e}")))
     }
 
-    /// One Graph request (retries included) as a client span: the path only, since the query
-    /// carries delta and skip tokens, and the final status.
+    /// A GET through [`GraphClient::call`].
     async fn send(
         &self,
         connection: &TenantConnection,
@@ -297,18 +296,33 @@ impl GraphClient {
         cost: RequestCost,
         prefer: Option<&str>,
     ) -> Result<reqwest::Response, GraphError> {
+        self.call(connection, Method::GET, url, None, cost, prefer)
+            .await
+    }
+
+    /// One Graph request (retries included) as a client span: the path only, since the query
+    /// carries delta and skip tokens, and the final status.
+    pub(crate) async fn call(
+        &self,
+        connection: &TenantConnection,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        cost: RequestCost,
+        prefer: Option<&str>,
+    ) -> Result<reqwest::Response, GraphError> {
         let path = url::Url::parse(url).map_or_else(|_| String::new(), |u| u.path().to_owned());
         let span = tracing::info_span!(
             "graph request",
             otel.kind = "client",
-            http.request.method = "GET",
+            http.request.method = %method,
             url.path = %path,
             tenant = %connection.tenant_id,
             http.response.status_code = tracing::field::Empty,
             error = tracing::field::Empty,
         );
         let result = self
-            .send_attempts(connection, url, cost, prefer)
+            .send_attempts(connection, method, url, body, cost, prefer)
             .instrument(span.clone())
             .await;
         match &result {
@@ -326,7 +340,9 @@ impl GraphClient {
     async fn send_attempts(
         &self,
         connection: &TenantConnection,
+        method: Method,
         url: &str,
+        body: Option<&Value>,
         cost: RequestCost,
         prefer: Option<&str>,
     ) -> Result<reqwest::Response, GraphError> {
@@ -343,11 +359,16 @@ impl GraphClient {
             let mut request = self
                 .inner
                 .http
-                .request(Method::GET, url)
-                .bearer_auth(token.secret.expose_secret())
-                .header("ConsistencyLevel", "eventual");
+                .request(method.clone(), url)
+                .bearer_auth(token.secret.expose_secret());
+            if method == Method::GET {
+                request = request.header("ConsistencyLevel", "eventual");
+            }
             if let Some(prefer) = prefer {
                 request = request.header("Prefer", prefer);
+            }
+            if let Some(body) = body {
+                request = request.json(body);
             }
             let sent = request.send().await;
             self.answered(
@@ -370,8 +391,8 @@ impl GraphClient {
                         .get(header::LOCATION)
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned);
-                    let code = error_code(response).await;
-                    match classify(status, &code, location) {
+                    let (code, message) = error_detail(response).await;
+                    match classify(status, &code, &message, location) {
                         Verdict::Fail(error) => return Err(error),
                         Verdict::RefreshToken if !refreshed => {
                             refreshed = true;
@@ -481,7 +502,7 @@ enum Verdict {
 }
 
 /// The one place that maps a Graph error response to a decision.
-fn classify(status: StatusCode, code: &str, location: Option<String>) -> Verdict {
+fn classify(status: StatusCode, code: &str, message: &str, location: Option<String>) -> Verdict {
     let expired = code.eq_ignore_ascii_case("syncStateNotFound")
         || code.eq_ignore_ascii_case("resyncRequired");
     match status.as_u16() {
@@ -496,10 +517,17 @@ fn classify(status: StatusCode, code: &str, location: Option<String>) -> Verdict
         400..=499 if expired => Verdict::Fail(GraphError::DeltaTokenExpired {
             code: code.to_owned(),
         }),
+        // Graph names the limit in the message only (graph-facts §4); the code is generic.
+        403 if is_subscription_quota(message) => Verdict::Fail(GraphError::SubscriptionQuota {
+            message: message.to_owned(),
+        }),
         403 => Verdict::Fail(GraphError::Forbidden {
             code: code.to_owned(),
         }),
         404 => Verdict::Fail(GraphError::NotFound),
+        409 => Verdict::Fail(GraphError::Conflict {
+            message: message.to_owned(),
+        }),
         408 | 429 | 500..=599 => Verdict::Retry,
         status => Verdict::Fail(GraphError::Rejected {
             status,
@@ -508,17 +536,26 @@ fn classify(status: StatusCode, code: &str, location: Option<String>) -> Verdict
     }
 }
 
-/// Graph's `error.code`, or an empty string.
-async fn error_code(response: reqwest::Response) -> String {
+/// Graph's `error.code` and `error.message` (at most 512 characters), or empty strings.
+async fn error_detail(response: reqwest::Response) -> (String, String) {
     let body = response.bytes().await.unwrap_or_default();
-    serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|v| {
-            v.pointer("/error/code")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-        .unwrap_or_default()
+    let document = serde_json::from_slice::<Value>(&body).ok();
+    let text = |pointer: &str| {
+        document
+            .as_ref()
+            .and_then(|v| v.pointer(pointer))
+            .and_then(Value::as_str)
+            .map(|s| s.chars().take(512).collect::<String>())
+            .unwrap_or_default()
+    };
+    (text("/error/code"), text("/error/message"))
+}
+
+/// Whether a 403's message is about the subscription quota rather than a missing permission.
+fn is_subscription_quota(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    message.contains("maximum number of subscriptions")
+        || (message.contains("subscription") && message.contains("quota"))
 }
 
 fn ids(objects: &[Value]) -> Vec<String> {
@@ -536,16 +573,17 @@ mod tests {
     #[test]
     fn expired_delta_tokens_and_resets_are_told_apart() {
         assert!(matches!(
-            classify(StatusCode::GONE, "SyncStateNotFound", None),
+            classify(StatusCode::GONE, "SyncStateNotFound", "", None),
             Verdict::Fail(GraphError::DeltaTokenExpired { .. })
         ));
         assert!(matches!(
-            classify(StatusCode::BAD_REQUEST, "syncStateNotFound", None),
+            classify(StatusCode::BAD_REQUEST, "syncStateNotFound", "", None),
             Verdict::Fail(GraphError::DeltaTokenExpired { .. })
         ));
         assert!(matches!(
             classify(
                 StatusCode::GONE,
+                "",
                 "",
                 Some("https://g/v1.0/users/delta?$deltatoken=".into())
             ),
@@ -558,27 +596,54 @@ mod tests {
         for status in [429, 500, 502, 503, 504] {
             assert!(
                 matches!(
-                    classify(StatusCode::from_u16(status).unwrap(), "", None),
+                    classify(StatusCode::from_u16(status).unwrap(), "", "", None),
                     Verdict::Retry
                 ),
                 "{status}"
             );
         }
         assert!(matches!(
-            classify(StatusCode::UNAUTHORIZED, "", None),
+            classify(StatusCode::UNAUTHORIZED, "", "", None),
             Verdict::RefreshToken
         ));
         assert!(matches!(
-            classify(StatusCode::FORBIDDEN, "accessDenied", None),
+            classify(StatusCode::FORBIDDEN, "accessDenied", "", None),
             Verdict::Fail(GraphError::Forbidden { .. })
         ));
         assert!(matches!(
-            classify(StatusCode::NOT_FOUND, "", None),
+            classify(StatusCode::NOT_FOUND, "", "", None),
             Verdict::Fail(GraphError::NotFound)
         ));
         assert!(matches!(
-            classify(StatusCode::BAD_REQUEST, "x", None),
+            classify(StatusCode::BAD_REQUEST, "x", "", None),
             Verdict::Fail(GraphError::Rejected { status: 400, .. })
+        ));
+    }
+
+    #[test]
+    fn a_quota_403_and_a_conflict_are_named_by_what_failed() {
+        let quota = "Operation: Create; Exception: [Status Code: Forbidden; Reason: The maximum number of subscriptions (100) for this application in this tenant has been reached.]";
+        assert!(matches!(
+            classify(StatusCode::FORBIDDEN, "ExtensionError", quota, None),
+            Verdict::Fail(GraphError::SubscriptionQuota { .. })
+        ));
+        assert!(matches!(
+            classify(
+                StatusCode::FORBIDDEN,
+                "ExtensionError",
+                "Access denied",
+                None
+            ),
+            Verdict::Fail(GraphError::Forbidden { .. })
+        ));
+        assert!(matches!(
+            classify(
+                StatusCode::CONFLICT,
+                "ExtensionError",
+                "Subscription Id 1 already exists",
+                None
+            ),
+            Verdict::Fail(GraphError::Conflict { .. })
         ));
     }
 }

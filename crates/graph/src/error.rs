@@ -36,6 +36,18 @@ pub enum GraphError {
     /// The object does not exist.
     #[error("not found")]
     NotFound,
+    /// `409 Conflict`: for a subscription, one with the same resource and change types exists.
+    #[error("Graph reports a conflict: {message}")]
+    Conflict {
+        /// Graph's message (it names the existing subscription's id).
+        message: String,
+    },
+    /// `403` because the app's subscriptions in the tenant reached Graph's quota.
+    #[error("the subscription quota is reached: {message}")]
+    SubscriptionQuota {
+        /// Graph's message, which names the limit.
+        message: String,
+    },
     /// Graph answered with an error this client does not retry.
     #[error("Graph rejected the request with {status} ({code})")]
     Rejected {

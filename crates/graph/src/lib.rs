@@ -1,6 +1,7 @@
 //! The Microsoft Graph calls cardsync needs, and nothing more: app-only tokens (client secret,
 //! certificate assertion, workload identity federation) cached per tenant, delta rounds, paging,
-//! photos, transitive group members and directory-role members.
+//! photos, transitive group members, directory-role members and change-notification
+//! subscriptions.
 //!
 //! Every call has a timeout, spends from a per-tenant resource-unit budget (so one tenant cannot
 //! exhaust the app's throttling quota), honours `Retry-After` (integer, fractional or HTTP date)
@@ -16,6 +17,7 @@ mod error;
 mod metrics;
 mod retry;
 mod settings;
+mod subscriptions;
 
 pub use client::{GraphClient, PhotoMeta, RequestCost};
 pub use credential::{AssertionAlgorithm, Credential, TenantConnection};
@@ -24,6 +26,7 @@ pub use error::{GraphError, TokenError};
 pub use metrics::GraphMetrics;
 pub use retry::parse_retry_after;
 pub use settings::GraphSettings;
+pub use subscriptions::{GraphSubscription, NewSubscription};
 
 /// Entra's built-in role template ids (the same in every tenant) that cards care about.
 pub mod role_templates {

@@ -6,6 +6,7 @@
 //! [`Rounds`] is built once per process and runs [`RoundRequest`]s; scheduling them (coalescing
 //! triggers, polling idle tenants) is the caller's business.
 
+pub mod connection;
 mod keeper;
 pub mod lease;
 pub mod metrics;

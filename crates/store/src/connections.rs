@@ -121,7 +121,8 @@ impl SealingKey {
     }
 }
 
-/// Stores (or replaces) a tenant's connection, sealing its credential.
+/// Stores (or replaces) a tenant's connection, sealing its credential. Connecting again cancels a
+/// requested disconnect.
 pub async fn put(
     pool: &PgPool,
     key: &SealingKey,
@@ -131,7 +132,7 @@ pub async fn put(
     sqlx::query(
         "INSERT INTO tenant_connections (tenant_id, client_id, credential_kind, credential_sealed) VALUES ($1, $2, $3, $4)
          ON CONFLICT (tenant_id) DO UPDATE SET client_id = EXCLUDED.client_id, credential_kind = EXCLUDED.credential_kind,
-             credential_sealed = EXCLUDED.credential_sealed, updated_at = now()",
+             credential_sealed = EXCLUDED.credential_sealed, disconnect_requested_at = NULL, updated_at = now()",
     )
     .bind(connection.tenant_id)
     .bind(&connection.client_id)

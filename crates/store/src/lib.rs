@@ -7,6 +7,7 @@ pub mod connections;
 pub mod directory;
 pub mod outbox;
 pub mod runs;
+pub mod subscription_slots;
 pub mod subscriptions;
 pub mod teams;
 pub mod tenants;

@@ -1,16 +1,17 @@
 //! The Graph subscription registry: the subscriptions cardsync created, their tenant, resource,
 //! clientState (as a SHA-256) and expiry. The webhook trusts a notification only if it matches a
-//! row here.
+//! row here, or a pending registration (a create in flight, see [`crate::subscription_slots`]) of
+//! its tenant with the same clientState.
 
 use crate::StoreError;
 use sha2::{Digest, Sha256};
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// SHA-256 of a clientState, the only form in which it is stored or compared.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClientStateHash([u8; 32]);
 
 impl ClientStateHash {
@@ -24,8 +25,12 @@ impl ClientStateHash {
         self.0.ct_eq(&other.0).into()
     }
 
-    fn from_slice(bytes: &[u8]) -> Option<Self> {
+    pub(crate) fn from_slice(bytes: &[u8]) -> Option<Self> {
         bytes.try_into().ok().map(Self)
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        self.0.as_slice()
     }
 }
 
@@ -63,7 +68,10 @@ fn from_row((id, tenant_id, resource, hash, expires_at): Row) -> Option<Subscrip
 }
 
 /// Inserts or replaces a subscription (a renewal or re-creation updates it in place).
-pub async fn register(pool: &PgPool, subscription: &Subscription) -> Result<(), StoreError> {
+pub async fn register(
+    executor: impl PgExecutor<'_>,
+    subscription: &Subscription,
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO subscriptions (subscription_id, tenant_id, resource, client_state_sha256, expires_at)
          VALUES ($1, $2, $3, $4, $5)
@@ -77,18 +85,18 @@ pub async fn register(pool: &PgPool, subscription: &Subscription) -> Result<(), 
     .bind(subscription.id)
     .bind(subscription.tenant_id)
     .bind(&subscription.resource)
-    .bind(subscription.client_state.0.as_slice())
+    .bind(subscription.client_state.as_bytes())
     .bind(subscription.expires_at)
-    .execute(pool)
+    .execute(executor)
     .await?;
     Ok(())
 }
 
 /// Removes a subscription; returns whether it existed.
-pub async fn remove(pool: &PgPool, id: Uuid) -> Result<bool, StoreError> {
+pub async fn remove(executor: impl PgExecutor<'_>, id: Uuid) -> Result<bool, StoreError> {
     let done = sqlx::query("DELETE FROM subscriptions WHERE subscription_id = $1")
         .bind(id)
-        .execute(pool)
+        .execute(executor)
         .await?;
     Ok(done.rows_affected() > 0)
 }
@@ -103,6 +111,91 @@ pub async fn find(pool: &PgPool, id: Uuid) -> Result<Option<Subscription>, Store
     .fetch_optional(pool)
     .await?;
     Ok(row.and_then(from_row))
+}
+
+/// A create in flight: the tenant, the resource and the hash of the fresh clientState the manager
+/// is about to give Graph, valid until `until`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRegistration {
+    /// The tenant whose subscription is being created.
+    pub tenant_id: Uuid,
+    /// The resource it will watch.
+    pub resource: String,
+    /// SHA-256 of its clientState.
+    pub client_state: ClientStateHash,
+    /// After this, the registration no longer vouches for anything.
+    pub until: OffsetDateTime,
+}
+
+/// What the registry knows about a notification's subscription id and clientState.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verification {
+    /// The registered subscription with that id.
+    pub registered: Option<Subscription>,
+    /// A pending registration of the notification's tenant with that clientState.
+    pub pending: Option<PendingRegistration>,
+}
+
+type VerificationRow = (bool, Uuid, String, Vec<u8>, OffsetDateTime);
+
+/// Looks up, in one round trip, the subscription `id` and a live pending registration of `tenant`
+/// whose clientState hashes to `client_state`.
+pub async fn verify(
+    pool: &PgPool,
+    id: Uuid,
+    tenant: Uuid,
+    client_state: &ClientStateHash,
+) -> Result<Verification, StoreError> {
+    let rows: Vec<VerificationRow> = sqlx::query_as(
+        "SELECT true, tenant_id, resource, client_state_sha256, expires_at
+           FROM subscriptions WHERE subscription_id = $1
+         UNION ALL
+         (SELECT false, tenant_id, resource, pending_client_state_sha256, pending_until
+            FROM subscription_slots
+           WHERE tenant_id = $2 AND pending_client_state_sha256 = $3 AND pending_until > now()
+           LIMIT 1)",
+    )
+    .bind(id)
+    .bind(tenant)
+    .bind(client_state.as_bytes())
+    .fetch_all(pool)
+    .await?;
+    let mut verification = Verification::default();
+    for (registered, tenant_id, resource, hash, at) in rows {
+        if registered {
+            verification.registered = from_row((id, tenant_id, resource, hash, at));
+        } else if let Some(client_state) = ClientStateHash::from_slice(&hash) {
+            verification.pending = Some(PendingRegistration {
+                tenant_id,
+                resource,
+                client_state,
+                until: at,
+            });
+        }
+    }
+    Ok(verification)
+}
+
+/// Every live pending registration (at most one per tenant and resource).
+pub async fn pending(pool: &PgPool) -> Result<Vec<PendingRegistration>, StoreError> {
+    let rows: Vec<(Uuid, String, Vec<u8>, OffsetDateTime)> = sqlx::query_as(
+        "SELECT tenant_id, resource, pending_client_state_sha256, pending_until
+           FROM subscription_slots
+          WHERE pending_client_state_sha256 IS NOT NULL AND pending_until > now()",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(tenant_id, resource, hash, until)| {
+            Some(PendingRegistration {
+                tenant_id,
+                resource,
+                client_state: ClientStateHash::from_slice(&hash)?,
+                until,
+            })
+        })
+        .collect())
 }
 
 /// Every registered subscription (bounded by Graph's quota of 50,000 per app).

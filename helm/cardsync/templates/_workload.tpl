@@ -14,6 +14,7 @@ what an operator tunes lives in values under `key`:
   photos         true: reads or writes photo storage
   autoscaled     true: an HPA or ScaledObject owns .spec.replicas
   minReplicas    the replica floor (PodDisruptionBudget decision)
+  extraEnv       (optional) settings the component template derives from values (name: value)
 */}}
 {{- define "cardsync.workload" -}}
 {{- $root := .root }}
@@ -89,6 +90,10 @@ spec:
             - name: CARDSYNC__HTTP__LISTEN
               value: {{ printf "0.0.0.0:%d" (int $v.port) | quote }}
             {{- include "cardsync.secretEnv" (dict "root" $root "secrets" .secrets) | trim | nindent 12 }}
+            {{- range $key, $value := .extraEnv }}
+            - name: {{ $key }}
+              value: {{ $value | toString | quote }}
+            {{- end }}
             {{- if $photos }}
             {{- range $key, $value := include "cardsync.photoConfig" $root | fromYaml }}
             - name: {{ $key }}

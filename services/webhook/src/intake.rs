@@ -151,11 +151,17 @@ impl Intake {
         published?;
 
         verdict.accepted = tenants.len();
+        let accepted_at = received_at.unix_timestamp();
         for (kind, tenant) in tenants {
+            let tenant = tenant.to_string();
             self.metrics
                 .accepted
-                .with_label_values(&[kind, &tenant.to_string()])
+                .with_label_values(&[kind, &tenant])
                 .inc();
+            self.metrics
+                .last_accepted
+                .with_label_values(&[&tenant])
+                .set(accepted_at);
         }
         Ok(verdict)
     }
@@ -213,9 +219,15 @@ impl Intake {
         notification: &Notification,
     ) -> Result<Result<(), Rejection>, IntakeError> {
         let origin = notification.origin();
-        let lookup = self.registry.lookup(origin.subscription_id).await;
+        let presented =
+            ClientStateHash::of(origin.client_state.as_ref().map_or("", |c| c.expose()));
+        let lookup = self
+            .registry
+            .lookup(origin.subscription_id, origin.tenant_id, &presented)
+            .await;
         let label = match &lookup {
             Lookup::Found(_) => "found",
+            Lookup::Pending(_) => "pending",
             Lookup::Unknown => "unknown",
             Lookup::Unverifiable => "unverifiable",
         };
@@ -224,12 +236,10 @@ impl Intake {
             .with_label_values(&[label])
             .inc();
         let subscription = match lookup {
-            Lookup::Found(subscription) => subscription,
+            Lookup::Found(subscription) | Lookup::Pending(subscription) => subscription,
             Lookup::Unknown => return Ok(Err(Rejection::UnknownSubscription)),
             Lookup::Unverifiable => return Err(IntakeError::RegistryUnavailable),
         };
-        let presented =
-            ClientStateHash::of(origin.client_state.as_ref().map_or("", |c| c.expose()));
         if !subscription.client_state.matches(&presented) {
             return Ok(Err(Rejection::ClientStateMismatch));
         }

@@ -2,8 +2,8 @@
 //! process registry and passed in state.
 
 use cardsync_telemetry::metrics::{
-    HistogramOpts, HistogramVec, IntCounterVec, LATENCY_BUCKETS, MetricsError, Opts, Registry,
-    register,
+    HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, LATENCY_BUCKETS, MetricsError, Opts,
+    Registry, register,
 };
 
 /// Typed handles to every metric the webhook exports.
@@ -15,8 +15,12 @@ pub struct Metrics {
     pub rejected: IntCounterVec,
     /// Time from first publish to the last broker confirm of a request's batch, by outcome.
     pub publish_confirm: HistogramVec,
-    /// Registry look-ups by result (`found`, `unknown`, `unverifiable`).
+    /// Registry look-ups by result (`found`, `pending`, `unknown`, `unverifiable`).
     pub registry_lookups: IntCounterVec,
+    /// When the last notification of each tenant was accepted (confirmed by the broker), as a
+    /// Unix time, so an alert computes its age. Silence alone proves nothing (a quiet tenant
+    /// sends nothing); next to a subscription's state it tells a dead path from a quiet one.
+    pub last_accepted: IntGaugeVec,
 }
 
 impl Metrics {
@@ -64,6 +68,16 @@ impl Metrics {
                         "Subscription registry look-ups by result",
                     ),
                     &["result"],
+                )?,
+            )?,
+            last_accepted: register(
+                registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "cardsync_webhook_last_accepted_notification_timestamp_seconds",
+                        "Unix time of the last accepted notification, per tenant",
+                    ),
+                    &["tenant"],
                 )?,
             )?,
         };

@@ -2,20 +2,28 @@
 //!
 //! - Known subscriptions are served from memory and refreshed wholesale in the background, so
 //!   the webhook keeps accepting them while PostgreSQL is briefly down.
-//! - A miss asks PostgreSQL for that one id, within a per-second budget; the answer "no such
-//!   subscription" is remembered for a while (negative cache), so random ids cannot hammer the
-//!   database.
+//! - A miss asks PostgreSQL, in one round trip and within a per-second budget, for that id and for
+//!   a pending registration of the notification's tenant with the same clientState (a create in
+//!   flight: Graph may deliver before its 201 reached the subscription manager, so before the
+//!   `subscriptions` row exists). Pending registrations are kept in memory by clientState hash and
+//!   checked before the negative cache, so a notification of a brand-new subscription is accepted
+//!   however its id was seen before.
+//! - The answer "no such subscription" is remembered for a while (negative cache) per id and
+//!   clientState, so random ids cannot hammer the database: a forged notification costs at most
+//!   one budgeted look-up, as before pending registrations existed. Guessing a pending
+//!   registration needs its clientState, a 256-bit secret.
 //! - When a miss cannot be checked (budget spent, database down) the answer is
 //!   [`Lookup::Unverifiable`]: the request gets `503` and Graph redelivers it later, so a real
 //!   notification for a brand-new subscription is delayed, never lost.
 
-use cardsync_store::subscriptions::{self, Subscription};
+use cardsync_store::subscriptions::{self, ClientStateHash, PendingRegistration, Subscription};
 use cardsync_telemetry::error_chain;
 use serde::Deserialize;
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+use time::OffsetDateTime;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -54,6 +62,9 @@ impl cardsync_config::Validate for RegistrySettings {
 pub enum Lookup {
     /// A registered subscription.
     Found(Subscription),
+    /// Not registered yet, but a live pending registration of the notification's tenant has its
+    /// clientState: the subscription as that registration describes it.
+    Pending(Subscription),
     /// Definitely not ours (as of a recent check).
     Unknown,
     /// Could not be checked right now.
@@ -67,7 +78,10 @@ pub struct Registry {
     settings: RegistrySettings,
     /// Known subscriptions, with when each was read from the database.
     known: RwLock<HashMap<Uuid, (Subscription, Instant)>>,
-    unknown: Mutex<HashMap<Uuid, Instant>>,
+    /// Pending registrations by clientState hash, with when each was read.
+    pending: RwLock<HashMap<ClientStateHash, (PendingRegistration, Instant)>>,
+    /// Recently unknown (id, clientState) pairs.
+    unknown: Mutex<HashMap<(Uuid, ClientStateHash), Instant>>,
     budget: Mutex<Budget>,
 }
 
@@ -88,29 +102,40 @@ impl Registry {
             pool,
             settings,
             known: RwLock::new(HashMap::new()),
+            pending: RwLock::new(HashMap::new()),
             unknown: Mutex::new(HashMap::new()),
             budget: Mutex::new(budget),
         }
     }
 
-    /// Looks `id` up, from memory when possible.
-    pub async fn lookup(&self, id: Uuid) -> Lookup {
+    /// Looks up the subscription `id` of a notification from `tenant` presenting the clientState
+    /// hashed as `presented`, from memory when possible.
+    pub async fn lookup(&self, id: Uuid, tenant: Uuid, presented: &ClientStateHash) -> Lookup {
         if let Some((found, _)) = read(&self.known).get(&id) {
             return Lookup::Found(found.clone());
         }
-        if self.recently_unknown(id) {
+        if let Some(pending) = self.pending_match(id, tenant, presented) {
+            return Lookup::Pending(pending);
+        }
+        if self.recently_unknown(id, presented) {
             return Lookup::Unknown;
         }
         if !self.take_budget() {
             return Lookup::Unverifiable;
         }
-        match subscriptions::find(&self.pool, id).await {
-            Ok(Some(found)) => {
-                write(&self.known).insert(id, (found.clone(), Instant::now()));
-                Lookup::Found(found)
-            }
-            Ok(None) => {
-                self.remember_unknown(id);
+        match subscriptions::verify(&self.pool, id, tenant, presented).await {
+            Ok(verification) => {
+                if let Some(found) = verification.registered {
+                    write(&self.known).insert(id, (found.clone(), Instant::now()));
+                    return Lookup::Found(found);
+                }
+                if let Some(pending) = verification.pending {
+                    write(&self.pending).insert(pending.client_state, (pending, Instant::now()));
+                    if let Some(pending) = self.pending_match(id, tenant, presented) {
+                        return Lookup::Pending(pending);
+                    }
+                }
+                self.remember_unknown(id, presented);
                 Lookup::Unknown
             }
             Err(error) => {
@@ -120,25 +145,64 @@ impl Registry {
         }
     }
 
+    /// The subscription a live pending registration vouches for: same tenant, same clientState.
+    fn pending_match(
+        &self,
+        id: Uuid,
+        tenant: Uuid,
+        presented: &ClientStateHash,
+    ) -> Option<Subscription> {
+        let pending = read(&self.pending);
+        let (registration, _) = pending.get(presented)?;
+        let live = registration.tenant_id == tenant
+            && registration.until > OffsetDateTime::now_utc()
+            && registration.client_state.matches(presented);
+        live.then(|| Subscription {
+            id,
+            tenant_id: registration.tenant_id,
+            resource: registration.resource.clone(),
+            client_state: registration.client_state,
+            expires_at: registration.until,
+        })
+    }
+
     /// Replaces the cache with the registry's current content; on failure the cache is kept.
-    /// Entries a look-up added while the reload's query ran are newer than its snapshot and are
+    /// Entries a look-up added while the reload's queries ran are newer than its snapshot and are
     /// kept, so a reload racing a miss never forgets a subscription it just learnt.
     pub async fn reload(&self) -> Result<usize, cardsync_store::StoreError> {
         let started = Instant::now();
         let all = subscriptions::all(&self.pool).await?;
+        let pending = subscriptions::pending(&self.pool).await?;
         let count = all.len();
         let loaded_at = Instant::now();
         let mut fresh: HashMap<Uuid, (Subscription, Instant)> =
             all.into_iter().map(|s| (s.id, (s, loaded_at))).collect();
-        // Ids registered since they were last seen as unknown become valid at once.
-        lock(&self.unknown).retain(|id, _| !fresh.contains_key(id));
-        let mut known = write(&self.known);
-        for (id, (subscription, fetched_at)) in known.drain() {
+        let mut fresh_pending: HashMap<ClientStateHash, (PendingRegistration, Instant)> = pending
+            .into_iter()
+            .map(|p| (p.client_state, (p, loaded_at)))
+            .collect();
+        // Ids registered, or clientStates pending, since they were last seen as unknown become
+        // valid at once.
+        lock(&self.unknown)
+            .retain(|(id, hash), _| !fresh.contains_key(id) && !fresh_pending.contains_key(hash));
+        {
+            let mut known = write(&self.known);
+            for (id, (subscription, fetched_at)) in known.drain() {
+                if fetched_at >= started {
+                    fresh.entry(id).or_insert((subscription, fetched_at));
+                }
+            }
+            *known = fresh;
+        }
+        let mut current = write(&self.pending);
+        for (hash, (registration, fetched_at)) in current.drain() {
             if fetched_at >= started {
-                fresh.entry(id).or_insert((subscription, fetched_at));
+                fresh_pending
+                    .entry(hash)
+                    .or_insert((registration, fetched_at));
             }
         }
-        *known = fresh;
+        *current = fresh_pending;
         Ok(count)
     }
 
@@ -171,13 +235,13 @@ impl Registry {
         })
     }
 
-    fn recently_unknown(&self, id: Uuid) -> bool {
+    fn recently_unknown(&self, id: Uuid, presented: &ClientStateHash) -> bool {
         lock(&self.unknown)
-            .get(&id)
+            .get(&(id, *presented))
             .is_some_and(|since| since.elapsed() < self.settings.negative_ttl)
     }
 
-    fn remember_unknown(&self, id: Uuid) {
+    fn remember_unknown(&self, id: Uuid, presented: &ClientStateHash) {
         let mut unknown = lock(&self.unknown);
         if unknown.len() >= self.settings.negative_capacity {
             let ttl = self.settings.negative_ttl;
@@ -187,7 +251,7 @@ impl Registry {
                 unknown.clear();
             }
         }
-        unknown.insert(id, Instant::now());
+        unknown.insert((id, *presented), Instant::now());
     }
 
     fn take_budget(&self) -> bool {

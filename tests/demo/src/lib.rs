@@ -2,8 +2,9 @@
 //! binary) and the pipeline integration tests (`tests/pipeline`) start, drive and check it
 //! through the same code.
 //!
-//! - [`pipeline`]: [`Pipeline`] starts graph-sim and the three services as child processes, with
-//!   a tenant, its connection, its card tenant and its Graph subscription; it waits for the
+//! - [`pipeline`]: [`Pipeline`] starts graph-sim and the four services as child processes, with
+//!   a tenant, its connection, its card tenant and its Graph subscription (the subscription
+//!   manager's); it waits for the
 //!   pipeline to drain, compares the cards, kills and restarts a service, scrapes `/metrics`.
 //! - [`check`]: every card against the directory mapped through the field rules.
 //! - [`changes`]: the demo's random stream of directory changes.

@@ -1,9 +1,10 @@
 //! `make demo`: the whole of cardsync on this machine against graph-sim.
 //!
-//! Starts graph-sim, the webhook, the delta-worker and the card-writer as child processes (the
-//! real binaries, through [`cardsync_demo::Pipeline`], which the pipeline tests use too), seeds
-//! a fresh tenant, creates the Graph subscription (graph-sim performs the validation handshake
-//! against the webhook), runs the initial sync, applies a stream of random directory changes,
+//! Starts graph-sim, the webhook, the delta-worker, the card-writer and the subscription manager
+//! as child processes (the real binaries, through [`cardsync_demo::Pipeline`], which the pipeline
+//! tests use too), seeds a fresh tenant, waits until the subscription manager created the Graph
+//! subscription (graph-sim performs the validation handshake against the webhook), runs the
+//! initial sync, applies a stream of random directory changes,
 //! waits for the pipeline to drain and compares every card with the directory. The last line of
 //! its output is one JSON object with the figures; it exits non-zero when a card diverges.
 

@@ -15,7 +15,7 @@ use cardsync_bench::free_port;
 use cardsync_bus::{BusSettings, Outgoing, Publisher, QueueType, Topology, lapin, names, routing};
 use cardsync_proto as proto;
 use graph_sim::control_client::{CARDSYNC_PERMISSIONS, Control};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use std::path::PathBuf;
@@ -36,11 +36,18 @@ pub enum Service {
     DeltaWorker,
     /// Applies card commands to PostgreSQL.
     CardWriter,
+    /// Creates and renews the tenant's Graph subscription.
+    SubscriptionManager,
 }
 
 impl Service {
     /// Every service, in start order.
-    pub const ALL: [Service; 3] = [Service::Webhook, Service::DeltaWorker, Service::CardWriter];
+    pub const ALL: [Service; 4] = [
+        Service::Webhook,
+        Service::DeltaWorker,
+        Service::CardWriter,
+        Service::SubscriptionManager,
+    ];
 
     /// The binary's (and the log file's) name.
     pub fn name(self) -> &'static str {
@@ -48,6 +55,7 @@ impl Service {
             Service::Webhook => "webhook",
             Service::DeltaWorker => "delta-worker",
             Service::CardWriter => "card-writer",
+            Service::SubscriptionManager => "subscription-manager",
         }
     }
 }
@@ -167,9 +175,10 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Starts graph-sim, seeds the tenant, registers the app, stores the tenant's connection and
-    /// card tenant (operator commands), starts the three services and creates the Graph
-    /// subscription (graph-sim performs the validation handshake against the webhook). The
-    /// initial sync is left to the caller ([`Pipeline::initial_sync`]).
+    /// card tenant (operator commands), starts the four services and waits until the
+    /// subscription manager created and registered the Graph subscription (graph-sim performs
+    /// the validation handshake against the webhook). The initial sync is left to the caller
+    /// ([`Pipeline::initial_sync`]).
     pub async fn start(config: PipelineConfig) -> anyhow::Result<Self> {
         let (postgres_url, fresh_database) = match &config.database {
             Database::Shared(url) => (url.clone(), None),
@@ -323,7 +332,6 @@ impl Pipeline {
                 &[],
             )?
         );
-        let operator_env = env.clone();
 
         section("3. services");
         env.push(("CARDSYNC__GRAPH__AUTHORITY_URL".into(), graph_url.clone()));
@@ -340,9 +348,19 @@ impl Pipeline {
             "CARDSYNC__WORKER__SAFETY_POLL_TICK".into(),
             config.safety_poll_tick.clone(),
         ));
+        let ports = Service::ALL
+            .iter()
+            .map(|_| free_port())
+            .collect::<Result<Vec<u16>, _>>()?;
+        // The subscription manager gives Graph the webhook's address.
+        let webhook = format!("http://127.0.0.1:{}", ports[0]);
+        env.push((
+            "CARDSYNC__SUBSCRIPTIONS__PUBLIC_BASE_URL".into(),
+            webhook.clone(),
+        ));
+        env.push(("CARDSYNC__SUBSCRIPTIONS__TICK".into(), "1s".into()));
         let mut services = Vec::new();
-        for service in Service::ALL {
-            let port = free_port()?;
+        for (service, port) in Service::ALL.into_iter().zip(ports) {
             let mut env = env.clone();
             env.push(("CARDSYNC__HTTP__LISTEN".into(), format!("127.0.0.1:{port}")));
             children.start(&binaries, service.name(), &["serve"], &env)?;
@@ -362,70 +380,48 @@ impl Pipeline {
                 running.port
             );
         }
-        let webhook = format!(
-            "http://127.0.0.1:{}",
-            services
-                .iter()
-                .find(|r| r.service == Service::Webhook)
-                .map_or(0, |r| r.port)
-        );
-
-        section("4. Graph subscription (graph-sim performs the handshake with the webhook)");
-        let token = app_token(&http, &graph_url, &tenant_text, &app.client_id, &secret).await?;
-        let client_state = format!("{}-{}", config.label, Uuid::new_v4().simple());
-        let expires = time::OffsetDateTime::now_utc() + time::Duration::days(2);
-        let expires = expires.format(&time::format_description::well_known::Rfc3339)?;
-        let response = http
-            .post(format!("{graph_url}/v1.0/subscriptions"))
-            .bearer_auth(&token)
-            .json(&json!({
-                "changeType": "updated,deleted",
-                "notificationUrl": format!("{webhook}/graph/notifications"),
-                "lifecycleNotificationUrl": format!("{webhook}/graph/lifecycle"),
-                "resource": "/users",
-                "expirationDateTime": expires,
-                "clientState": client_state,
-            }))
-            .send()
-            .await?;
-        let status = response.status();
-        let subscription: Value = response.json().await.unwrap_or(Value::Null);
-        ensure!(
-            status.as_u16() == 201,
-            "creating the subscription answered {status}: {subscription}"
-        );
-        let subscription_id = subscription["id"]
-            .as_str()
-            .context("subscription without id")?
-            .to_owned();
-        println!("subscription {subscription_id} created (handshake passed)");
-        println!(
-            "{}",
-            binaries.run(
-                "cardsync-admin",
-                &[
-                    "register-subscription",
-                    "--id",
-                    &subscription_id,
-                    "--tenant",
-                    &tenant_text,
-                    "--resource",
-                    "/users",
-                    "--expires-at",
-                    subscription["expirationDateTime"]
-                        .as_str()
-                        .unwrap_or(&expires),
-                ],
-                &operator_env,
-                &[("CARDSYNC_CLIENT_STATE", &client_state)],
-            )?
-        );
-
         let pool = PgPoolOptions::new()
             .max_connections(4)
             .connect(&postgres_url)
             .await
             .context("connecting to PostgreSQL")?;
+
+        section(
+            "4. Graph subscription (the subscription manager creates it; graph-sim performs the handshake with the webhook)",
+        );
+        let started = Instant::now();
+        let subscription_id = loop {
+            children.supervise()?;
+            let active: Option<Uuid> = sqlx::query_scalar(
+                "SELECT subscription_id FROM subscription_slots
+                  WHERE tenant_id = $1 AND resource = '/users' AND state = 'active'",
+            )
+            .bind(tenant)
+            .fetch_optional(&pool)
+            .await
+            .context("reading the subscription registry")?
+            .flatten();
+            if let Some(id) = active {
+                break id;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                let error: Option<String> = sqlx::query_scalar(
+                    "SELECT last_error FROM subscription_slots WHERE tenant_id = $1 AND resource = '/users'",
+                )
+                .bind(tenant)
+                .fetch_optional(&pool)
+                .await?
+                .flatten();
+                bail!(
+                    "the subscription manager created no subscription in 60 s (last error: {error:?})"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        println!(
+            "subscription {subscription_id} created and registered by the subscription manager in {:.1} s (webhook {webhook})",
+            started.elapsed().as_secs_f64()
+        );
         let mut bus = BusSettings::new(config.amqp_url.clone().into());
         bus.queue_type = config.queue_type;
         Ok(Self {
@@ -900,31 +896,6 @@ async fn drop_database(server_url: &str, name: &str) -> anyhow::Result<()> {
     pool.close().await;
     dropped?;
     Ok(())
-}
-
-async fn app_token(
-    http: &reqwest::Client,
-    graph_url: &str,
-    tenant: &str,
-    client_id: &str,
-    secret: &str,
-) -> anyhow::Result<String> {
-    let answer: Value = http
-        .post(format!("{graph_url}/{tenant}/oauth2/v2.0/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", client_id),
-            ("client_secret", secret),
-            ("scope", "https://graph.microsoft.com/.default"),
-        ])
-        .send()
-        .await?
-        .json()
-        .await?;
-    answer["access_token"]
-        .as_str()
-        .map(str::to_owned)
-        .with_context(|| format!("no app token: {answer}"))
 }
 
 async fn wait_ok(http: &reqwest::Client, url: &str, children: &mut Children) -> anyhow::Result<()> {

@@ -282,11 +282,12 @@ pub fn own_dir() -> anyhow::Result<PathBuf> {
 }
 
 /// The binaries every pipeline runs (each is its package's name too).
-pub const SERVICE_BINARIES: [&str; 5] = [
+pub const SERVICE_BINARIES: [&str; 6] = [
     "graph-sim",
     "webhook",
     "delta-worker",
     "card-writer",
+    "subscription-manager",
     "cardsync-admin",
 ];
 

@@ -435,7 +435,12 @@ async fn send_lifecycle(
             body.event
         )));
     }
-    let sent = sim.send_lifecycle(&tenant, &sub, &body.event);
+    let sent = if body.event == "reauthorizationRequired" {
+        sim.challenge_subscription(&tenant, &id)
+            .is_some_and(|s| s.lifecycle_url.is_some())
+    } else {
+        sim.send_lifecycle(&tenant, &sub, &body.event)
+    };
     if body.event == "subscriptionRemoved" && body.remove {
         lock(&tenant.subs).remove(&id);
     }

@@ -99,6 +99,8 @@ pub enum Outcome {
     DroppedEndpointThrottled,
     /// Retries ran out (4 h); discarded.
     GaveUp,
+    /// Never sent: the subscription waited for reauthorization (graph-facts §5); never resent.
+    PausedReauthorizationRequired,
 }
 
 /// One attempt to POST a notification.
@@ -351,6 +353,11 @@ impl Notifier {
                 delay,
             );
         }
+    }
+
+    /// Logs a notification that is not sent at all (never queued, never resent), with why.
+    pub fn withhold(&self, out: Outgoing, outcome: Outcome) {
+        self.record(&out, None, EndpointState::Normal, outcome);
     }
 
     fn roll_switches(&self, profile: &DeliveryProfile) -> (bool, bool) {

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::clock::{SimClock, graph_time};
-use crate::delivery::{Notifier, Outgoing};
+use crate::delivery::{Notifier, Outcome, Outgoing};
 use crate::directory::{DirEvent, Directory, DirectoryError, Mutation};
 use crate::identity::{AppRegistration, JtiCache, SigningKey};
 use crate::subscriptions::{
@@ -268,12 +268,19 @@ impl Sim {
                 .filter(|s| s.target.matches(ev) && s.wants(ev.change))
             {
                 let notification = subscriptions::change_notification(sub, &tenant.id, ev, at);
-                self.notifier.send(Outgoing {
+                let out = Outgoing {
                     tenant_id: tenant.id.clone(),
                     subscription_id: sub.id.clone(),
                     url: sub.notification_url.clone(),
                     notification,
-                });
+                };
+                if sub.is_paused(now) {
+                    // Graph never sends what changed while a subscription waited for reauthorization.
+                    self.notifier
+                        .withhold(out, Outcome::PausedReauthorizationRequired);
+                    continue;
+                }
+                self.notifier.send(out);
                 count += 1;
             }
         }
@@ -353,6 +360,7 @@ impl Sim {
                 .latest_supported_tls_version
                 .unwrap_or_else(|| "v1_2".to_owned()),
             reauthorization_sent: false,
+            paused_from: None,
         };
         lock(&tenant.subs).insert(sub.id.clone(), sub.clone());
         Ok(sub)
@@ -456,7 +464,7 @@ impl Sim {
         if let Some(url) = body.notification_url {
             sub.notification_url = url;
         }
-        sub.reauthorization_sent = false;
+        sub.answer_challenge();
         Ok(sub.clone())
     }
 
@@ -469,9 +477,24 @@ impl Sim {
     ) -> Result<(), SubscriptionError> {
         self.subscription(tenant, app, id)?;
         if let Some(s) = lock(&tenant.subs).get_mut(id) {
-            s.reauthorization_sent = false;
+            s.answer_challenge();
         }
         Ok(())
+    }
+
+    /// Sends `reauthorizationRequired` for a subscription now (control API) and starts its pause as
+    /// [`Sim::tick`] does; `None` if the subscription does not exist.
+    pub fn challenge_subscription(&self, tenant: &Tenant, id: &str) -> Option<Subscription> {
+        let grace = time::Duration::minutes(lock(&self.sub_policy).pause_after_minutes);
+        let now = self.clock.now();
+        let sub = {
+            let mut subs = lock(&tenant.subs);
+            let s = subs.get_mut(id)?;
+            s.challenge(now, grace);
+            s.clone()
+        };
+        self.send_lifecycle(tenant, &sub, "reauthorizationRequired");
+        Some(sub)
     }
 
     /// Deletes a subscription.
@@ -488,7 +511,13 @@ impl Sim {
 
     /// Periodic housekeeping: sends `reauthorizationRequired` before expiry and forgets expired subscriptions.
     pub fn tick(&self) {
-        let before = time::Duration::minutes(lock(&self.sub_policy).reauthorize_before_minutes);
+        let (before, grace) = {
+            let policy = lock(&self.sub_policy);
+            (
+                time::Duration::minutes(policy.reauthorize_before_minutes),
+                time::Duration::minutes(policy.pause_after_minutes),
+            )
+        };
         let now = self.clock.now();
         let tenants: Vec<Arc<Tenant>> = read(&self.tenants).values().cloned().collect();
         for tenant in tenants {
@@ -498,7 +527,7 @@ impl Sim {
                 subs.values_mut()
                     .filter(|s| !s.reauthorization_sent && s.expiration - now <= before)
                     .map(|s| {
-                        s.reauthorization_sent = true;
+                        s.challenge(now, grace);
                         s.clone()
                     })
                     .collect()

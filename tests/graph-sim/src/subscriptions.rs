@@ -96,16 +96,46 @@ pub struct Subscription {
     pub creator_id: String,
     /// `latestSupportedTlsVersion`.
     pub tls_version: String,
-    /// A `reauthorizationRequired` was sent since the last renewal.
+    /// A `reauthorizationRequired` was sent since the last renewal or reauthorization.
     pub reauthorization_sent: bool,
+    /// From this instant on, change notifications are not sent until the subscription is reauthorized or
+    /// renewed (graph-facts §5: the flow "pauses until you act"; what changes meanwhile is never notified).
+    pub paused_from: Option<OffsetDateTime>,
 }
 
 impl Subscription {
+    /// Whether delivery is paused at `now` by an unanswered `reauthorizationRequired`.
+    pub fn is_paused(&self, now: OffsetDateTime) -> bool {
+        self.paused_from.is_some_and(|from| from <= now)
+    }
+
+    /// Records a `reauthorizationRequired` sent at `now`: delivery pauses `grace` later.
+    pub fn challenge(&mut self, now: OffsetDateTime, grace: time::Duration) {
+        self.reauthorization_sent = true;
+        if self.paused_from.is_none() {
+            self.paused_from = Some(now + grace);
+        }
+    }
+
+    /// A renewal or reauthorization answers the challenge: delivery resumes.
+    pub fn answer_challenge(&mut self) {
+        self.reauthorization_sent = false;
+        self.paused_from = None;
+    }
+
     /// Whether notifications of this change type are wanted.
     pub fn wants(&self, change: ChangeType) -> bool {
         self.change_type
             .split(',')
             .any(|c| c.trim() == change.as_str())
+    }
+
+    /// The representation in a list: Graph leaves the `clientState` out of lists "for security purposes"
+    /// (subscription-list.md), though create, get and update return it.
+    pub fn to_listed_json(&self) -> Value {
+        let mut v = self.to_json();
+        v["clientState"] = Value::Null;
+        v
     }
 
     /// The Graph representation (subscription resource).
@@ -158,6 +188,12 @@ pub struct SubscriptionPolicy {
     pub validation_timeout_ms: u64,
     /// Send `reauthorizationRequired` this many simulated minutes before expiry.
     pub reauthorize_before_minutes: i64,
+    /// After a `reauthorizationRequired`, change notifications keep flowing this many simulated minutes, then
+    /// pause until the subscription is reauthorized or renewed (Graph: "for a while"; 0 = pause at once).
+    pub pause_after_minutes: i64,
+    /// Subscriptions per page of `GET /subscriptions` (Graph pages the list with `@odata.nextLink`; the size is
+    /// not documented).
+    pub list_page_size: usize,
 }
 
 impl Default for SubscriptionPolicy {
@@ -168,6 +204,8 @@ impl Default for SubscriptionPolicy {
             allow_created: false,
             validation_timeout_ms: 10_000,
             reauthorize_before_minutes: 15,
+            pause_after_minutes: 0,
+            list_page_size: 100,
         }
     }
 }

@@ -15,14 +15,13 @@ use crate::metrics::RoundMetrics;
 use crate::settings::RoundSettings;
 use crate::snapshot::{self, Scope};
 use cardsync_bus::{PublishError, Publisher, Transience};
-use cardsync_graph::{Credential, DeltaPage, GraphClient, GraphError, TenantConnection};
+use cardsync_graph::{DeltaPage, GraphClient, GraphError, TenantConnection};
 use cardsync_proto as proto;
 use cardsync_rules::FieldRules;
 use cardsync_store::StoreError;
-use cardsync_store::connections::{self, ConnectionError, CredentialKind, SealingKey};
+use cardsync_store::connections::{ConnectionError, SealingKey};
 use cardsync_store::directory::{self, UserRow};
 use cardsync_telemetry::propagation::{self, MAX_LINKS, SpanRef};
-use secrecy::ExposeSecret as _;
 use sqlx::PgPool;
 use std::collections::HashSet;
 use std::future::Future;
@@ -494,30 +493,10 @@ impl Rounds {
 
     /// The tenant's Graph connection, credential opened.
     async fn connection(&self, tenant: Uuid) -> Result<TenantConnection, RoundError> {
-        let stored = connections::get(&self.pool, &self.sealing, tenant)
+        crate::connection::open(&self.pool, &self.sealing, tenant)
             .await
             .map_err(RoundError::Connection)?
-            .ok_or(RoundError::NoConnection(tenant))?;
-        let credential = match stored.kind {
-            CredentialKind::Secret => Credential::Secret(stored.credential),
-            CredentialKind::Federated => Credential::Federated {
-                token_file: stored.credential.expose_secret().into(),
-            },
-            CredentialKind::Certificate => {
-                // The PEM bundle holds the certificate and the private key.
-                let bundle = stored.credential.expose_secret();
-                Credential::Certificate {
-                    certificate_pem: bundle.to_owned(),
-                    private_key_pem: stored.credential.clone(),
-                    algorithm: cardsync_graph::AssertionAlgorithm::Ps256,
-                }
-            }
-        };
-        Ok(TenantConnection {
-            tenant_id: tenant.to_string(),
-            client_id: stored.client_id,
-            credential,
-        })
+            .ok_or(RoundError::NoConnection(tenant))
     }
 
     /// Takes the tenant's lease, waiting up to `lease_wait` for another replica's round, and

@@ -15,7 +15,7 @@ use super::{
     Reply, USER_READ, admit, base_url, context, cost, finish, param, parse_filter, parse_top, run,
 };
 
-fn skip_after(q: &Params) -> Result<Option<String>, GraphError> {
+pub(super) fn skip_after(q: &Params) -> Result<Option<String>, GraphError> {
     let Some(tok) = param(q, "skiptoken") else {
         return Ok(None);
     };
@@ -28,7 +28,7 @@ fn skip_after(q: &Params) -> Result<Option<String>, GraphError> {
 }
 
 /// Builds a paged collection response with a `$skiptoken` nextLink when more remain.
-fn collection(
+pub(super) fn collection(
     req: &HttpRequest,
     context: String,
     mut items: Vec<(String, Map<String, Value>)>,

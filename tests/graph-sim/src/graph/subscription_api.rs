@@ -3,12 +3,13 @@
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes, Data};
 use actix_web::{HttpRequest, HttpResponse};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
-use crate::state::Sim;
+use crate::state::{Sim, lock};
 use crate::subscriptions::SubscriptionBody;
 
-use super::{CONTEXT_BASE, GROUP_READ, GraphError, Reply, USER_READ, admit, finish, run};
+use super::reads::{collection, skip_after};
+use super::{CONTEXT_BASE, GROUP_READ, GraphError, Params, Reply, USER_READ, admit, finish, run};
 
 fn subscription_perms(body: &SubscriptionBody) -> &'static [&'static str] {
     match body.resource.as_deref().map(|r| r.trim_start_matches('/')) {
@@ -48,17 +49,32 @@ pub(super) async fn create_subscription(
     finish(&sim, &req, ep, Some(&ctx), res)
 }
 
-pub(super) async fn list_subscriptions(sim: Data<Sim>, req: HttpRequest) -> HttpResponse {
+/// `GET /subscriptions`: this app's subscriptions in the token's tenant, ordered by id, paged with a
+/// `$skiptoken` nextLink (the page size is a policy switch), without their `clientState`.
+pub(super) async fn list_subscriptions(
+    sim: Data<Sim>,
+    req: HttpRequest,
+    q: Params,
+) -> HttpResponse {
     run(&sim, &req, "subscriptions.list", &[], None, |ctx| {
-        let subs: Vec<Value> = sim
+        let after = skip_after(&q)?;
+        let page = lock(&sim.sub_policy).list_page_size.max(1);
+        let items: Vec<(String, Map<String, Value>)> = sim
             .subscriptions_of(&ctx.tenant, &ctx.app.client_id)
             .iter()
-            .map(|s| s.to_json())
+            .filter(|s| after.as_ref().is_none_or(|a| s.id > *a))
+            .take(page + 1)
+            .filter_map(|s| match s.to_listed_json() {
+                Value::Object(m) => Some((s.id.clone(), m)),
+                _ => None,
+            })
             .collect();
-        Ok(Reply::Json(
-            StatusCode::OK,
-            json!({"@odata.context": format!("{CONTEXT_BASE}#subscriptions"), "value": subs}),
-            Vec::new(),
+        Ok(collection(
+            &req,
+            format!("{CONTEXT_BASE}#subscriptions"),
+            items,
+            page,
+            None,
         ))
     })
     .await

@@ -261,3 +261,112 @@ async fn reauthorization_is_requested_before_expiry_and_test_only_lifecycle_even
         reqwest::StatusCode::NOT_FOUND
     );
 }
+
+async fn outcome_of(env: &Env, user: &str) -> Value {
+    env.deliveries()
+        .await
+        .into_iter()
+        .find(|r| r["notification"]["resourceData"]["id"] == user)
+        .map_or(Value::Null, |r| r["outcome"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delivery_pauses_after_reauthorization_required_and_what_changed_meanwhile_is_never_sent() {
+    let env = env(ALL_READ).await;
+    fast_delivery(&env, json!({})).await;
+    let rx = Receiver::start(Behaviour::default()).await;
+    let sub = subscribed(&env, &rx, "/users").await;
+    env.post_ok(
+        env.tenant_url(&format!("/subscriptions/{sub}/lifecycle")),
+        json!({"event": "reauthorizationRequired"}),
+    )
+    .await;
+    let during = env.create_user("During").await;
+    assert_eq!(
+        outcome_of(&env, &during).await,
+        "pausedReauthorizationRequired"
+    );
+
+    // Renewing answers the challenge: delivery resumes, and the paused change stays unsent.
+    let token = env.token().await;
+    let resp = env
+        .http
+        .patch(env.graph(&format!("/v1.0/subscriptions/{sub}")))
+        .bearer_auth(&token)
+        .json(&json!({"expirationDateTime": in_minutes(900)}))
+        .send()
+        .await
+        .expect("renew");
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    let after = env.create_user("After").await;
+    let items = rx.wait_items(2).await;
+    assert_eq!(items[0]["lifecycleEvent"], "reauthorizationRequired");
+    assert_eq!(items[1]["resourceData"]["id"], after);
+    let record = env
+        .deliveries()
+        .await
+        .into_iter()
+        .find(|r| r["notification"]["resourceData"]["id"] == during)
+        .expect("logged");
+    assert_eq!(record["attempts"], json!([]), "never sent: {record}");
+    assert!(
+        rx.items()
+            .iter()
+            .all(|n| n["resourceData"]["id"] != during.as_str())
+    );
+
+    // Reauthorizing answers it too.
+    env.post_ok(
+        env.tenant_url(&format!("/subscriptions/{sub}/lifecycle")),
+        json!({"event": "reauthorizationRequired"}),
+    )
+    .await;
+    let paused = env.create_user("Paused").await;
+    assert_eq!(
+        outcome_of(&env, &paused).await,
+        "pausedReauthorizationRequired"
+    );
+    let resp = env
+        .http
+        .post(env.graph(&format!("/v1.0/subscriptions/{sub}/reauthorize")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("reauthorize");
+    assert_eq!(resp.status(), reqwest::StatusCode::NO_CONTENT);
+    let resumed = env.create_user("Resumed").await;
+    let items = rx.wait_items(4).await;
+    assert_eq!(items[3]["resourceData"]["id"], resumed);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn notifications_keep_flowing_for_the_configured_while_before_the_pause() {
+    let env = env(ALL_READ).await;
+    fast_delivery(&env, json!({})).await;
+    env.put_ok(
+        env.control_url("/subscription-policy"),
+        json!({"pauseAfterMinutes": 30, "reauthorizeBeforeMinutes": 60}),
+    )
+    .await;
+    let rx = Receiver::start(Behaviour::default()).await;
+    let token = env.token().await;
+    let body = json!({"changeType": "updated,deleted", "notificationUrl": rx.url, "lifecycleNotificationUrl": rx.url, "resource": "/users", "expirationDateTime": in_minutes(90), "clientState": "cs"});
+    let (status, sub) = env.subscribe(&token, body).await;
+    assert!(status.is_success(), "{sub}");
+    env.advance_clock(40 * 60).await;
+    let items = rx.wait_items(1).await;
+    assert_eq!(items[0]["lifecycleEvent"], "reauthorizationRequired");
+    let soon = env.create_user("Soon").await;
+    assert_ne!(
+        outcome_of(&env, &soon).await,
+        "pausedReauthorizationRequired"
+    );
+    let items = rx.wait_items(2).await;
+    assert_eq!(items[1]["resourceData"]["id"], soon);
+    env.advance_clock(31 * 60).await;
+    let late = env.create_user("Late").await;
+    assert_eq!(
+        outcome_of(&env, &late).await,
+        "pausedReauthorizationRequired"
+    );
+}

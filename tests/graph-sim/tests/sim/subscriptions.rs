@@ -242,3 +242,47 @@ async fn patching_an_expired_subscription_is_404() {
         .expect("patch");
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_list_is_paged_with_next_links_ordered_by_id_and_hides_every_client_state() {
+    let (env, token, rx) = setup().await;
+    env.put_ok(
+        env.control_url("/subscription-policy"),
+        json!({"listPageSize": 2}),
+    )
+    .await;
+    let mut created = Vec::new();
+    for i in 0..5 {
+        let mut b = users_sub(&rx.url, 60);
+        b["resource"] = json!(format!("/users/u{i}"));
+        let (status, sub) = env.subscribe(&token, b).await;
+        assert_eq!(status, StatusCode::CREATED, "{sub}");
+        assert_eq!(sub["clientState"], "s3cret", "create answers with it");
+        created.push(sub["id"].as_str().expect("id").to_owned());
+    }
+    created.sort();
+    let mut listed = Vec::new();
+    let mut pages = 0;
+    let mut next = Some("/v1.0/subscriptions".to_owned());
+    while let Some(path) = next {
+        let page = env.get_json(&token, &path).await;
+        pages += 1;
+        assert_eq!(
+            page["@odata.context"],
+            "https://graph.microsoft.com/v1.0/$metadata#subscriptions"
+        );
+        for s in page["value"].as_array().expect("value") {
+            assert_eq!(s["clientState"], Value::Null, "lists never show it: {s}");
+            listed.push(s["id"].as_str().expect("id").to_owned());
+        }
+        next = page["@odata.nextLink"].as_str().map(str::to_owned);
+        assert!(pages <= 3, "2 per page: 5 subscriptions take 3 pages");
+    }
+    assert_eq!((pages, listed), (3, created));
+    assert_eq!(
+        env.get(&token, "/v1.0/subscriptions?$skiptoken=not*base64")
+            .await
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
+}

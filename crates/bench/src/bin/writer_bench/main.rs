@@ -34,8 +34,8 @@ mod workload;
 
 use anyhow::{Context as _, bail, ensure};
 use cardsync_bench::{
-    free_port, load_before_run, parse_setting, progress, service_binary, service_bus_settings,
-    service_env,
+    create_database, database_url, drop_database, free_port, load_before_run, parse_setting,
+    progress, service_binary, service_bus_settings, service_env,
 };
 use cardsync_bus::lapin::{Connection, ConnectionProperties};
 use cardsync_bus::{Publisher, QueueType, Topology, names, routing};
@@ -53,15 +53,6 @@ const WRITER_DEFAULTS: &str = include_str!(concat!(
     "/../../services/card-writer/config/default.toml"
 ));
 
-/// The raw phases and the writer reach PostgreSQL the same way: its local socket, as a
-/// co-located database would be reached. (Over loopback TCP, sqlx negotiates TLS with Debian's
-/// default server and the writer measured ~45% slower on this machine; the ratio stays fair
-/// either way because both sides use the same URL.)
-/// The benchmark's own database (`{}`: its name), made fresh for the run and dropped after it.
-pub(crate) fn database_url(name: &str) -> String {
-    format!("postgres://postgres@localhost/{name}?host=/var/run/postgresql")
-}
-const ADMIN_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 /// Commands per confirmed publish while pre-loading a queue.
@@ -207,7 +198,7 @@ async fn main() -> anyhow::Result<()> {
         .context("RabbitMQ must run on 127.0.0.1:5672: run `make services`")?;
     let admin_channel = admin.create_channel().await?;
     let binary = service_binary("card-writer")?;
-    let pool = bench_database(&database).await?;
+    let pool = create_database(&database, 32).await?;
     let redis = redis::Client::open(REDIS_URL)?
         .get_multiplexed_async_connection()
         .await
@@ -251,40 +242,6 @@ async fn main() -> anyhow::Result<()> {
     flushed.context("deleting the benchmark's Redis keys")?;
     let _ = std::fs::remove_file(&log);
     report.print();
-    Ok(())
-}
-
-/// A new database for the run, migrated.
-async fn bench_database(name: &str) -> anyhow::Result<sqlx::PgPool> {
-    let admin = sqlx::PgPool::connect(ADMIN_DATABASE_URL)
-        .await
-        .context("PostgreSQL must run on 127.0.0.1:5432: run `make services`")?;
-    // The name is ours (hex digits), so it can be spliced into the statement.
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin)
-        .await
-        .with_context(|| format!("creating {name}"))?;
-    admin.close().await;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(32)
-        .connect(&database_url(name))
-        .await
-        .with_context(|| format!("connecting to {name}"))?;
-    cardsync_store::migrate(&pool)
-        .await
-        .with_context(|| format!("migrating {name}"))?;
-    Ok(pool)
-}
-
-/// Drops the run's database (and whatever the writer left connected to it).
-async fn drop_database(name: &str) -> anyhow::Result<()> {
-    let admin = sqlx::PgPool::connect(ADMIN_DATABASE_URL).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&admin)
-    .await?;
-    admin.close().await;
     Ok(())
 }
 
