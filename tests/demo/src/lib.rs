@@ -2,18 +2,20 @@
 //! binary) and the pipeline integration tests (`tests/pipeline`) start, drive and check it
 //! through the same code.
 //!
-//! - [`pipeline`]: [`Pipeline`] starts graph-sim and the three services as child processes, with
+//! - [`pipeline`]: [`Pipeline`] starts graph-sim and the services as child processes, with
 //!   a tenant, its connection, its card tenant and its Graph subscription; it waits for the
 //!   pipeline to drain, compares the cards, kills and restarts a service, scrapes `/metrics`.
 //! - [`check`]: every card against the directory mapped through the field rules.
 //! - [`changes`]: the demo's random stream of directory changes.
 //! - [`procs`]: the child processes and where their binaries are.
 //! - [`metrics`]: reading counters out of Prometheus text.
+//! - [`reconcile`]: a full reconcile run asked of the reconciler, and what it found.
 
 pub mod changes;
 pub mod check;
 pub mod metrics;
 pub mod pipeline;
 pub mod procs;
+pub mod reconcile;
 
 pub use pipeline::{Database, Pipeline, PipelineConfig, Service, section};
