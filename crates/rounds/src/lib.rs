@@ -20,6 +20,6 @@ pub mod wiring;
 
 pub use lease::RedisState;
 pub use metrics::RoundMetrics;
-pub use round::{Mode, RoundError, RoundParts, RoundReport, RoundRequest, Rounds};
+pub use round::{Mode, RoundError, RoundParts, RoundReport, RoundRequest, Rounds, Triggers};
 pub use settings::RoundSettings;
 pub use wiring::{RoundsConfig, WireError, Wired, redis_ready, wire};

@@ -5,7 +5,7 @@
 use crate::{RedisState, RoundMetrics, RoundParts, RoundSettings, Rounds};
 use cardsync_bus::{BusSettings, Publisher, Topology, names};
 use cardsync_config::{PostgresSettings, RedisSettings};
-use cardsync_graph::{GraphClient, GraphSettings};
+use cardsync_graph::{GraphClient, GraphMetrics, GraphSettings};
 use cardsync_store::connections::SealingKey;
 use cardsync_telemetry::metrics::Registry;
 use redis::aio::ConnectionManager;
@@ -68,7 +68,7 @@ where
     }
 }
 
-/// Builds the rounds of a process, registering their metrics on `registry`. Nothing connects
+/// Builds the rounds of a process, registering their metrics (rounds, Graph) on `registry`. Nothing connects
 /// yet: the pool, Redis and the broker connect on first use.
 pub fn wire(config: RoundsConfig<'_>, registry: &Registry) -> Result<Wired, WireError> {
     let metrics = RoundMetrics::register(registry).map_err(failed("metrics"))?;
@@ -78,7 +78,9 @@ pub fn wire(config: RoundsConfig<'_>, registry: &Registry) -> Result<Wired, Wire
         ConnectionManager::new_lazy_with_config(client, redis::aio::ConnectionManagerConfig::new())
             .map_err(failed("redis"))?;
     let publisher = Publisher::lazy(config.bus, config.topology.clone());
-    let graph = GraphClient::new(config.graph.clone()).map_err(failed("the Graph client"))?;
+    let graph = GraphClient::new(config.graph.clone())
+        .map_err(failed("the Graph client"))?
+        .with_metrics(&GraphMetrics::register(registry).map_err(failed("metrics"))?);
     let sealing =
         SealingKey::from_base64(config.credential_key).map_err(failed("the credential key"))?;
     let rounds = Arc::new(Rounds::new(RoundParts {

@@ -3,10 +3,10 @@
 //! is current, and the kit's HTTP server for health and metrics. Tests build the same thing
 //! with port 0 and drive it step by step.
 
-use crate::coalesce::{Coalescer, Covered};
+use crate::coalesce::{Coalescer, Covered, Trigger};
 use crate::handlers::{self, ChangeHandler, SyncRequestHandler};
 use crate::settings::Settings;
-use cardsync_bus::{Consumer, Publisher, names};
+use cardsync_bus::{BusMetrics, Consumer, Publisher, names};
 use cardsync_proto as proto;
 use cardsync_rounds::{RoundsConfig, Wired};
 use cardsync_runtime::{
@@ -57,16 +57,19 @@ impl Application {
         )
         .map_err(|error| StartupError::dependency(error.what, error.source))?;
         let coalescer = Coalescer::new(rounds);
-        let changes = Arc::new(Consumer::new(
-            settings.bus.clone(),
-            topology.clone(),
-            names::DELTA_WORKER_CHANGES,
-        ));
-        let requests = Arc::new(Consumer::new(
-            settings.bus.clone(),
-            topology,
-            names::DELTA_WORKER_REQUESTS,
-        ));
+        let bus_metrics = BusMetrics::register(&registry)?;
+        let changes = Arc::new(
+            Consumer::new(
+                settings.bus.clone(),
+                topology.clone(),
+                names::DELTA_WORKER_CHANGES,
+            )
+            .with_metrics(&bus_metrics),
+        );
+        let requests = Arc::new(
+            Consumer::new(settings.bus.clone(), topology, names::DELTA_WORKER_REQUESTS)
+                .with_metrics(&bus_metrics),
+        );
 
         let schema = SchemaGate::new(pool.clone());
         let readiness = Readiness::new()
@@ -229,7 +232,7 @@ async fn safety_poll(
             let coalescer = coalescer.clone();
             tokio::spawn(async move {
                 if let Covered::Failed(error) = coalescer
-                    .covered(tenant, proto::Cause::SafetyPoll, None)
+                    .covered(tenant, Trigger::of(proto::Cause::SafetyPoll))
                     .await
                 {
                     tracing::warn!(%tenant, error = %cardsync_telemetry::error_chain(&error), "safety poll round failed");

@@ -9,7 +9,7 @@
 use crate::settings::ReconcilerSettings;
 use cardsync_bus::{Delivery, Handler, HandlerError, Transience as _};
 use cardsync_proto as proto;
-use cardsync_rounds::{Mode, RoundError, RoundReport, RoundRequest, Rounds};
+use cardsync_rounds::{Mode, RoundError, RoundReport, RoundRequest, Rounds, Triggers};
 use cardsync_store::runs::{self, Claim, NewRun, RunStatus};
 use cardsync_telemetry::metrics::{IntCounterVec, MetricsError, Opts, Registry, register};
 use sqlx::PgPool;
@@ -189,6 +189,7 @@ impl Handler for ReconcileHandler {
             cause: proto::Cause::Reconcile,
             announced: HashSet::new(),
             mode,
+            triggers: Triggers::default(),
         };
         self.run(run_id, &round).await
     }

@@ -7,7 +7,7 @@ use crate::due::{self, DueReport};
 use crate::handler::{self, ReconcileHandler};
 use crate::settings::Settings;
 use anyhow::Context as _;
-use cardsync_bus::{Consumer, Publisher, Topology, names};
+use cardsync_bus::{BusMetrics, Consumer, Publisher, Topology, names};
 use cardsync_rounds::{Rounds, RoundsConfig, Wired};
 use cardsync_runtime::{
     HttpMetrics, HttpServer, Observability, Readiness, SchemaGate, StartupError,
@@ -57,11 +57,14 @@ impl Application {
             &registry,
         )
         .map_err(|error| StartupError::dependency(error.what, error.source))?;
-        let requests = Arc::new(Consumer::new(
-            settings.bus.clone(),
-            topology.clone(),
-            names::RECONCILER_REQUESTS,
-        ));
+        let requests = Arc::new(
+            Consumer::new(
+                settings.bus.clone(),
+                topology.clone(),
+                names::RECONCILER_REQUESTS,
+            )
+            .with_metrics(&BusMetrics::register(&registry)?),
+        );
         let schema = SchemaGate::new(pool.clone());
         let readiness = Readiness::new()
             .database(pool.clone())

@@ -14,6 +14,7 @@
 pub mod changes;
 pub mod check;
 pub mod metrics;
+pub mod otlp;
 pub mod pipeline;
 pub mod procs;
 pub mod reconcile;

@@ -168,6 +168,7 @@ impl Env {
                 cause,
                 announced: HashSet::new(),
                 mode,
+                triggers: Default::default(),
             })
             .await
             .unwrap()
