@@ -43,8 +43,11 @@ async fn every_metric_the_chart_names_is_exported_by_a_service() {
             exported.extend(families);
         }
         let (metrics, recorded) = named.clone();
+        // kube-state-metrics' series (a CronJob's last success) come from the cluster, not from
+        // cardsync; everything else must be exported by a service.
         let missing: Vec<&String> = metrics
             .iter()
+            .filter(|name| !name.starts_with("kube_"))
             .filter(|name| !exported.contains(*name) && !recorded.contains(*name))
             .collect();
         ensure!(
