@@ -42,13 +42,18 @@ struct RunBusy(Uuid);
 
 /// Registers `cardsync_reconciler_runs_total` (runs ended, by outcome).
 pub fn register_runs(registry: &Registry) -> Result<IntCounterVec, MetricsError> {
-    register(
+    let runs = register(
         registry,
         IntCounterVec::new(
             Opts::new("cardsync_reconciler_runs_total", "Reconcile runs ended"),
             &["outcome"],
         )?,
-    )
+    )?;
+    // Every outcome from the start, so the failed-run alert and the dashboards see zeros.
+    for outcome in ["succeeded", "retried", "failed"] {
+        runs.with_label_values(&[outcome]);
+    }
+    Ok(runs)
 }
 
 /// Handles `SyncRequest`s from `reconciler.requests`.

@@ -165,6 +165,8 @@ pub struct Pipeline {
     pub control: Control,
     /// The Graph surface over HTTPS.
     pub graph_url: String,
+    /// The client secret of the tenant's app registration (for tests that look for leaks).
+    pub client_secret: secrecy::SecretString,
     /// The run's PostgreSQL database.
     pub pool: PgPool,
     /// The run's broker layout.
@@ -434,6 +436,7 @@ impl Pipeline {
             tenant,
             control,
             graph_url,
+            client_secret: secrecy::SecretString::from(secret.clone()),
             pool,
             children,
             binaries,
@@ -824,6 +827,11 @@ impl Pipeline {
     /// How often each process was started again after exiting on its own.
     pub fn restarts(&self) -> std::collections::BTreeMap<String, usize> {
         self.children.restarts()
+    }
+
+    /// The service's base URL (`http://127.0.0.1:{port}`).
+    pub fn service_url(&self, service: Service) -> anyhow::Result<String> {
+        Ok(format!("http://127.0.0.1:{}", self.running(service)?.port))
     }
 
     fn running(&self, service: Service) -> anyhow::Result<&Running> {

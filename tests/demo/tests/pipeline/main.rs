@@ -21,5 +21,6 @@ mod demo_binary;
 mod directory_changes;
 mod graph_trouble;
 mod redis_loss;
+mod secrets;
 mod support;
 mod traces;
