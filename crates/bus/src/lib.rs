@@ -18,6 +18,7 @@ mod consumer;
 mod decision;
 mod error;
 mod message;
+mod metrics;
 mod publisher;
 mod settings;
 mod topology;
@@ -26,6 +27,7 @@ pub use consumer::{Consumer, Delivery, Handler, HandlerError, Processed, Transie
 pub use decision::{DeadLetterReason, Decision, Outcome, decide};
 pub use error::{BusError, PublishError, Unconfirmed};
 pub use message::{CONTENT_TYPE, Outgoing, PERSISTENT, header_int, header_str, headers};
+pub use metrics::BusMetrics;
 pub use publisher::Publisher;
 pub use settings::{BusSettings, TopologySettings, deserialize_durations};
 pub use topology::{

@@ -4,6 +4,7 @@ use crate::budget::TenantBudgets;
 use crate::credential::{self, AccessToken, TenantConnection};
 use crate::delta::DeltaPage;
 use crate::error::{GraphError, TokenError};
+use crate::metrics::GraphMetrics;
 use crate::retry::{backoff, parse_retry_after};
 use crate::settings::GraphSettings;
 use reqwest::{Method, StatusCode, header};
@@ -58,6 +59,7 @@ struct Inner {
     budgets: TenantBudgets,
     /// Cached tokens by (tenant, client id); the async mutex makes refreshes single-flight.
     tokens: Mutex<HashMap<(String, String), TokenSlot>>,
+    metrics: std::sync::OnceLock<GraphMetrics>,
 }
 
 impl std::fmt::Debug for GraphClient {
@@ -96,8 +98,21 @@ impl GraphClient {
                 settings,
                 budgets,
                 tokens: Mutex::new(HashMap::new()),
+                metrics: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Counts every Graph answer in `metrics` (the first call wins).
+    pub fn with_metrics(self, metrics: &GraphMetrics) -> Self {
+        let _ = self.inner.metrics.set(metrics.clone());
+        self
+    }
+
+    fn answered(&self, connection: &TenantConnection, status: Option<u16>) {
+        if let Some(metrics) = self.inner.metrics.get() {
+            metrics.answered(&connection.tenant_id, status);
+        }
     }
 
     /// The settings in use.
@@ -355,7 +370,14 @@ impl GraphClient {
             if let Some(body) = body {
                 request = request.json(body);
             }
-            let failure: Box<dyn std::error::Error + Send + Sync> = match request.send().await {
+            let sent = request.send().await;
+            self.answered(
+                connection,
+                sent.as_ref()
+                    .ok()
+                    .map(|response| response.status().as_u16()),
+            );
+            let failure: Box<dyn std::error::Error + Send + Sync> = match sent {
                 Ok(response) if response.status().is_success() => return Ok(response),
                 Ok(response) => {
                     let status = response.status();

@@ -21,6 +21,8 @@ pub struct RoundMetrics {
     pub(crate) unmappable: IntCounter,
     /// Rounds that enumerated the users delta from scratch (no stored link, or a forced resync).
     pub(crate) full_rounds: IntCounter,
+    /// Cards a reconcile found drifted from the snapshot, by how (missing, status, fields).
+    pub(crate) drift: IntCounterVec,
 }
 
 impl RoundMetrics {
@@ -89,6 +91,16 @@ impl RoundMetrics {
                 IntCounter::new(
                     "cardsync_delta_full_rounds_total",
                     "Rounds that enumerated every user (initial, lost delta link, expired token)",
+                )?,
+            )?,
+            drift: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "cardsync_delta_card_drift_total",
+                        "Cards a reconcile found drifted from the directory and repaired",
+                    ),
+                    &["drift"],
                 )?,
             )?,
         })

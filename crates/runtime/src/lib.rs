@@ -1,6 +1,7 @@
 //! The service kit: what every cardsync service does around its own work, written once.
 //!
-//! - [`Service`]: the binary's `main`: `serve` (the default) and `migrate`, settings loaded
+//! - [`Service`]: the binary's `main`: `serve` (the default), `migrate` and the service's
+//!   one-shot [`Task`]s (a CronJob's command), settings loaded
 //!   and validated once (exit code 2 with every problem listed), the rustls provider,
 //!   telemetry, SIGTERM as a [`CancellationToken`](tokio_util::sync::CancellationToken).
 //! - [`HttpServer`]: bound from `[http]`, request metrics, `/health/live`, `/health/ready`
@@ -25,6 +26,7 @@ pub use http::{HttpError, HttpMetrics, HttpServer, Observability};
 pub use ports::{DEFAULT_PORTS, default_port};
 pub use schema::SchemaGate;
 pub use service::{
-    EXIT_INVALID_CONFIGURATION, Service, ServiceSettings, StartupError, load_settings, migrate,
+    EXIT_INVALID_CONFIGURATION, Service, ServiceSettings, StartupError, Task, Work, load_settings,
+    migrate,
 };
 pub use signal::cancel_on_signal;

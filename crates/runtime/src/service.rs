@@ -128,17 +128,66 @@ enum Command {
     Migrate,
 }
 
-/// One service binary: its name (logs, traces, `--help`) and what `serve` runs.
+/// A one-shot command of a service beside `serve` and `migrate` (what a Kubernetes Job or
+/// CronJob runs): same settings, telemetry and signals as `serve`, then the process exits with
+/// 0 when the work succeeded and 1 when it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Task {
+    name: &'static str,
+    about: &'static str,
+}
+
+impl Task {
+    /// The command `name`, described by `about` in `--help`.
+    pub const fn new(name: &'static str, about: &'static str) -> Self {
+        Self { name, about }
+    }
+}
+
+/// What a service binary was asked to do, handed to the closure of [`Service::run_work`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// Run until SIGTERM or Ctrl-C.
+    Serve,
+    /// Run the named [`Task`] once and exit.
+    Task(&'static str),
+}
+
+/// A parsed command line: the configuration file and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Invocation {
+    config: Option<PathBuf>,
+    command: Invoked,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Invoked {
+    Migrate,
+    Work(Work),
+}
+
+/// One service binary: its name (logs, traces, `--help`), its one-shot tasks, and what `serve`
+/// runs.
 #[derive(Debug, Clone, Copy)]
 pub struct Service {
     name: &'static str,
     about: &'static str,
+    tasks: &'static [Task],
 }
 
 impl Service {
     /// A service called `name`, described by `about` in `--help`.
     pub const fn new(name: &'static str, about: &'static str) -> Self {
-        Self { name, about }
+        Self {
+            name,
+            about,
+            tasks: &[],
+        }
+    }
+
+    /// Adds one-shot commands beside `serve` and `migrate`; run them with [`Service::run_work`].
+    pub const fn with_tasks(self, tasks: &'static [Task]) -> Self {
+        Self { tasks, ..self }
     }
 
     /// Parses the command line, loads the settings (exit 2 listing every problem), and runs
@@ -150,15 +199,22 @@ impl Service {
         F: FnOnce(S, CancellationToken) -> Fut,
         Fut: Future<Output = anyhow::Result<()>>,
     {
-        let matches = Cli::command()
-            .name(self.name)
-            .about(self.about)
-            .get_matches();
-        let cli = match Cli::from_arg_matches(&matches) {
-            Ok(cli) => cli,
+        Self { tasks: &[], ..self }.run_work(|settings, _, shutdown| serve(settings, shutdown))
+    }
+
+    /// Like [`Service::run`] for a service with tasks: `work` is told whether to serve or to
+    /// run one task, and returns when it is done (a task) or after shutdown (serve).
+    pub fn run_work<S, F, Fut>(self, work: F) -> ExitCode
+    where
+        S: ServiceSettings,
+        F: FnOnce(S, Work, CancellationToken) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>>,
+    {
+        let invocation = match self.parse(self.command().get_matches()) {
+            Ok(invocation) => invocation,
             Err(error) => error.exit(),
         };
-        let settings: S = match load_settings(cli.config) {
+        let settings: S = match load_settings(invocation.config) {
             Ok(settings) => settings,
             Err(error) => {
                 eprintln!("{}: {error}", self.name);
@@ -176,9 +232,9 @@ impl Service {
             }
         };
         let outcome = runtime.block_on(async {
-            match cli.command.unwrap_or(Command::Serve) {
-                Command::Serve => self.serve(settings, serve).await,
-                Command::Migrate => migrate(settings.postgres()).await,
+            match invocation.command {
+                Invoked::Work(chosen) => self.serve(settings, chosen, work).await,
+                Invoked::Migrate => migrate(settings.postgres()).await,
             }
         });
         match outcome {
@@ -191,10 +247,44 @@ impl Service {
         }
     }
 
-    async fn serve<S, F, Fut>(self, settings: S, serve: F) -> anyhow::Result<()>
+    /// The command line parser: the kit's commands and the service's tasks.
+    fn command(self) -> clap::Command {
+        let mut command = Cli::command().name(self.name).about(self.about);
+        for task in self.tasks {
+            command = command.subcommand(clap::Command::new(task.name).about(task.about));
+        }
+        command
+    }
+
+    /// What the parsed command line asks for.
+    fn parse(self, matches: clap::ArgMatches) -> Result<Invocation, clap::Error> {
+        if let Some((name, sub)) = matches.subcommand()
+            && let Some(task) = self.tasks.iter().find(|task| task.name == name)
+        {
+            // `--config` is global: given before or after the task's name, clap hands it down.
+            let config = sub
+                .get_one::<PathBuf>("config")
+                .or_else(|| matches.get_one::<PathBuf>("config"))
+                .cloned();
+            return Ok(Invocation {
+                config,
+                command: Invoked::Work(Work::Task(task.name)),
+            });
+        }
+        let cli = Cli::from_arg_matches(&matches)?;
+        Ok(Invocation {
+            config: cli.config,
+            command: match cli.command.unwrap_or(Command::Serve) {
+                Command::Serve => Invoked::Work(Work::Serve),
+                Command::Migrate => Invoked::Migrate,
+            },
+        })
+    }
+
+    async fn serve<S, F, Fut>(self, settings: S, chosen: Work, work: F) -> anyhow::Result<()>
     where
         S: ServiceSettings,
-        F: FnOnce(S, CancellationToken) -> Fut,
+        F: FnOnce(S, Work, CancellationToken) -> Fut,
         Fut: Future<Output = anyhow::Result<()>>,
     {
         use anyhow::Context as _;
@@ -205,8 +295,11 @@ impl Service {
             "{} starting",
             self.name
         );
-        serve(settings, cancel_on_signal()).await?;
-        tracing::info!("{} stopped", self.name);
+        work(settings, chosen, cancel_on_signal()).await?;
+        match chosen {
+            Work::Serve => tracing::info!("{} stopped", self.name),
+            Work::Task(task) => tracing::info!(task, "{} done", self.name),
+        }
         Ok(())
     }
 }
@@ -240,4 +333,50 @@ pub async fn migrate(postgres: &PostgresSettings) -> anyhow::Result<()> {
         version.database.unwrap_or_default()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TASKS: &[Task] = &[Task::new("due", "Enqueue what is due and exit")];
+
+    fn parse(service: Service, args: &[&str]) -> Result<Invocation, clap::Error> {
+        service.parse(
+            service
+                .command()
+                .try_get_matches_from(args.iter().copied())?,
+        )
+    }
+
+    #[test]
+    fn a_task_is_a_command_of_its_own_and_takes_the_global_config_file() {
+        let service = Service::new("svc", "a service").with_tasks(TASKS);
+        for args in [
+            &["svc", "due", "--config", "x.toml"][..],
+            &["svc", "--config", "x.toml", "due"][..],
+        ] {
+            let invocation = parse(service, args).unwrap();
+            assert_eq!(
+                invocation.command,
+                Invoked::Work(Work::Task("due")),
+                "{args:?}"
+            );
+            assert_eq!(invocation.config, Some(PathBuf::from("x.toml")), "{args:?}");
+        }
+        assert_eq!(
+            parse(service, &["svc"]).unwrap().command,
+            Invoked::Work(Work::Serve)
+        );
+        assert_eq!(
+            parse(service, &["svc", "migrate"]).unwrap().command,
+            Invoked::Migrate
+        );
+    }
+
+    #[test]
+    fn a_service_without_the_task_refuses_its_name() {
+        let error = parse(Service::new("svc", "a service"), &["svc", "due"]).unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::InvalidSubcommand);
+    }
 }

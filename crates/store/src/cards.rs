@@ -424,6 +424,22 @@ pub async fn list(executor: impl PgExecutor<'_>, tenant_id: Uuid) -> Result<Vec<
     )
 }
 
+/// The cards of these directory users (tombstones included), without locking: what the
+/// reconcile compares with the snapshot.
+pub async fn of_users(
+    executor: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    user_ids: &[String],
+) -> Result<Vec<Card>, StoreError> {
+    Ok(
+        sqlx::query_as::<_, Card>("SELECT * FROM cards WHERE tenant_id = $1 AND user_id = ANY($2)")
+            .bind(tenant_id)
+            .bind(user_ids)
+            .fetch_all(executor)
+            .await?,
+    )
+}
+
 /// Stores a new card.
 pub async fn insert(conn: &mut PgConnection, card: &Card) -> Result<(), StoreError> {
     sqlx::query(

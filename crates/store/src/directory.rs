@@ -255,6 +255,28 @@ pub async fn all_users(pool: &PgPool, tenant: Uuid) -> Result<Vec<UserRow>, Stor
     Ok(rows.into_iter().map(user_from).collect())
 }
 
+/// The tenant's stored users after `after` in user id order, at most `limit`: the reconcile
+/// walks the snapshot in pages so a large tenant never sits in memory whole.
+pub async fn users_after(
+    pool: &PgPool,
+    tenant: Uuid,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<UserRow>, StoreError> {
+    let rows: Vec<UserTuple> = sqlx::query_as(concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM directory_users WHERE tenant_id = $1 AND ($2::text IS NULL OR user_id > $2)
+          ORDER BY user_id LIMIT $3"
+    ))
+    .bind(tenant)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(user_from).collect())
+}
+
 /// Ids of the tenant's present users: what a full enumeration must account for, without
 /// loading every merged object (a 100,000-user tenant stays a few megabytes here).
 pub async fn present_user_ids(pool: &PgPool, tenant: Uuid) -> Result<Vec<String>, StoreError> {

@@ -299,6 +299,139 @@ async fn counts_of(
     Ok(counts)
 }
 
+/// What [`claim`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The run is this worker's now: it was queued, or running with a stale heartbeat (its
+    /// worker died), and is `running` with a fresh heartbeat.
+    Claimed,
+    /// Another worker runs it (its heartbeat is fresh).
+    Busy,
+    /// It waits for an admin (the safety rail).
+    Held,
+    /// It ended already (a duplicate request).
+    Finished(RunStatus),
+    /// No such run.
+    Missing,
+}
+
+/// Takes an unfinished run for this worker: a queued one, or a running one whose heartbeat is
+/// older than `stale_after` (its worker was killed mid-run). Sets `running`, `started_at` the
+/// first time, and the heartbeat.
+pub async fn claim(
+    executor: impl PgExecutor<'_> + Copy,
+    run_id: Uuid,
+    stale_after: std::time::Duration,
+) -> Result<Claim, StoreError> {
+    let claimed = sqlx::query(
+        "UPDATE sync_runs
+            SET status = 'running', started_at = coalesce(started_at, now()), heartbeat_at = now()
+          WHERE run_id = $1 AND finished_at IS NULL
+            AND (status = 'queued'
+                 OR (status = 'running'
+                     AND coalesce(heartbeat_at, started_at, created_at)
+                         < now() - make_interval(secs => $2)))",
+    )
+    .bind(run_id)
+    .bind(stale_after.as_secs_f64())
+    .execute(executor)
+    .await?;
+    if claimed.rows_affected() == 1 {
+        return Ok(Claim::Claimed);
+    }
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM sync_runs WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_optional(executor)
+            .await?;
+    Ok(match status.as_deref().and_then(RunStatus::parse) {
+        None => Claim::Missing,
+        Some(RunStatus::Held) => Claim::Held,
+        Some(status) if status.is_final() => Claim::Finished(status),
+        Some(_) => Claim::Busy,
+    })
+}
+
+/// Renews a running run's heartbeat; `false` when the run is no longer running.
+pub async fn heartbeat(executor: impl PgExecutor<'_>, run_id: Uuid) -> Result<bool, StoreError> {
+    let renewed = sqlx::query(
+        "UPDATE sync_runs SET heartbeat_at = now()
+          WHERE run_id = $1 AND status = 'running' AND finished_at IS NULL",
+    )
+    .bind(run_id)
+    .execute(executor)
+    .await?;
+    Ok(renewed.rows_affected() == 1)
+}
+
+/// Fails the unfinished runs of `kind` that a worker started but whose heartbeat stopped more
+/// than `abandoned_after` ago (the worker died and no redelivery took the run over); returns
+/// their ids. Runs never started are left queued: they may be waiting behind others.
+pub async fn fail_abandoned(
+    executor: impl PgExecutor<'_>,
+    kind: &str,
+    abandoned_after: std::time::Duration,
+) -> Result<Vec<Uuid>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "UPDATE sync_runs
+            SET status = 'failed', finished_at = now(),
+                detail = 'abandoned: no worker renewed its heartbeat for '
+                         || $2::text || ' seconds'
+          WHERE kind = $1 AND finished_at IS NULL AND status IN ('queued', 'running')
+            AND started_at IS NOT NULL
+            AND coalesce(heartbeat_at, started_at) < now() - make_interval(secs => $3)
+         RETURNING run_id",
+    )
+    .bind(kind)
+    .bind(abandoned_after.as_secs().to_string())
+    .bind(abandoned_after.as_secs_f64())
+    .fetch_all(executor)
+    .await?)
+}
+
+/// Records a scheduled run for the schedule occurrence `scheduled_for`; `false` (and nothing
+/// recorded) when the tenant already has a run of this kind for that occurrence.
+pub async fn create_scheduled(
+    executor: impl PgExecutor<'_>,
+    run: &NewRun,
+    scheduled_for: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    let created = sqlx::query(
+        "INSERT INTO sync_runs (run_id, tenant_id, kind, cause, started_by, target, scheduled_for)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(run.run_id)
+    .bind(run.tenant_id)
+    .bind(&run.kind)
+    .bind(&run.cause)
+    .bind(&run.started_by)
+    .bind(&run.target)
+    .bind(scheduled_for)
+    .execute(executor)
+    .await?;
+    Ok(created.rows_affected() == 1)
+}
+
+/// Runs of `kind` queued longer than `older_than` and never started, as `(run, tenant)`: their
+/// request may have been lost (a `due` job killed between recording and publishing).
+pub async fn stale_queued(
+    executor: impl PgExecutor<'_>,
+    kind: &str,
+    older_than: std::time::Duration,
+) -> Result<Vec<(Uuid, Uuid)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT run_id, tenant_id FROM sync_runs
+          WHERE kind = $1 AND status = 'queued' AND started_at IS NULL
+            AND created_at < now() - make_interval(secs => $2)
+          ORDER BY created_at",
+    )
+    .bind(kind)
+    .bind(older_than.as_secs_f64())
+    .fetch_all(executor)
+    .await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

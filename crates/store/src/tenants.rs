@@ -80,3 +80,16 @@ pub async fn get(executor: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Tenan
     .fetch_optional(executor)
     .await?)
 }
+
+/// Every tenant with a Graph connection and when it was created: the tenants schedules apply to.
+pub async fn connected(
+    executor: impl PgExecutor<'_>,
+) -> Result<Vec<(Uuid, OffsetDateTime)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT t.tenant_id, t.created_at
+           FROM tenants t JOIN tenant_connections c USING (tenant_id)
+          ORDER BY t.tenant_id",
+    )
+    .fetch_all(executor)
+    .await?)
+}

@@ -6,16 +6,13 @@
 use crate::coalesce::{Coalescer, Covered, Trigger};
 use crate::handlers::{self, ChangeHandler, SyncRequestHandler};
 use crate::settings::Settings;
-use cardsync_bus::{Consumer, Publisher, names};
-use cardsync_graph::GraphClient;
+use cardsync_bus::{BusMetrics, Consumer, Publisher, names};
 use cardsync_proto as proto;
-use cardsync_rounds::{RedisState, RoundMetrics, RoundParts, Rounds};
+use cardsync_rounds::{RoundsConfig, Wired};
 use cardsync_runtime::{
     HttpMetrics, HttpServer, Observability, Readiness, SchemaGate, StartupError,
 };
-use cardsync_store::connections::SealingKey;
 use cardsync_telemetry::metrics::{IntCounterVec, Registry};
-use secrecy::ExposeSecret as _;
 use sqlx::PgPool;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -39,53 +36,45 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let registry = Registry::new();
         let http_metrics = HttpMetrics::register(&registry, "cardsync_delta_worker")?;
-        let metrics = RoundMetrics::register(&registry)?;
         let notifications = handlers::register_notifications(&registry)?;
-        let pool = cardsync_store::pool_lazy(&settings.postgres)?;
-        let redis_client = redis::Client::open(settings.redis.url.expose_secret())
-            .map_err(|error| StartupError::dependency("redis", error))?;
-        let redis = redis::aio::ConnectionManager::new_lazy_with_config(
-            redis_client,
-            redis::aio::ConnectionManagerConfig::new(),
-        )
-        .map_err(|error| StartupError::dependency("redis", error))?;
         let topology = settings.topology.topology();
-        let publisher = Publisher::lazy(&settings.bus, topology.clone());
-        let rounds = Arc::new(Rounds::new(RoundParts {
-            pool: pool.clone(),
-            graph: GraphClient::new(settings.graph.clone())
-                .map_err(|error| StartupError::dependency("the Graph client", error))?,
-            publisher: publisher.clone(),
-            redis: RedisState::new(redis.clone(), &settings.redis.key_prefix),
-            sealing: Arc::new(
-                SealingKey::from_base64(&settings.secrets.credential_key)
-                    .map_err(|error| StartupError::dependency("the credential key", error))?,
-            ),
-            settings: settings.worker.rounds.clone(),
-            metrics,
-            cards_exchange: topology.name(names::CARDS),
-        }));
+        let Wired {
+            rounds,
+            pool,
+            publisher,
+            redis,
+        } = cardsync_rounds::wire(
+            RoundsConfig {
+                postgres: &settings.postgres,
+                redis: &settings.redis,
+                graph: &settings.graph,
+                bus: &settings.bus,
+                topology: &topology,
+                credential_key: &settings.secrets.credential_key,
+                rounds: &settings.worker.rounds,
+            },
+            &registry,
+        )
+        .map_err(|error| StartupError::dependency(error.what, error.source))?;
         let coalescer = Coalescer::new(rounds);
-        let changes = Arc::new(Consumer::new(
-            settings.bus.clone(),
-            topology.clone(),
-            names::DELTA_WORKER_CHANGES,
-        ));
-        let requests = Arc::new(Consumer::new(
-            settings.bus.clone(),
-            topology,
-            names::DELTA_WORKER_REQUESTS,
-        ));
+        let bus_metrics = BusMetrics::register(&registry)?;
+        let changes = Arc::new(
+            Consumer::new(
+                settings.bus.clone(),
+                topology.clone(),
+                names::DELTA_WORKER_CHANGES,
+            )
+            .with_metrics(&bus_metrics),
+        );
+        let requests = Arc::new(
+            Consumer::new(settings.bus.clone(), topology, names::DELTA_WORKER_REQUESTS)
+                .with_metrics(&bus_metrics),
+        );
 
         let schema = SchemaGate::new(pool.clone());
         let readiness = Readiness::new()
             .database(pool.clone())
-            .probe("redis", redis, |mut redis| async move {
-                redis::cmd("PING")
-                    .query_async::<String>(&mut redis)
-                    .await
-                    .is_ok()
-            })
+            .probe("redis", redis, cardsync_rounds::redis_ready)
             .probe("broker", publisher.clone(), |publisher| async move {
                 publisher.is_ready().await
             })

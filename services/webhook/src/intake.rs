@@ -31,7 +31,8 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    const ALL: [Rejection; 4] = [
+    /// Every reason, in a fixed order.
+    pub const ALL: [Rejection; 4] = [
         Rejection::Malformed,
         Rejection::UnknownSubscription,
         Rejection::ClientStateMismatch,

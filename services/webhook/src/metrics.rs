@@ -29,7 +29,7 @@ impl Metrics {
         let latency = |name: &str, help: &str| {
             HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec())
         };
-        Ok(Self {
+        let metrics = Self {
             accepted: register(
                 registry,
                 IntCounterVec::new(
@@ -80,6 +80,11 @@ impl Metrics {
                     &["tenant"],
                 )?,
             )?,
-        })
+        };
+        // Every reason from the start, so a scrape (and an alert on a ratio) sees zeros.
+        for rejection in crate::intake::Rejection::ALL {
+            metrics.rejected.with_label_values(&[rejection.as_str()]);
+        }
+        Ok(metrics)
     }
 }

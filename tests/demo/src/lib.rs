@@ -10,6 +10,7 @@
 //! - [`changes`]: the demo's random stream of directory changes.
 //! - [`procs`]: the child processes and where their binaries are.
 //! - [`metrics`]: reading counters out of Prometheus text.
+//! - [`reconcile`]: a full reconcile run asked of the reconciler, and what it found.
 
 pub mod changes;
 pub mod check;
@@ -17,5 +18,6 @@ pub mod metrics;
 pub mod otlp;
 pub mod pipeline;
 pub mod procs;
+pub mod reconcile;
 
 pub use pipeline::{Database, Pipeline, PipelineConfig, Service, section};

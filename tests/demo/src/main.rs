@@ -222,6 +222,24 @@ async fn sync_and_stream(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<S
     }
     let settle = settle_started.elapsed();
 
+    section("8. a full reconcile, as the nightly job runs it");
+    let reconciled = cardsync_demo::reconcile::reconcile(pipeline, drain_timeout).await?;
+    println!(
+        "reconcile run {} in {:.1} s: {} change(s) no notification announced, {} card(s) repaired, \
+         {} command(s), {} Graph page(s){}",
+        reconciled.status.as_str(),
+        reconciled.elapsed.as_secs_f64(),
+        reconciled.count("unannounced"),
+        reconciled.count("repaired"),
+        reconciled.count("commands"),
+        reconciled.count("graph_pages"),
+        reconciled
+            .detail
+            .as_deref()
+            .map(|detail| format!(" ({detail})"))
+            .unwrap_or_default()
+    );
+
     let Latencies {
         measured,
         overtaken,
@@ -290,7 +308,9 @@ async fn sync_and_stream(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<S
     for example in &report.examples {
         println!("  diverges: {example}");
     }
-    let ok = report.divergent == 0 && report.duplicates == 0;
+    let ok = report.divergent == 0
+        && report.duplicates == 0
+        && reconciled.status == cardsync_store::runs::RunStatus::Succeeded;
     println!(
         "{}",
         if ok {
@@ -309,6 +329,12 @@ async fn sync_and_stream(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<S
             "e2e_ms": {"p50": p50, "p99": p99},
             "graph_requests_per_change": (per_change * 1000.0).round() / 1000.0,
             "initial_sync_s": (initial_sync.as_secs_f64() * 10.0).round() / 10.0,
+            "reconcile": {
+                "status": reconciled.status.as_str(),
+                "seconds": (reconciled.elapsed.as_secs_f64() * 10.0).round() / 10.0,
+                "unannounced": reconciled.count("unannounced"),
+                "repaired": reconciled.count("repaired"),
+            },
             "peak_rss_mib": memory
                 .iter()
                 .map(|(name, mib)| (name.clone(), json!(mib.round())))

@@ -27,7 +27,7 @@ pub fn section(title: &str) {
     println!("\n== {title}");
 }
 
-/// One of the three cardsync services a pipeline runs.
+/// One of the cardsync services a pipeline runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {
     /// Receives Graph's notifications and publishes them.
@@ -38,15 +38,18 @@ pub enum Service {
     CardWriter,
     /// Creates and renews the tenant's Graph subscription.
     SubscriptionManager,
+    /// Runs full reconciles against the cards.
+    Reconciler,
 }
 
 impl Service {
     /// Every service, in start order.
-    pub const ALL: [Service; 4] = [
+    pub const ALL: [Service; 5] = [
         Service::Webhook,
         Service::DeltaWorker,
         Service::CardWriter,
         Service::SubscriptionManager,
+        Service::Reconciler,
     ];
 
     /// The binary's (and the log file's) name.
@@ -56,6 +59,7 @@ impl Service {
             Service::DeltaWorker => "delta-worker",
             Service::CardWriter => "card-writer",
             Service::SubscriptionManager => "subscription-manager",
+            Service::Reconciler => "reconciler",
         }
     }
 }
@@ -479,6 +483,28 @@ impl Pipeline {
             .publish_all(vec![Outgoing::new(
                 &self.topology.name(names::SYNC),
                 &routing::sync_request(&tenant),
+                &request,
+            )])
+            .await?;
+        publisher.close().await;
+        Ok(())
+    }
+
+    /// Asks the reconciler for a full reconcile of the tenant as run `run_id` (Sync Now).
+    pub async fn request_reconcile(&self, run_id: Uuid) -> anyhow::Result<()> {
+        let tenant = self.tenant_text();
+        let publisher = Publisher::connect(&self.bus, self.topology.clone()).await?;
+        let request = proto::SyncRequest {
+            envelope: Some(proto::Envelope::new(&tenant, proto::Cause::Reconcile)),
+            scope: proto::sync_request::Scope::Tenant as i32,
+            depth: proto::sync_request::Depth::Full as i32,
+            run_id: run_id.to_string(),
+            ..Default::default()
+        };
+        publisher
+            .publish_all(vec![Outgoing::new(
+                &self.topology.name(names::SYNC),
+                &routing::reconcile_request(&tenant),
                 &request,
             )])
             .await?;

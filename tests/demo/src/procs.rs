@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 /// Where the binaries are and where their logs go.
 #[derive(Debug, Clone)]
 pub struct Binaries {
-    /// The directory holding `graph-sim`, `webhook`, `delta-worker` and `card-writer`.
+    /// The directory holding `graph-sim`, `webhook`, `delta-worker`, `card-writer` and `reconciler`.
     pub dir: PathBuf,
     /// The run's log directory.
     pub logs: PathBuf,
@@ -282,12 +282,13 @@ pub fn own_dir() -> anyhow::Result<PathBuf> {
 }
 
 /// The binaries every pipeline runs (each is its package's name too).
-pub const SERVICE_BINARIES: [&str; 6] = [
+pub const SERVICE_BINARIES: [&str; 7] = [
     "graph-sim",
     "webhook",
     "delta-worker",
     "card-writer",
     "subscription-manager",
+    "reconciler",
     "cardsync-admin",
 ];
 

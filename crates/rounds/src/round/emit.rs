@@ -106,6 +106,14 @@ impl Rounds {
             round.report.commands += outgoing.len() as u64;
             self.publisher.publish_all(outgoing).await?;
             directory::mark_emitted(&self.pool, round.tenant, &emitted).await?;
+            if let Some(sent) = &mut round.emitted {
+                sent.extend(
+                    emitted
+                        .iter()
+                        .filter(|(_, _, action)| action.is_some())
+                        .map(|(id, _, _)| id.clone()),
+                );
+            }
         }
         Ok(())
     }

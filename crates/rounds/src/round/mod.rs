@@ -1,9 +1,11 @@
 //! One delta round for one tenant, under its lease: flush what a crashed round left unemitted,
 //! follow the groups delta (group-scoped tenants), then the pass its mode asks for (the users
 //! delta page by page, or a re-read of named users or of a group's members), admin roles and
-//! photos, and record the round. The passes live in their own files; this one holds the lease,
-//! the fence, the pass order and the report.
+//! photos, and record the round; a reconcile then compares the snapshot with the cards and
+//! repairs what drifted. The passes live in their own files; this one holds the lease, the
+//! fence, the pass order and the report.
 
+mod cards;
 mod emit;
 mod groups;
 mod photos;
@@ -45,6 +47,11 @@ pub enum Mode {
     /// Re-read every member of this group (nested groups included) like [`Mode::Users`]; the
     /// members are resolved inside the round, under the lease.
     Group(String),
+    /// The full reconcile: a [`Mode::Full`] round (which renews the stored delta links), then
+    /// every user of the snapshot compared with its card, and a command for each card that
+    /// drifted from what the rules give (missing, edited behind cardsync's back, a command
+    /// that was dead-lettered). Its commands go to the bulk queue.
+    Reconcile,
 }
 
 impl Mode {
@@ -55,6 +62,7 @@ impl Mode {
             Mode::Full => "full",
             Mode::Users(_) => "users",
             Mode::Group(_) => "group",
+            Mode::Reconcile => "reconcile",
         }
     }
 }
@@ -129,6 +137,8 @@ pub struct RoundReport {
     pub unannounced: u64,
     /// Whether the users delta was enumerated from scratch.
     pub full: bool,
+    /// Cards that differed from the snapshot and were sent a repairing command (reconcile).
+    pub repaired: u64,
 }
 
 /// Why a round failed.
@@ -242,6 +252,9 @@ struct Round<'a> {
     cause: proto::Cause,
     bulk: bool,
     announced: &'a HashSet<String>,
+    /// Users this round sent a command for; kept by a reconcile only, whose cards pass leaves
+    /// them alone (their card is about to change).
+    emitted: Option<HashSet<String>>,
     /// Carried by every command as `notified_at` (the freshness SLO's start).
     notified_at: Option<OffsetDateTime>,
     report: RoundReport,
@@ -394,12 +407,13 @@ impl Rounds {
             admin_roles,
             scope: Scope::Everyone,
             cause: request.cause,
-            bulk: matches!(request.mode, Mode::Full)
+            bulk: matches!(request.mode, Mode::Full | Mode::Reconcile)
                 || matches!(
                     request.cause,
                     proto::Cause::Reconcile | proto::Cause::Resync
                 ),
             announced: &request.announced,
+            emitted: (request.mode == Mode::Reconcile).then(HashSet::new),
             notified_at: request.triggers.notified_at(),
             report: RoundReport::default(),
         };
@@ -433,7 +447,7 @@ impl Rounds {
             .inc_by(report.unannounced);
         tracing::info!(
             tenant = %request.tenant, cause, pages = report.pages, changed = report.changed, commands = report.commands,
-            unannounced = report.unannounced, full = report.full, elapsed_ms = started.elapsed().as_millis() as u64,
+            unannounced = report.unannounced, full = report.full, repaired = report.repaired, elapsed_ms = started.elapsed().as_millis() as u64,
             "delta round done"
         );
         Ok(report)
@@ -453,7 +467,7 @@ impl Rounds {
         tx.commit().await?;
         // A crashed round may have saved versions whose commands were never confirmed.
         self.emit_unemitted(round).await?;
-        let full = request.mode == Mode::Full;
+        let full = matches!(request.mode, Mode::Full | Mode::Reconcile);
         if full {
             self.redis.forget_delta_links(round.tenant).await?;
         }
@@ -480,12 +494,15 @@ impl Rounds {
                 self.users_by_id(round, &ids).await?;
                 self.roles_pass(round, true).await?;
             }
-            Mode::Incremental | Mode::Full => {
+            Mode::Incremental | Mode::Full | Mode::Reconcile => {
                 let created = self.users_pass(round, full).await?;
                 let scheduled = round.cause != proto::Cause::Notification;
                 self.roles_pass(round, scheduled || !created.is_empty())
                     .await?;
                 self.photos_pass(round, created).await?;
+                if request.mode == Mode::Reconcile {
+                    self.cards_pass(round).await?;
+                }
             }
         }
         Ok(())

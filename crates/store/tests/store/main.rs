@@ -1,4 +1,5 @@
 //! The store's shared tables against the real PostgreSQL test database.
 
+mod migrations;
 mod runs;
 mod slots;

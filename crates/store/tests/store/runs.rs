@@ -120,3 +120,116 @@ async fn a_tenants_runs_page_newest_first_and_never_show_another_tenants() {
     );
     assert!(seen.iter().all(|id| ids.contains(id)));
 }
+
+/// Moves a run's heartbeat (and start) `seconds` into the past, as a worker killed then would.
+async fn age(pool: &sqlx::PgPool, run_id: Uuid, seconds: f64) {
+    sqlx::query(
+        "UPDATE sync_runs SET heartbeat_at = now() - make_interval(secs => $2),
+                              started_at = now() - make_interval(secs => $2)
+          WHERE run_id = $1",
+    )
+    .bind(run_id)
+    .bind(seconds)
+    .execute(pool)
+    .await
+    .expect("aged");
+}
+
+#[tokio::test]
+async fn a_run_is_claimed_once_and_taken_over_only_when_its_heartbeat_stopped() {
+    let pool = cardsync_testkit::test_pool().await;
+    let stale = std::time::Duration::from_secs(60);
+    let run = new_run(Uuid::new_v4());
+    assert_eq!(
+        runs::claim(&pool, run.run_id, stale).await.unwrap(),
+        runs::Claim::Missing
+    );
+    runs::create(&pool, &run).await.unwrap();
+    assert_eq!(
+        runs::claim(&pool, run.run_id, stale).await.unwrap(),
+        runs::Claim::Claimed
+    );
+    assert_eq!(
+        runs::claim(&pool, run.run_id, stale).await.unwrap(),
+        runs::Claim::Busy,
+        "a fresh heartbeat keeps the run its worker's"
+    );
+    assert!(runs::heartbeat(&pool, run.run_id).await.unwrap());
+    age(&pool, run.run_id, 120.0).await;
+    assert_eq!(
+        runs::claim(&pool, run.run_id, stale).await.unwrap(),
+        runs::Claim::Claimed,
+        "a stopped heartbeat lets the next worker take the run over"
+    );
+    runs::set_status(&pool, run.run_id, RunStatus::Succeeded, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        runs::claim(&pool, run.run_id, stale).await.unwrap(),
+        runs::Claim::Finished(RunStatus::Succeeded)
+    );
+    assert!(!runs::heartbeat(&pool, run.run_id).await.unwrap());
+}
+
+#[tokio::test]
+async fn an_abandoned_run_fails_and_a_queued_one_waits() {
+    let pool = cardsync_testkit::test_pool().await;
+    // A kind of its own (letters only, as the column wants), so other tests' runs stay out.
+    let kind: String = Uuid::new_v4().simple().to_string()[..16]
+        .chars()
+        .map(|c| (b'a' + c.to_digit(16).unwrap_or_default() as u8) as char)
+        .collect();
+    let tenant = Uuid::new_v4();
+    let abandoned = NewRun {
+        kind: kind.clone(),
+        ..new_run(tenant)
+    };
+    let waiting = NewRun {
+        kind: kind.clone(),
+        ..new_run(tenant)
+    };
+    runs::create(&pool, &abandoned).await.unwrap();
+    runs::create(&pool, &waiting).await.unwrap();
+    runs::claim(&pool, abandoned.run_id, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    age(&pool, abandoned.run_id, 3600.0).await;
+    let failed = runs::fail_abandoned(&pool, &kind, std::time::Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(failed, vec![abandoned.run_id]);
+    let run = runs::get(&pool, abandoned.run_id).await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert!(run.detail.unwrap().starts_with("abandoned"));
+    let queued = runs::get(&pool, waiting.run_id).await.unwrap().unwrap();
+    assert_eq!(queued.status, RunStatus::Queued);
+}
+
+#[tokio::test]
+async fn a_schedule_occurrence_records_one_run_however_often_it_is_enqueued() {
+    let pool = cardsync_testkit::test_pool().await;
+    let tenant = Uuid::new_v4();
+    let occurrence = time::macros::datetime!(2026-12-06 00:00 UTC);
+    let scheduled = |run: NewRun| NewRun {
+        kind: "reconcile".into(),
+        started_by: "schedule".into(),
+        ..run
+    };
+    assert!(
+        runs::create_scheduled(&pool, &scheduled(new_run(tenant)), occurrence)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !runs::create_scheduled(&pool, &scheduled(new_run(tenant)), occurrence)
+            .await
+            .unwrap()
+    );
+    let next = occurrence + time::Duration::days(1);
+    assert!(
+        runs::create_scheduled(&pool, &scheduled(new_run(tenant)), next)
+            .await
+            .unwrap()
+    );
+    assert_eq!(runs::list(&pool, tenant, None, 10).await.unwrap().len(), 2);
+}

@@ -14,6 +14,7 @@
     reason = "a test fails loudly on what it did not expect"
 )]
 
+mod catalogue;
 mod crashes;
 mod delivery;
 mod demo_binary;

@@ -1,0 +1,189 @@
+//! What the reconcile repairs: a snapshot row compared with the card it should have produced.
+//! No I/O, so every case is unit-tested.
+//!
+//! The comparison asks the card-writer's own merge policy ([`plan_update`]) what the row's
+//! command would change on the card, so a local edit that the rules keep (overwrite off) or a
+//! field the rules never write is no drift, and a locked field edited on the card is.
+
+use crate::snapshot::{Action, action_for};
+use cardsync_rules::{DirectoryUser, FieldRules, RemovalPolicy, map_user, plan_update};
+use cardsync_store::cards::{Card, CardStatus};
+use cardsync_store::directory::UserRow;
+
+/// How a card differs from what its user's snapshot row calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drift {
+    /// The user should have an active card and has none (its command was lost or dead-lettered).
+    Missing,
+    /// The card's status is not what the row calls for (active, deactivated, deleted).
+    Status,
+    /// A field's value is not what the rules give (edited behind cardsync's back, or a command
+    /// that was dead-lettered).
+    Fields,
+}
+
+impl Drift {
+    /// The stable name used in counts and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Drift::Missing => "missing",
+            Drift::Status => "status",
+            Drift::Fields => "fields",
+        }
+    }
+}
+
+/// How `card` (the card of `row`'s user, if any) drifted from what `row` calls for under
+/// `rules`; `None` when it is as it should be, or when the row maps to no card.
+pub fn drift(row: &UserRow, card: Option<&Card>, rules: &FieldRules) -> Option<Drift> {
+    let status = card.map(|card| card.status);
+    match action_for(row) {
+        Action::Upsert => {
+            let card = match card {
+                Some(card) if card.status == CardStatus::Active => card,
+                Some(card) if card.status == CardStatus::Deactivated => {
+                    return Some(Drift::Status);
+                }
+                // No card, or a tombstone: the person should have a card again.
+                _ => return mapped(row, rules).map(|_| Drift::Missing),
+            };
+            let incoming = mapped(row, rules)?;
+            (!plan_update(rules, &card.fields, &incoming).is_unchanged()).then_some(Drift::Fields)
+        }
+        Action::Deactivate => (status == Some(CardStatus::Active)).then_some(Drift::Status),
+        Action::Remove => {
+            let expected = match rules.removal {
+                RemovalPolicy::Deactivate => CardStatus::Deactivated,
+                RemovalPolicy::Delete => CardStatus::Deleted,
+            };
+            // A deactivated card under the delete policy is deleted; a deleted one stays so.
+            match status {
+                Some(CardStatus::Active) => Some(Drift::Status),
+                Some(CardStatus::Deactivated) if expected == CardStatus::Deleted => {
+                    Some(Drift::Status)
+                }
+                _ => None,
+            }
+        }
+    }
+}
+
+/// The directory's values for `row`'s card, the photo as its command reports it; `None` when
+/// the rules cannot map the user (no card is made for it).
+fn mapped(row: &UserRow, rules: &FieldRules) -> Option<cardsync_rules::MappedCard> {
+    let user = DirectoryUser::from_graph(&row.data).ok()?;
+    let mut card = map_user(rules, &user).ok()?;
+    if let Some(etag) = &row.photo_etag {
+        card.set_photo(Some(etag.clone()));
+    }
+    Some(card)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{Scope, merge_user};
+    use cardsync_rules::plan_create;
+    use serde_json::json;
+    use time::OffsetDateTime;
+    use uuid::Uuid;
+
+    fn row(item: serde_json::Value) -> UserRow {
+        let mut row = merge_user(
+            None,
+            &item,
+            &Scope::Everyone,
+            OffsetDateTime::UNIX_EPOCH,
+            false,
+        )
+        .unwrap();
+        row.version = 3;
+        row.emitted_version = 3;
+        row.emitted_action = Some("upsert".into());
+        row
+    }
+
+    fn ada() -> UserRow {
+        row(json!({"id": "u1", "displayName": "Ada", "jobTitle": "CTO", "accountEnabled": true}))
+    }
+
+    /// The card the card-writer makes from the row's command.
+    fn card_of(row: &UserRow, rules: &FieldRules) -> Card {
+        let mut card = Card::new(Uuid::nil());
+        card.user_id = Some(row.user_id.clone());
+        card.fields = plan_create(rules, &mapped(row, rules).unwrap());
+        card
+    }
+
+    fn rules(json: serde_json::Value) -> FieldRules {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn a_card_as_the_rules_make_it_has_not_drifted() {
+        let rules = FieldRules::default();
+        let row = ada();
+        assert_eq!(drift(&row, Some(&card_of(&row, &rules)), &rules), None);
+    }
+
+    #[test]
+    fn a_missing_or_deactivated_card_of_an_active_user_drifted() {
+        let rules = FieldRules::default();
+        let row = ada();
+        assert_eq!(drift(&row, None, &rules), Some(Drift::Missing));
+        let mut card = card_of(&row, &rules);
+        card.status = CardStatus::Deactivated;
+        assert_eq!(drift(&row, Some(&card), &rules), Some(Drift::Status));
+    }
+
+    #[test]
+    fn a_value_edited_behind_cardsyncs_back_drifted_and_a_kept_local_edit_did_not() {
+        let row = ada();
+        let overwriting = FieldRules::default();
+        let mut card = card_of(&row, &overwriting);
+        card.fields = cardsync_rules::apply_local_edit(
+            &overwriting,
+            &card.fields,
+            &cardsync_rules::FieldName::from("job_title"),
+            Some("Chief"),
+        )
+        .unwrap();
+        assert_eq!(
+            drift(&row, Some(&card), &overwriting),
+            Some(Drift::Fields),
+            "overwrite on: the directory wins"
+        );
+        let keeping = rules(json!({"fields": {"job_title": {"overwrite": false}}}));
+        assert_eq!(
+            drift(&row, Some(&card), &keeping),
+            None,
+            "overwrite off: the local edit stays"
+        );
+    }
+
+    #[test]
+    fn removals_follow_the_policy_and_a_user_without_a_card_needs_nothing() {
+        let mut gone = ada();
+        gone.in_scope = false;
+        let deactivating = FieldRules::default();
+        let mut card = card_of(&gone, &deactivating);
+        assert_eq!(
+            drift(&gone, Some(&card), &deactivating),
+            Some(Drift::Status)
+        );
+        card.status = CardStatus::Deactivated;
+        assert_eq!(drift(&gone, Some(&card), &deactivating), None);
+        let deleting = rules(json!({"removal": "delete"}));
+        assert_eq!(drift(&gone, Some(&card), &deleting), Some(Drift::Status));
+        assert_eq!(drift(&gone, None, &deleting), None);
+    }
+
+    #[test]
+    fn a_disabled_account_wants_its_card_deactivated() {
+        let disabled = row(json!({"id": "u1", "displayName": "Ada", "accountEnabled": false}));
+        let rules = FieldRules::default();
+        let card = card_of(&disabled, &rules);
+        assert_eq!(drift(&disabled, Some(&card), &rules), Some(Drift::Status));
+        assert_eq!(drift(&disabled, None, &rules), None);
+    }
+}

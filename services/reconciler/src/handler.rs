@@ -1,0 +1,240 @@
+//! The reconcile request handler: one `SyncRequest` from `reconciler.requests` is one run. The
+//! run is claimed (so a duplicate request never runs it twice), kept alive by a heartbeat while
+//! the reconcile round runs under the tenant's lease, and ended with the round's counts.
+//!
+//! A killed reconciler leaves its run `running` with a heartbeat that stops; the broker
+//! redelivers the unacknowledged request, which is retried until the heartbeat is stale and
+//! then takes the run over. If no request comes back, `reconciler due` fails the run.
+
+use crate::settings::ReconcilerSettings;
+use cardsync_bus::{Delivery, Handler, HandlerError, Transience as _};
+use cardsync_proto as proto;
+use cardsync_rounds::{Mode, RoundError, RoundReport, RoundRequest, Rounds, Triggers};
+use cardsync_store::runs::{self, Claim, NewRun, RunStatus};
+use cardsync_telemetry::metrics::{IntCounterVec, MetricsError, Opts, Registry, register};
+use sqlx::PgPool;
+use std::collections::HashSet;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// The kind of run a reconcile is recorded as.
+pub const KIND: &str = "reconcile";
+
+/// The longest failure detail recorded on a run (the column allows 4096 bytes).
+const MAX_DETAIL: usize = 1024;
+
+/// Why a request cannot be processed, ever.
+#[derive(Debug, thiserror::Error)]
+enum Invalid {
+    #[error("the request has no valid tenant id")]
+    Tenant,
+    #[error("the request's run id is not a UUID")]
+    RunId,
+    #[error("a {0} reconcile needs a target id")]
+    Target(&'static str),
+}
+
+/// Another reconciler runs this run (its heartbeat is fresh): try again later, by when it has
+/// ended or its heartbeat has stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("run {0} is running elsewhere")]
+struct RunBusy(Uuid);
+
+/// Registers `cardsync_reconciler_runs_total` (runs ended, by outcome).
+pub fn register_runs(registry: &Registry) -> Result<IntCounterVec, MetricsError> {
+    register(
+        registry,
+        IntCounterVec::new(
+            Opts::new("cardsync_reconciler_runs_total", "Reconcile runs ended"),
+            &["outcome"],
+        )?,
+    )
+}
+
+/// Handles `SyncRequest`s from `reconciler.requests`.
+#[derive(Debug, Clone)]
+pub struct ReconcileHandler {
+    rounds: Arc<Rounds>,
+    pool: PgPool,
+    settings: ReconcilerSettings,
+    runs: IntCounterVec,
+}
+
+impl ReconcileHandler {
+    /// Runs reconciles with `rounds`, recording runs in `pool`; `runs` from [`register_runs`].
+    pub fn new(
+        rounds: Arc<Rounds>,
+        pool: PgPool,
+        settings: ReconcilerSettings,
+        runs: IntCounterVec,
+    ) -> Self {
+        Self {
+            rounds,
+            pool,
+            settings,
+            runs,
+        }
+    }
+
+    /// Runs the claimed run `run_id` and records how it ended.
+    async fn run(&self, run_id: Uuid, round: &RoundRequest) -> Result<(), HandlerError> {
+        let beating = Heartbeat::start(self.pool.clone(), run_id, self.settings.heartbeat);
+        let outcome = self.rounds.run(round).await;
+        drop(beating);
+        match outcome {
+            Ok(report) => {
+                let mut tx = self.pool.begin().await.map_err(store)?;
+                runs::add_counts(&mut *tx, run_id, &counts(&report))
+                    .await
+                    .map_err(store)?;
+                runs::set_status(&mut *tx, run_id, RunStatus::Succeeded, None)
+                    .await
+                    .map_err(store)?;
+                tx.commit().await.map_err(store)?;
+                self.runs.with_label_values(&["succeeded"]).inc();
+                tracing::info!(tenant = %round.tenant, %run_id, unannounced = report.unannounced,
+                    repaired = report.repaired, commands = report.commands, "reconcile done");
+                Ok(())
+            }
+            Err(error) => Err(self.failed(run_id, error).await),
+        }
+    }
+
+    /// Records a failed round: a transient failure (or a shutdown) puts the run back in the
+    /// queue for the retried request to claim at once; a permanent one fails it.
+    async fn failed(&self, run_id: Uuid, error: RoundError) -> HandlerError {
+        let mut detail = cardsync_telemetry::error_chain(&error);
+        if detail.len() > MAX_DETAIL {
+            let mut end = MAX_DETAIL;
+            while !detail.is_char_boundary(end) {
+                end -= 1;
+            }
+            detail.truncate(end);
+        }
+        let (status, outcome) = if error.is_transient() || error.is_interrupted() {
+            (RunStatus::Queued, "retried")
+        } else {
+            (RunStatus::Failed, "failed")
+        };
+        if let Err(store_error) =
+            runs::set_status(&self.pool, run_id, status, Some(detail.as_str())).await
+        {
+            // The heartbeat has stopped: the retry takes the run over once it is stale.
+            tracing::warn!(%run_id, error = %store_error, "run status not recorded");
+        }
+        self.runs.with_label_values(&[outcome]).inc();
+        HandlerError::from(error)
+    }
+}
+
+impl Handler for ReconcileHandler {
+    type Message = proto::SyncRequest;
+
+    async fn handle(&self, delivery: Delivery<proto::SyncRequest>) -> Result<(), HandlerError> {
+        use proto::sync_request::Scope;
+        let request = delivery.message;
+        let tenant = request
+            .envelope
+            .as_ref()
+            .and_then(|envelope| Uuid::parse_str(&envelope.tenant_id).ok())
+            .ok_or_else(|| HandlerError::permanent(Invalid::Tenant))?;
+        let run_id = match request.run_id.as_str() {
+            // A request without a run (an operator's tool) gets one, named by the message.
+            "" => Uuid::now_v7(),
+            text => Uuid::parse_str(text).map_err(|_| HandlerError::permanent(Invalid::RunId))?,
+        };
+        let target = |scope| {
+            if request.target_id.is_empty() {
+                Err(HandlerError::permanent(Invalid::Target(scope)))
+            } else {
+                Ok(request.target_id.clone())
+            }
+        };
+        let (mode, target) = match request.scope() {
+            Scope::Tenant | Scope::Unspecified => (Mode::Reconcile, None),
+            Scope::Group => {
+                let group = target("group")?;
+                (Mode::Group(group.clone()), Some(group))
+            }
+            Scope::User => {
+                let user = target("user")?;
+                (Mode::Users(vec![user.clone()]), Some(user))
+            }
+        };
+        // Recording an existing run changes nothing: the asker (admin API, `due`) made it.
+        runs::create(
+            &self.pool,
+            &NewRun {
+                run_id,
+                tenant_id: tenant,
+                kind: KIND.into(),
+                cause: proto::Cause::Reconcile.as_str().into(),
+                started_by: "system".into(),
+                target,
+            },
+        )
+        .await
+        .map_err(store)?;
+        match runs::claim(&self.pool, run_id, self.settings.stale_after)
+            .await
+            .map_err(store)?
+        {
+            Claim::Claimed => {}
+            Claim::Busy => return Err(HandlerError::transient(RunBusy(run_id))),
+            // A duplicate of a run that ended, or one an admin holds: nothing to do here.
+            Claim::Finished(_) | Claim::Held | Claim::Missing => return Ok(()),
+        }
+        let round = RoundRequest {
+            tenant,
+            cause: proto::Cause::Reconcile,
+            announced: HashSet::new(),
+            mode,
+            triggers: Triggers::default(),
+        };
+        self.run(run_id, &round).await
+    }
+}
+
+/// The run counts of a finished reconcile round.
+fn counts(report: &RoundReport) -> [(&'static str, i64); 4] {
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    [
+        ("unannounced", count(report.unannounced)),
+        ("repaired", count(report.repaired)),
+        ("commands", count(report.commands)),
+        ("graph_pages", count(report.pages)),
+    ]
+}
+
+fn store(error: impl Into<cardsync_store::StoreError>) -> HandlerError {
+    let error: cardsync_store::StoreError = error.into();
+    if error.is_transient() {
+        HandlerError::transient(error)
+    } else {
+        HandlerError::permanent(error)
+    }
+}
+
+/// Renews a run's heartbeat until dropped (also when the handler's future is dropped).
+struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Heartbeat {
+    fn start(pool: PgPool, run_id: Uuid, every: std::time::Duration) -> Self {
+        Self(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                if let Err(error) = runs::heartbeat(&pool, run_id).await {
+                    tracing::debug!(%run_id, error = %error, "heartbeat not renewed");
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

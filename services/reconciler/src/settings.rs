@@ -1,0 +1,119 @@
+//! The reconciler's settings, loaded through the shared loader over `config/default.toml`.
+
+use cardsync_bus::{BusSettings, TopologySettings};
+use cardsync_config::{HttpSettings, PostgresSettings, RedisSettings, TelemetrySettings, Validate};
+use cardsync_graph::GraphSettings;
+use cardsync_rounds::RoundSettings;
+use secrecy::SecretString;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Embedded defaults.
+pub const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// Everything the reconciler needs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// Health and metrics listener.
+    pub http: HttpSettings,
+    /// The rounds a reconcile runs (lease, photo budget, publish batch), as the delta-worker's.
+    pub worker: RoundSettings,
+    /// Runs: heartbeat, takeover and clean-up.
+    pub reconciler: ReconcilerSettings,
+    /// RabbitMQ.
+    pub bus: BusSettings,
+    /// Exchange and queue naming.
+    pub topology: TopologySettings,
+    /// PostgreSQL.
+    pub postgres: PostgresSettings,
+    /// Redis.
+    pub redis: RedisSettings,
+    /// Graph.
+    pub graph: GraphSettings,
+    /// Secrets.
+    pub secrets: SecretsSettings,
+    /// Logs and traces.
+    pub telemetry: TelemetrySettings,
+}
+
+/// The `[reconciler]` section: how a run proves it is alive, and what happens when it is not.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReconcilerSettings {
+    /// How often a running run's heartbeat is renewed.
+    #[serde(deserialize_with = "cardsync_config::duration::deserialize")]
+    pub heartbeat: Duration,
+    /// A running run whose heartbeat is older than this is taken over by its redelivered
+    /// request (its reconciler was killed).
+    #[serde(deserialize_with = "cardsync_config::duration::deserialize")]
+    pub stale_after: Duration,
+    /// `reconciler due` fails a started run whose heartbeat is older than this.
+    #[serde(deserialize_with = "cardsync_config::duration::deserialize")]
+    pub abandon_after: Duration,
+    /// `reconciler due` publishes again a run queued this long and never started.
+    #[serde(deserialize_with = "cardsync_config::duration::deserialize")]
+    pub requeue_after: Duration,
+}
+
+/// Secrets.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SecretsSettings {
+    /// 32 bytes, base64: opens tenant credentials sealed in PostgreSQL.
+    pub credential_key: SecretString,
+}
+
+impl Validate for Settings {
+    fn validate(&self, problems: &mut Vec<String>) {
+        self.http.validate(problems);
+        self.bus.validate(problems);
+        self.topology.validate(problems);
+        self.postgres.validate(problems);
+        self.redis.validate(problems);
+        self.graph.validate(problems);
+        self.telemetry.validate(problems);
+        self.worker.validate(problems);
+        let runs = &self.reconciler;
+        if runs.heartbeat.is_zero() {
+            problems.push("reconciler.heartbeat: must be greater than 0".into());
+        }
+        if runs.stale_after < runs.heartbeat * 2 {
+            problems
+                .push("reconciler.stale_after: must be at least twice reconciler.heartbeat".into());
+        }
+        if runs.abandon_after < runs.stale_after {
+            problems
+                .push("reconciler.abandon_after: must be at least reconciler.stale_after".into());
+        }
+        if runs.requeue_after.is_zero() {
+            problems.push("reconciler.requeue_after: must be greater than 0".into());
+        }
+        if cardsync_store::connections::SealingKey::from_base64(&self.secrets.credential_key)
+            .is_err()
+        {
+            problems.push("secrets.credential_key: must be 32 bytes, base64-encoded".into());
+        }
+    }
+}
+
+cardsync_runtime::service_settings!(Settings, DEFAULTS, "reconciler");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cardsync_config::Sources;
+
+    #[test]
+    fn a_heartbeat_slower_than_the_takeover_is_refused() {
+        let error = Settings::load(&Sources {
+            file: None,
+            env: Some(vec![
+                ("CARDSYNC__RECONCILER__HEARTBEAT".into(), "1m".into()),
+                ("CARDSYNC__RECONCILER__STALE_AFTER".into(), "30s".into()),
+            ]),
+        })
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("reconciler.stale_after"),
+            "{error}"
+        );
+    }
+}
