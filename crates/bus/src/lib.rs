@@ -31,8 +31,8 @@ pub use metrics::BusMetrics;
 pub use publisher::Publisher;
 pub use settings::{BusSettings, TopologySettings, deserialize_durations};
 pub use topology::{
-    Binding, DEFAULT_DELIVERY_LIMIT, DEFAULT_RETRY_DELAYS, QueueType, Topology, WorkQueue, declare,
-    delete, names, routing,
+    AUDIT_MAX_LENGTH, Binding, DEFAULT_DELIVERY_LIMIT, DEFAULT_RETRY_DELAYS, LIFECYCLE_MAX_LENGTH,
+    QueueLimit, QueueType, Topology, WorkQueue, declare, delete, names, routing,
 };
 
 /// The lapin version this crate is built on, re-exported so tests and tools use the same types.

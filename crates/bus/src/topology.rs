@@ -35,15 +35,30 @@ pub mod names {
     /// Reconcile requests (Sync Now once the reconciler exists, schedules that are due), consumed
     /// by the reconciler: full reconciles of a tenant or a group against the cards.
     pub const RECONCILER_REQUESTS: &str = "reconciler.requests";
-    /// Lifecycle notifications, consumed by the subscription-manager.
-    pub const SUBSCRIPTION_MANAGER_LIFECYCLE: &str = "subscription-manager.lifecycle";
+    /// Lifecycle notifications, consumed by the subscription-manager. Bounded (`.v2`: the
+    /// unbounded `subscription-manager.lifecycle` of earlier releases is retired).
+    pub const SUBSCRIPTION_MANAGER_LIFECYCLE: &str = "subscription-manager.lifecycle.v2";
     /// Real-time card commands, consumed by the card-writer.
     pub const CARD_WRITER_LIVE: &str = "card-writer.live";
     /// Reconcile (bulk) card commands, consumed by the card-writer apart from live ones.
     pub const CARD_WRITER_BULK: &str = "card-writer.bulk";
-    /// Every card event, so an event is never unroutable.
-    pub const CARD_EVENTS_AUDIT: &str = "card-events.audit";
+    /// Every card event, so an event is never unroutable. Nothing consumes it: a bounded sink
+    /// (`.v2`: the unbounded `card-events.audit` of earlier releases is retired).
+    pub const CARD_EVENTS_AUDIT: &str = "card-events.audit.v2";
+    /// Queues of earlier releases, declared without a length limit. A queue's arguments cannot
+    /// change in place (the broker answers 406 PRECONDITION_FAILED), so their bounded successors
+    /// have new names and [`super::declare`] deletes these, with their retry and dead-letter queues.
+    pub const RETIRED_QUEUES: [&str; 2] = ["subscription-manager.lifecycle", "card-events.audit"];
 }
+
+/// Most messages the lifecycle queue holds; past it publishes are refused (the webhook answers
+/// 503 and Graph redelivers), so a deployment without a running subscription manager cannot fill
+/// its broker. Lifecycle events are a few per tenant and day.
+pub const LIFECYCLE_MAX_LENGTH: u32 = 10_000;
+/// Most card events the audit sink keeps; the oldest are dropped past it (PostgreSQL's audit log
+/// is the durable record). The broker counts them in
+/// `rabbitmq_global_messages_dead_lettered_maxlen_total{dead_letter_strategy="disabled"}`.
+pub const AUDIT_MAX_LENGTH: u32 = 50_000;
 
 /// Routing keys of the standard topology; the tenant is always the last segment.
 pub mod routing {
@@ -107,6 +122,18 @@ pub struct WorkQueue {
     pub name: String,
     /// Where its messages come from.
     pub bindings: Vec<Binding>,
+    /// Its length limit, if any, and what happens past it.
+    pub limit: Option<QueueLimit>,
+}
+
+/// A work queue's length limit (`x-max-length`) and its overflow behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueLimit {
+    /// Past `n` messages, publishes are refused (nacked): the publisher keeps the message and
+    /// retries, nothing is lost. For queues a service consumes.
+    RejectPublish(u32),
+    /// Past `n` messages, the oldest are dropped. For sinks nothing consumes.
+    DropHead(u32),
 }
 
 impl WorkQueue {
@@ -127,6 +154,7 @@ pub struct Topology {
     prefix: String,
     exchanges: Vec<String>,
     queues: Vec<WorkQueue>,
+    retired: Vec<String>,
     retry_delays: Vec<Duration>,
     delivery_limit: u32,
     queue_type: QueueType,
@@ -151,6 +179,7 @@ impl Topology {
             prefix: prefix.to_owned(),
             exchanges: Vec::new(),
             queues: Vec::new(),
+            retired: Vec::new(),
             retry_delays: DEFAULT_RETRY_DELAYS.to_vec(),
             delivery_limit: DEFAULT_DELIVERY_LIMIT,
             queue_type: QueueType::Quorum,
@@ -169,9 +198,15 @@ impl Topology {
             .with_queue(DELTA_WORKER_REQUESTS, &[(SYNC, "request.*")])
             .with_queue(RECONCILER_REQUESTS, &[(SYNC, "reconcile.*")])
             .with_queue(SUBSCRIPTION_MANAGER_LIFECYCLE, &[(GRAPH, "lifecycle.*")])
+            .with_queue_limit(
+                SUBSCRIPTION_MANAGER_LIFECYCLE,
+                QueueLimit::RejectPublish(LIFECYCLE_MAX_LENGTH),
+            )
             .with_queue(CARD_WRITER_LIVE, &[(CARDS, "command.live.*")])
             .with_queue(CARD_WRITER_BULK, &[(CARDS, "command.bulk.*")])
             .with_queue(CARD_EVENTS_AUDIT, &[(CARD_EVENTS, "event.#")])
+            .with_queue_limit(CARD_EVENTS_AUDIT, QueueLimit::DropHead(AUDIT_MAX_LENGTH))
+            .with_retired_queues(&RETIRED_QUEUES)
     }
 
     /// Adds a durable topic exchange named `{prefix}{short_name}`.
@@ -187,6 +222,7 @@ impl Topology {
     pub fn with_queue(mut self, short_name: &str, bindings: &[(&str, &str)]) -> Self {
         let queue = WorkQueue {
             name: self.name(short_name),
+            limit: None,
             bindings: bindings
                 .iter()
                 .map(|(exchange, pattern)| Binding {
@@ -197,6 +233,22 @@ impl Topology {
         };
         self.queues.retain(|q| q.name != queue.name);
         self.queues.push(queue);
+        self
+    }
+
+    /// Bounds an added work queue (by short name).
+    pub fn with_queue_limit(mut self, short_name: &str, limit: QueueLimit) -> Self {
+        let name = self.name(short_name);
+        if let Some(queue) = self.queues.iter_mut().find(|q| q.name == name) {
+            queue.limit = Some(limit);
+        }
+        self
+    }
+
+    /// Queues (short names) that [`declare`] deletes, with their retry and dead-letter queues.
+    pub fn with_retired_queues(mut self, short_names: &[&str]) -> Self {
+        let names: Vec<String> = short_names.iter().map(|short| self.name(short)).collect();
+        self.retired.extend(names);
         self
     }
 
@@ -402,17 +454,62 @@ pub async fn declare(channel: &Channel, topology: &Topology) -> Result<(), BusEr
         }
 
         let mut arguments = queue_arguments(kind);
-        arguments.extend(dead_lettering(kind, &dlx, &queue.name));
-        if kind == QueueType::Quorum {
-            arguments.push((
-                "x-delivery-limit",
-                AMQPValue::LongLongInt(i64::from(topology.delivery_limit)),
-            ));
+        match queue.limit {
+            // A sink is never consumed, so nothing is dead-lettered from it; the quorum queues'
+            // at-least-once dead-lettering would require reject-publish overflow.
+            Some(QueueLimit::DropHead(max)) => {
+                arguments.push(("x-max-length", AMQPValue::LongLongInt(i64::from(max))));
+                arguments.push(("x-overflow", long_string("drop-head")));
+            }
+            limit => {
+                arguments.extend(dead_lettering(kind, &dlx, &queue.name));
+                if let Some(QueueLimit::RejectPublish(max)) = limit {
+                    arguments.push(("x-max-length", AMQPValue::LongLongInt(i64::from(max))));
+                    if kind == QueueType::Classic {
+                        arguments.push(("x-overflow", long_string("reject-publish")));
+                    }
+                }
+                if kind == QueueType::Quorum {
+                    arguments.push((
+                        "x-delivery-limit",
+                        AMQPValue::LongLongInt(i64::from(topology.delivery_limit)),
+                    ));
+                }
+            }
         }
         declare_queue(channel, &queue.name, table(arguments)).await?;
         for binding in &queue.bindings {
             bind_queue(channel, &queue.name, &binding.exchange, &binding.pattern).await?;
         }
+    }
+    for retired in &topology.retired {
+        let queue = WorkQueue {
+            name: retired.clone(),
+            bindings: Vec::new(),
+            limit: None,
+        };
+        delete_queues(channel, &queue, &tiers).await?;
+    }
+    Ok(())
+}
+
+/// Deletes a work queue with its dead-letter and retry queues; missing ones are skipped.
+async fn delete_queues(
+    channel: &Channel,
+    queue: &WorkQueue,
+    tiers: &[Duration],
+) -> Result<(), BusError> {
+    let mut names = vec![queue.name.clone(), queue.dead_letter_queue()];
+    names.extend(tiers.iter().map(|delay| queue.retry_queue(*delay)));
+    for name in names {
+        channel
+            .queue_delete(short(&name)?, QueueDeleteOptions::default())
+            .await
+            .map_err(|source| BusError::Declare {
+                what: "queue deletion",
+                name,
+                source,
+            })?;
     }
     Ok(())
 }
@@ -422,18 +519,7 @@ pub async fn declare(channel: &Channel, topology: &Topology) -> Result<(), BusEr
 pub async fn delete(channel: &Channel, topology: &Topology) -> Result<(), BusError> {
     let tiers = topology.retry_tiers();
     for queue in &topology.queues {
-        let mut names = vec![queue.name.clone(), queue.dead_letter_queue()];
-        names.extend(tiers.iter().map(|delay| queue.retry_queue(*delay)));
-        for name in names {
-            channel
-                .queue_delete(short(&name)?, QueueDeleteOptions::default())
-                .await
-                .map_err(|source| BusError::Declare {
-                    what: "queue deletion",
-                    name,
-                    source,
-                })?;
-        }
+        delete_queues(channel, queue, &tiers).await?;
     }
     let mut exchanges = topology.exchanges.clone();
     exchanges.push(topology.dead_letter_exchange());

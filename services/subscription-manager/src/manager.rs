@@ -297,6 +297,9 @@ impl Manager {
         failures: i32,
         catch_up: bool,
     ) -> Result<Outcome, ManagerError> {
+        // The whole create holds a permit, so a thousand tenants connected at once wait here
+        // instead of queueing for the database pool.
+        let _permit = self.inner.graph_calls.acquire().await;
         let Some(connection) = self.connection(tenant).await? else {
             return Ok(Outcome::NoConnection);
         };
@@ -316,12 +319,10 @@ impl Manager {
             client_state: &client_state,
             expires_at: now + settings.lifetime,
         };
-        let created = {
-            let _permit = self.inner.graph_calls.acquire().await;
-            self.graph()
-                .create_subscription(&connection, &request)
-                .await
-        };
+        let created = self
+            .graph()
+            .create_subscription(&connection, &request)
+            .await;
         let now = self.now();
         let failure = match created {
             Ok(created) => match Uuid::parse_str(&created.id) {

@@ -2,3 +2,4 @@
 
 mod migrations;
 mod runs;
+mod slots;

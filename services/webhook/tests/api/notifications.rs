@@ -82,7 +82,9 @@ async fn a_lifecycle_notification_is_published_as_a_lifecycle_event() {
         "lifecycleEvent": "reauthorizationRequired"
     }]});
     assert_eq!(app.post_json(LIFECYCLE_PATH, &body).await.status(), 202);
-    let messages = app.drain("subscription-manager.lifecycle").await;
+    let messages = app
+        .drain(cardsync_bus::names::SUBSCRIPTION_MANAGER_LIFECYCLE)
+        .await;
     assert_eq!(messages.len(), 1);
     let event: proto::LifecycleEvent = decode(&messages[0]);
     assert_eq!(
