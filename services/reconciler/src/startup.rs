@@ -200,6 +200,8 @@ pub async fn due(settings: Settings) -> anyhow::Result<()> {
         abandoned = report.abandoned,
         enqueued = report.enqueued,
         requeued = report.requeued,
+        unsettled = report.unsettled,
+        deleted = report.deleted,
         "due runs enqueued"
     );
     Ok(())

@@ -23,6 +23,7 @@ use cardsync_rules::FieldRules;
 use cardsync_store::StoreError;
 use cardsync_store::connections::{self, ConnectionError, CredentialKind, SealingKey};
 use cardsync_store::directory::{self, UserRow};
+use cardsync_store::runs::{self, RunStatus};
 use cardsync_telemetry::propagation::{self, MAX_LINKS, SpanRef};
 use secrecy::ExposeSecret as _;
 use sqlx::PgPool;
@@ -81,6 +82,9 @@ pub struct RoundRequest {
     pub mode: Mode,
     /// The triggers the round serves: their traces and the earliest notification's arrival.
     pub triggers: Triggers,
+    /// The sync run the round's commands belong to (they carry it to the card-writer, which
+    /// counts their outcomes there).
+    pub run_id: Option<Uuid>,
 }
 
 /// What asked for a round, as far as the round's span and the freshness SLO care: the round's
@@ -251,6 +255,8 @@ struct Round<'a> {
     admin_roles: bool,
     scope: Scope,
     cause: proto::Cause,
+    /// The run its commands carry ("" for none).
+    run_id: String,
     bulk: bool,
     announced: &'a HashSet<String>,
     /// Users this round sent a command for; kept by a reconcile only, whose cards pass leaves
@@ -390,6 +396,10 @@ impl Rounds {
     async fn run_round(&self, request: &RoundRequest) -> Result<RoundReport, RoundError> {
         let started = Instant::now();
         directory::ensure_sync_state(&self.pool, request.tenant).await?;
+        if let Some(run_id) = request.run_id {
+            // A run asked for (queued) is under way; a claimed one already is.
+            runs::set_status(&self.pool, run_id, RunStatus::Running, None).await?;
+        }
         let connection = self.connection(request.tenant).await?;
         let (rules, admin_roles) = cardsync_store::tenants::get(&self.pool, request.tenant)
             .await?
@@ -408,6 +418,7 @@ impl Rounds {
             admin_roles,
             scope: Scope::Everyone,
             cause: request.cause,
+            run_id: request.run_id.map(|id| id.to_string()).unwrap_or_default(),
             bulk: matches!(request.mode, Mode::Full | Mode::Reconcile)
                 || matches!(
                     request.cause,
@@ -439,6 +450,18 @@ impl Rounds {
             .observe(started.elapsed().as_secs_f64());
         result?;
         directory::record_round(&self.pool, request.tenant, cause).await?;
+        if let Some(run_id) = request.run_id {
+            // Every command is out: the run ends when the card-writer has accounted for them.
+            let mut tx = self.pool.begin().await?;
+            runs::emission_done(
+                &mut tx,
+                run_id,
+                count(report.commands),
+                &run_counts(&report),
+            )
+            .await?;
+            tx.commit().await?;
+        }
         if report.full {
             self.metrics.full_rounds.inc();
         }
@@ -560,6 +583,19 @@ impl Rounds {
             }
         }
     }
+}
+
+/// The counts a finished round adds to its run (besides `commands`).
+fn run_counts(report: &RoundReport) -> [(&'static str, i64); 3] {
+    [
+        ("unannounced", count(report.unannounced)),
+        ("repaired", count(report.repaired)),
+        ("graph_pages", count(report.pages)),
+    ]
+}
+
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// How often a round waiting for its tenant asks for the lease again.
