@@ -552,6 +552,46 @@ pub async fn delete_finished_before(
     Ok(deleted.rows_affected())
 }
 
+/// The live run of `tenant` for the hour starting at `hour`: notification and safety-poll rounds
+/// add up into one run per tenant and hour, created by the first round of the hour (running)
+/// and ended by `reconciler due` once the hour is over.
+pub async fn live(
+    executor: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    hour: OffsetDateTime,
+) -> Result<Uuid, StoreError> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO sync_runs (run_id, tenant_id, kind, cause, started_by, status, started_at,
+                               scheduled_for)
+         VALUES ($1, $2, 'live', 'notification', 'system', 'running', now(), $3)
+         ON CONFLICT (tenant_id, kind, scheduled_for) WHERE scheduled_for IS NOT NULL
+            DO UPDATE SET kind = EXCLUDED.kind
+         RETURNING run_id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(tenant_id)
+    .bind(hour)
+    .fetch_one(executor)
+    .await?)
+}
+
+/// Ends, succeeded, the live runs whose hour ended before `before`; returns how many.
+pub async fn end_live_before(
+    executor: impl PgExecutor<'_>,
+    before: OffsetDateTime,
+) -> Result<u64, StoreError> {
+    let ended = sqlx::query(
+        "UPDATE sync_runs SET status = 'succeeded', finished_at = now(),
+                emitted_at = coalesce(emitted_at, now())
+          WHERE kind = 'live' AND finished_at IS NULL
+            AND scheduled_for + interval '1 hour' <= $1",
+    )
+    .bind(before)
+    .execute(executor)
+    .await?;
+    Ok(ended.rows_affected())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,6 @@
 //! `reconciler due`, the CronJob's one pass: fail the runs whose reconciler died and whose
-//! request never came back, and those whose commands were never all applied; delete runs past
-//! their retention; record and enqueue one run per tenant whose schedule is due, and enqueue
+//! request never came back, and those whose commands were never all applied; end the live runs
+//! of past hours; delete runs past their retention; record and enqueue one run per tenant whose schedule is due, and enqueue
 //! again the runs whose request was lost before it reached the broker.
 //!
 //! A run is recorded before its request is published, under a unique (tenant, occurrence), so
@@ -30,6 +30,8 @@ pub struct DueReport {
     pub unsettled: usize,
     /// Runs deleted because they ended more than `retention` ago.
     pub deleted: u64,
+    /// Live runs ended because their hour was over.
+    pub live_ended: u64,
 }
 
 /// Why a pass failed (the CronJob's next pass tries again).
@@ -70,6 +72,7 @@ pub async fn enqueue_due(
         .checked_sub(retention)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let deleted = runs::delete_finished_before(pool, horizon).await?;
+    let live_ended = runs::end_live_before(pool, now).await?;
     // Lost requests first, so a run recorded just below is not published twice.
     let mut requests: Vec<(Uuid, Uuid)> =
         runs::stale_queued(pool, KIND, settings.requeue_after).await?;
@@ -116,6 +119,7 @@ pub async fn enqueue_due(
         requeued,
         unsettled: unsettled.len(),
         deleted,
+        live_ended,
     })
 }
 

@@ -202,6 +202,7 @@ pub async fn due(settings: Settings) -> anyhow::Result<()> {
         requeued = report.requeued,
         unsettled = report.unsettled,
         deleted = report.deleted,
+        live_ended = report.live_ended,
         "due runs enqueued"
     );
     Ok(())

@@ -396,10 +396,23 @@ impl Rounds {
     async fn run_round(&self, request: &RoundRequest) -> Result<RoundReport, RoundError> {
         let started = Instant::now();
         directory::ensure_sync_state(&self.pool, request.tenant).await?;
-        if let Some(run_id) = request.run_id {
-            // A run asked for (queued) is under way; a claimed one already is.
-            runs::set_status(&self.pool, run_id, RunStatus::Running, None).await?;
-        }
+        let run = match request.run_id {
+            Some(run_id) => {
+                // A run asked for (queued) is under way; a claimed one already is.
+                runs::set_status(&self.pool, run_id, RunStatus::Running, None).await?;
+                Some((run_id, false))
+            }
+            // Notification and safety-poll rounds add up into the tenant's live run of the hour.
+            None if matches!(
+                request.cause,
+                proto::Cause::Notification | proto::Cause::SafetyPoll
+            ) =>
+            {
+                let hour = live_hour(OffsetDateTime::now_utc());
+                Some((runs::live(&self.pool, request.tenant, hour).await?, true))
+            }
+            None => None,
+        };
         let connection = self.connection(request.tenant).await?;
         let (rules, admin_roles) = cardsync_store::tenants::get(&self.pool, request.tenant)
             .await?
@@ -418,7 +431,7 @@ impl Rounds {
             admin_roles,
             scope: Scope::Everyone,
             cause: request.cause,
-            run_id: request.run_id.map(|id| id.to_string()).unwrap_or_default(),
+            run_id: run.map(|(id, _)| id.to_string()).unwrap_or_default(),
             bulk: matches!(request.mode, Mode::Full | Mode::Reconcile)
                 || matches!(
                     request.cause,
@@ -450,17 +463,26 @@ impl Rounds {
             .observe(started.elapsed().as_secs_f64());
         result?;
         directory::record_round(&self.pool, request.tenant, cause).await?;
-        if let Some(run_id) = request.run_id {
+        match run {
+            // A live run goes on for the hour: this round's figures add to it.
+            Some((run_id, true)) => {
+                let mut counts = run_counts(&report).to_vec();
+                counts.push(("commands", count(report.commands)));
+                runs::add_counts(&self.pool, run_id, &counts).await?;
+            }
             // Every command is out: the run ends when the card-writer has accounted for them.
-            let mut tx = self.pool.begin().await?;
-            runs::emission_done(
-                &mut tx,
-                run_id,
-                count(report.commands),
-                &run_counts(&report),
-            )
-            .await?;
-            tx.commit().await?;
+            Some((run_id, false)) => {
+                let mut tx = self.pool.begin().await?;
+                runs::emission_done(
+                    &mut tx,
+                    run_id,
+                    count(report.commands),
+                    &run_counts(&report),
+                )
+                .await?;
+                tx.commit().await?;
+            }
+            None => {}
         }
         if report.full {
             self.metrics.full_rounds.inc();
@@ -592,6 +614,12 @@ fn run_counts(report: &RoundReport) -> [(&'static str, i64); 3] {
         ("repaired", count(report.repaired)),
         ("graph_pages", count(report.pages)),
     ]
+}
+
+/// The start of the hour `now` is in (UTC): what names a tenant's live run.
+fn live_hour(now: OffsetDateTime) -> OffsetDateTime {
+    let now = now.to_offset(time::UtcOffset::UTC);
+    now.replace_time(time::Time::from_hms(now.hour(), 0, 0).unwrap_or(time::Time::MIDNIGHT))
 }
 
 fn count(n: u64) -> i64 {
