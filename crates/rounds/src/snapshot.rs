@@ -267,6 +267,8 @@ pub fn command_for(
         observed_at: Some(proto::timestamp(row.observed_at)),
         // Set by the emit pass for the rounds notifications asked for.
         notified_at: None,
+        // Set by the emit pass when the round belongs to a run.
+        run_id: String::new(),
         teams,
         // Unread roles leave the card's role alone.
         role: match row.admin_role {

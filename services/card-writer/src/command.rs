@@ -71,6 +71,8 @@ pub struct ValidCommand {
     pub observed_at: Option<OffsetDateTime>,
     /// When the earliest notification the command's round served arrived.
     pub notified_at: Option<OffsetDateTime>,
+    /// The sync run whose counts its outcome adds to.
+    pub run_id: Option<Uuid>,
 }
 
 /// Why a command was refused.
@@ -119,6 +121,9 @@ pub enum InvalidCommand {
     /// An unknown role.
     #[error("role {0} is unknown")]
     BadRole(i32),
+    /// A run id that is not a UUID.
+    #[error("run id {0:?} is not a UUID")]
+    BadRunId(String),
 }
 
 fn check_len(value: &str, limit: usize, what: &'static str) -> Result<(), InvalidCommand> {
@@ -250,7 +255,14 @@ pub fn validate(command: CardCommand, origin: Origin<'_>) -> Result<ValidCommand
         Err(_) => return Err(InvalidCommand::BadRole(command.role)),
     };
 
+    let run_id = match command.run_id.trim() {
+        "" => None,
+        text => Some(
+            Uuid::parse_str(text).map_err(|_| InvalidCommand::BadRunId(command.run_id.clone()))?,
+        ),
+    };
     Ok(ValidCommand {
+        run_id,
         tenant_id,
         message_id: envelope.message_id,
         cause: Cause::try_from(envelope.cause).unwrap_or(Cause::Unspecified),

@@ -192,6 +192,7 @@ impl Coalescer {
                 announced: pending.announced,
                 mode: Mode::Incremental,
                 triggers: pending.triggers,
+                run_id: None,
             };
             // Its own task, so a panic inside a round fails this round instead of wedging the tenant.
             let rounds = self.rounds.clone();

@@ -18,6 +18,8 @@ enum Invalid {
     Tenant,
     #[error("a {0} sync request needs a target id")]
     Target(&'static str),
+    #[error("the request's run id is not a UUID")]
+    RunId,
 }
 
 fn tenant_of(envelope: Option<&proto::Envelope>) -> Result<Uuid, HandlerError> {
@@ -122,11 +124,18 @@ impl Handler for SyncRequestHandler {
         };
         let mut triggers = Triggers::default();
         triggers.add(SpanRef::current(), None);
+        let run_id = match request.run_id.as_str() {
+            "" => None,
+            text => {
+                Some(Uuid::parse_str(text).map_err(|_| HandlerError::permanent(Invalid::RunId))?)
+            }
+        };
         let round = RoundRequest {
             tenant,
             cause: proto::Cause::Manual,
             announced: HashSet::new(),
             mode,
+            run_id,
             triggers,
         };
         self.coalescer.rounds().run(&round).await?;

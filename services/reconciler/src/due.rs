@@ -1,6 +1,7 @@
 //! `reconciler due`, the CronJob's one pass: fail the runs whose reconciler died and whose
-//! request never came back, record and enqueue one run per tenant whose schedule is due, and
-//! enqueue again the runs whose request was lost before it reached the broker.
+//! request never came back, and those whose commands were never all applied; end the live runs
+//! of past hours; delete runs past their retention; record and enqueue one run per tenant whose schedule is due, and enqueue
+//! again the runs whose request was lost before it reached the broker.
 //!
 //! A run is recorded before its request is published, under a unique (tenant, occurrence), so
 //! overlapping `due` jobs enqueue a tenant's occurrence once; a job killed in between leaves a
@@ -25,6 +26,12 @@ pub struct DueReport {
     pub enqueued: usize,
     /// Queued runs whose request was published again.
     pub requeued: usize,
+    /// Runs failed because their commands were not all applied within `settle_within`.
+    pub unsettled: usize,
+    /// Runs deleted because they ended more than `retention` ago.
+    pub deleted: u64,
+    /// Live runs ended because their hour was over.
+    pub live_ended: u64,
 }
 
 /// Why a pass failed (the CronJob's next pass tries again).
@@ -56,6 +63,16 @@ pub async fn enqueue_due(
     for run_id in &abandoned {
         tracing::warn!(%run_id, "abandoned reconcile run failed");
     }
+    let unsettled = runs::fail_unsettled(pool, KIND, settings.settle_within).await?;
+    for run_id in &unsettled {
+        tracing::warn!(%run_id, "unsettled reconcile run failed");
+    }
+    let retention = time::Duration::try_from(settings.retention).unwrap_or(time::Duration::MAX);
+    let horizon = now
+        .checked_sub(retention)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let deleted = runs::delete_finished_before(pool, horizon).await?;
+    let live_ended = runs::end_live_before(pool, now).await?;
     // Lost requests first, so a run recorded just below is not published twice.
     let mut requests: Vec<(Uuid, Uuid)> =
         runs::stale_queued(pool, KIND, settings.requeue_after).await?;
@@ -100,6 +117,9 @@ pub async fn enqueue_due(
         abandoned: abandoned.len(),
         enqueued,
         requeued,
+        unsettled: unsettled.len(),
+        deleted,
+        live_ended,
     })
 }
 

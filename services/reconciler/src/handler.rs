@@ -9,7 +9,7 @@
 use crate::settings::ReconcilerSettings;
 use cardsync_bus::{Delivery, Handler, HandlerError, Transience as _};
 use cardsync_proto as proto;
-use cardsync_rounds::{Mode, RoundError, RoundReport, RoundRequest, Rounds, Triggers};
+use cardsync_rounds::{Mode, RoundError, RoundRequest, Rounds, Triggers};
 use cardsync_store::runs::{self, Claim, NewRun, RunStatus};
 use cardsync_telemetry::metrics::{IntCounterVec, MetricsError, Opts, Registry, register};
 use sqlx::PgPool;
@@ -40,12 +40,13 @@ enum Invalid {
 #[error("run {0} is running elsewhere")]
 struct RunBusy(Uuid);
 
-/// Registers `cardsync_reconciler_runs_total` (runs ended, by outcome).
+/// Registers `cardsync_reconciler_runs_total` (reconciles by outcome: `emitted`, every command
+/// out; `retried`; `failed`).
 pub fn register_runs(registry: &Registry) -> Result<IntCounterVec, MetricsError> {
     let runs = register(
         registry,
         IntCounterVec::new(
-            Opts::new("cardsync_reconciler_runs_total", "Reconcile runs ended"),
+            Opts::new("cardsync_reconciler_runs_total", "Reconciles by outcome"),
             &["outcome"],
         )?,
     )?;
@@ -88,15 +89,9 @@ impl ReconcileHandler {
         drop(beating);
         match outcome {
             Ok(report) => {
-                let mut tx = self.pool.begin().await.map_err(store)?;
-                runs::add_counts(&mut *tx, run_id, &counts(&report))
-                    .await
-                    .map_err(store)?;
-                runs::set_status(&mut *tx, run_id, RunStatus::Succeeded, None)
-                    .await
-                    .map_err(store)?;
-                tx.commit().await.map_err(store)?;
-                self.runs.with_label_values(&["succeeded"]).inc();
+                // The round recorded its counts and that its commands are out; the run ends
+                // when the card-writer has accounted for every one (at once when there is none).
+                self.runs.with_label_values(&["emitted"]).inc();
                 tracing::info!(tenant = %round.tenant, %run_id, unannounced = report.unannounced,
                     repaired = report.repaired, commands = report.commands, "reconcile done");
                 Ok(())
@@ -186,8 +181,9 @@ impl Handler for ReconcileHandler {
         {
             Claim::Claimed => {}
             Claim::Busy => return Err(HandlerError::transient(RunBusy(run_id))),
-            // A duplicate of a run that ended, or one an admin holds: nothing to do here.
-            Claim::Finished(_) | Claim::Held | Claim::Missing => return Ok(()),
+            // A duplicate of a run that ended, whose commands are out, or that an admin holds:
+            // nothing to do here.
+            Claim::Finished(_) | Claim::Applying | Claim::Held | Claim::Missing => return Ok(()),
         }
         let round = RoundRequest {
             tenant,
@@ -195,20 +191,10 @@ impl Handler for ReconcileHandler {
             announced: HashSet::new(),
             mode,
             triggers: Triggers::default(),
+            run_id: Some(run_id),
         };
         self.run(run_id, &round).await
     }
-}
-
-/// The run counts of a finished reconcile round.
-fn counts(report: &RoundReport) -> [(&'static str, i64); 4] {
-    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    [
-        ("unannounced", count(report.unannounced)),
-        ("repaired", count(report.repaired)),
-        ("commands", count(report.commands)),
-        ("graph_pages", count(report.pages)),
-    ]
 }
 
 fn store(error: impl Into<cardsync_store::StoreError>) -> HandlerError {

@@ -52,6 +52,13 @@ pub struct ReconcilerSettings {
     /// `reconciler due` publishes again a run queued this long and never started.
     #[serde(deserialize_with = "cardsync_config::duration::deserialize")]
     pub requeue_after: Duration,
+    /// `reconciler due` fails a run whose commands went out this long ago and are still not
+    /// all applied (a command dead-lettered is not counted yet, so such a run ends here).
+    #[serde(deserialize_with = "cardsync_config::duration::deserialize")]
+    pub settle_within: Duration,
+    /// `reconciler due` deletes runs (of every kind) that ended this long ago.
+    #[serde(deserialize_with = "cardsync_config::duration::deserialize")]
+    pub retention: Duration,
 }
 
 /// Secrets.
@@ -83,8 +90,14 @@ impl Validate for Settings {
             problems
                 .push("reconciler.abandon_after: must be at least reconciler.stale_after".into());
         }
-        if runs.requeue_after.is_zero() {
-            problems.push("reconciler.requeue_after: must be greater than 0".into());
+        if runs.requeue_after.is_zero() || runs.settle_within.is_zero() {
+            problems.push(
+                "reconciler.requeue_after and reconciler.settle_within: must be greater than 0"
+                    .into(),
+            );
+        }
+        if runs.retention < Duration::from_secs(24 * 3600) {
+            problems.push("reconciler.retention: must be at least a day".into());
         }
         if cardsync_store::connections::SealingKey::from_base64(&self.secrets.credential_key)
             .is_err()

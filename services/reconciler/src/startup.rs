@@ -200,6 +200,9 @@ pub async fn due(settings: Settings) -> anyhow::Result<()> {
         abandoned = report.abandoned,
         enqueued = report.enqueued,
         requeued = report.requeued,
+        unsettled = report.unsettled,
+        deleted = report.deleted,
+        live_ended = report.live_ended,
         "due runs enqueued"
     );
     Ok(())

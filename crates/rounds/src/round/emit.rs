@@ -88,6 +88,7 @@ impl Rounds {
                 ) {
                     Ok((mut command, action)) => {
                         command.notified_at = round.notified_at.map(cardsync_proto::timestamp);
+                        command.run_id.clone_from(&round.run_id);
                         self.metrics
                             .commands
                             .with_label_values(&[action.as_str()])

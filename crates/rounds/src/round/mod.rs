@@ -23,6 +23,7 @@ use cardsync_rules::FieldRules;
 use cardsync_store::StoreError;
 use cardsync_store::connections::{ConnectionError, SealingKey};
 use cardsync_store::directory::{self, UserRow};
+use cardsync_store::runs::{self, RunStatus};
 use cardsync_telemetry::propagation::{self, MAX_LINKS, SpanRef};
 use sqlx::PgPool;
 use std::collections::HashSet;
@@ -80,6 +81,9 @@ pub struct RoundRequest {
     pub mode: Mode,
     /// The triggers the round serves: their traces and the earliest notification's arrival.
     pub triggers: Triggers,
+    /// The sync run the round's commands belong to (they carry it to the card-writer, which
+    /// counts their outcomes there).
+    pub run_id: Option<Uuid>,
 }
 
 /// What asked for a round, as far as the round's span and the freshness SLO care: the round's
@@ -250,6 +254,8 @@ struct Round<'a> {
     admin_roles: bool,
     scope: Scope,
     cause: proto::Cause,
+    /// The run its commands carry ("" for none).
+    run_id: String,
     bulk: bool,
     announced: &'a HashSet<String>,
     /// Users this round sent a command for; kept by a reconcile only, whose cards pass leaves
@@ -389,6 +395,23 @@ impl Rounds {
     async fn run_round(&self, request: &RoundRequest) -> Result<RoundReport, RoundError> {
         let started = Instant::now();
         directory::ensure_sync_state(&self.pool, request.tenant).await?;
+        let run = match request.run_id {
+            Some(run_id) => {
+                // A run asked for (queued) is under way; a claimed one already is.
+                runs::set_status(&self.pool, run_id, RunStatus::Running, None).await?;
+                Some((run_id, false))
+            }
+            // Notification and safety-poll rounds add up into the tenant's live run of the hour.
+            None if matches!(
+                request.cause,
+                proto::Cause::Notification | proto::Cause::SafetyPoll
+            ) =>
+            {
+                let hour = live_hour(OffsetDateTime::now_utc());
+                Some((runs::live(&self.pool, request.tenant, hour).await?, true))
+            }
+            None => None,
+        };
         let connection = self.connection(request.tenant).await?;
         let (rules, admin_roles) = cardsync_store::tenants::get(&self.pool, request.tenant)
             .await?
@@ -407,6 +430,7 @@ impl Rounds {
             admin_roles,
             scope: Scope::Everyone,
             cause: request.cause,
+            run_id: run.map(|(id, _)| id.to_string()).unwrap_or_default(),
             bulk: matches!(request.mode, Mode::Full | Mode::Reconcile)
                 || matches!(
                     request.cause,
@@ -438,6 +462,27 @@ impl Rounds {
             .observe(started.elapsed().as_secs_f64());
         result?;
         directory::record_round(&self.pool, request.tenant, cause).await?;
+        match run {
+            // A live run goes on for the hour: this round's figures add to it.
+            Some((run_id, true)) => {
+                let mut counts = run_counts(&report).to_vec();
+                counts.push(("commands", count(report.commands)));
+                runs::add_counts(&self.pool, run_id, &counts).await?;
+            }
+            // Every command is out: the run ends when the card-writer has accounted for them.
+            Some((run_id, false)) => {
+                let mut tx = self.pool.begin().await?;
+                runs::emission_done(
+                    &mut tx,
+                    run_id,
+                    count(report.commands),
+                    &run_counts(&report),
+                )
+                .await?;
+                tx.commit().await?;
+            }
+            None => {}
+        }
         if report.full {
             self.metrics.full_rounds.inc();
         }
@@ -539,6 +584,25 @@ impl Rounds {
             }
         }
     }
+}
+
+/// The counts a finished round adds to its run (besides `commands`).
+fn run_counts(report: &RoundReport) -> [(&'static str, i64); 3] {
+    [
+        ("unannounced", count(report.unannounced)),
+        ("repaired", count(report.repaired)),
+        ("graph_pages", count(report.pages)),
+    ]
+}
+
+/// The start of the hour `now` is in (UTC): what names a tenant's live run.
+fn live_hour(now: OffsetDateTime) -> OffsetDateTime {
+    let now = now.to_offset(time::UtcOffset::UTC);
+    now.replace_time(time::Time::from_hms(now.hour(), 0, 0).unwrap_or(time::Time::MIDNIGHT))
+}
+
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// How often a round waiting for its tenant asks for the lease again.

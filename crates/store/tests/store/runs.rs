@@ -233,3 +233,44 @@ async fn a_schedule_occurrence_records_one_run_however_often_it_is_enqueued() {
     );
     assert_eq!(runs::list(&pool, tenant, None, 10).await.unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn a_run_ends_when_every_command_it_emitted_is_accounted_for() {
+    let pool = cardsync_testkit::test_pool().await;
+    let run = new_run(Uuid::new_v4());
+    runs::create(&pool, &run).await.unwrap();
+    runs::claim(&pool, run.run_id, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    // The card-writer may apply a command before its worker says they are all out.
+    let mut tx = pool.begin().await.unwrap();
+    runs::record_applied(&mut tx, run.run_id, &[("created", 1)])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let ended = runs::emission_done(&mut tx, run.run_id, 3, &[("unannounced", 2)])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(!ended, "two commands are still out");
+    let waiting = runs::get(&pool, run.run_id).await.unwrap().unwrap();
+    assert_eq!(waiting.status, RunStatus::Running);
+    assert!(waiting.emitted_at.is_some());
+    assert_eq!(
+        runs::claim(&pool, run.run_id, std::time::Duration::ZERO)
+            .await
+            .unwrap(),
+        runs::Claim::Applying,
+        "a run whose commands are out is never run again"
+    );
+    let mut tx = pool.begin().await.unwrap();
+    runs::record_applied(&mut tx, run.run_id, &[("updated", 1), ("superseded", 1)])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let done = runs::get(&pool, run.run_id).await.unwrap().unwrap();
+    assert_eq!(done.status, RunStatus::Succeeded);
+    assert_eq!(done.counts.get("commands"), Some(&3));
+    assert_eq!(done.counts.get("unannounced"), Some(&2));
+}

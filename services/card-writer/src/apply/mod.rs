@@ -84,6 +84,17 @@ impl Outcome {
         }
     }
 
+    /// The run count this outcome adds to, once per command: a redelivery of a command already
+    /// applied (a duplicate) was counted when it was applied; a version an even newer one had
+    /// overtaken counts as `superseded`.
+    pub fn run_count(self) -> Option<&'static str> {
+        match self {
+            Outcome::Duplicate | Outcome::DuplicateFast => None,
+            Outcome::Stale => Some("superseded"),
+            outcome => Some(outcome.as_str()),
+        }
+    }
+
     /// Whether anything was committed.
     pub fn wrote(self) -> bool {
         !matches!(
@@ -222,8 +233,31 @@ async fn apply_all_in(
         results.push(apply_one(&mut tx, tenant, command, span, &mut batch).await?);
     }
     batch.write(&mut tx).await?;
+    record_in_runs(&mut tx, commands, &results).await?;
     tx.commit().await?;
     Ok(results)
+}
+
+/// Adds the outcomes of the commands that belong to a sync run to that run's counts, in the
+/// transaction that applied them, so a count is there exactly when its change is. Runs are
+/// visited in id order, so concurrent batches never lock two runs in opposite orders.
+async fn record_in_runs(
+    conn: &mut PgConnection,
+    commands: &[(&ValidCommand, &tracing::Span)],
+    results: &[Applied],
+) -> Result<(), ApplyError> {
+    let mut by_run: std::collections::BTreeMap<Uuid, HashMap<&'static str, i64>> =
+        std::collections::BTreeMap::new();
+    for ((command, _), applied) in commands.iter().zip(results) {
+        if let (Some(run_id), Some(name)) = (command.run_id, applied.outcome.run_count()) {
+            *by_run.entry(run_id).or_default().entry(name).or_default() += 1;
+        }
+    }
+    for (run_id, counts) in by_run {
+        let counts: Vec<(&str, i64)> = counts.into_iter().collect();
+        cardsync_store::runs::record_applied(&mut *conn, run_id, &counts).await?;
+    }
+    Ok(())
 }
 
 /// One command inside a batch: the version check against the user's card as the batch stands,

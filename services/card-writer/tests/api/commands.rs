@@ -415,3 +415,69 @@ async fn a_write_a_notification_asked_for_is_measured_from_the_notifications_arr
     assert_eq!(under_an_hour, Some(1.0));
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn a_runs_commands_count_their_outcomes_and_end_the_run_once_all_are_applied() {
+    use cardsync_store::runs::{self, NewRun, RunStatus};
+    let app = spawn_app().await;
+    let run_id = uuid::Uuid::now_v7();
+    runs::create(
+        &app.pool,
+        &NewRun {
+            run_id,
+            tenant_id: app.tenant,
+            kind: "reconcile".into(),
+            cause: "reconcile".into(),
+            started_by: "system".into(),
+            target: None,
+        },
+    )
+    .await
+    .expect("run recorded");
+    runs::set_status(&app.pool, run_id, RunStatus::Running, None)
+        .await
+        .expect("running");
+    let of_run = |mut command: cardsync_proto::CardCommand| {
+        command.run_id = run_id.to_string();
+        command
+    };
+    let mut tx = app.pool.begin().await.expect("tx");
+    // Three commands went out: a new card, its update, and an older version overtaken by it.
+    runs::emission_done(&mut tx, run_id, 3, &[])
+        .await
+        .expect("emission recorded");
+    tx.commit().await.expect("commit");
+    let created = of_run(upsert(app.tenant, "u1", 1, &[("name", Some("Ada"))]));
+    app.apply(&created).await;
+    app.apply(&of_run(upsert(
+        app.tenant,
+        "u1",
+        3,
+        &[("name", Some("Ada L."))],
+    )))
+    .await;
+    // A redelivery of an applied command is not counted twice.
+    app.apply(&created).await;
+    let waiting = runs::get(&app.pool, run_id)
+        .await
+        .expect("read")
+        .expect("run");
+    assert_eq!(waiting.status, RunStatus::Running);
+    assert_eq!(waiting.counts.get("created"), Some(&1));
+    assert_eq!(waiting.counts.get("updated"), Some(&1));
+    app.apply(&of_run(upsert(
+        app.tenant,
+        "u1",
+        2,
+        &[("name", Some("Ada"))],
+    )))
+    .await;
+    let done = runs::get(&app.pool, run_id)
+        .await
+        .expect("read")
+        .expect("run");
+    assert_eq!(done.counts.get("superseded"), Some(&1));
+    assert_eq!(done.status, RunStatus::Succeeded);
+    assert!(done.finished_at.is_some());
+    app.teardown().await;
+}

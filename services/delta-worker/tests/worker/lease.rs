@@ -139,6 +139,7 @@ async fn a_killed_holder_delays_the_next_round_by_at_most_the_lease_ttl_and_neve
             announced: HashSet::new(),
             mode: Mode::Incremental,
             triggers: Default::default(),
+            run_id: None,
         };
         async move { rounds.run(&request).await }
     });
@@ -176,6 +177,7 @@ async fn a_killed_holder_delays_the_next_round_by_at_most_the_lease_ttl_and_neve
             announced: HashSet::new(),
             mode: Mode::Incremental,
             triggers: Default::default(),
+            run_id: None,
         })
         .await
         .unwrap();

@@ -433,6 +433,7 @@ async fn a_failed_round_counts_as_an_attempt_so_the_safety_poll_does_not_hammer_
             announced: Default::default(),
             mode: Mode::Incremental,
             triggers: Default::default(),
+            run_id: None,
         })
         .await;
     assert!(failed.is_err_and(|e| e.is_transient()));

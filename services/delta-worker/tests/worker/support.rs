@@ -195,6 +195,7 @@ impl Env {
                 announced: HashSet::new(),
                 mode,
                 triggers: Default::default(),
+                run_id: None,
             })
             .await
             .unwrap()

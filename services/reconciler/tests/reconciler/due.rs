@@ -31,7 +31,12 @@ async fn overlapping_due_jobs_enqueue_each_tenants_occurrence_once() {
     let again = env.app.due(tomorrow).await.unwrap();
     assert_eq!(again.enqueued, 0);
 
-    let listed = runs::list(&env.pool, env.tenant, None, 10).await.unwrap();
+    let listed: Vec<_> = runs::list(&env.pool, env.tenant, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|run| run.kind == "reconcile")
+        .collect();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].started_by, "schedule");
     assert_eq!(env.reconcile_with(&env.app).await, Processed::Acked);
@@ -66,6 +71,43 @@ async fn a_run_whose_reconciler_died_is_failed_by_the_next_due_job() {
     assert_eq!(failed.status, RunStatus::Failed);
     assert!(failed.detail.unwrap().starts_with("abandoned"));
     assert!(failed.finished_at.is_some());
+    env.teardown().await;
+    database.drop_database().await;
+}
+
+#[tokio::test]
+async fn live_rounds_add_into_one_run_per_tenant_and_hour_which_due_ends() {
+    let (database, env) = fresh_env().await;
+    let ids = env.synced_users(&["Ada", "Bob"]).await;
+    env.update_user(&ids[0], serde_json::json!({"jobTitle": "CTO"}))
+        .await;
+    env.round(
+        cardsync_proto::Cause::Notification,
+        cardsync_rounds::Mode::Incremental,
+    )
+    .await;
+    let update = env.commands().await;
+    assert_eq!(update.len(), 1);
+    let listed = runs::list(&env.pool, env.tenant, None, 10).await.unwrap();
+    assert_eq!(listed.len(), 1, "both rounds of the hour are one run");
+    let live = &listed[0];
+    assert_eq!(
+        (live.kind.as_str(), live.status),
+        ("live", RunStatus::Running)
+    );
+    assert_eq!(update[0].1.run_id, live.run_id.to_string());
+    env.apply(&update).await;
+    let counted = env.run(live.run_id).await;
+    assert_eq!(counted.counts.get("commands"), Some(&3));
+    assert_eq!(counted.counts.get("updated"), Some(&1));
+
+    // The hour ends: the next due pass ends the run.
+    env.app
+        .due(OffsetDateTime::now_utc() + time::Duration::hours(1))
+        .await
+        .unwrap();
+    let ended = env.run(live.run_id).await;
+    assert_eq!(ended.status, RunStatus::Succeeded);
     env.teardown().await;
     database.drop_database().await;
 }

@@ -140,6 +140,12 @@ async fn changes_no_notification_announced_are_counted_as_unannounced() {
             .iter()
             .all(|(queue, _)| *queue == "card-writer.bulk")
     );
+    assert_eq!(
+        env.run(run).await.status,
+        RunStatus::Running,
+        "the run waits for its commands to be applied"
+    );
+    env.apply(&commands).await;
     let run = env.run(run).await;
     assert_eq!(run.status, RunStatus::Succeeded);
     assert_eq!(run.counts.get("unannounced"), Some(&2));

@@ -169,6 +169,7 @@ impl Env {
                 announced: HashSet::new(),
                 mode,
                 triggers: Default::default(),
+                run_id: None,
             })
             .await
             .unwrap()
@@ -268,7 +269,8 @@ impl Env {
     }
 
     /// Applies upserts and deactivations to the cards as the card-writer does (newer versions
-    /// only, the tenant's merge policy), standing in for it.
+    /// only, the tenant's merge policy), standing in for it, and adds each outcome to the
+    /// command's run as it does.
     pub async fn apply(&self, commands: &[(&'static str, CardCommand)]) {
         use cardsync_proto::card_command::Action;
         let rules = FieldRules::default();
@@ -282,7 +284,20 @@ impl Env {
             .unwrap()
             .pop();
             let version = i64::try_from(command.version).unwrap();
-            if card.as_ref().is_some_and(|c| c.applied_version >= version) {
+            let outcome = match (&card, command.action()) {
+                (Some(card), _) if card.applied_version >= version => "superseded",
+                (_, Action::Deactivate | Action::Delete) => "deactivated",
+                (None, _) => "created",
+                (Some(_), _) => "updated",
+            };
+            if !command.run_id.is_empty() {
+                let mut tx = self.pool.begin().await.unwrap();
+                runs::record_applied(&mut tx, command.run_id.parse().unwrap(), &[(outcome, 1)])
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+            }
+            if outcome == "superseded" {
                 continue;
             }
             let fields: BTreeMap<FieldName, Option<String>> = command
