@@ -6,6 +6,7 @@
 //! [`Rounds`] is built once per process and runs [`RoundRequest`]s; scheduling them (coalescing
 //! triggers, polling idle tenants) is the caller's business.
 
+mod connection;
 mod keeper;
 pub mod lease;
 pub mod metrics;
@@ -13,6 +14,7 @@ pub mod round;
 pub mod settings;
 pub mod snapshot;
 
+pub use connection::graph_connection;
 pub use lease::RedisState;
 pub use metrics::RoundMetrics;
 pub use round::{Mode, RoundError, RoundParts, RoundReport, RoundRequest, Rounds};

@@ -15,13 +15,12 @@ use crate::metrics::RoundMetrics;
 use crate::settings::RoundSettings;
 use crate::snapshot::{self, Scope};
 use cardsync_bus::{PublishError, Publisher, Transience};
-use cardsync_graph::{Credential, DeltaPage, GraphClient, GraphError, TenantConnection};
+use cardsync_graph::{DeltaPage, GraphClient, GraphError, TenantConnection};
 use cardsync_proto as proto;
 use cardsync_rules::FieldRules;
 use cardsync_store::StoreError;
-use cardsync_store::connections::{self, ConnectionError, CredentialKind, SealingKey};
+use cardsync_store::connections::{self, ConnectionError, SealingKey};
 use cardsync_store::directory::{self, UserRow};
-use secrecy::ExposeSecret as _;
 use sqlx::PgPool;
 use std::collections::HashSet;
 use std::future::Future;
@@ -308,6 +307,11 @@ impl Rounds {
 
     async fn run_round(&self, request: &RoundRequest) -> Result<RoundReport, RoundError> {
         let started = Instant::now();
+        if cardsync_store::admin::is_disconnected(&self.pool, request.tenant).await? {
+            // A disconnected tenant keeps its cards and is not synced: its triggers are done.
+            tracing::info!(tenant = %request.tenant, "tenant disconnected; round skipped");
+            return Ok(RoundReport::default());
+        }
         directory::ensure_sync_state(&self.pool, request.tenant).await?;
         let connection = self.connection(request.tenant).await?;
         let (rules, admin_roles) = cardsync_store::tenants::get(&self.pool, request.tenant)
@@ -429,26 +433,7 @@ impl Rounds {
             .await
             .map_err(RoundError::Connection)?
             .ok_or(RoundError::NoConnection(tenant))?;
-        let credential = match stored.kind {
-            CredentialKind::Secret => Credential::Secret(stored.credential),
-            CredentialKind::Federated => Credential::Federated {
-                token_file: stored.credential.expose_secret().into(),
-            },
-            CredentialKind::Certificate => {
-                // The PEM bundle holds the certificate and the private key.
-                let bundle = stored.credential.expose_secret();
-                Credential::Certificate {
-                    certificate_pem: bundle.to_owned(),
-                    private_key_pem: stored.credential.clone(),
-                    algorithm: cardsync_graph::AssertionAlgorithm::Ps256,
-                }
-            }
-        };
-        Ok(TenantConnection {
-            tenant_id: tenant.to_string(),
-            client_id: stored.client_id,
-            credential,
-        })
+        Ok(crate::connection::graph_connection(stored))
     }
 
     /// Takes the tenant's lease, waiting up to `lease_wait` for another replica's round, and
