@@ -3,12 +3,13 @@
 //! token from `CARDSYNC_TOKEN` or a file, `-o table|json`, shell completion, and exit codes
 //! that scripts can use (see [`exit`]).
 
+mod cli;
 mod client;
 mod commands;
 mod output;
 
+pub use cli::Cli;
 pub use client::{Client, ClientError};
-pub use commands::Cli;
 
 use clap::Parser as _;
 use std::process::ExitCode;

@@ -108,6 +108,9 @@ impl Modify for BearerAuth {
         routes::sync::sync_user,
         routes::runs::list,
         routes::runs::show,
+        routes::dead_letters::list,
+        routes::dead_letters::replay,
+        routes::dead_letters::discard,
     )
 )]
 pub struct ApiDoc;

@@ -46,11 +46,15 @@ impl Application {
         let state = web::Data::new(AppState {
             pool: pool.clone(),
             publisher: publisher.clone(),
-            topology,
+            topology: topology.clone(),
             graph,
             sealing: Arc::new(sealing),
             admin: settings.admin.clone(),
-            bus: settings.bus.clone(),
+            dead_letters: cardsync_bus::DeadLetters::new(
+                &settings.bus,
+                topology.clone(),
+                publisher.clone(),
+            ),
         });
         let verifier = web::Data::new(verifier);
         let schema = SchemaGate::new(pool.clone());

@@ -22,6 +22,6 @@ pub struct AppState {
     pub sealing: Arc<SealingKey>,
     /// The API's own limits.
     pub admin: AdminSettings,
-    /// The bus settings (dead-letter inspection opens its own channel).
-    pub bus: cardsync_bus::BusSettings,
+    /// The work queues' dead letters.
+    pub dead_letters: cardsync_bus::DeadLetters,
 }

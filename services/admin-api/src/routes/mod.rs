@@ -5,6 +5,7 @@
 
 pub(crate) mod cards;
 pub(crate) mod connections;
+pub(crate) mod dead_letters;
 pub(crate) mod runs;
 pub(crate) mod scope;
 pub(crate) mod sync;
@@ -34,6 +35,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
             .configure(cards::configure)
             .configure(sync::configure)
             .configure(runs::configure)
+            .configure(dead_letters::configure)
             .default_service(web::to(unknown_route)),
     );
     config.route("/openapi.json", web::get().to(crate::openapi::document));

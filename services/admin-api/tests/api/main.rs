@@ -2,6 +2,7 @@
 //! PostgreSQL and RabbitMQ, with graph-sim as the token issuer (its JWKS) and as Graph.
 
 mod auth;
+mod dead_letters;
 mod resources;
 mod support;
 mod tenants;
