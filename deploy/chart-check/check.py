@@ -11,7 +11,9 @@
    object must be reported as validated, and only the custom resources below may be skipped.
 6. check-jsonschema on every custom resource (ServiceMonitor, PrometheusRule, ScaledObject,
    TriggerAuthentication) against the pinned CRD schemas in crd-schemas/.
-7. promtool check rules on every PrometheusRule's rules.
+7. promtool check rules on every PrometheusRule's rules; promtool test rules on the rules of the
+   every-feature values set with the unit tests in rule-tests/, and every alert must have a test
+   that expects it to fire.
 8. yamllint on the rendered streams.
 9. checkov on the rendered streams; a failed check must be listed with its reason in
    checkov-skips.yaml, and every listed check must still fail somewhere.
@@ -22,6 +24,7 @@ Every step runs even when an earlier one failed, so one run lists every problem.
 
 import argparse
 import collections
+import copy
 import json
 import pathlib
 import re
@@ -236,6 +239,43 @@ def promtool(rendered, out, tools):
     return [] if code == 0 else ["promtool check rules failed"]
 
 
+def promtool_tests(rendered, out, tools):
+    """The alerts' unit tests, on the every-feature render's rules without their annotations (the
+    tests are about when an alert fires; `promtool check rules` checks the annotations)."""
+    rules = [obj for name, (_, objects, _) in rendered.items() if "every-feature" in name
+             for obj in objects if obj["kind"] == "PrometheusRule"]
+    if len(rules) != 1:
+        return [f"expected one PrometheusRule in the every-feature render, found {len(rules)}"]
+    groups = copy.deepcopy(rules[0]["spec"]["groups"])
+    alerts = set()
+    for group in groups:
+        for rule in group["rules"]:
+            rule.pop("annotations", None)
+            if "alert" in rule:
+                alerts.add(rule["alert"])
+    workdir = out / "rule-tests"
+    workdir.mkdir()
+    (workdir / "cardsync.rules.yaml").write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    tests, fired = [], set()
+    for test in sorted((HERE / "rule-tests").glob("*.test.yaml")):
+        shutil.copy(test, workdir / test.name)
+        tests.append(test.name)
+        for case in yaml.safe_load(test.read_text())["tests"]:
+            for expectation in case.get("alert_rule_test", []):
+                if expectation.get("exp_alerts"):
+                    fired.add(expectation["alertname"])
+    promtool = str(pathlib.Path(tools.promtool).resolve())
+    code, output = run([promtool, "test", "rules"] + tests, cwd=workdir)
+    for line in output.splitlines():
+        print(f"   {line}")
+    problems = [] if code == 0 else ["promtool test rules failed"]
+    problems.extend(f"alert {alert} has no test that expects it to fire (rule-tests/)"
+                    for alert in sorted(alerts - fired))
+    problems.extend(f"rule-tests expect {alert} to fire, but the chart has no such alert"
+                    for alert in sorted(fired - alerts))
+    return problems
+
+
 def yamllint(rendered, tools):
     paths = [str(path) for path, _, _ in rendered.values()]
     code, output = run([tools.yamllint, "--strict", "-c", str(HERE / "yamllint.yaml")] + paths)
@@ -313,6 +353,7 @@ def main():
     checks.step("check-jsonschema: custom resources against pinned CRD schemas", custom_resources,
                 rendered, out, tools)
     checks.step("promtool check rules", promtool, rendered, out, tools)
+    checks.step("promtool test rules (rule-tests/)", promtool_tests, rendered, out, tools)
     checks.step("yamllint", yamllint, rendered, tools)
     checks.step("checkov", checkov, rendered, tools)
     checks.step("every template renders in some values set", coverage, rendered)

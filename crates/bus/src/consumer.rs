@@ -12,6 +12,7 @@ use crate::connection;
 use crate::decision::{DeadLetterReason, Decision, Outcome, decide};
 use crate::error::BusError;
 use crate::message::{header_int, header_str, headers};
+use crate::metrics::BusMetrics;
 use crate::publisher::{Publisher, Raw};
 use crate::settings::BusSettings;
 use crate::topology::{Topology, WorkQueue};
@@ -21,7 +22,7 @@ use cardsync_telemetry::propagation;
 use futures_util::{FutureExt as _, StreamExt as _};
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
-    BasicQosOptions,
+    BasicQosOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, Connection};
@@ -183,6 +184,7 @@ struct Core {
     /// Moves messages to retry and dead-letter queues, on its own connection (RabbitMQ may
     /// block a publishing connection under memory pressure; acks must still flow).
     republisher: Publisher,
+    metrics: std::sync::OnceLock<BusMetrics>,
 }
 
 struct Session {
@@ -217,9 +219,17 @@ impl Consumer {
                 queue: work_queue,
                 name,
                 republisher,
+                metrics: std::sync::OnceLock::new(),
             }),
             stepper: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Counts what this consumer does in `metrics` (shared by the process's consumers).
+    pub fn with_metrics(self, metrics: &BusMetrics) -> Self {
+        metrics.start(&self.core.queue_name);
+        let _ = self.core.metrics.set(metrics.clone());
+        self
     }
 
     /// The `connection_name` the consuming connection shows to the broker.
@@ -289,10 +299,14 @@ impl Consumer {
             tracing::info!(queue = %queue, connection = %core.name, "bus consumer started");
             // Delivery tags count from 1 on every channel, so every session groups its own acks.
             let (acks, acks_sent) = AckGroup::start();
+            let mut depth_tick = tokio::time::interval(DEPTH_INTERVAL);
 
             loop {
                 tokio::select! {
                     biased;
+                    _ = depth_tick.tick(), if core.metrics.get().is_some() => {
+                        core.sample_depth(&session.channel, &queue_name).await;
+                    }
                     _ = shutdown.cancelled() => {
                         let _ = session.channel.basic_cancel(tag.clone(), BasicCancelOptions::default()).await;
                         last_session = Some(session);
@@ -424,7 +438,30 @@ impl Consumer {
     }
 }
 
+/// How often a consumer with metrics looks at its queue's depth.
+const DEPTH_INTERVAL: Duration = Duration::from_secs(15);
+
 impl Core {
+    /// Records how many messages wait in the queue (a passive declare on the consuming
+    /// channel; a failure leaves the last value, and the connection's own errors surface in
+    /// the consumer loop).
+    async fn sample_depth(&self, channel: &Channel, queue: &ShortString) {
+        let Some(metrics) = self.metrics.get() else {
+            return;
+        };
+        let options = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        match channel
+            .queue_declare(queue.clone(), options, FieldTable::default())
+            .await
+        {
+            Ok(declared) => metrics.depth(&self.queue_name, declared.message_count()),
+            Err(error) => tracing::debug!(error = %error, "queue depth not sampled"),
+        }
+    }
+
     fn work_queue(&self) -> Result<&WorkQueue, BusError> {
         self.queue
             .as_ref()
@@ -481,6 +518,9 @@ async fn process<H: Handler>(
     let message_id = properties.message_id().as_ref().map(ShortString::to_string);
     let tenant_id = header_str(properties, headers::TENANT_ID).map(str::to_owned);
     let queue = core.work_queue()?;
+    if let Some(metrics) = core.metrics.get() {
+        metrics.taken(&core.queue_name, *properties.timestamp());
+    }
     let span = tracing::info_span!(
         "bus.consume",
         otel.kind = "consumer",
@@ -534,9 +574,13 @@ async fn process<H: Handler>(
         core.settings.max_attempts,
         &core.settings.retry_delays,
     );
-    settle(core, queue, delivery, attempt, decision, acks)
+    let processed = settle(core, queue, delivery, attempt, decision, acks)
         .instrument(span)
-        .await
+        .await?;
+    if let Some(metrics) = core.metrics.get() {
+        metrics.processed(&core.queue_name, &processed);
+    }
+    Ok(processed)
 }
 
 /// Carries out a decision; the original is acknowledged only after its new copy is confirmed.

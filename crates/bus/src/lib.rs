@@ -20,6 +20,7 @@ mod dead_letters;
 mod decision;
 mod error;
 mod message;
+mod metrics;
 mod publisher;
 mod settings;
 mod topology;
@@ -29,6 +30,7 @@ pub use dead_letters::{DeadLetter, DeadLetters, MAX_SCAN, Settled};
 pub use decision::{DeadLetterReason, Decision, Outcome, decide};
 pub use error::{BusError, PublishError, Unconfirmed};
 pub use message::{CONTENT_TYPE, Outgoing, PERSISTENT, header_int, header_str, headers};
+pub use metrics::BusMetrics;
 pub use publisher::Publisher;
 pub use settings::{BusSettings, TopologySettings, deserialize_durations};
 pub use topology::{

@@ -4,6 +4,7 @@ use crate::budget::TenantBudgets;
 use crate::credential::{self, AccessToken, TenantConnection};
 use crate::delta::DeltaPage;
 use crate::error::{GraphError, TokenError};
+use crate::metrics::GraphMetrics;
 use crate::retry::{backoff, parse_retry_after};
 use crate::settings::GraphSettings;
 use reqwest::{Method, StatusCode, header};
@@ -13,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 /// Resource units a request costs in Graph's identity throttling model (graph-facts §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +59,7 @@ struct Inner {
     budgets: TenantBudgets,
     /// Cached tokens by (tenant, client id); the async mutex makes refreshes single-flight.
     tokens: Mutex<HashMap<(String, String), TokenSlot>>,
+    metrics: std::sync::OnceLock<GraphMetrics>,
 }
 
 impl std::fmt::Debug for GraphClient {
@@ -95,8 +98,21 @@ impl GraphClient {
                 settings,
                 budgets,
                 tokens: Mutex::new(HashMap::new()),
+                metrics: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Counts every Graph answer in `metrics` (the first call wins).
+    pub fn with_metrics(self, metrics: &GraphMetrics) -> Self {
+        let _ = self.inner.metrics.set(metrics.clone());
+        self
+    }
+
+    fn answered(&self, connection: &TenantConnection, status: Option<u16>) {
+        if let Some(metrics) = self.inner.metrics.get() {
+            metrics.answered(&connection.tenant_id, status);
+        }
     }
 
     /// The settings in use.
@@ -272,8 +288,42 @@ impl GraphClient {
             .map_err(|e| GraphError::BadResponse(format!("body: {e}")))
     }
 
-    /// The request loop: budget, token, send, and one place that decides retry versus error.
+    /// One Graph request (retries included) as a client span: the path only, since the query
+    /// carries delta and skip tokens, and the final status.
     async fn send(
+        &self,
+        connection: &TenantConnection,
+        url: &str,
+        cost: RequestCost,
+        prefer: Option<&str>,
+    ) -> Result<reqwest::Response, GraphError> {
+        let path = url::Url::parse(url).map_or_else(|_| String::new(), |u| u.path().to_owned());
+        let span = tracing::info_span!(
+            "graph request",
+            otel.kind = "client",
+            http.request.method = "GET",
+            url.path = %path,
+            tenant = %connection.tenant_id,
+            http.response.status_code = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        let result = self
+            .send_attempts(connection, url, cost, prefer)
+            .instrument(span.clone())
+            .await;
+        match &result {
+            Ok(response) => {
+                span.record("http.response.status_code", response.status().as_u16());
+            }
+            Err(error) => {
+                span.record("error", error.to_string());
+            }
+        }
+        result
+    }
+
+    /// The request loop: budget, token, send, and one place that decides retry versus error.
+    async fn send_attempts(
         &self,
         connection: &TenantConnection,
         url: &str,
@@ -299,7 +349,14 @@ impl GraphClient {
             if let Some(prefer) = prefer {
                 request = request.header("Prefer", prefer);
             }
-            let failure: Box<dyn std::error::Error + Send + Sync> = match request.send().await {
+            let sent = request.send().await;
+            self.answered(
+                connection,
+                sent.as_ref()
+                    .ok()
+                    .map(|response| response.status().as_u16()),
+            );
+            let failure: Box<dyn std::error::Error + Send + Sync> = match sent {
                 Ok(response) if response.status().is_success() => return Ok(response),
                 Ok(response) => {
                     let status = response.status();

@@ -13,6 +13,7 @@ mod client;
 mod credential;
 mod delta;
 mod error;
+mod metrics;
 mod retry;
 mod settings;
 
@@ -20,6 +21,7 @@ pub use client::{GraphClient, PhotoMeta, RequestCost};
 pub use credential::{AssertionAlgorithm, Credential, TenantConnection};
 pub use delta::{DeltaPage, PageLink, delta_start_url};
 pub use error::{GraphError, TokenError};
+pub use metrics::GraphMetrics;
 pub use retry::parse_retry_after;
 pub use settings::GraphSettings;
 

@@ -17,5 +17,5 @@ pub mod snapshot;
 pub use connection::graph_connection;
 pub use lease::RedisState;
 pub use metrics::RoundMetrics;
-pub use round::{Mode, RoundError, RoundParts, RoundReport, RoundRequest, Rounds};
+pub use round::{Mode, RoundError, RoundParts, RoundReport, RoundRequest, Rounds, Triggers};
 pub use settings::RoundSettings;

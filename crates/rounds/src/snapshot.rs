@@ -265,6 +265,8 @@ pub fn command_for(
         team_ids: row.team_ids.clone(),
         photo_etag: row.photo_etag.clone().unwrap_or_default(),
         observed_at: Some(proto::timestamp(row.observed_at)),
+        // Set by the emit pass for the rounds notifications asked for.
+        notified_at: None,
         teams,
         // Unread roles leave the card's role alone.
         role: match row.admin_role {

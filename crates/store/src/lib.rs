@@ -18,8 +18,15 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::str::FromStr;
 
-/// Migrations compiled into every binary that links the store.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// Migrations compiled into every binary that links the store. Migrations that a newer release
+/// applied are not an error: they are additive for one release, so `migrate` of the release
+/// before (a `helm rollback` runs it as its hook) finds nothing to do instead of failing. A
+/// migration whose text changed after it was applied still is an error (its checksum).
+pub static MIGRATOR: sqlx::migrate::Migrator = {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.ignore_missing = true;
+    migrator
+};
 
 /// What failed while talking to PostgreSQL.
 #[derive(Debug, thiserror::Error)]

@@ -65,6 +65,55 @@ pub fn set_parent_from<'a>(span: &tracing::Span, lookup: impl Fn(&str) -> Option
     }
 }
 
+/// A span of another trace, kept so that a later span can follow it: a delta round serves many
+/// notifications, each with its own trace, so the round is the child of the first and links to
+/// the others.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanRef(opentelemetry::trace::SpanContext);
+
+/// Most spans one span links to. A round or a write batch may serve thousands of triggers, and a
+/// span with thousands of links helps nobody (OpenTelemetry's default limit is 128).
+pub const MAX_LINKS: usize = 64;
+
+impl SpanRef {
+    /// The current span, when telemetry gave it a valid context.
+    pub fn current() -> Option<SpanRef> {
+        Self::of(&tracing::Span::current())
+    }
+
+    /// `span`, when telemetry gave it a valid context.
+    pub fn of(span: &tracing::Span) -> Option<SpanRef> {
+        let context = span.context();
+        let span = context.span().span_context().clone();
+        span.is_valid().then_some(SpanRef(span))
+    }
+
+    /// The trace id, as the W3C `traceparent` writes it.
+    pub fn trace_id(&self) -> String {
+        format!("{:032x}", self.0.trace_id())
+    }
+}
+
+/// Makes `span` the child of the first of `spans` and links it to the next [`MAX_LINKS`]: one
+/// span serving many others (a batch of commands, each with its own trace).
+pub fn follow_all(span: &tracing::Span, spans: impl IntoIterator<Item = SpanRef>) {
+    let mut spans = spans.into_iter();
+    let parent = spans.next();
+    let links: Vec<SpanRef> = spans.take(MAX_LINKS).collect();
+    follow(span, parent.as_ref(), &links);
+}
+
+/// Makes `span` a child of `parent` (when there is one) and links it to each of `links`.
+pub fn follow(span: &tracing::Span, parent: Option<&SpanRef>, links: &[SpanRef]) {
+    if let Some(parent) = parent {
+        let context = opentelemetry::Context::new().with_remote_span_context(parent.0.clone());
+        let _ = span.set_parent(context);
+    }
+    for link in links {
+        span.add_link(link.0.clone());
+    }
+}
+
 /// Whether `value` is a well-formed version-00 `traceparent`.
 pub fn is_valid_traceparent(value: &str) -> bool {
     let parts: Vec<&str> = value.split('-').collect();
@@ -116,5 +165,34 @@ mod tests {
         let parent_trace = parent.context().span().span_context().trace_id();
         assert_eq!(child_trace, parent_trace);
         assert!(traceparent.contains(&format!("{parent_trace:032x}")));
+    }
+
+    #[test]
+    fn a_span_that_follows_another_continues_its_trace() {
+        crate::init_for_tests();
+        let first = tracing::info_span!("first notification");
+        let second = tracing::info_span!("second notification");
+        let (first_ref, second_ref) = (
+            first.in_scope(SpanRef::current).expect("traced"),
+            second.in_scope(SpanRef::current).expect("traced"),
+        );
+        assert_ne!(first_ref.trace_id(), second_ref.trace_id());
+
+        let round = tracing::info_span!("round");
+        follow(&round, Some(&first_ref), std::slice::from_ref(&second_ref));
+        let round_ref = round.in_scope(SpanRef::current).expect("traced");
+        assert_eq!(round_ref.trace_id(), first_ref.trace_id());
+        let headers = round.in_scope(current_trace_headers);
+        assert!(
+            headers
+                .iter()
+                .any(|(k, v)| k == TRACEPARENT && v.contains(&first_ref.trace_id()))
+        );
+    }
+
+    #[test]
+    fn outside_any_span_there_is_nothing_to_follow() {
+        crate::init_for_tests();
+        assert_eq!(SpanRef::current(), None);
     }
 }

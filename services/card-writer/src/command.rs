@@ -69,6 +69,8 @@ pub struct ValidCommand {
     pub role: Option<CardRole>,
     /// When the directory change was observed.
     pub observed_at: Option<OffsetDateTime>,
+    /// When the earliest notification the command's round served arrived.
+    pub notified_at: Option<OffsetDateTime>,
 }
 
 /// Why a command was refused.
@@ -262,6 +264,10 @@ pub fn validate(command: CardCommand, origin: Origin<'_>) -> Result<ValidCommand
         role,
         observed_at: command
             .observed_at
+            .as_ref()
+            .and_then(cardsync_proto::to_datetime),
+        notified_at: command
+            .notified_at
             .as_ref()
             .and_then(cardsync_proto::to_datetime),
     })

@@ -355,6 +355,15 @@ impl Handler for CommandHandler {
                     .observe(e2e);
             }
         }
+        if applied.outcome.wrote()
+            && let Some(notified) = command.notified_at
+        {
+            let freshness = (time::OffsetDateTime::now_utc() - notified).as_seconds_f64();
+            self.metrics
+                .freshness
+                .with_label_values(&[&tenant])
+                .observe(freshness.max(0.0));
+        }
         if applied.events > 0 {
             self.relay_wake.notify_one();
         }

@@ -6,6 +6,11 @@ use cardsync_telemetry::metrics::{
 };
 use prometheus::Gauge;
 
+/// Buckets of the freshness SLO (seconds): fine below the 10 s objective, coarse up to an hour.
+pub const FRESHNESS_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0,
+];
+
 /// Typed handles to every metric the card-writer exports.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -18,6 +23,9 @@ pub struct Metrics {
     pub apply_duration: HistogramVec,
     /// From the directory change being observed to the card commit, by queue.
     pub end_to_end: HistogramVec,
+    /// The freshness SLO's measure: from the arrival of the earliest notification a command's
+    /// round served to the card commit, by tenant (no per-user label).
+    pub freshness: HistogramVec,
     /// Card events published from the outbox.
     pub outbox_published: IntCounter,
     /// Outbox batches the broker did not confirm (they are published again).
@@ -65,6 +73,17 @@ impl Metrics {
                         "From the directory change being observed to the card commit",
                     ),
                     &["queue"],
+                )?,
+            )?,
+            freshness: register(
+                registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "cardsync_card_writer_freshness_seconds",
+                        "From the notification's arrival at the webhook to the card commit",
+                    )
+                    .buckets(FRESHNESS_BUCKETS.to_vec()),
+                    &["tenant"],
                 )?,
             )?,
             outbox_published: register(

@@ -8,7 +8,7 @@ use crate::handler::{Batching, CommandHandler, CommandQueue};
 use crate::metrics::Metrics;
 use crate::relay::Relay;
 use crate::settings::Settings;
-use cardsync_bus::{BusSettings, Consumer, Publisher, Topology, names};
+use cardsync_bus::{BusMetrics, BusSettings, Consumer, Publisher, Topology, names};
 use cardsync_runtime::{
     HttpMetrics, HttpServer, Observability, Readiness, SchemaGate, StartupError,
 };
@@ -29,6 +29,7 @@ pub struct Application {
     relay: Relay,
     publisher: Publisher,
     pool: PgPool,
+    bus_metrics: BusMetrics,
 }
 
 impl Application {
@@ -38,6 +39,7 @@ impl Application {
         let prometheus = cardsync_telemetry::metrics::Registry::new();
         let http_metrics = HttpMetrics::register(&prometheus, "cardsync_card_writer")?;
         let metrics = Metrics::register(&prometheus)?;
+        let bus_metrics = BusMetrics::register(&prometheus)?;
         let pool = cardsync_store::pool_lazy(&settings.postgres)?;
         // Bulk commands get their own small pool: a nightly reconcile can never hold every
         // connection a live update needs.
@@ -110,6 +112,7 @@ impl Application {
             relay,
             publisher,
             pool,
+            bus_metrics,
         })
     }
 
@@ -133,6 +136,7 @@ impl Application {
             self.topology.clone(),
             queue.queue_name(),
         )
+        .with_metrics(&self.bus_metrics)
     }
 
     /// The outbox relay.

@@ -5,9 +5,11 @@
 
 use cardsync_bus::Transience;
 use cardsync_proto as proto;
-use cardsync_rounds::{Mode, RoundError, RoundReport, RoundRequest, Rounds};
+use cardsync_rounds::{Mode, RoundError, RoundReport, RoundRequest, Rounds, Triggers};
+use cardsync_telemetry::propagation::SpanRef;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use time::OffsetDateTime;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -58,9 +60,35 @@ impl Transience for CoverError {
     }
 }
 
+/// One trigger's ask for a covering round.
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    /// Why (a notification outranks a poll for the round's recorded cause).
+    pub cause: proto::Cause,
+    /// The user id a notification announced.
+    pub announced: Option<String>,
+    /// When the webhook received the notification.
+    pub notified_at: Option<OffsetDateTime>,
+    /// The trigger's span, which the covering round follows.
+    pub span: Option<SpanRef>,
+}
+
+impl Trigger {
+    /// A trigger of `cause` with nothing else to say.
+    pub fn of(cause: proto::Cause) -> Self {
+        Self {
+            cause,
+            announced: None,
+            notified_at: None,
+            span: SpanRef::current(),
+        }
+    }
+}
+
 struct Pending {
     cause: proto::Cause,
     announced: HashSet<String>,
+    triggers: Triggers,
     done: watch::Sender<Option<Covered>>,
 }
 
@@ -98,12 +126,13 @@ impl Coalescer {
     }
 
     /// Waits for an incremental round of `tenant` that started after this call.
-    pub async fn covered(
-        &self,
-        tenant: Uuid,
-        cause: proto::Cause,
-        announced: Option<String>,
-    ) -> Covered {
+    pub async fn covered(&self, tenant: Uuid, trigger: Trigger) -> Covered {
+        let Trigger {
+            cause,
+            announced,
+            notified_at,
+            span,
+        } = trigger;
         let mut receiver = {
             let mut slots = self
                 .slots
@@ -113,6 +142,7 @@ impl Coalescer {
             let pending = slot.next.get_or_insert_with(|| Pending {
                 cause,
                 announced: HashSet::new(),
+                triggers: Triggers::default(),
                 done: watch::channel(None).0,
             });
             // A notification outranks a poll for the round's recorded cause.
@@ -120,6 +150,7 @@ impl Coalescer {
                 pending.cause = cause;
             }
             pending.announced.extend(announced);
+            pending.triggers.add(span, notified_at);
             let receiver = pending.done.subscribe();
             if !slot.running {
                 slot.running = true;
@@ -160,6 +191,7 @@ impl Coalescer {
                 cause: pending.cause,
                 announced: pending.announced,
                 mode: Mode::Incremental,
+                triggers: pending.triggers,
             };
             // Its own task, so a panic inside a round fails this round instead of wedging the tenant.
             let rounds = self.rounds.clone();

@@ -2,11 +2,12 @@
 //! the round it names. Both ack only after that round's card commands were confirmed; how a
 //! failure is retried or dead-lettered is decided by the errors themselves (`Transience`).
 
-use crate::coalesce::Coalescer;
+use crate::coalesce::{Coalescer, Trigger};
 use cardsync_bus::{Delivery, Handler, HandlerError};
 use cardsync_proto as proto;
-use cardsync_rounds::{Mode, RoundRequest};
+use cardsync_rounds::{Mode, RoundRequest, Triggers};
 use cardsync_telemetry::metrics::{IntCounterVec, MetricsError, Opts, Registry, register};
+use cardsync_telemetry::propagation::SpanRef;
 use std::collections::HashSet;
 use uuid::Uuid;
 
@@ -73,11 +74,12 @@ impl Handler for ChangeHandler {
         let change = delivery.message;
         let tenant = tenant_of(change.envelope.as_ref())?;
         let announced = (!change.resource_id.is_empty()).then(|| change.resource_id.clone());
-        let covered = self
-            .coalescer
-            .covered(tenant, proto::Cause::Notification, announced)
-            .await
-            .into_result();
+        let trigger = Trigger {
+            announced,
+            notified_at: change.received_at.as_ref().and_then(proto::to_datetime),
+            ..Trigger::of(proto::Cause::Notification)
+        };
+        let covered = self.coalescer.covered(tenant, trigger).await.into_result();
         let outcome = if covered.is_ok() { "covered" } else { "failed" };
         self.notifications.with_label_values(&[outcome]).inc();
         covered?;
@@ -110,7 +112,7 @@ impl Handler for SyncRequestHandler {
             Scope::Tenant | Scope::Unspecified if request.depth() == Depth::Full => Mode::Full,
             Scope::Tenant | Scope::Unspecified => {
                 self.coalescer
-                    .covered(tenant, proto::Cause::Manual, None)
+                    .covered(tenant, Trigger::of(proto::Cause::Manual))
                     .await
                     .into_result()?;
                 return Ok(());
@@ -118,11 +120,14 @@ impl Handler for SyncRequestHandler {
             Scope::User => Mode::Users(vec![target_of(&request, "user")?]),
             Scope::Group => Mode::Group(target_of(&request, "group")?),
         };
+        let mut triggers = Triggers::default();
+        triggers.add(SpanRef::current(), None);
         let round = RoundRequest {
             tenant,
             cause: proto::Cause::Manual,
             announced: HashSet::new(),
             mode,
+            triggers,
         };
         self.coalescer.rounds().run(&round).await?;
         Ok(())

@@ -3,11 +3,11 @@
 //! is current, and the kit's HTTP server for health and metrics. Tests build the same thing
 //! with port 0 and drive it step by step.
 
-use crate::coalesce::{Coalescer, Covered};
+use crate::coalesce::{Coalescer, Covered, Trigger};
 use crate::handlers::{self, ChangeHandler, SyncRequestHandler};
 use crate::settings::Settings;
-use cardsync_bus::{Consumer, Publisher, names};
-use cardsync_graph::GraphClient;
+use cardsync_bus::{BusMetrics, Consumer, Publisher, names};
+use cardsync_graph::{GraphClient, GraphMetrics};
 use cardsync_proto as proto;
 use cardsync_rounds::{RedisState, RoundMetrics, RoundParts, Rounds};
 use cardsync_runtime::{
@@ -54,7 +54,8 @@ impl Application {
         let rounds = Arc::new(Rounds::new(RoundParts {
             pool: pool.clone(),
             graph: GraphClient::new(settings.graph.clone())
-                .map_err(|error| StartupError::dependency("the Graph client", error))?,
+                .map_err(|error| StartupError::dependency("the Graph client", error))?
+                .with_metrics(&GraphMetrics::register(&registry)?),
             publisher: publisher.clone(),
             redis: RedisState::new(redis.clone(), &settings.redis.key_prefix),
             sealing: Arc::new(
@@ -66,16 +67,19 @@ impl Application {
             cards_exchange: topology.name(names::CARDS),
         }));
         let coalescer = Coalescer::new(rounds);
-        let changes = Arc::new(Consumer::new(
-            settings.bus.clone(),
-            topology.clone(),
-            names::DELTA_WORKER_CHANGES,
-        ));
-        let requests = Arc::new(Consumer::new(
-            settings.bus.clone(),
-            topology,
-            names::DELTA_WORKER_REQUESTS,
-        ));
+        let bus_metrics = BusMetrics::register(&registry)?;
+        let changes = Arc::new(
+            Consumer::new(
+                settings.bus.clone(),
+                topology.clone(),
+                names::DELTA_WORKER_CHANGES,
+            )
+            .with_metrics(&bus_metrics),
+        );
+        let requests = Arc::new(
+            Consumer::new(settings.bus.clone(), topology, names::DELTA_WORKER_REQUESTS)
+                .with_metrics(&bus_metrics),
+        );
 
         let schema = SchemaGate::new(pool.clone());
         let readiness = Readiness::new()
@@ -243,7 +247,7 @@ async fn safety_poll(
             let coalescer = coalescer.clone();
             tokio::spawn(async move {
                 if let Covered::Failed(error) = coalescer
-                    .covered(tenant, proto::Cause::SafetyPoll, None)
+                    .covered(tenant, Trigger::of(proto::Cause::SafetyPoll))
                     .await
                 {
                     tracing::warn!(%tenant, error = %cardsync_telemetry::error_chain(&error), "safety poll round failed");

@@ -13,6 +13,7 @@
 pub mod changes;
 pub mod check;
 pub mod metrics;
+pub mod otlp;
 pub mod pipeline;
 pub mod procs;
 

@@ -631,3 +631,115 @@ fn tracing_with_otel() -> impl tracing::Subscriber + Send + Sync {
     let tracer = provider.tracer("bus-test");
     tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(tracer))
 }
+
+/// The value of `name{…}` with every one of `labels` in `registry`'s scrape.
+fn sample(registry: &cardsync_telemetry::metrics::Registry, name: &str, labels: &[&str]) -> f64 {
+    cardsync_telemetry::metrics::render(registry)
+        .lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")))
+        .find(|line| labels.iter().all(|label| line.contains(label)))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_counts_outcomes_and_reports_its_queues_depth_and_age() {
+    let fixture = Fixture::new().await;
+    let registry = cardsync_telemetry::metrics::Registry::new();
+    let metrics = cardsync_bus::BusMetrics::register(&registry).unwrap();
+    let queue = r#"queue="work""#;
+
+    // Before any message every outcome is there, at zero.
+    let stepper =
+        Consumer::new(settings(), fixture.topology.clone(), "work").with_metrics(&metrics);
+    assert_eq!(
+        sample(
+            &registry,
+            "cardsync_bus_messages_total",
+            &[queue, r#"outcome="dead_lettered""#]
+        ),
+        0.0
+    );
+
+    // One handled, one dead-lettered at once (a permanent error).
+    publish_one(&fixture, "ok").await;
+    publish_one(&fixture, "bad").await;
+    let handler = Scripted::new(|_| Ok(()));
+    assert_eq!(
+        stepper.process_next(&handler, WAIT).await.unwrap(),
+        Processed::Acked
+    );
+    let refusing = Scripted::new(|_| Err(HandlerError::permanent("not a GraphChange we know")));
+    assert!(matches!(
+        stepper.process_next(&refusing, WAIT).await.unwrap(),
+        Processed::DeadLettered { .. }
+    ));
+    stepper.close().await;
+    assert_eq!(
+        sample(
+            &registry,
+            "cardsync_bus_messages_total",
+            &[queue, r#"outcome="acked""#]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &registry,
+            "cardsync_bus_messages_total",
+            &[queue, r#"outcome="dead_lettered""#]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &registry,
+            "cardsync_bus_message_age_seconds_count",
+            &[queue]
+        ),
+        2.0
+    );
+
+    // A slow consumer (prefetch 1, 50 ms a message) samples its queue's depth as it starts.
+    let publisher = Publisher::connect(&settings(), fixture.topology.clone())
+        .await
+        .unwrap();
+    publisher
+        .publish_all(
+            (0..20)
+                .map(|i| outgoing(&fixture, &format!("waiting-{i}")))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    publisher.close().await;
+    let slow = Arc::new(Scripted::new(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        Ok(())
+    }));
+    let mut narrow = settings();
+    narrow.prefetch = 1;
+    narrow.concurrency = 1;
+    let consumer =
+        Arc::new(Consumer::new(narrow, fixture.topology.clone(), "work").with_metrics(&metrics));
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn({
+        let (consumer, handler, shutdown) = (consumer.clone(), slow.clone(), shutdown.clone());
+        async move { consumer.run(handler, shutdown).await }
+    });
+    eventually("the depth is sampled", WAIT, || {
+        sample(&registry, "cardsync_bus_queue_messages", &[queue]) >= 5.0
+    })
+    .await;
+    eventually("every message is handled", Duration::from_secs(30), || {
+        slow.seen().len() == 20
+    })
+    .await;
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    fixture.cleanup().await;
+}

@@ -578,3 +578,46 @@ async fn without_its_ca_graph_sims_https_certificate_is_refused() {
         "the cause names the certificate problem: {chain}"
     );
 }
+
+#[tokio::test]
+async fn every_answer_is_counted_by_status_and_throttling_by_tenant() {
+    let env = env().await;
+    let registry = prometheus::Registry::new();
+    let metrics = cardsync_graph::GraphMetrics::register(&registry).unwrap();
+    let graph = GraphClient::new(env.graph.settings().clone())
+        .unwrap()
+        .with_metrics(&metrics);
+    let sample = |name: &str, label: &str| -> f64 {
+        registry
+            .gather()
+            .iter()
+            .filter(|family| family.name() == name)
+            .flat_map(|family| family.get_metric().iter())
+            .filter(|metric| metric.get_label().iter().any(|l| l.value() == label))
+            .map(|metric| metric.get_counter().get_value())
+            .sum()
+    };
+    assert_eq!(sample("cardsync_graph_requests_total", "429"), 0.0);
+
+    graph
+        .delta_page(&env.connection, &graph.url("/users/delta"), false)
+        .await
+        .unwrap();
+    assert_eq!(sample("cardsync_graph_requests_total", "200"), 1.0);
+
+    env.control
+        .set_faults(json!([{"endpoint": "users.delta", "kind": "throttle", "retryAfter": "0.01"}]))
+        .await
+        .unwrap();
+    let throttled = graph
+        .delta_page(&env.connection, &graph.url("/users/delta"), false)
+        .await;
+    assert!(matches!(throttled, Err(GraphError::Throttled { .. })));
+    let attempts = f64::from(graph.settings().max_attempts);
+    assert_eq!(sample("cardsync_graph_requests_total", "429"), attempts);
+    assert_eq!(
+        sample("cardsync_graph_throttled_total", &env.tenant),
+        attempts
+    );
+    assert_eq!(sample("cardsync_graph_requests_total", "200"), 1.0);
+}

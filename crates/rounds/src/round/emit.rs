@@ -8,6 +8,7 @@ use crate::snapshot::{self, Skip};
 use cardsync_bus::{Outgoing, routing};
 use cardsync_store::directory::{self, UserRow};
 use std::collections::HashMap;
+use tracing::Instrument as _;
 
 impl Rounds {
     /// Saves `rows` under the fence (each gets the next version of its user) and emits them.
@@ -20,10 +21,21 @@ impl Rounds {
             return Ok(());
         }
         round.check()?;
-        let mut tx = self.pool.begin().await?;
-        round.fence(&mut tx).await?;
-        let versions = directory::save_users(&mut tx, round.tenant, &rows).await?;
-        tx.commit().await?;
+        let span = tracing::info_span!(
+            "directory save",
+            otel.kind = "client",
+            db.system = "postgresql",
+            users = rows.len(),
+        );
+        let versions = async {
+            let mut tx = self.pool.begin().await?;
+            round.fence(&mut tx).await?;
+            let versions = directory::save_users(&mut tx, round.tenant, &rows).await?;
+            tx.commit().await?;
+            Ok::<_, RoundError>(versions)
+        }
+        .instrument(span)
+        .await?;
         self.emit(round, &with_versions(rows, &versions)).await
     }
 
@@ -74,7 +86,8 @@ impl Rounds {
                     &round.scope,
                     round.cause,
                 ) {
-                    Ok((command, action)) => {
+                    Ok((mut command, action)) => {
+                        command.notified_at = round.notified_at.map(cardsync_proto::timestamp);
                         self.metrics
                             .commands
                             .with_label_values(&[action.as_str()])

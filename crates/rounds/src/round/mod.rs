@@ -21,6 +21,7 @@ use cardsync_rules::FieldRules;
 use cardsync_store::StoreError;
 use cardsync_store::connections::{self, ConnectionError, SealingKey};
 use cardsync_store::directory::{self, UserRow};
+use cardsync_telemetry::propagation::{self, MAX_LINKS, SpanRef};
 use sqlx::PgPool;
 use std::collections::HashSet;
 use std::future::Future;
@@ -29,6 +30,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 /// What a round covers.
@@ -45,6 +47,18 @@ pub enum Mode {
     Group(String),
 }
 
+impl Mode {
+    /// A stable name for logs and spans.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Mode::Incremental => "incremental",
+            Mode::Full => "full",
+            Mode::Users(_) => "users",
+            Mode::Group(_) => "group",
+        }
+    }
+}
+
 /// A round to run.
 #[derive(Debug, Clone)]
 pub struct RoundRequest {
@@ -56,6 +70,50 @@ pub struct RoundRequest {
     pub announced: HashSet<String>,
     /// What to cover.
     pub mode: Mode,
+    /// The triggers the round serves: their traces and the earliest notification's arrival.
+    pub triggers: Triggers,
+}
+
+/// What asked for a round, as far as the round's span and the freshness SLO care: the round's
+/// span is the child of the first trigger's span and links to the next [`MAX_LINKS`], so the
+/// trace of a notification goes on through the round to the card-writer.
+#[derive(Debug, Clone, Default)]
+pub struct Triggers {
+    parent: Option<SpanRef>,
+    links: Vec<SpanRef>,
+    notified_at: Option<OffsetDateTime>,
+}
+
+impl Triggers {
+    /// Adds one trigger: its span (if traced) and, for a notification, when the webhook
+    /// received it.
+    pub fn add(&mut self, span: Option<SpanRef>, notified_at: Option<OffsetDateTime>) {
+        if let Some(span) = span {
+            if self.parent.is_none() {
+                self.parent = Some(span);
+            } else if self.links.len() < MAX_LINKS {
+                self.links.push(span);
+            }
+        }
+        if let Some(at) = notified_at {
+            self.notified_at = Some(self.notified_at.map_or(at, |earliest| earliest.min(at)));
+        }
+    }
+
+    /// When the earliest notification served arrived; none when no notification asked.
+    pub fn notified_at(&self) -> Option<OffsetDateTime> {
+        self.notified_at
+    }
+
+    /// The trace the round's span continues, when a trigger was traced.
+    pub fn parent(&self) -> Option<&SpanRef> {
+        self.parent.as_ref()
+    }
+
+    /// The other triggers' spans the round's span links to.
+    pub fn links(&self) -> &[SpanRef] {
+        &self.links
+    }
 }
 
 /// What a round did.
@@ -184,6 +242,8 @@ struct Round<'a> {
     cause: proto::Cause,
     bulk: bool,
     announced: &'a HashSet<String>,
+    /// Carried by every command as `notified_at` (the freshness SLO's start).
+    notified_at: Option<OffsetDateTime>,
     report: RoundReport,
 }
 
@@ -294,7 +354,15 @@ impl Rounds {
     /// poll waits a full interval before trying a broken tenant again (an interrupted one is
     /// not: the tenant is not at fault).
     pub async fn run(&self, request: &RoundRequest) -> Result<RoundReport, RoundError> {
-        let outcome = self.run_round(request).await;
+        let span = tracing::info_span!(
+            "delta round",
+            tenant = %request.tenant,
+            cause = request.cause.as_str(),
+            mode = request.mode.as_str(),
+            triggers_linked = request.triggers.links.len(),
+        );
+        propagation::follow(&span, request.triggers.parent(), request.triggers.links());
+        let outcome = self.run_round(request).instrument(span).await;
         if outcome
             .as_ref()
             .is_err_and(|error| !matches!(error, RoundError::Interrupted))
@@ -337,6 +405,7 @@ impl Rounds {
                     proto::Cause::Reconcile | proto::Cause::Resync
                 ),
             announced: &request.announced,
+            notified_at: request.triggers.notified_at(),
             report: RoundReport::default(),
         };
         let result = self.run_leased(&mut round, request, scope_groups).await;
@@ -463,3 +532,33 @@ impl Rounds {
 
 /// How often a round waiting for its tenant asks for the lease again.
 const LEASE_POLL: Duration = Duration::from_millis(50);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn triggers_keep_the_first_span_as_parent_cap_the_links_and_the_earliest_arrival() {
+        cardsync_telemetry::init_for_tests();
+        let mut triggers = Triggers::default();
+        let at = |s: i64| OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(s);
+        let spans: Vec<SpanRef> = (0..MAX_LINKS + 10)
+            .map(|_| {
+                tracing::info_span!("notification")
+                    .in_scope(SpanRef::current)
+                    .expect("traced")
+            })
+            .collect();
+        triggers.add(Some(spans[0].clone()), Some(at(50)));
+        triggers.add(None, Some(at(20)));
+        for span in &spans[1..] {
+            triggers.add(Some(span.clone()), Some(at(90)));
+        }
+        triggers.add(None, None);
+        assert_eq!(triggers.parent(), Some(&spans[0]));
+        assert_eq!(triggers.links().len(), MAX_LINKS);
+        assert_eq!(triggers.links()[0], spans[1]);
+        assert_eq!(triggers.notified_at(), Some(at(20)));
+        assert_eq!(Triggers::default().notified_at(), None);
+    }
+}

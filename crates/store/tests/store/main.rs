@@ -1,3 +1,4 @@
 //! The store's shared tables against the real PostgreSQL test database.
 
+mod migrations;
 mod runs;

@@ -32,9 +32,11 @@ use cardsync_cards::{Entry, Source};
 use cardsync_store::StoreError;
 use cardsync_store::cards::{self, Card, CardStatus};
 use cardsync_store::tenants::{self, Tenant};
+use cardsync_telemetry::propagation::{self, SpanRef};
 use decide::{Change, Step};
 use sqlx::{PgConnection, PgPool};
 use std::collections::HashMap;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 /// What applying a command did.
@@ -166,6 +168,25 @@ pub async fn apply(
 /// Applies `commands` in order, in one transaction: every command or none. Each command's
 /// events continue the trace of the span paired with it. On `Err` nothing was committed.
 pub async fn apply_all(
+    pool: &PgPool,
+    commands: &[(&ValidCommand, &tracing::Span)],
+    exchange: &str,
+) -> Result<Vec<Applied>, ApplyError> {
+    // The transaction's span continues the first command's trace and links the others', so
+    // a change's trace reaches the commit that made it durable.
+    let span = tracing::info_span!(
+        "card batch",
+        otel.kind = "client",
+        db.system = "postgresql",
+        commands = commands.len(),
+    );
+    propagation::follow_all(&span, commands.iter().filter_map(|(_, s)| SpanRef::of(s)));
+    apply_all_in(pool, commands, exchange)
+        .instrument(span)
+        .await
+}
+
+async fn apply_all_in(
     pool: &PgPool,
     commands: &[(&ValidCommand, &tracing::Span)],
     exchange: &str,

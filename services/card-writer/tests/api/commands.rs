@@ -374,3 +374,44 @@ async fn directory_roles_apply_only_when_the_tenant_turns_admin_roles_on() {
     assert_eq!(app.card_of("boss").await.role, CardRole::Member);
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn a_write_a_notification_asked_for_is_measured_from_the_notifications_arrival() {
+    let app = spawn_app().await;
+    let tenant = app.tenant.to_string();
+    let arrived = time::OffsetDateTime::now_utc() - time::Duration::seconds(3);
+    let mut notified = upsert(app.tenant, "u1", 1, &[("name", Some("Ann"))]);
+    notified.notified_at = Some(cardsync_proto::timestamp(arrived));
+    app.apply(&notified).await;
+    // The same version again writes nothing, and a command no notification asked for (a
+    // safety poll's) has no arrival: neither is measured.
+    app.apply(&notified).await;
+    app.apply(&upsert(app.tenant, "u2", 1, &[("name", Some("Bo"))]))
+        .await;
+
+    let family = "cardsync_card_writer_freshness_seconds";
+    let count = app
+        .sample(&format!("{family}_count"), &[("tenant", &tenant)])
+        .await;
+    assert_eq!(count, Some(1.0));
+    let sum = app
+        .sample(&format!("{family}_sum"), &[("tenant", &tenant)])
+        .await
+        .expect("sum");
+    assert!((3.0..3600.0).contains(&sum), "freshness {sum} s");
+    let under_2s = app
+        .sample(
+            &format!("{family}_bucket"),
+            &[("tenant", &tenant), ("le", "2")],
+        )
+        .await;
+    assert_eq!(under_2s, Some(0.0));
+    let under_an_hour = app
+        .sample(
+            &format!("{family}_bucket"),
+            &[("tenant", &tenant), ("le", "3600")],
+        )
+        .await;
+    assert_eq!(under_an_hour, Some(1.0));
+    app.teardown().await;
+}

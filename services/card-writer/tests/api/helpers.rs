@@ -153,6 +153,7 @@ pub fn command(
             })
             .collect(),
         observed_at: Some(cardsync_proto::timestamp(time::OffsetDateTime::now_utc())),
+        notified_at: None,
         ..Default::default()
     }
 }
@@ -223,17 +224,31 @@ impl TestApp {
             .expect("local card created")
     }
 
-    /// The sum of `cardsync_card_writer_commands_total` for this tenant and `outcome`.
-    pub async fn counted(&self, outcome: &str) -> f64 {
-        let text = self
-            .client
+    /// The writer's `/metrics` scrape.
+    pub async fn metrics_text(&self) -> String {
+        self.client
             .get(format!("{}/metrics", self.address))
             .send()
             .await
             .expect("metrics")
             .text()
             .await
-            .expect("text");
+            .expect("text")
+    }
+
+    /// The value of the sample `name{…}` whose labels include every one of `labels`.
+    pub async fn sample(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let text = self.metrics_text().await;
+        let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        text.lines()
+            .filter(|line| line.starts_with(&format!("{name}{{")))
+            .find(|line| wanted.iter().all(|label| line.contains(label.as_str())))
+            .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+    }
+
+    /// The sum of `cardsync_card_writer_commands_total` for this tenant and `outcome`.
+    pub async fn counted(&self, outcome: &str) -> f64 {
+        let text = self.metrics_text().await;
         let outcome = format!("outcome=\"{outcome}\"");
         let tenant = format!("tenant=\"{}\"", self.tenant);
         text.lines()

@@ -138,6 +138,7 @@ async fn a_killed_holder_delays_the_next_round_by_at_most_the_lease_ttl_and_neve
             cause: Cause::Manual,
             announced: HashSet::new(),
             mode: Mode::Incremental,
+            triggers: Default::default(),
         };
         async move { rounds.run(&request).await }
     });
@@ -174,6 +175,7 @@ async fn a_killed_holder_delays_the_next_round_by_at_most_the_lease_ttl_and_neve
             cause: Cause::Manual,
             announced: HashSet::new(),
             mode: Mode::Incremental,
+            triggers: Default::default(),
         })
         .await
         .unwrap();

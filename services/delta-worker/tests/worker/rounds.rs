@@ -167,9 +167,11 @@ async fn a_burst_of_triggers_costs_one_or_two_rounds() {
             let tenant = env.tenant;
             let announced = users[i % 10].clone();
             tokio::spawn(async move {
-                coalescer
-                    .covered(tenant, Cause::Notification, Some(announced))
-                    .await
+                let trigger = delta_worker::coalesce::Trigger {
+                    announced: Some(announced),
+                    ..delta_worker::coalesce::Trigger::of(Cause::Notification)
+                };
+                coalescer.covered(tenant, trigger).await
             })
         })
         .collect();
@@ -430,6 +432,7 @@ async fn a_failed_round_counts_as_an_attempt_so_the_safety_poll_does_not_hammer_
             cause: Cause::SafetyPoll,
             announced: Default::default(),
             mode: Mode::Incremental,
+            triggers: Default::default(),
         })
         .await;
     assert!(failed.is_err_and(|e| e.is_transient()));

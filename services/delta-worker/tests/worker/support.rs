@@ -194,6 +194,7 @@ impl Env {
                 cause,
                 announced: HashSet::new(),
                 mode,
+                triggers: Default::default(),
             })
             .await
             .unwrap()

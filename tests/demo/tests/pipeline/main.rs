@@ -21,3 +21,4 @@ mod directory_changes;
 mod graph_trouble;
 mod redis_loss;
 mod support;
+mod traces;

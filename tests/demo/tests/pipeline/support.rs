@@ -32,6 +32,8 @@ pub struct Setup {
     /// The delta-worker's safety poll interval and tick. Tests that do not exercise it keep it
     /// far away, so nothing but notifications moves the cards.
     pub safety_poll: (&'static str, &'static str),
+    /// Further `CARDSYNC__…` settings for every service.
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl Setup {
@@ -42,6 +44,7 @@ impl Setup {
             users,
             redis_url: "redis://127.0.0.1:6379/0",
             safety_poll: ("10m", "30s"),
+            env: Vec::new(),
         }
     }
 }
@@ -102,6 +105,7 @@ async fn config(setup: &Setup) -> anyhow::Result<PipelineConfig> {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .chain(setup.env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())))
     .collect();
     Ok(config)
 }

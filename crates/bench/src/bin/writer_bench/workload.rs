@@ -82,6 +82,7 @@ pub(crate) fn card_command(tenant: Uuid, user: usize, version: u64, cause: Cause
             })
             .collect(),
         observed_at: Some(cardsync_proto::timestamp(time::OffsetDateTime::now_utc())),
+        notified_at: Some(cardsync_proto::timestamp(time::OffsetDateTime::now_utc())),
         ..Default::default()
     }
 }
