@@ -55,7 +55,8 @@ pub enum ApiError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// Graph refused or failed a call the request needed.
+    /// Graph failed a call the request needed (unavailable, throttled, an unexpected answer):
+    /// 503, try again later.
     #[error("Microsoft Graph answered: {0}")]
     Graph(String),
     /// A bug or corrupt data (logged, never sent).
@@ -134,7 +135,7 @@ impl ApiError {
                 format!("{what} is unavailable; try again later"),
             ),
             ApiError::Graph(_) => Problem::new(
-                StatusCode::BAD_GATEWAY,
+                StatusCode::SERVICE_UNAVAILABLE,
                 "graph-failed",
                 "Microsoft Graph failed",
                 self.to_string(),

@@ -50,10 +50,8 @@ pub enum Refusals {
     /// The body is JSON of the wrong shape, or its content is invalid.
     #[response(status = 422, content_type = "application/problem+json")]
     Invalid(ProblemDoc),
-    /// Microsoft Graph failed a call the request needed.
-    #[response(status = 502, content_type = "application/problem+json")]
-    BadGateway(ProblemDoc),
-    /// A dependency (database, broker, the token issuer) is unavailable; try again later.
+    /// A dependency (database, broker, the token issuer, Microsoft Graph) is unavailable; try
+    /// again later.
     #[response(status = 503, content_type = "application/problem+json")]
     Unavailable(ProblemDoc),
 }
@@ -80,6 +78,7 @@ impl Modify for BearerAuth {
 #[openapi(
     info(title = "cardsync admin API", description = "Tenants, Graph connections, scope, field rules, cards, sync requests and runs. Every operation needs a bearer token: the `reader` role for reads, `admin` for changes."),
     modifiers(&BearerAuth),
+    components(schemas(ProblemDoc)),
     security(("bearer" = [])),
     paths(
         routes::tenants::list,

@@ -3,7 +3,7 @@
 //! value, whether a local edit holds it) and the card's history, and a local edit of a field
 //! (locked fields refused, as on the card).
 
-use super::{Page, PageQuery, audit, rfc3339, visible_tenant};
+use super::{Page, PageQuery, audit, rfc3339, uuid_cursor, visible_tenant};
 use crate::error::ApiError;
 use crate::openapi::Refusals;
 use crate::state::AppState;
@@ -95,7 +95,7 @@ fn bounded(value: Option<String>, what: &'static str) -> Result<Option<String>, 
     }
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/cards", tag = "cards", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)"), CardsQuery), responses((status = 200, description = "Cards by id", body = Page<CardView>), Refusals))]
+#[utoipa::path(get, operation_id = "cards_list", path = "/v1/tenants/{tenant}/cards", tag = "cards", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)"), CardsQuery), responses((status = 200, description = "Cards by id", body = Page<CardView>), Refusals))]
 pub(crate) async fn list(
     state: web::Data<AppState>,
     caller: Principal,
@@ -117,15 +117,7 @@ pub(crate) async fn list(
             "status must be active, deactivated or deleted",
         ));
     }
-    let after = page
-        .cursor
-        .as_deref()
-        .map(|cursor| {
-            Uuid::parse_str(cursor).map_err(|_| {
-                ApiError::bad_request("invalid-cursor", "cursor is not one this API gave")
-            })
-        })
-        .transpose()?;
+    let after = uuid_cursor(page.cursor.as_deref())?;
     let filter = CardFilter {
         status: query.status,
         email: bounded(query.email, "email")?,
@@ -228,7 +220,7 @@ fn provenance(
     fields
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/cards/{card}", tag = "cards", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)"), ("card" = Uuid, Path, description = "The card")), responses((status = 200, description = "The card with teams, per-field provenance and history", body = Object), Refusals))]
+#[utoipa::path(get, operation_id = "cards_show", path = "/v1/tenants/{tenant}/cards/{card}", tag = "cards", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)"), ("card" = Uuid, Path, description = "The card")), responses((status = 200, description = "The card with teams, per-field provenance and history", body = Object), Refusals))]
 pub(crate) async fn show(
     state: web::Data<AppState>,
     caller: Principal,
@@ -305,7 +297,7 @@ fn edit_failed(error: EditError) -> ApiError {
     }
 }
 
-#[utoipa::path(put, path = "/v1/tenants/{tenant}/cards/{card}/fields/{field}", tag = "cards", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)"), ("card" = Uuid, Path, description = "The card"), ("field" = String, Path, description = "The field name")), request_body = FieldEdit, responses((status = 200, description = "The card after the edit", body = CardView), Refusals))]
+#[utoipa::path(put, operation_id = "cards_edit_field", path = "/v1/tenants/{tenant}/cards/{card}/fields/{field}", tag = "cards", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)"), ("card" = Uuid, Path, description = "The card"), ("field" = String, Path, description = "The field name")), request_body = FieldEdit, responses((status = 200, description = "The card after the edit", body = CardView), Refusals))]
 pub(crate) async fn edit_field(
     state: web::Data<AppState>,
     caller: Principal,

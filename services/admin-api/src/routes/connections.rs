@@ -122,7 +122,7 @@ fn sealing_failed(error: ConnectionError) -> ApiError {
     }
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/connection", tag = "connections", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), responses((status = 200, description = "The connection, without its credential", body = ConnectionView), Refusals))]
+#[utoipa::path(get, operation_id = "connections_show", path = "/v1/tenants/{tenant}/connection", tag = "connections", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), responses((status = 200, description = "The connection, without its credential", body = ConnectionView), Refusals))]
 pub(crate) async fn show(
     state: web::Data<AppState>,
     caller: Principal,
@@ -135,7 +135,7 @@ pub(crate) async fn show(
     Ok(HttpResponse::Ok().json(ConnectionView::of(tenant.tenant_id, summary)))
 }
 
-#[utoipa::path(put, path = "/v1/tenants/{tenant}/connection", tag = "connections", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), request_body = NewConnection, responses((status = 200, description = "Stored (the credential sealed)", body = ConnectionView), Refusals))]
+#[utoipa::path(put, operation_id = "connections_put", path = "/v1/tenants/{tenant}/connection", tag = "connections", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), request_body = NewConnection, responses((status = 200, description = "Stored (the credential sealed)", body = ConnectionView), Refusals))]
 pub(crate) async fn put(
     state: web::Data<AppState>,
     caller: Principal,
@@ -168,7 +168,7 @@ pub(crate) async fn put(
     Ok(HttpResponse::Ok().json(view))
 }
 
-#[utoipa::path(delete, path = "/v1/tenants/{tenant}/connection", tag = "connections", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), responses((status = 204, description = "Removed"), Refusals))]
+#[utoipa::path(delete, operation_id = "connections_delete", path = "/v1/tenants/{tenant}/connection", tag = "connections", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), responses((status = 204, description = "Removed"), Refusals))]
 pub(crate) async fn delete(
     state: web::Data<AppState>,
     caller: Principal,
@@ -323,7 +323,7 @@ async fn run_test(
 }
 
 /// Tests the stored connection, or the one in the body before it is saved.
-#[utoipa::path(post, path = "/v1/tenants/{tenant}/connection/test", tag = "connections", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), request_body(content = Option<NewConnection>, description = "A connection to test before saving it; none: the stored one"), responses((status = 200, description = "What the test found", body = TestReport), Refusals))]
+#[utoipa::path(post, operation_id = "connections_test", path = "/v1/tenants/{tenant}/connection/test", tag = "connections", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), request_body(content = Option<NewConnection>, description = "A connection to test before saving it; none: the stored one"), responses((status = 200, description = "What the test found", body = TestReport), Refusals))]
 pub(crate) async fn test(
     state: web::Data<AppState>,
     caller: Principal,
@@ -387,7 +387,7 @@ impl From<Subscription> for SubscriptionView {
     }
 }
 
-#[utoipa::path(post, path = "/v1/tenants/{tenant}/subscriptions", tag = "connections", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), request_body = NewSubscription, responses((status = 201, description = "Registered", body = SubscriptionView), Refusals))]
+#[utoipa::path(post, operation_id = "connections_register_subscription", path = "/v1/tenants/{tenant}/subscriptions", tag = "connections", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), request_body = NewSubscription, responses((status = 201, description = "Registered", body = SubscriptionView), Refusals))]
 pub(crate) async fn register_subscription(
     state: web::Data<AppState>,
     caller: Principal,
@@ -435,7 +435,7 @@ pub(crate) async fn register_subscription(
     Ok(HttpResponse::Created().json(view))
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/subscriptions", tag = "connections", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), responses((status = 200, description = "Registered subscriptions", body = Items<SubscriptionView>), Refusals))]
+#[utoipa::path(get, operation_id = "connections_list_subscriptions", path = "/v1/tenants/{tenant}/subscriptions", tag = "connections", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), responses((status = 200, description = "Registered subscriptions", body = Items<SubscriptionView>), Refusals))]
 pub(crate) async fn list_subscriptions(
     state: web::Data<AppState>,
     caller: Principal,

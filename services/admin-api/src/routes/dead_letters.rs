@@ -95,7 +95,7 @@ pub(crate) struct DeadLettersQuery {
     limit: Option<u16>,
 }
 
-#[utoipa::path(get, path = "/v1/dead-letters", tag = "dead letters", params(DeadLettersQuery), responses((status = 200, description = "Dead letters, oldest first per queue", body = Items<DeadLetterView>), Refusals))]
+#[utoipa::path(get, operation_id = "dead_letters_list", path = "/v1/dead-letters", tag = "dead letters", params(DeadLettersQuery), responses((status = 200, description = "Dead letters, oldest first per queue", body = Items<DeadLetterView>), Refusals))]
 pub(crate) async fn list(
     state: web::Data<AppState>,
     caller: Principal,
@@ -176,7 +176,7 @@ async fn settle(
     Ok(view)
 }
 
-#[utoipa::path(post, path = "/v1/dead-letters/{queue}/{message}/replay", tag = "dead letters", params(("queue" = String, Path, description = "The work queue"), ("message" = String, Path, description = "The message id")), responses((status = 200, description = "Published to its work queue again and removed from the dead letters", body = DeadLetterView), Refusals))]
+#[utoipa::path(post, operation_id = "dead_letters_replay", path = "/v1/dead-letters/{queue}/{message}/replay", tag = "dead letters", params(("queue" = String, Path, description = "The work queue"), ("message" = String, Path, description = "The message id")), responses((status = 200, description = "Published to its work queue again and removed from the dead letters", body = DeadLetterView), Refusals))]
 pub(crate) async fn replay(
     state: web::Data<AppState>,
     caller: Principal,
@@ -187,7 +187,7 @@ pub(crate) async fn replay(
     Ok(HttpResponse::Ok().json(view))
 }
 
-#[utoipa::path(delete, path = "/v1/dead-letters/{queue}/{message}", tag = "dead letters", params(("queue" = String, Path, description = "The work queue"), ("message" = String, Path, description = "The message id")), responses((status = 204, description = "Removed for good"), Refusals))]
+#[utoipa::path(delete, operation_id = "dead_letters_discard", path = "/v1/dead-letters/{queue}/{message}", tag = "dead letters", params(("queue" = String, Path, description = "The work queue"), ("message" = String, Path, description = "The message id")), responses((status = 204, description = "Removed for good"), Refusals))]
 pub(crate) async fn discard(
     state: web::Data<AppState>,
     caller: Principal,

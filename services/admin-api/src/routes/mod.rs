@@ -181,6 +181,23 @@ impl<T> Page<T> {
     }
 }
 
+/// Whether `id` looks like a Graph object id (a GUID, or what Graph uses instead: letters,
+/// digits and `-`, at most 256).
+pub(crate) fn is_object_id(id: &str) -> bool {
+    (1..=256).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+/// The item id a list's `cursor` names (the last item of the previous page).
+pub(crate) fn uuid_cursor(cursor: Option<&str>) -> Result<Option<Uuid>, ApiError> {
+    cursor
+        .map(|cursor| {
+            Uuid::parse_str(cursor).map_err(|_| {
+                ApiError::bad_request("invalid-cursor", "cursor is not one this API gave")
+            })
+        })
+        .transpose()
+}
+
 /// A whole (short) list.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct Items<T> {

@@ -83,7 +83,7 @@ fn parse_cursor(cursor: &str) -> Result<(OffsetDateTime, Uuid), ApiError> {
     Ok((at, id))
 }
 
-#[utoipa::path(get, path = "/v1/runs", tag = "runs", params(RunsQuery), responses((status = 200, description = "A tenant's runs, newest first", body = Page<RunView>), Refusals))]
+#[utoipa::path(get, operation_id = "runs_list", path = "/v1/runs", tag = "runs", params(RunsQuery), responses((status = 200, description = "A tenant's runs, newest first", body = Page<RunView>), Refusals))]
 pub(crate) async fn list(
     state: web::Data<AppState>,
     caller: Principal,
@@ -109,7 +109,7 @@ pub(crate) async fn list(
     Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
 }
 
-#[utoipa::path(get, path = "/v1/runs/{run}", tag = "runs", params(("run" = Uuid, Path, description = "The run")), responses((status = 200, description = "The run with its counts", body = RunView), Refusals))]
+#[utoipa::path(get, operation_id = "runs_show", path = "/v1/runs/{run}", tag = "runs", params(("run" = Uuid, Path, description = "The run")), responses((status = 200, description = "The run with its counts", body = RunView), Refusals))]
 pub(crate) async fn show(
     state: web::Data<AppState>,
     caller: Principal,

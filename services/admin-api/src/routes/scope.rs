@@ -3,13 +3,13 @@
 //! `$count`), and `/rules`: the field rules, validated on save, versioned with their history.
 
 use super::tenants::check_rules;
-use super::{Items, audit, rfc3339, visible_tenant};
+use super::{Items, audit, is_object_id, rfc3339, visible_tenant};
 use crate::error::ApiError;
 use crate::openapi::Refusals;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use cardsync_auth::Principal;
-use cardsync_graph::{GraphError, RequestCost};
+use cardsync_graph::{GraphError, RequestCost, TokenError};
 use cardsync_rules::FieldRules;
 use cardsync_store::admin;
 use cardsync_store::connections;
@@ -61,7 +61,7 @@ impl ScopeView {
     }
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/scope", tag = "scope", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), responses((status = 200, description = "The scope", body = ScopeView), Refusals))]
+#[utoipa::path(get, operation_id = "scope_show_scope", path = "/v1/tenants/{tenant}/scope", tag = "scope", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), responses((status = 200, description = "The scope", body = ScopeView), Refusals))]
 pub(crate) async fn show_scope(
     state: web::Data<AppState>,
     caller: Principal,
@@ -73,9 +73,7 @@ pub(crate) async fn show_scope(
 }
 
 fn check_group_id(id: &str) -> Result<(), ApiError> {
-    let valid =
-        (1..=256).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-    if valid {
+    if is_object_id(id) {
         Ok(())
     } else {
         Err(ApiError::invalid(
@@ -85,7 +83,7 @@ fn check_group_id(id: &str) -> Result<(), ApiError> {
     }
 }
 
-#[utoipa::path(put, path = "/v1/tenants/{tenant}/scope", tag = "scope", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), request_body = Scope, responses((status = 200, description = "The scope set", body = ScopeView), Refusals))]
+#[utoipa::path(put, operation_id = "scope_put_scope", path = "/v1/tenants/{tenant}/scope", tag = "scope", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), request_body = Scope, responses((status = 200, description = "The scope set", body = ScopeView), Refusals))]
 pub(crate) async fn put_scope(
     state: web::Data<AppState>,
     caller: Principal,
@@ -145,11 +143,25 @@ fn graph_failed(error: GraphError) -> ApiError {
             code: "graph-permission-missing",
             detail: "the tenant's app lacks a Graph permission to read groups (Group.Read.All or GroupMember.Read.All); run the connection test".into(),
         },
+        // The stored connection cannot sign in: the configuration, not the service, is wrong.
+        GraphError::Unauthorized
+        | GraphError::Token(
+            TokenError::Refused { .. }
+            | TokenError::BadCertificate(_)
+            | TokenError::FederatedTokenFile(_),
+        ) => {
+            ApiError::Conflict {
+                code: "graph-sign-in-failed",
+                detail: format!(
+                    "the tenant's Graph connection cannot sign in ({error}); run the connection test"
+                ),
+            }
+        }
         other => ApiError::Graph(other.to_string()),
     }
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/groups", tag = "scope", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)"), GroupSearch), responses((status = 200, description = "Groups whose name has a word starting with the search", body = Items<GroupView>), Refusals))]
+#[utoipa::path(get, operation_id = "scope_search_groups", path = "/v1/tenants/{tenant}/groups", tag = "scope", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)"), GroupSearch), responses((status = 200, description = "Groups whose name has a word starting with the search", body = Items<GroupView>), Refusals))]
 pub(crate) async fn search_groups(
     state: web::Data<AppState>,
     caller: Principal,
@@ -227,7 +239,7 @@ pub(crate) struct RulesView {
     rules: FieldRules,
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/rules", tag = "rules", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), responses((status = 200, description = "The rules in force and their version", body = RulesView), Refusals))]
+#[utoipa::path(get, operation_id = "scope_show_rules", path = "/v1/tenants/{tenant}/rules", tag = "rules", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), responses((status = 200, description = "The rules in force and their version", body = RulesView), Refusals))]
 pub(crate) async fn show_rules(
     state: web::Data<AppState>,
     caller: Principal,
@@ -242,7 +254,7 @@ pub(crate) async fn show_rules(
     Ok(HttpResponse::Ok().json(RulesView { version, rules }))
 }
 
-#[utoipa::path(put, path = "/v1/tenants/{tenant}/rules", tag = "rules", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), request_body(content = Object, description = "Field rules (crates/rules/README.md)"), responses((status = 200, description = "Saved as a new version (or unchanged)", body = RulesView), Refusals))]
+#[utoipa::path(put, operation_id = "scope_put_rules", path = "/v1/tenants/{tenant}/rules", tag = "rules", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), request_body(content = Object, description = "Field rules (crates/rules/README.md)"), responses((status = 200, description = "Saved as a new version (or unchanged)", body = RulesView), Refusals))]
 pub(crate) async fn put_rules(
     state: web::Data<AppState>,
     caller: Principal,
@@ -293,7 +305,7 @@ pub(crate) struct RulesVersionView {
     rules: FieldRules,
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/rules/history", tag = "rules", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), responses((status = 200, description = "Saved versions, newest first", body = Items<RulesVersionView>), Refusals))]
+#[utoipa::path(get, operation_id = "scope_rules_history", path = "/v1/tenants/{tenant}/rules/history", tag = "rules", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), responses((status = 200, description = "Saved versions, newest first", body = Items<RulesVersionView>), Refusals))]
 pub(crate) async fn rules_history(
     state: web::Data<AppState>,
     caller: Principal,

@@ -4,7 +4,7 @@
 //! broker before the API answers 202. Until the reconciler lands, Sync Now of a tenant is a
 //! full `SyncRequest` for the delta-worker.
 
-use super::{audit, optional_body, visible_tenant};
+use super::{audit, is_object_id, optional_body, visible_tenant};
 use crate::error::ApiError;
 use crate::openapi::Refusals;
 use crate::state::AppState;
@@ -97,9 +97,7 @@ fn check_syncable(tenant: &TenantSummary) -> Result<(), ApiError> {
 }
 
 fn check_object_id(id: &str, what: &'static str) -> Result<(), ApiError> {
-    let valid =
-        (1..=256).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-    if valid {
+    if is_object_id(id) {
         Ok(())
     } else {
         Err(ApiError::bad_request(
@@ -178,7 +176,7 @@ async fn request(
         }))
 }
 
-#[utoipa::path(post, path = "/v1/tenants/{tenant}/sync", tag = "sync", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), request_body(content = Option<SyncTenant>, description = "A group to sync; none: the whole tenant"), responses((status = 202, description = "Requested; the run id names it", body = SyncAccepted), Refusals))]
+#[utoipa::path(post, operation_id = "sync_sync_tenant", path = "/v1/tenants/{tenant}/sync", tag = "sync", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), request_body(content = Option<SyncTenant>, description = "A group to sync; none: the whole tenant"), responses((status = 202, description = "Requested; the run id names it", body = SyncAccepted), Refusals))]
 pub(crate) async fn sync_tenant(
     state: web::Data<AppState>,
     caller: Principal,
@@ -217,7 +215,7 @@ pub(crate) async fn sync_tenant(
     }
 }
 
-#[utoipa::path(post, path = "/v1/tenants/{tenant}/users/{user}/sync", tag = "sync", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)"), ("user" = String, Path, description = "The user's Entra object id")), request_body(content = Option<SyncUser>, description = "How deep (default full)"), responses((status = 202, description = "Requested; the run id names it", body = SyncAccepted), Refusals))]
+#[utoipa::path(post, operation_id = "sync_sync_user", path = "/v1/tenants/{tenant}/users/{user}/sync", tag = "sync", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)"), ("user" = String, Path, description = "The user's Entra object id")), request_body(content = Option<SyncUser>, description = "How deep (default full)"), responses((status = 202, description = "Requested; the run id names it", body = SyncAccepted), Refusals))]
 pub(crate) async fn sync_user(
     state: web::Data<AppState>,
     caller: Principal,

@@ -1,7 +1,7 @@
 //! `/v1/tenants`: create, list, show, patch (a merge), disconnect, reconnect, and the tenant's
 //! admin audit log.
 
-use super::{Page, PageQuery, audit, check_access, rfc3339, visible_tenant};
+use super::{Page, PageQuery, audit, check_access, rfc3339, uuid_cursor, visible_tenant};
 use crate::error::ApiError;
 use crate::openapi::Refusals;
 use crate::state::AppState;
@@ -94,22 +94,14 @@ pub(crate) fn check_rules(rules: &FieldRules) -> Result<(), ApiError> {
     })
 }
 
-#[utoipa::path(get, path = "/v1/tenants", tag = "tenants", params(PageQuery), responses((status = 200, description = "Tenants the caller may see, by id", body = Page<TenantView>), Refusals))]
+#[utoipa::path(get, operation_id = "tenants_list", path = "/v1/tenants", tag = "tenants", params(PageQuery), responses((status = 200, description = "Tenants the caller may see, by id", body = Page<TenantView>), Refusals))]
 pub(crate) async fn list(
     state: web::Data<AppState>,
     caller: Principal,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = query.limit(&state)?;
-    let after = query
-        .cursor
-        .as_deref()
-        .map(|cursor| {
-            Uuid::parse_str(cursor).map_err(|_| {
-                ApiError::bad_request("invalid-cursor", "cursor is not one this API gave")
-            })
-        })
-        .transpose()?;
+    let after = uuid_cursor(query.cursor.as_deref())?;
     let only: Option<Vec<Uuid>> = match &caller.tenants {
         TenantAccess::All => None,
         TenantAccess::Only(tenants) => Some(tenants.iter().copied().collect()),
@@ -138,7 +130,7 @@ pub(crate) struct NewTenant {
     rules: Option<FieldRules>,
 }
 
-#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = NewTenant, responses((status = 201, description = "Created", body = TenantView), Refusals))]
+#[utoipa::path(post, operation_id = "tenants_create", path = "/v1/tenants", tag = "tenants", request_body = NewTenant, responses((status = 201, description = "Created", body = TenantView), Refusals))]
 pub(crate) async fn create(
     state: web::Data<AppState>,
     caller: Principal,
@@ -185,7 +177,7 @@ pub(crate) async fn create(
         .json(TenantView::from(tenant)))
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant}", tag = "tenants", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), responses((status = 200, description = "The tenant", body = TenantView), Refusals))]
+#[utoipa::path(get, operation_id = "tenants_show", path = "/v1/tenants/{tenant}", tag = "tenants", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), responses((status = 200, description = "The tenant", body = TenantView), Refusals))]
 pub(crate) async fn show(
     state: web::Data<AppState>,
     caller: Principal,
@@ -203,7 +195,7 @@ pub(crate) struct TenantPatch {
     admin_roles_enabled: Option<bool>,
 }
 
-#[utoipa::path(patch, path = "/v1/tenants/{tenant}", tag = "tenants", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), request_body = TenantPatch, responses((status = 200, description = "The tenant after the merge", body = TenantView), Refusals))]
+#[utoipa::path(patch, operation_id = "tenants_patch", path = "/v1/tenants/{tenant}", tag = "tenants", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), request_body = TenantPatch, responses((status = 200, description = "The tenant after the merge", body = TenantView), Refusals))]
 pub(crate) async fn patch(
     state: web::Data<AppState>,
     caller: Principal,
@@ -277,7 +269,7 @@ async fn set_disconnected(
     Ok(HttpResponse::Ok().json(TenantView::from(after)))
 }
 
-#[utoipa::path(post, path = "/v1/tenants/{tenant}/disconnect", tag = "tenants", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), responses((status = 200, description = "Disconnected: not synced, cards kept, locked fields editable", body = TenantView), Refusals))]
+#[utoipa::path(post, operation_id = "tenants_disconnect", path = "/v1/tenants/{tenant}/disconnect", tag = "tenants", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), responses((status = 200, description = "Disconnected: not synced, cards kept, locked fields editable", body = TenantView), Refusals))]
 pub(crate) async fn disconnect(
     state: web::Data<AppState>,
     caller: Principal,
@@ -286,7 +278,7 @@ pub(crate) async fn disconnect(
     set_disconnected(&state, &caller, *tenant, true).await
 }
 
-#[utoipa::path(post, path = "/v1/tenants/{tenant}/reconnect", tag = "tenants", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), responses((status = 200, description = "Synced again", body = TenantView), Refusals))]
+#[utoipa::path(post, operation_id = "tenants_reconnect", path = "/v1/tenants/{tenant}/reconnect", tag = "tenants", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), responses((status = 200, description = "Synced again", body = TenantView), Refusals))]
 pub(crate) async fn reconnect(
     state: web::Data<AppState>,
     caller: Principal,
@@ -310,7 +302,7 @@ pub(crate) struct ChangeView {
     at: String,
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/audit", tag = "tenants", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)"), PageQuery), responses((status = 200, description = "Admin changes, newest first", body = Page<ChangeView>), Refusals))]
+#[utoipa::path(get, operation_id = "tenants_changes", path = "/v1/tenants/{tenant}/audit", tag = "tenants", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)"), PageQuery), responses((status = 200, description = "Admin changes, newest first", body = Page<ChangeView>), Refusals))]
 pub(crate) async fn changes(
     state: web::Data<AppState>,
     caller: Principal,
