@@ -152,7 +152,7 @@ def main():
             "--workers", "1",
             "--request-timeout", "30",
             "--no-color",
-        ])
+        ], cwd=logs)  # its cache (.schemathesis/) stays with the run's logs
         if validated.returncode or fuzzed.returncode:
             print(f"logs in {logs}", flush=True)
             return 1
