@@ -74,6 +74,7 @@ def main():
     parser.add_argument("--venv", required=True, type=pathlib.Path)
     parser.add_argument("--max-examples", type=int, default=15)
     args = parser.parse_args()
+    args.bin_dir, args.venv = args.bin_dir.resolve(), args.venv.absolute()
     logs = pathlib.Path(tempfile.mkdtemp(prefix="cardsync-api-fuzz-"))
     children = []
 
