@@ -5,7 +5,7 @@ export CARGO_INCREMENTAL ?= 0
 export CARGO_TERM_COLOR ?= never
 export RUST_BACKTRACE ?= 1
 
-.PHONY: help services build fmt fmt-check lint deny test ci bench demo clean conformance chart-check image fuzz
+.PHONY: help services build fmt fmt-check lint deny test ci bench demo clean conformance chart-check image fuzz api-fuzz
 
 # graph-sim's conformance suite: Microsoft's Python clients, pinned, in a project-local venv.
 VENV ?= .venv
@@ -48,6 +48,7 @@ $(VENV)/.test-deps: tests/requirements.txt
 test: services $(VENV)/.test-deps $(VENV)/.chart-check-deps ## every test, against real RabbitMQ, Redis and PostgreSQL, then graph-sim's conformance suite
 	$(CARGO) test --workspace --locked --no-fail-fast
 	$(MAKE) --no-print-directory conformance GRAPH_SIM_BUILD=true
+	$(MAKE) --no-print-directory api-fuzz API_FUZZ_BUILD=true
 
 $(VENV)/.conformance-deps: $(CONFORMANCE_DIR)/requirements.txt
 	python3 -m venv $(VENV)
@@ -62,6 +63,22 @@ conformance: $(VENV)/.conformance-deps ## graph-sim over HTTPS against msgraph-s
 	$(GRAPH_SIM_BUILD)
 	GRAPH_SIM_BIN="$${CARGO_TARGET_DIR:-target}/debug/graph-sim" PYTHONDONTWRITEBYTECODE=1 \
 		$(VENV)/bin/python -m pytest $(CONFORMANCE_DIR) -q -p no:cacheprovider
+
+# The admin API's contract: its OpenAPI document (from the code, /openapi.json) checked by
+# openapi-spec-validator and fuzzed by schemathesis against a running admin-api, with graph-sim as
+# the token issuer (tests/api-fuzz/run.py): no 5xx, every answer as documented. Pinned, in .venv.
+# `make test` passes API_FUZZ_BUILD=true: its `cargo test --workspace` built both binaries.
+API_FUZZ_DIR := tests/api-fuzz
+API_FUZZ_BUILD ?= $(CARGO) build --locked -p admin-api -p graph-sim
+$(VENV)/.api-fuzz-deps: $(API_FUZZ_DIR)/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+api-fuzz: services $(VENV)/.api-fuzz-deps ## the admin API's OpenAPI document validated and fuzzed by schemathesis (under two minutes)
+	$(API_FUZZ_BUILD)
+	PYTHONDONTWRITEBYTECODE=1 $(VENV)/bin/python $(API_FUZZ_DIR)/run.py \
+		--bin-dir "$${CARGO_TARGET_DIR:-target}/debug" --venv $(VENV)
 
 # The Helm chart and the Dockerfile, checked offline by pinned tools (deploy/chart-check/check.py):
 # Helm v4 through helm-python-sdk, kubernetes-validate, check-jsonschema, yamllint, hadolint in
@@ -128,7 +145,7 @@ fuzz: $(VENV)/.fuzz-deps ## coverage-guided fuzzing, FUZZ_RUNS inputs per target
 BENCH_PG ?= postgres://postgres@localhost/cardsync?host=/var/run/postgresql
 RELEASE_DIR = $${CARGO_TARGET_DIR:-target}/release
 bench: services ## benchmarks (about 10 minutes); figures go to BENCHMARKS.md
-	$(CARGO) build --release --locked -p graph-sim -p webhook -p delta-worker -p card-writer -p subscription-manager -p reconciler -p cardsync-admin -p cardsync-demo --bins
+	$(CARGO) build --release --locked -p graph-sim -p webhook -p delta-worker -p card-writer -p subscription-manager -p reconciler -p admin-api -p cardsync-cli -p cardsync-demo --bins
 	"$(RELEASE_DIR)/graph-sim" bench --users 100000 --page-size 999
 	$(CARGO) run --release --locked -p cardsync-bench --bin ingest_bench
 	$(CARGO) run --release --locked -p cardsync-bench --bin writer_bench
@@ -143,7 +160,7 @@ bench: services ## benchmarks (about 10 minutes); figures go to BENCHMARKS.md
 
 DEMO_ARGS ?=
 demo: services ## the main job: seed graph-sim, initial sync, a stream of changes, cards converge (DEMO_ARGS="--users 5000 --seconds 60")
-	$(CARGO) build --locked -p graph-sim -p webhook -p delta-worker -p card-writer -p subscription-manager -p reconciler -p cardsync-admin -p cardsync-demo --bins
+	$(CARGO) build --locked -p graph-sim -p webhook -p delta-worker -p card-writer -p subscription-manager -p reconciler -p admin-api -p cardsync-cli -p cardsync-demo --bins
 	"$${CARGO_TARGET_DIR:-target}/debug/cardsync-demo" $(DEMO_ARGS)
 
 clean:

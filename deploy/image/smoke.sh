@@ -47,10 +47,10 @@ ENV=(
 RESTRICTED=(--read-only --read-only-tmpfs=false --tmpfs /tmp:rw,size=64m,mode=1777
             --user 10001:10001 --cap-drop ALL --security-opt no-new-privileges --network host)
 
-if podman run --rm --entrypoint sh "$IMAGE" -c 'command -v cardsync-admin' >/dev/null 2>&1; then
-    MIGRATE=(cardsync-admin migrate)
+if podman run --rm --entrypoint sh "$IMAGE" -c 'command -v admin-api' >/dev/null 2>&1; then
+    MIGRATE=(admin-api migrate)
 else
-    MIGRATE=(card-writer migrate)   # images built before cardsync-admin existed
+    MIGRATE=(card-writer migrate)   # images built before admin-api existed
 fi
 log "migrate: ${MIGRATE[*]}"
 podman run --rm "${RESTRICTED[@]}" "${ENV[@]}" "$IMAGE" "${MIGRATE[@]}"

@@ -8,6 +8,7 @@
 //! - [`Consumer`] runs a [`Handler`] over a queue: manual acks after the effect, bounded
 //!   concurrency, retry/dead-letter routing decided in one place ([`decide`]), reconnects, and a
 //!   graceful drain on shutdown.
+//! - [`DeadLetters`] lets operators list, replay and discard what was dead-lettered.
 //!
 //! The topology is documented for operators in the crate's `README.md`.
 
@@ -15,6 +16,7 @@ mod acks;
 mod backoff;
 mod connection;
 mod consumer;
+mod dead_letters;
 mod decision;
 mod error;
 mod message;
@@ -24,6 +26,7 @@ mod settings;
 mod topology;
 
 pub use consumer::{Consumer, Delivery, Handler, HandlerError, Processed, Transience};
+pub use dead_letters::{DeadLetter, DeadLetters, MAX_SCAN, Settled};
 pub use decision::{DeadLetterReason, Decision, Outcome, decide};
 pub use error::{BusError, PublishError, Unconfirmed};
 pub use message::{CONTENT_TYPE, Outgoing, PERSISTENT, header_int, header_str, headers};

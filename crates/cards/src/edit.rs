@@ -5,7 +5,9 @@
 
 use crate::journal::{Entry, Journal, LOCAL_EDIT, Source};
 use cardsync_proto::card_event::Kind;
-use cardsync_rules::{EditRefused, FieldName, FieldStates, MAX_VALUE_BYTES, apply_local_edit};
+use cardsync_rules::{
+    EditRefused, FieldName, FieldRules, FieldStates, MAX_VALUE_BYTES, apply_local_edit,
+};
 use cardsync_store::cards::{self, Card, CardStatus};
 use cardsync_store::{StoreError, tenants};
 use sqlx::PgPool;
@@ -55,6 +57,28 @@ impl EditError {
     }
 }
 
+/// `rules` with every field editable (what a disconnected tenant's cards follow).
+fn unlocked(rules: &FieldRules) -> FieldRules {
+    let mut rules = rules.clone();
+    let fields = &mut rules.fields;
+    for rule in [
+        &mut fields.name,
+        &mut fields.email,
+        &mut fields.job_title,
+        &mut fields.company,
+        &mut fields.phone,
+        &mut fields.location,
+        &mut fields.department,
+    ] {
+        rule.locked = false;
+    }
+    fields.photo.locked = false;
+    for rule in rules.custom_fields.values_mut() {
+        rule.locked = false;
+    }
+    rules
+}
+
 fn email_conflict(error: StoreError) -> EditError {
     match &error {
         StoreError::Query(sqlx::Error::Database(db))
@@ -93,7 +117,13 @@ pub async fn edit_field(
         return Err(EditError::Deleted(card_id));
     }
     let name = FieldName::new(field);
-    let states = apply_local_edit(&tenant.rules, &card.fields, &name, value)?;
+    // A disconnected tenant's directory no longer manages its cards: no field is locked.
+    let rules = if cardsync_store::admin::is_disconnected(&mut *tx, tenant_id).await? {
+        unlocked(&tenant.rules)
+    } else {
+        tenant.rules
+    };
+    let states = apply_local_edit(&rules, &card.fields, &name, value)?;
     if states == card.fields {
         return Ok(card);
     }

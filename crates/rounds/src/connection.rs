@@ -1,8 +1,9 @@
 //! A tenant's stored Graph connection as the Graph client takes it, credential opened: shared by
-//! the rounds and by the subscription manager.
+//! the rounds, the subscription manager and the admin API's connection test, so all of them sign
+//! in exactly alike.
 
 use cardsync_graph::{AssertionAlgorithm, Credential, TenantConnection};
-use cardsync_store::connections::{self, ConnectionError, CredentialKind, SealingKey};
+use cardsync_store::connections::{self, Connection, ConnectionError, CredentialKind, SealingKey};
 use secrecy::ExposeSecret as _;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -13,9 +14,13 @@ pub async fn open(
     sealing: &SealingKey,
     tenant: Uuid,
 ) -> Result<Option<TenantConnection>, ConnectionError> {
-    let Some(stored) = connections::get(pool, sealing, tenant).await? else {
-        return Ok(None);
-    };
+    Ok(connections::get(pool, sealing, tenant)
+        .await?
+        .map(graph_connection))
+}
+
+/// The Graph client's form of a stored connection.
+pub fn graph_connection(stored: Connection) -> TenantConnection {
     let credential = match stored.kind {
         CredentialKind::Secret => Credential::Secret(stored.credential),
         CredentialKind::Federated => Credential::Federated {
@@ -31,9 +36,9 @@ pub async fn open(
             }
         }
     };
-    Ok(Some(TenantConnection {
-        tenant_id: tenant.to_string(),
+    TenantConnection {
+        tenant_id: stored.tenant_id.to_string(),
         client_id: stored.client_id,
         credential,
-    }))
+    }
 }

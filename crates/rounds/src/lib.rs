@@ -19,6 +19,7 @@ pub mod settings;
 pub mod snapshot;
 pub mod wiring;
 
+pub use connection::graph_connection;
 pub use lease::RedisState;
 pub use metrics::RoundMetrics;
 pub use round::{Mode, RoundError, RoundParts, RoundReport, RoundRequest, Rounds, Triggers};

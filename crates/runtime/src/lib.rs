@@ -8,6 +8,7 @@
 //!   (the service's [`Readiness`] checks and the schema gate), `/metrics`, and a drain under
 //!   `http.shutdown_timeout` on shutdown.
 //! - [`SchemaGate`]: the migration policy (services never migrate; see [`schema`]).
+//! - [`Problem`]: RFC 9457 problem bodies, the one shape of an API's refusals.
 //! - [`DEFAULT_PORTS`]: every service's default listen port, in one table.
 //!
 //! A service's `main.rs` is one call to [`Service::run`]; its `startup.rs` only wires its parts.
@@ -16,6 +17,7 @@ mod deadline;
 pub mod health;
 pub mod http;
 mod ports;
+pub mod problem;
 pub mod schema;
 mod service;
 mod signal;
@@ -24,6 +26,7 @@ pub use deadline::is_body_timeout;
 pub use health::{Readiness, Verdict};
 pub use http::{HttpError, HttpMetrics, HttpServer, Observability};
 pub use ports::{DEFAULT_PORTS, default_port};
+pub use problem::Problem;
 pub use schema::SchemaGate;
 pub use service::{
     EXIT_INVALID_CONFIGURATION, Service, ServiceSettings, StartupError, Task, Work, load_settings,

@@ -204,7 +204,8 @@ pub async fn record_failed_attempt(pool: &PgPool, tenant: Uuid) -> Result<(), St
     Ok(())
 }
 
-/// Tenants with a connection whose last round is older than `idle` (or that never had one).
+/// Tenants with a connection whose last round is older than `idle` (or that never had one);
+/// disconnected tenants are left out (they are not synced).
 pub async fn idle_tenants(
     pool: &PgPool,
     idle: std::time::Duration,
@@ -213,7 +214,9 @@ pub async fn idle_tenants(
     Ok(sqlx::query_scalar(
         "SELECT c.tenant_id FROM tenant_connections c
            LEFT JOIN tenant_sync_state s ON s.tenant_id = c.tenant_id
-          WHERE s.last_round_at IS NULL OR s.last_round_at < now() - make_interval(secs => $1)",
+          WHERE (s.last_round_at IS NULL OR s.last_round_at < now() - make_interval(secs => $1))
+            AND NOT EXISTS (SELECT 1 FROM tenants t
+                             WHERE t.tenant_id = c.tenant_id AND t.disconnected_at IS NOT NULL)",
     )
     .bind(seconds)
     .fetch_all(pool)

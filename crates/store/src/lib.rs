@@ -1,6 +1,7 @@
 //! PostgreSQL access for cardsync: the connection pool, embedded migrations, and one module per
 //! table family with the typed queries the services share.
 
+pub mod admin;
 pub mod audit;
 pub mod cards;
 pub mod connections;

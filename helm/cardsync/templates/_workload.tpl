@@ -374,14 +374,15 @@ spec:
   tls:
     - hosts:
         - {{ $host | quote }}
-      secretName: {{ required (printf "%s.ingress.tls.secretName: Graph delivers over HTTPS only; name the TLS Secret for %s" .key $host) $v.ingress.tls.secretName }}
+      secretName: {{ required (printf "%s.ingress.tls.secretName: served over HTTPS only; name the TLS Secret for %s" .key $host) $v.ingress.tls.secretName }}
   rules:
     - host: {{ $host | quote }}
       http:
         paths:
+          {{- $pathType := default "Exact" .pathType }}
           {{- range .paths }}
           - path: {{ . }}
-            pathType: Exact
+            pathType: {{ $pathType }}
             backend:
               service:
                 name: {{ $name }}

@@ -1,8 +1,8 @@
 //! The card-writer: applies `CardCommand`s from the live and bulk queues to PostgreSQL, one
 //! transaction per command with the version check inside it (invariant 4), merges with the
 //! tenant's field rules (`cardsync-rules`), and publishes `CardEvent`s through a transactional
-//! outbox. A small HTTP API edits cards locally (through `cardsync-cards`), so "overwrite off"
-//! can be seen at work.
+//! outbox. Its HTTP server carries health and metrics only: cards are read and edited through
+//! the admin API (bearer tokens), which writes local edits with `cardsync-cards`.
 
 // Public for the integration tests (tests/api), which drive batches, commands and the relay
 // directly; the rest is reached through the re-exports below.
@@ -13,7 +13,6 @@ pub mod relay;
 
 mod dedup;
 mod metrics;
-mod routes;
 mod settings;
 mod startup;
 

@@ -11,7 +11,7 @@ pub const DEFAULTS: &str = include_str!("../config/default.toml");
 /// Everything the card-writer needs to run.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
-    /// HTTP listener (local edits, health, metrics).
+    /// HTTP listener (health and metrics).
     pub http: HttpSettings,
     /// Consumers and dedup.
     pub card_writer: CardWriterSettings,

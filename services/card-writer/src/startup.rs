@@ -7,9 +7,7 @@ use crate::dedup::Dedup;
 use crate::handler::{Batching, CommandHandler, CommandQueue};
 use crate::metrics::Metrics;
 use crate::relay::Relay;
-use crate::routes::{self, AppState};
 use crate::settings::Settings;
-use actix_web::web;
 use cardsync_bus::{BusMetrics, BusSettings, Consumer, Publisher, Topology, names};
 use cardsync_runtime::{
     HttpMetrics, HttpServer, Observability, Readiness, SchemaGate, StartupError,
@@ -90,11 +88,6 @@ impl Application {
             wake.clone(),
         );
 
-        let state = web::Data::new(AppState {
-            pool: pool.clone(),
-            relay_wake: wake,
-            events_exchange,
-        });
         let schema = SchemaGate::new(pool.clone());
         let readiness = Readiness::new()
             .database(pool.clone())
@@ -102,11 +95,11 @@ impl Application {
                 publisher.is_ready().await
             })
             .schema(schema.clone());
-        let http = HttpServer::bind_with_state(
+        // Health and metrics only: cards are read and edited through the admin API.
+        let http = HttpServer::bind(
             &settings.http,
             Observability::new(prometheus, http_metrics, readiness),
-            state,
-            routes::configure,
+            |_| {},
         )?;
 
         Ok(Self {

@@ -5,9 +5,11 @@
 use crate::coalesce::{Coalescer, Trigger};
 use cardsync_bus::{Delivery, Handler, HandlerError};
 use cardsync_proto as proto;
-use cardsync_rounds::{Mode, RoundRequest, Triggers};
+use cardsync_rounds::{Mode, RoundReport, RoundRequest, Triggers};
+use cardsync_store::runs::{self, RunStatus};
 use cardsync_telemetry::metrics::{IntCounterVec, MetricsError, Opts, Registry, register};
 use cardsync_telemetry::propagation::SpanRef;
+use sqlx::PgPool;
 use std::collections::HashSet;
 use uuid::Uuid;
 
@@ -90,37 +92,39 @@ impl Handler for ChangeHandler {
 }
 
 /// Handles `SyncRequest`s from `delta-worker.requests` (Sync Now, per-user and per-group sync).
+/// A request naming a run (the admin API's) moves it: `running` when taken, `succeeded` with the
+/// round's counts, or `failed` with the reason when it can never work; a transient failure
+/// leaves it `running` while the request waits for its retry.
 #[derive(Debug, Clone)]
 pub struct SyncRequestHandler {
     coalescer: Coalescer,
+    pool: PgPool,
 }
 
 impl SyncRequestHandler {
     /// Runs each request's round through `coalescer` (an incremental Sync Now joins the
-    /// tenant's next covering round) or directly.
-    pub fn new(coalescer: Coalescer) -> Self {
-        Self { coalescer }
+    /// tenant's next covering round) or directly; runs are recorded in `pool`.
+    pub fn new(coalescer: Coalescer, pool: PgPool) -> Self {
+        Self { coalescer, pool }
     }
-}
 
-impl Handler for SyncRequestHandler {
-    type Message = proto::SyncRequest;
-
-    async fn handle(&self, delivery: Delivery<proto::SyncRequest>) -> Result<(), HandlerError> {
+    async fn sync(
+        &self,
+        tenant: Uuid,
+        request: &proto::SyncRequest,
+    ) -> Result<RoundReport, HandlerError> {
         use proto::sync_request::{Depth, Scope};
-        let request = delivery.message;
-        let tenant = tenant_of(request.envelope.as_ref())?;
         let mode = match request.scope() {
             Scope::Tenant | Scope::Unspecified if request.depth() == Depth::Full => Mode::Full,
             Scope::Tenant | Scope::Unspecified => {
-                self.coalescer
+                return Ok(self
+                    .coalescer
                     .covered(tenant, Trigger::of(proto::Cause::Manual))
                     .await
-                    .into_result()?;
-                return Ok(());
+                    .into_result()?);
             }
-            Scope::User => Mode::Users(vec![target_of(&request, "user")?]),
-            Scope::Group => Mode::Group(target_of(&request, "group")?),
+            Scope::User => Mode::Users(vec![target_of(request, "user")?]),
+            Scope::Group => Mode::Group(target_of(request, "group")?),
         };
         let mut triggers = Triggers::default();
         triggers.add(SpanRef::current(), None);
@@ -138,7 +142,59 @@ impl Handler for SyncRequestHandler {
             run_id,
             triggers,
         };
-        self.coalescer.rounds().run(&round).await?;
-        Ok(())
+        Ok(self.coalescer.rounds().run(&round).await?)
+    }
+
+    /// Records what became of a run; a failure to record is logged, never the request's failure.
+    async fn record(&self, run: Uuid, outcome: &Result<RoundReport, HandlerError>) {
+        let recorded = match outcome {
+            Ok(report) => {
+                match runs::set_status(&self.pool, run, RunStatus::Succeeded, None).await {
+                    // Counted once: a redelivered request finds its run finished already.
+                    Ok(true) => {
+                        let counts = [
+                            ("commands", report.commands),
+                            ("changed", report.changed),
+                            ("pages", report.pages),
+                            ("unannounced", report.unannounced),
+                        ]
+                        .map(|(name, count)| (name, i64::try_from(count).unwrap_or(i64::MAX)));
+                        runs::add_counts(&self.pool, run, &counts).await
+                    }
+                    Ok(false) => Ok(()),
+                    Err(error) => Err(error),
+                }
+            }
+            Err(HandlerError::Permanent(error)) => {
+                let detail = cardsync_telemetry::error_chain(error.as_ref());
+                runs::set_status(&self.pool, run, RunStatus::Failed, Some(&detail))
+                    .await
+                    .map(|_| ())
+            }
+            Err(_) => Ok(()),
+        };
+        if let Err(error) = recorded {
+            tracing::warn!(%run, error = %error, "run status not recorded");
+        }
+    }
+}
+
+impl Handler for SyncRequestHandler {
+    type Message = proto::SyncRequest;
+
+    async fn handle(&self, delivery: Delivery<proto::SyncRequest>) -> Result<(), HandlerError> {
+        let request = delivery.message;
+        let tenant = tenant_of(request.envelope.as_ref())?;
+        let run = Uuid::parse_str(&request.run_id).ok();
+        if let Some(run) = run
+            && let Err(error) = runs::set_status(&self.pool, run, RunStatus::Running, None).await
+        {
+            tracing::warn!(%run, error = %error, "run status not recorded");
+        }
+        let outcome = self.sync(tenant, &request).await;
+        if let Some(run) = run {
+            self.record(run, &outcome).await;
+        }
+        outcome.map(|_| ())
     }
 }

@@ -124,7 +124,7 @@ impl Application {
 
     /// The handler of sync requests.
     pub fn request_handler(&self) -> SyncRequestHandler {
-        SyncRequestHandler::new(self.coalescer.clone())
+        SyncRequestHandler::new(self.coalescer.clone(), self.pool.clone())
     }
 
     /// Closes the broker connection card commands are published on (for tests that drove the

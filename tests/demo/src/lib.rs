@@ -9,12 +9,14 @@
 //! - [`check`]: every card against the directory mapped through the field rules.
 //! - [`changes`]: the demo's random stream of directory changes.
 //! - [`procs`]: the child processes and where their binaries are.
+//! - [`operator`]: the admin-api and the `cardsync` CLI, as an operator configures a tenant.
 //! - [`metrics`]: reading counters out of Prometheus text.
 //! - [`reconcile`]: a full reconcile run asked of the reconciler, and what it found.
 
 pub mod changes;
 pub mod check;
 pub mod metrics;
+pub mod operator;
 pub mod otlp;
 pub mod pipeline;
 pub mod procs;

@@ -9,6 +9,7 @@
 //! one Redis and one PostgreSQL server.
 
 use crate::check::{self, Report};
+use crate::operator::{self, Operator};
 use crate::procs::{Binaries, Children, log_tail};
 use anyhow::{Context as _, bail, ensure};
 use cardsync_bench::free_port;
@@ -300,42 +301,74 @@ impl Pipeline {
         .chain(config.service_env.iter().cloned())
         .collect();
 
-        section("2. schema, tenant connection and card tenant (operator commands)");
+        section("2. schema, the admin API, and the tenant configured with the cardsync CLI");
+        println!("{}", binaries.run("admin-api", &["migrate"], &env, &[])?);
+        let graph_plain_url = format!("http://127.0.0.1:{graph_port}");
+        let admin_port = free_port()?;
+        let mut admin_env = env.clone();
+        admin_env.extend([
+            (
+                "CARDSYNC__HTTP__LISTEN".to_owned(),
+                format!("127.0.0.1:{admin_port}"),
+            ),
+            (
+                "CARDSYNC__GRAPH__AUTHORITY_URL".to_owned(),
+                graph_url.clone(),
+            ),
+            ("CARDSYNC__GRAPH__GRAPH_URL".to_owned(), graph_url.clone()),
+            (
+                "CARDSYNC__GRAPH__EXTRA_CA_FILE".to_owned(),
+                ca_file.display().to_string(),
+            ),
+        ]);
+        admin_env.extend(operator::issuer_env(&graph_plain_url));
+        children.start(&binaries, "admin-api", &["serve"], &admin_env)?;
+        let admin_url = format!("http://127.0.0.1:{admin_port}");
+        wait_ok(&http, &format!("{admin_url}/health/ready"), &mut children)
+            .await
+            .context("the admin-api never became ready")?;
+        println!("admin-api ready on 127.0.0.1:{admin_port}");
+        let operator =
+            Operator::sign_in(&control, &graph_plain_url, &tenant_text, admin_url).await?;
+        let tenant_name = format!("{} {}", config.label, config.run_id);
         println!(
             "{}",
-            binaries.run("cardsync-admin", &["migrate"], &env, &[])?
+            operator.cli(
+                &binaries,
+                &[
+                    "tenant",
+                    "create",
+                    "--id",
+                    &tenant_text,
+                    "--name",
+                    &tenant_name
+                ],
+                &[],
+            )?
         );
         println!(
             "{}",
-            binaries.run(
-                "cardsync-admin",
+            operator.cli(
+                &binaries,
                 &[
-                    "put-connection",
+                    "connection",
+                    "put",
                     "--tenant",
                     &tenant_text,
                     "--client-id",
                     &app.client_id,
                     "--kind",
-                    "secret"
+                    "secret",
                 ],
-                &env,
                 &[("CARDSYNC_CREDENTIAL", &secret)],
             )?
         );
         println!(
             "{}",
-            binaries.run(
-                "cardsync-admin",
-                &[
-                    "tenant",
-                    "put",
-                    "--id",
-                    &tenant_text,
-                    "--name",
-                    &format!("{} {}", config.label, config.run_id)
-                ],
-                &env,
-                &[],
+            operator.cli(
+                &binaries,
+                &["connection", "test", "--tenant", &tenant_text],
+                &[]
             )?
         );
 
@@ -460,7 +493,13 @@ impl Pipeline {
     /// Where the logs are and the last lines of each service's: for failure messages.
     pub fn log_tails(&self, lines: usize) -> String {
         let mut out = format!("logs in {}", self.binaries.logs.display());
-        for name in ["graph-sim", "webhook", "delta-worker", "card-writer"] {
+        for name in [
+            "graph-sim",
+            "admin-api",
+            "webhook",
+            "delta-worker",
+            "card-writer",
+        ] {
             let path = self.log_path(name);
             out.push_str(&format!(
                 "\n--- last {lines} lines of {}\n{}",

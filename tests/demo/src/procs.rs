@@ -281,16 +281,26 @@ pub fn own_dir() -> anyhow::Result<PathBuf> {
         .context("locating the binaries")
 }
 
-/// The binaries every pipeline runs (each is its package's name too).
-pub const SERVICE_BINARIES: [&str; 7] = [
+/// The binaries every pipeline runs (each is its package's name too, but `cardsync`'s, see
+/// [`package_of`]).
+pub const SERVICE_BINARIES: [&str; 8] = [
     "graph-sim",
     "webhook",
     "delta-worker",
     "card-writer",
     "subscription-manager",
     "reconciler",
-    "cardsync-admin",
+    "admin-api",
+    "cardsync",
 ];
+
+/// The package building a binary of [`SERVICE_BINARIES`].
+fn package_of(binary: &str) -> &str {
+    match binary {
+        "cardsync" => "cardsync-cli",
+        other => other,
+    }
+}
 
 /// The directory holding the service binaries for an integration test of this crate: the test
 /// executable lives in `target/<profile>/deps/`, the binaries one level up. Under
@@ -316,7 +326,7 @@ fn locate_or_build() -> anyhow::Result<PathBuf> {
     let mut command = Command::new(cargo);
     command.args(["build", "--locked"]);
     for name in SERVICE_BINARIES {
-        command.args(["-p", name]);
+        command.args(["-p", package_of(name)]);
     }
     command.arg("--bins");
     if dir.file_name().is_some_and(|profile| profile == "release") {

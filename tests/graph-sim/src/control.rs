@@ -32,6 +32,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )
             .route("/clock", web::get().to(clock))
             .route("/clock/advance", web::post().to(advance_clock))
+            .route("/keys/rotate", web::post().to(rotate_keys))
             .route("/throttle", web::put().to(set_throttle))
             .route("/faults", web::put().to(set_faults))
             .route("/faults", web::get().to(get_faults))
@@ -150,6 +151,12 @@ fn kind(segment: &str) -> Result<Kind> {
     }
 }
 
+/// Adds a token-signing key: new tokens carry its `kid`; the JWKS publishes it beside the old.
+async fn rotate_keys(sim: Data<Sim>) -> Result<HttpResponse> {
+    let kid = sim.keys.rotate()?;
+    Ok(HttpResponse::Ok().json(json!({"kid": kid})))
+}
+
 async fn clock(sim: Data<Sim>) -> HttpResponse {
     HttpResponse::Ok()
         .json(json!({"now": graph_time(sim.clock.now()), "timeScale": sim.clock.time_scale()}))
@@ -252,6 +259,14 @@ struct AppInput {
     #[serde(default)]
     federated_credentials: Vec<FederatedInput>,
     permissions: Option<Vec<String>>,
+    /// App ID URIs when the app exposes an API (`api://…`).
+    identifier_uris: Option<Vec<String>>,
+    /// The app roles the API defines (their values).
+    app_roles: Option<Vec<String>>,
+    /// The API's `requestedAccessTokenVersion` (1 or 2).
+    access_token_version: Option<u8>,
+    /// App roles of other apps' APIs granted to this app: `{"<api client id>": ["admin"]}`.
+    app_role_assignments: Option<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 fn federated(inputs: Vec<FederatedInput>) -> Result<Vec<FederatedCredential>> {
@@ -293,6 +308,27 @@ fn apply_app_input(app: &mut AppRegistration, input: AppInput) -> Result<Option<
     if let Some(n) = input.display_name {
         app.display_name = n;
     }
+    if let Some(uris) = input.identifier_uris {
+        app.identifier_uris = uris;
+    }
+    if let Some(roles) = input.app_roles {
+        app.app_roles = roles.into_iter().collect();
+    }
+    match input.access_token_version {
+        None => {}
+        Some(version @ (1 | 2)) => app.access_token_version = version,
+        Some(_) => {
+            return Err(ControlError::BadRequest(
+                "accessTokenVersion must be 1 or 2".into(),
+            ));
+        }
+    }
+    if let Some(assignments) = input.app_role_assignments {
+        app.role_assignments = assignments
+            .into_iter()
+            .map(|(api, roles)| (api, roles.into_iter().collect()))
+            .collect();
+    }
     Ok(new_secret)
 }
 
@@ -311,6 +347,10 @@ fn app_json(app: &AppRegistration, secret: Option<String>) -> Value {
         "certificates": certs,
         "federatedCredentials": feds,
         "permissions": app.permissions,
+        "identifierUris": app.identifier_uris,
+        "appRoles": app.app_roles,
+        "accessTokenVersion": app.access_token_version,
+        "appRoleAssignments": app.role_assignments,
     })
 }
 
@@ -328,6 +368,10 @@ async fn create_app(sim: Data<Sim>, t: Path<String>, body: Json<AppInput>) -> Re
         certificates: Vec::new(),
         federated: Vec::new(),
         permissions: BTreeSet::new(),
+        identifier_uris: Vec::new(),
+        app_roles: BTreeSet::new(),
+        access_token_version: 1,
+        role_assignments: std::collections::BTreeMap::new(),
     };
     let secret = apply_app_input(&mut app, input)?;
     let out = app_json(&app, secret);

@@ -37,6 +37,40 @@ pub const CARDSYNC_PERMISSIONS: &[&str] = &[
     "RoleManagement.Read.Directory",
 ];
 
+/// A client-credentials token from the simulator at `graph_url` for `resource`'s `.default`
+/// scope (an App ID URI such as `api://…`, or Graph).
+pub async fn client_credentials_token(
+    graph_url: &str,
+    tenant: &str,
+    client_id: &str,
+    secret: &str,
+    resource: &str,
+) -> Result<String, ControlError> {
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/{tenant}/oauth2/v2.0/token",
+            graph_url.trim_end_matches('/')
+        ))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            ("client_secret", secret),
+            ("scope", &format!("{resource}/.default")),
+        ])
+        .send()
+        .await?;
+    let status = response.status();
+    let text = response.text().await?;
+    let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    match body["access_token"].as_str() {
+        Some(token) if status.is_success() => Ok(token.to_owned()),
+        _ => Err(ControlError::Refused {
+            status: status.as_u16(),
+            body: text,
+        }),
+    }
+}
+
 /// The control API of one simulator.
 #[derive(Debug, Clone)]
 pub struct Control {
@@ -108,6 +142,47 @@ impl Control {
             client_id: app["clientId"].as_str().unwrap_or_default().to_owned(),
             secret: app["secret"].as_str().map(str::to_owned),
         })
+    }
+
+    /// Registers an app exposing an API at `uri` with app `roles`, issuing tokens of
+    /// `version` (1 or 2, the manifest's `requestedAccessTokenVersion`).
+    pub async fn create_api_app(
+        &self,
+        tenant: &str,
+        uri: &str,
+        roles: &[&str],
+        version: u8,
+    ) -> Result<AppRegistration, ControlError> {
+        self.create_app(
+            tenant,
+            json!({
+                "displayName": "API",
+                "identifierUris": [uri],
+                "appRoles": roles,
+                "accessTokenVersion": version,
+            }),
+        )
+        .await
+    }
+
+    /// Registers a client app with a generated secret, granted `roles` of the API app `api`.
+    pub async fn create_api_client(
+        &self,
+        tenant: &str,
+        api: &str,
+        roles: &[&str],
+    ) -> Result<AppRegistration, ControlError> {
+        self.create_app(
+            tenant,
+            json!({"secret": true, "appRoleAssignments": { api: roles }}),
+        )
+        .await
+    }
+
+    /// Adds a token-signing key (the issuer rolls its keys); returns the new `kid`.
+    pub async fn rotate_signing_key(&self) -> Result<String, ControlError> {
+        let answer = self.call(Method::POST, "/keys/rotate", None).await?;
+        Ok(answer["kid"].as_str().unwrap_or_default().to_owned())
     }
 
     /// Seeds `users` users (and groups) deterministically from `seed`.

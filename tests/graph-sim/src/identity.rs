@@ -89,6 +89,78 @@ impl SigningKey {
     }
 }
 
+/// The simulator's signing keys: the newest signs, all are published (Entra publishes several
+/// keys and rolls them; a relying party must pick the key by `kid` and refresh its JWKS when it
+/// meets a new one). `POST /control/keys/rotate` adds a key.
+#[derive(Debug)]
+pub struct KeyRing {
+    keys: std::sync::RwLock<Vec<std::sync::Arc<SigningKey>>>,
+}
+
+/// How many keys a ring publishes at most (the oldest goes first).
+const RING_SIZE: usize = 3;
+
+impl KeyRing {
+    /// A ring holding one key.
+    pub fn new(first: SigningKey) -> Self {
+        Self {
+            keys: std::sync::RwLock::new(vec![std::sync::Arc::new(first)]),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<std::sync::Arc<SigningKey>>> {
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The key that signs new tokens.
+    pub fn current(&self) -> std::sync::Arc<SigningKey> {
+        let keys = self.read();
+        keys[keys.len() - 1].clone()
+    }
+
+    /// Adds a new signing key (the oldest beyond the ring's size is dropped); returns its `kid`.
+    pub fn rotate(&self) -> Result<String, KeyError> {
+        let key = SigningKey::generate()?;
+        let kid = key.kid.clone();
+        let mut keys = self
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        keys.push(std::sync::Arc::new(key));
+        if keys.len() > RING_SIZE {
+            keys.remove(0);
+        }
+        Ok(kid)
+    }
+
+    /// The JWKS document with every published key.
+    pub fn jwks(&self) -> Value {
+        let keys: Vec<Value> = self
+            .read()
+            .iter()
+            .flat_map(|key| key.jwks()["keys"].as_array().cloned().unwrap_or_default())
+            .collect();
+        json!({ "keys": keys })
+    }
+
+    /// [`verify_access_token`] with the published key the token's `kid` names.
+    pub fn verify(&self, token: &str, now: i64) -> Result<AccessClaims, BearerError> {
+        let kid = jsonwebtoken::decode_header(token)
+            .ok()
+            .and_then(|header| header.kid)
+            .ok_or(BearerError::Invalid)?;
+        let key = self
+            .read()
+            .iter()
+            .find(|key| key.kid == kid)
+            .cloned()
+            .ok_or(BearerError::Invalid)?;
+        verify_access_token(&key, token, now)
+    }
+}
+
 /// A certificate registered on an app (its thumbprints and public key).
 #[derive(Debug, Clone)]
 pub struct RegisteredCert {
@@ -210,6 +282,26 @@ pub struct AppRegistration {
     pub federated: Vec<FederatedCredential>,
     /// Granted application permissions (app roles such as `User.Read.All`).
     pub permissions: BTreeSet<String>,
+    /// When the app exposes an API: its App ID URIs (`api://…`), the resource of
+    /// `api://…/.default` token requests.
+    pub identifier_uris: Vec<String>,
+    /// The app roles the API defines (their `value`s).
+    pub app_roles: BTreeSet<String>,
+    /// The manifest's `requestedAccessTokenVersion` of the API: 1 (the default) or 2.
+    pub access_token_version: u8,
+    /// App roles of other apps' APIs granted to this app, by the API app's client id.
+    pub role_assignments: std::collections::BTreeMap<String, BTreeSet<String>>,
+}
+
+impl AppRegistration {
+    /// Whether `resource` (an App ID URI or the client id) names this app's API.
+    pub fn is_resource(&self, resource: &str) -> bool {
+        self.client_id == resource
+            || self
+                .identifier_uris
+                .iter()
+                .any(|uri| uri.trim_end_matches('/') == resource)
+    }
 }
 
 /// An Entra-shaped token endpoint error (graph-facts §10).
@@ -284,8 +376,17 @@ pub enum ClientAuth {
     Federated,
 }
 
-/// Checks grant type and scope before the client is looked up.
-pub fn check_request_shape(req: &TokenRequest) -> Result<(), TokenError> {
+/// What a client-credentials request asks a token for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resource {
+    /// Microsoft Graph.
+    Graph,
+    /// Another app's API, named by its App ID URI or client id (`api://…/.default`).
+    Api(String),
+}
+
+/// Checks grant type and scope before the client is looked up; returns the resource asked for.
+pub fn check_request_shape(req: &TokenRequest) -> Result<Resource, TokenError> {
     match req.field("grant_type") {
         None => {
             return Err(err(
@@ -343,15 +444,21 @@ pub fn check_request_shape(req: &TokenRequest) -> Result<(), TokenError> {
         ));
     };
     let resource = resource.trim_end_matches('/');
-    if resource != GRAPH_AUDIENCE && resource != GRAPH_APP_ID {
-        return Err(err(
-            400,
-            "invalid_resource",
-            500011,
-            format!("The resource principal named {resource} was not found in the tenant."),
-        ));
+    if resource == GRAPH_AUDIENCE || resource == GRAPH_APP_ID {
+        Ok(Resource::Graph)
+    } else {
+        Ok(Resource::Api(resource.to_owned()))
     }
-    Ok(())
+}
+
+/// The error for a resource no app of the tenant exposes (AADSTS500011).
+pub fn resource_not_found(resource: &str) -> TokenError {
+    err(
+        400,
+        "invalid_resource",
+        500011,
+        format!("The resource principal named {resource} was not found in the tenant."),
+    )
 }
 
 /// The error for a client id not registered in the tenant (AADSTS700016).
@@ -766,6 +873,106 @@ pub fn mint_access_token(
     jsonwebtoken::encode(&header, &claims, &key.encoding).unwrap_or_default()
 }
 
+/// Claims of an app-only access token for another app's API (graph-facts §10): the v1.0 shape
+/// (`iss` `https://sts.windows.net/{tid}/`, `aud` the App ID URI asked for, `appid`) unless the
+/// API's manifest asks for v2.0 (`iss` `https://login.microsoftonline.com/{tid}/v2.0`, `aud` its
+/// client id, `azp`). `roles` holds the API's app roles granted to the client, and is left out
+/// when none are, as Entra does.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiClaims {
+    /// The API: its App ID URI (v1.0) or client id (v2.0).
+    pub aud: String,
+    /// The issuer (by token version).
+    pub iss: String,
+    /// Issued at.
+    pub iat: i64,
+    /// Not before.
+    pub nbf: i64,
+    /// Expiry.
+    pub exp: i64,
+    /// Client id (v1.0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub appid: Option<String>,
+    /// Client authentication (v1.0): 1 secret, 2 certificate or assertion.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub appidacr: Option<String>,
+    /// Client id (v2.0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub azp: Option<String>,
+    /// Client authentication (v2.0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub azpacr: Option<String>,
+    /// `app`.
+    pub idtyp: String,
+    /// The client's service principal object id.
+    pub oid: String,
+    /// The API's app roles granted to the client.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub roles: Vec<String>,
+    /// The client's service principal object id.
+    pub sub: String,
+    /// Tenant id.
+    pub tid: String,
+    /// Unique token id.
+    pub uti: String,
+    /// `1.0` or `2.0`.
+    pub ver: String,
+}
+
+/// Signs an access token for `client` to call `api` (asked for as `resource`).
+#[allow(clippy::too_many_arguments)] // the same inputs as `mint_access_token`, plus the API's two
+pub fn mint_api_token(
+    key: &SigningKey,
+    tenant: &str,
+    client: &AppRegistration,
+    api: &AppRegistration,
+    resource: &str,
+    auth: ClientAuth,
+    now: i64,
+    lifetime_secs: i64,
+) -> String {
+    let acr = if auth == ClientAuth::Secret { "1" } else { "2" }.to_owned();
+    let v2 = api.access_token_version == 2;
+    let roles = client
+        .role_assignments
+        .get(&api.client_id)
+        .map(|granted| granted.intersection(&api.app_roles).cloned().collect())
+        .unwrap_or_default();
+    let claims = ApiClaims {
+        aud: if v2 {
+            api.client_id.clone()
+        } else {
+            resource.to_owned()
+        },
+        iss: if v2 {
+            format!("https://login.microsoftonline.com/{tenant}/v2.0")
+        } else {
+            format!("https://sts.windows.net/{tenant}/")
+        },
+        iat: now,
+        nbf: now,
+        exp: now + lifetime_secs,
+        appid: (!v2).then(|| client.client_id.clone()),
+        appidacr: (!v2).then(|| acr.clone()),
+        azp: v2.then(|| client.client_id.clone()),
+        azpacr: v2.then_some(acr),
+        idtyp: "app".to_owned(),
+        oid: client.service_principal_id.clone(),
+        roles,
+        sub: client.service_principal_id.clone(),
+        tid: tenant.to_owned(),
+        uti: URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes()),
+        ver: if v2 { "2.0" } else { "1.0" }.to_owned(),
+    };
+    let mut header = Header::new(Algorithm::RS256);
+    header.typ = Some("JWT".to_owned());
+    header.kid = Some(key.kid.clone());
+    if !v2 {
+        header.x5t = Some(key.kid.clone());
+    }
+    jsonwebtoken::encode(&header, &claims, &key.encoding).unwrap_or_default()
+}
+
 /// Why a bearer token was refused by a Graph endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum BearerError {
@@ -816,6 +1023,10 @@ mod tests {
             certificates: Vec::new(),
             federated: Vec::new(),
             permissions: BTreeSet::from(["User.Read.All".to_owned()]),
+            identifier_uris: Vec::new(),
+            app_roles: BTreeSet::new(),
+            access_token_version: 1,
+            role_assignments: std::collections::BTreeMap::new(),
         }
     }
 
@@ -889,5 +1100,98 @@ mod tests {
             verify_access_token(&ours, &token, 1_001).map(|_| ()),
             Err(BearerError::Invalid)
         );
+    }
+}
+
+#[cfg(test)]
+mod api_token_tests {
+    use super::*;
+
+    fn registration(client_id: &str) -> AppRegistration {
+        AppRegistration {
+            client_id: client_id.into(),
+            display_name: client_id.into(),
+            service_principal_id: format!("sp-{client_id}"),
+            secrets: Vec::new(),
+            certificates: Vec::new(),
+            federated: Vec::new(),
+            permissions: BTreeSet::new(),
+            identifier_uris: vec![format!("api://{client_id}")],
+            app_roles: BTreeSet::from(["admin".to_owned(), "reader".to_owned()]),
+            access_token_version: 1,
+            role_assignments: std::collections::BTreeMap::new(),
+        }
+    }
+
+    fn claims(token: &str) -> Value {
+        jsonwebtoken::dangerous::insecure_decode::<Value>(token)
+            .expect("decodes")
+            .claims
+    }
+
+    #[test]
+    fn a_v1_api_token_names_the_app_id_uri_and_carries_only_the_apis_granted_roles() {
+        let key = SigningKey::generate().expect("key");
+        let api = registration("api");
+        let mut client = registration("client");
+        client.role_assignments.insert(
+            "api".into(),
+            BTreeSet::from(["admin".to_owned(), "not-defined".to_owned()]),
+        );
+        let token = mint_api_token(
+            &key,
+            "t1",
+            &client,
+            &api,
+            "api://api",
+            ClientAuth::Secret,
+            10,
+            60,
+        );
+        let claims = claims(&token);
+        assert_eq!(claims["aud"], "api://api");
+        assert_eq!(claims["iss"], "https://sts.windows.net/t1/");
+        assert_eq!(claims["appid"], "client");
+        assert_eq!(claims["roles"], json!(["admin"]));
+        assert_eq!(claims["ver"], "1.0");
+    }
+
+    #[test]
+    fn a_v2_api_token_names_the_client_id_and_leaves_out_empty_roles() {
+        let key = SigningKey::generate().expect("key");
+        let mut api = registration("api");
+        api.access_token_version = 2;
+        let client = registration("client");
+        let token = mint_api_token(
+            &key,
+            "t1",
+            &client,
+            &api,
+            "api://api",
+            ClientAuth::Certificate,
+            10,
+            60,
+        );
+        let claims = claims(&token);
+        assert_eq!(claims["aud"], "api");
+        assert_eq!(claims["iss"], "https://login.microsoftonline.com/t1/v2.0");
+        assert_eq!(claims["azp"], "client");
+        assert!(claims.get("roles").is_none() && claims.get("appid").is_none());
+    }
+
+    #[test]
+    fn a_rotated_ring_publishes_both_keys_and_signs_with_the_new_one() {
+        let ring = KeyRing::new(SigningKey::generate().expect("key"));
+        let old = ring.current().kid.clone();
+        let new = ring.rotate().expect("rotates");
+        assert_ne!(old, new);
+        assert_eq!(ring.current().kid, new);
+        let kids: Vec<String> = ring.jwks()["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(kids, [old, new]);
     }
 }

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use crate::clock::{SimClock, graph_time};
 use crate::delivery::{Notifier, Outcome, Outgoing};
 use crate::directory::{DirEvent, Directory, DirectoryError, Mutation};
-use crate::identity::{AppRegistration, JtiCache, SigningKey};
+use crate::identity::{AppRegistration, JtiCache, KeyRing, SigningKey};
 use crate::subscriptions::{
     self, Subscription, SubscriptionBody, SubscriptionError, SubscriptionPolicy,
 };
@@ -141,8 +141,8 @@ pub struct Settings {
 pub struct Sim {
     /// The clock.
     pub clock: Arc<SimClock>,
-    /// Token-signing key.
-    pub keys: SigningKey,
+    /// Token-signing keys.
+    pub keys: KeyRing,
     /// Used assertion ids.
     pub jtis: JtiCache,
     /// Start-up settings.
@@ -174,7 +174,7 @@ impl Sim {
     ) -> Self {
         Self {
             clock,
-            keys,
+            keys: KeyRing::new(keys),
             jtis: JtiCache::default(),
             settings,
             http,

@@ -394,6 +394,11 @@ impl Rounds {
 
     async fn run_round(&self, request: &RoundRequest) -> Result<RoundReport, RoundError> {
         let started = Instant::now();
+        if cardsync_store::admin::is_disconnected(&self.pool, request.tenant).await? {
+            // A disconnected tenant keeps its cards and is not synced: its triggers are done.
+            tracing::info!(tenant = %request.tenant, "tenant disconnected; round skipped");
+            return Ok(RoundReport::default());
+        }
         directory::ensure_sync_state(&self.pool, request.tenant).await?;
         let run = match request.run_id {
             Some(run_id) => {

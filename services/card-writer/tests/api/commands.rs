@@ -113,13 +113,13 @@ async fn a_newer_version_updates_and_stale_or_duplicate_versions_are_counted_no_
 async fn an_email_match_links_the_existing_card_instead_of_creating_a_second() {
     let mut app = spawn_app_with(FieldRules::default(), true).await;
     let local = app
-        .create_local(serde_json::json!({
-            "name": "Jess",
-            "email": "JSwift@Contoso.Example",
-            "nickname": "JJ"
-        }))
+        .create_local(&[
+            ("name", Some("Jess")),
+            ("email", Some("JSwift@Contoso.Example")),
+            ("nickname", Some("JJ")),
+        ])
         .await;
-    let local_id = local["card_id"].as_str().expect("card id").to_owned();
+    let local_id = local.card_id.to_string();
 
     app.apply(&upsert(
         app.tenant,

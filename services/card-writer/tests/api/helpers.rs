@@ -200,30 +200,28 @@ impl TestApp {
             .unwrap_or_else(|| panic!("no card for {user}"))
     }
 
-    /// `PUT /tenants/{tenant}/cards/{card}/fields/{field}`.
-    pub async fn edit(&self, card: Uuid, field: &str, value: Option<&str>) -> reqwest::Response {
-        self.client
-            .put(format!(
-                "{}/tenants/{}/cards/{card}/fields/{field}",
-                self.address, self.tenant
-            ))
-            .json(&serde_json::json!({ "value": value }))
-            .send()
+    /// A local edit of one field, as the admin API makes it (`cardsync_cards::edit`).
+    pub async fn edit(
+        &self,
+        card: Uuid,
+        field: &str,
+        value: Option<&str>,
+    ) -> Result<Card, cardsync_cards::edit::EditError> {
+        let exchange = self.topology.name(names::CARD_EVENTS);
+        cardsync_cards::edit::edit_field(&self.pool, &exchange, self.tenant, card, field, value)
             .await
-            .expect("request sent")
     }
 
-    /// `POST /tenants/{tenant}/cards`.
-    pub async fn create_local(&self, fields: serde_json::Value) -> serde_json::Value {
-        let response = self
-            .client
-            .post(format!("{}/tenants/{}/cards", self.address, self.tenant))
-            .json(&serde_json::json!({ "fields": fields }))
-            .send()
+    /// A card made locally (no directory user yet), as the admin API makes it.
+    pub async fn create_local(&self, fields: &[(&str, Option<&str>)]) -> Card {
+        let exchange = self.topology.name(names::CARD_EVENTS);
+        let values = fields
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.map(str::to_owned)))
+            .collect();
+        cardsync_cards::edit::create_local_card(&self.pool, &exchange, self.tenant, &values)
             .await
-            .expect("request sent");
-        assert_eq!(response.status(), 201);
-        response.json().await.expect("json")
+            .expect("local card created")
     }
 
     /// The writer's `/metrics` scrape.

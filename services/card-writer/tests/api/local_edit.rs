@@ -1,6 +1,8 @@
-//! Local edits through HTTP and how later syncs treat them.
+//! Local edits (as the admin API makes them, through `cardsync-cards`) and how later syncs
+//! treat them.
 
 use crate::helpers::{kinds, spawn_app, spawn_app_with, upsert};
+use cardsync_cards::edit::EditError;
 use cardsync_rules::{FieldRules, FieldStates, ValueSource};
 use cardsync_store::audit;
 
@@ -21,19 +23,16 @@ async fn overwrite_off_keeps_a_local_edit_and_overwrite_on_replaces_it() {
     .await;
     let card = app.card_of("u1").await;
 
-    let response = app
+    let edited = app
         .edit(card.card_id, "job_title", Some("VP of Sales"))
-        .await;
-    assert_eq!(response.status(), 200);
-    let body: serde_json::Value = response.json().await.expect("json");
-    assert_eq!(body["fields"]["job_title"]["value"], "VP of Sales");
-    assert_eq!(body["fields"]["job_title"]["source"], "local");
-    assert_eq!(
-        app.edit(card.card_id, "name", Some("Johnny"))
-            .await
-            .status(),
-        200
-    );
+        .await
+        .expect("edited");
+    let title = edited.fields.get("job_title").expect("title");
+    assert_eq!(title.value.as_deref(), Some("VP of Sales"));
+    assert_eq!(title.source, ValueSource::Local);
+    app.edit(card.card_id, "name", Some("Johnny"))
+        .await
+        .expect("edited");
 
     app.apply(&upsert(
         app.tenant,
@@ -105,7 +104,7 @@ async fn overwrite_off_keeps_a_local_edit_and_overwrite_on_replaces_it() {
 }
 
 #[tokio::test]
-async fn a_locked_field_refuses_a_local_edit_with_409_and_the_reason() {
+async fn a_locked_field_refuses_a_local_edit_with_the_reason() {
     let mut rules = FieldRules::default();
     rules.fields.name.locked = true;
     let app = spawn_app_with(rules, false).await;
@@ -113,67 +112,34 @@ async fn a_locked_field_refuses_a_local_edit_with_409_and_the_reason() {
         .await;
     let card = app.card_of("u1").await;
 
-    let response = app.edit(card.card_id, "name", Some("Annie")).await;
-    assert_eq!(response.status(), 409);
-    let body: serde_json::Value = response.json().await.expect("json");
-    assert_eq!(body["error"], "field_locked");
+    let refused = app
+        .edit(card.card_id, "name", Some("Annie"))
+        .await
+        .expect_err("a locked field is refused");
+    assert!(matches!(refused, EditError::Refused(_)), "{refused:?}");
     assert!(
-        body["message"]
-            .as_str()
-            .expect("message")
-            .contains("managed by the directory"),
-        "{body}"
+        refused.to_string().contains("managed by the directory"),
+        "{refused}"
     );
     assert_eq!(app.card_of("u1").await.fields.value("name"), Some("Ann"));
     app.teardown().await;
 }
 
 #[tokio::test]
-async fn edits_of_unknown_cards_and_bad_input_get_clear_4xx_answers() {
+async fn edits_of_unknown_cards_and_bad_field_names_are_refused() {
     let app = spawn_app().await;
     let missing = uuid::Uuid::new_v4();
-    let response = app.edit(missing, "name", Some("x")).await;
-    assert_eq!(response.status(), 404);
+    assert!(matches!(
+        app.edit(missing, "name", Some("x")).await,
+        Err(EditError::UnknownCard(id)) if id == missing
+    ));
     app.apply(&upsert(app.tenant, "u1", 1, &[("name", Some("Ann"))]))
         .await;
     let card = app.card_of("u1").await;
-    assert_eq!(
-        app.edit(card.card_id, "Bad-Name", Some("x")).await.status(),
-        400
-    );
-    let response = app
-        .client
-        .put(format!(
-            "{}/tenants/{}/cards/{}/fields/name",
-            app.address, app.tenant, card.card_id
-        ))
-        .body("not json")
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(response.status(), 400);
-    let response = app
-        .client
-        .get(format!(
-            "{}/tenants/not-a-guid/cards/{}",
-            app.address, card.card_id
-        ))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(response.status(), 400);
-    let response = app
-        .client
-        .get(format!(
-            "{}/tenants/{}/cards/{}",
-            app.address, app.tenant, card.card_id
-        ))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(response.status(), 200);
-    let body: serde_json::Value = response.json().await.expect("json");
-    assert_eq!(body["user_id"], "u1");
-    assert_eq!(body["status"], "active");
+    assert!(matches!(
+        app.edit(card.card_id, "Bad-Name", Some("x")).await,
+        Err(EditError::BadFieldName(_))
+    ));
+    assert_eq!(app.card_of("u1").await.fields.value("name"), Some("Ann"));
     app.teardown().await;
 }

@@ -593,3 +593,67 @@ async fn a_group_sync_request_pushes_every_nested_member_of_the_group_and_no_one
     );
     env.teardown().await;
 }
+
+#[tokio::test]
+async fn a_sync_request_naming_a_run_finishes_it_with_counts_or_fails_it_with_the_reason() {
+    use cardsync_bus::{Delivery, Handler as _};
+    use cardsync_proto::sync_request::{Depth, Scope};
+    use cardsync_store::runs::{self, NewRun, RunStatus};
+    let env = env().await;
+    let tenant = env.tenant_text();
+    let alice = env.create_user("Alice").await;
+    env.round(Cause::Manual, Mode::Incremental).await;
+    env.commands().await;
+
+    let request = |target: &str, run: uuid::Uuid| Delivery {
+        message: cardsync_proto::SyncRequest {
+            envelope: Some(cardsync_proto::Envelope::new(&tenant, Cause::Manual)),
+            scope: Scope::User as i32,
+            target_id: target.to_owned(),
+            depth: Depth::Full as i32,
+            run_id: run.to_string(),
+        },
+        attempt: 1,
+        redelivered: false,
+        message_id: None,
+        tenant_id: Some(tenant.clone()),
+        exchange: String::new(),
+        routing_key: String::new(),
+    };
+    let new_run = |run: uuid::Uuid| NewRun {
+        run_id: run,
+        tenant_id: env.tenant,
+        kind: "user_sync".into(),
+        cause: "manual".into(),
+        started_by: "test".into(),
+        target: None,
+    };
+    let handler = env.app.request_handler();
+
+    let done = uuid::Uuid::new_v4();
+    runs::create(&env.pool, &new_run(done)).await.unwrap();
+    handler.handle(request(&alice, done)).await.unwrap();
+    let run = runs::get(&env.pool, done).await.unwrap().expect("run");
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert!(run.started_at.is_some() && run.finished_at.is_some());
+    assert_eq!(run.counts.get("commands"), Some(&1), "{:?}", run.counts);
+    // A redelivered request neither moves nor counts a finished run again.
+    handler.handle(request(&alice, done)).await.unwrap();
+    let again = runs::get(&env.pool, done).await.unwrap().expect("run");
+    assert_eq!(again.counts, run.counts);
+    env.commands().await;
+
+    let failed = uuid::Uuid::new_v4();
+    runs::create(&env.pool, &new_run(failed)).await.unwrap();
+    assert!(handler.handle(request("", failed)).await.is_err());
+    let run = runs::get(&env.pool, failed).await.unwrap().expect("run");
+    assert_eq!(run.status, RunStatus::Failed);
+    assert!(
+        run.detail
+            .as_deref()
+            .is_some_and(|d| d.contains("target id")),
+        "{:?}",
+        run.detail
+    );
+    env.teardown().await;
+}

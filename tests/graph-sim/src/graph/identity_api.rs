@@ -100,12 +100,25 @@ fn issue_token(
     let tenant = sim
         .tenant(tenant_key)
         .ok_or_else(|| TokenError::tenant_not_found(tenant_key))?;
-    identity::check_request_shape(&tr)?;
+    let resource = identity::check_request_shape(&tr)?;
     let client_id = tr.client_id().unwrap_or_default().to_owned();
-    let app = read(&tenant.apps)
-        .get(&client_id)
-        .cloned()
-        .ok_or_else(|| identity::app_not_found(&client_id, &tenant.id))?;
+    let (app, api) = {
+        let apps = read(&tenant.apps);
+        let app = apps
+            .get(&client_id)
+            .cloned()
+            .ok_or_else(|| identity::app_not_found(&client_id, &tenant.id))?;
+        let api = match &resource {
+            identity::Resource::Graph => None,
+            identity::Resource::Api(name) => Some(
+                apps.values()
+                    .find(|candidate| candidate.is_resource(name))
+                    .cloned()
+                    .ok_or_else(|| identity::resource_not_found(name))?,
+            ),
+        };
+        (app, api)
+    };
     let audiences = vec![
         format!(
             "https://login.microsoftonline.com/{}/oauth2/v2.0/token",
@@ -122,7 +135,13 @@ fn issue_token(
     let now = sim.clock.now().unix_timestamp();
     let auth = identity::authenticate(&app, &tr, &audiences, now, &sim.jtis)?;
     let lifetime = sim.settings.token_lifetime_secs;
-    let token = identity::mint_access_token(&sim.keys, &tenant.id, &app, auth, now, lifetime);
+    let key = sim.keys.current();
+    let token = match (&resource, &api) {
+        (identity::Resource::Api(name), Some(api)) => {
+            identity::mint_api_token(&key, &tenant.id, &app, api, name, auth, now, lifetime)
+        }
+        _ => identity::mint_access_token(&key, &tenant.id, &app, auth, now, lifetime),
+    };
     Ok((
         json!({"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": token}),
         tenant.id.clone(),

@@ -37,7 +37,7 @@ use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use serde_json::Value;
 
 use crate::clock::graph_time;
-use crate::identity::{self, AppRegistration, BearerError};
+use crate::identity::{AppRegistration, BearerError};
 use crate::state::{Sim, Tenant, lock, read};
 use crate::throttle::{self, Charge, FaultKind, format_retry_after};
 
@@ -188,8 +188,7 @@ async fn admit(
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or(BearerError::Missing)?;
-    let claims =
-        identity::verify_access_token(&sim.keys, bearer, sim.clock.now().unix_timestamp())?;
+    let claims = sim.keys.verify(bearer, sim.clock.now().unix_timestamp())?;
     let tenant = sim.tenant(&claims.tid).ok_or(BearerError::Invalid)?;
     let app = read(&tenant.apps)
         .get(&claims.appid)

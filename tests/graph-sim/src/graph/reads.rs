@@ -67,9 +67,16 @@ fn list_objects(req: &HttpRequest, q: &Params, kind: Kind, ctx: &Ctx) -> Result<
     let after = skip_after(q)?;
     let with_count = count_requested(req, q)?;
     let filter = param(q, "filter").map(parse_filter).transpose()?;
+    let search = param(q, "search")
+        .map(|text| parse_search(req, text))
+        .transpose()?;
     let dir = read(&ctx.tenant.dir);
     let matches = |o: &DirObject| {
-        filter.as_ref().is_none_or(|clauses| {
+        search.as_ref().is_none_or(|clauses| {
+            clauses
+                .iter()
+                .any(|(p, term)| o.get_str(p).is_some_and(|value| tokens_match(value, term)))
+        }) && filter.as_ref().is_none_or(|clauses| {
             clauses.iter().any(|(p, v)| {
                 if p == "id" {
                     o.id == *v
@@ -117,6 +124,65 @@ fn count_unsupported() -> GraphError {
         "Request_BadRequest",
         "$count is not currently supported.".into(),
     )
+}
+
+/// `$search="prop:term"` clauses joined by `OR`, as Graph takes them on directory objects: only
+/// as an advanced query (`ConsistencyLevel: eventual`), each clause quoted and naming a property.
+fn parse_search(req: &HttpRequest, text: &str) -> Result<Vec<(String, String)>, GraphError> {
+    if !eventual(req) {
+        return Err(GraphError::BadRequest(
+            "Request_UnsupportedQuery",
+            "Request with $search query parameter only works through MSGraph with a special request header: 'ConsistencyLevel: eventual'".into(),
+        ));
+    }
+    let invalid = || {
+        GraphError::BadRequest(
+            "Request_UnsupportedQuery",
+            format!("Syntax error: invalid $search value '{text}'. Use \"property:term\"."),
+        )
+    };
+    text.split(" OR ")
+        .map(|clause| {
+            let inner = clause
+                .trim()
+                .strip_prefix('"')
+                .and_then(|c| c.strip_suffix('"'))
+                .ok_or_else(invalid)?;
+            let (property, term) = inner.split_once(':').ok_or_else(invalid)?;
+            if property.trim().is_empty() || term.trim().is_empty() {
+                return Err(invalid());
+            }
+            Ok((property.trim().to_owned(), term.trim().to_lowercase()))
+        })
+        .collect()
+}
+
+/// Graph's tokenized search: the value is split into words (at spaces, punctuation and
+/// lowercase-to-uppercase changes) and matches when a word starts with the term; a term of
+/// several words matches a value containing it from a word's start.
+fn tokens_match(value: &str, term: &str) -> bool {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut previous_lower = false;
+    for c in value.chars() {
+        if !c.is_alphanumeric() {
+            if !word.is_empty() {
+                words.push(std::mem::take(&mut word));
+            }
+            previous_lower = false;
+            continue;
+        }
+        if c.is_uppercase() && previous_lower && !word.is_empty() {
+            words.push(std::mem::take(&mut word));
+        }
+        previous_lower = c.is_lowercase();
+        word.extend(c.to_lowercase());
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    let lower = value.to_lowercase();
+    words.iter().any(|w| w.starts_with(term)) || (term.contains(' ') && lower.contains(term))
 }
 
 /// `$count=true`: `Ok(true)` with `ConsistencyLevel: eventual`, an error without it.
@@ -545,4 +611,19 @@ pub(super) async fn role_members(
         },
     )
     .await
+}
+
+#[cfg(test)]
+mod search_tests {
+    use super::tokens_match;
+
+    #[test]
+    fn a_term_matches_the_start_of_any_word_whatever_the_case() {
+        assert!(tokens_match("Sales Team Europe", "team"));
+        assert!(tokens_match("Sales Team Europe", "eur"));
+        assert!(tokens_match("salesTeam", "team"));
+        assert!(tokens_match("R&D-Berlin", "berlin"));
+        assert!(!tokens_match("Sales Team Europe", "ales"));
+        assert!(tokens_match("Sales Team Europe", "team eu"));
+    }
 }

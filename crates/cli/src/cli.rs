@@ -1,0 +1,337 @@
+//! The command line: every command, its arguments, its `--help` and an example.
+
+use crate::output::Format;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+const EXAMPLES: &str = "\
+Examples:
+  export CARDSYNC_SERVER=https://cardsync-admin.example.com
+  export CARDSYNC_TOKEN=$(az account get-access-token --scope api://cardsync/.default --query accessToken -o tsv)
+  cardsync tenant create --id 72f988bf-86f1-41af-91ab-2d7cd011db47 --name Contoso
+  CARDSYNC_CREDENTIAL=... cardsync connection put --tenant 72f988bf-86f1-41af-91ab-2d7cd011db47 --client-id 11111111-2222-3333-4444-555555555555
+  cardsync connection test --tenant 72f988bf-86f1-41af-91ab-2d7cd011db47
+  cardsync sync --tenant 72f988bf-86f1-41af-91ab-2d7cd011db47
+  cardsync runs --tenant 72f988bf-86f1-41af-91ab-2d7cd011db47 -o json
+
+Exit codes: 0 done, 1 failed (server error, unreachable, local file), 2 bad arguments,
+3 not found, 4 not authenticated or not allowed, 5 refused (invalid or conflicting request).";
+
+/// The admin API's command-line client.
+#[derive(Debug, Parser)]
+#[command(name = "cardsync", version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    /// The admin API's base URL.
+    #[arg(
+        long,
+        global = true,
+        env = "CARDSYNC_SERVER",
+        default_value = "http://127.0.0.1:8083"
+    )]
+    pub(crate) server: String,
+    /// A file holding the bearer token (used when CARDSYNC_TOKEN is not set).
+    #[arg(long, global = true, env = "CARDSYNC_TOKEN_FILE")]
+    pub(crate) token_file: Option<PathBuf>,
+    /// How answers are printed.
+    #[arg(short = 'o', long, global = true, value_enum, default_value = "table")]
+    pub(crate) output: Format,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Tenants: list, show, create, update, disconnect, reconnect, audit.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  cardsync tenant update 72f988bf-86f1-41af-91ab-2d7cd011db47 --invites true"
+    )]
+    Tenant(TenantCommand),
+    /// A tenant's Graph connection: put, show, test, delete.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  CARDSYNC_CREDENTIAL=s3cret cardsync connection put --tenant <id> --client-id <app id>"
+    )]
+    Connection(ConnectionCommand),
+    /// Which users a tenant syncs: all, or the nested members of groups.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  cardsync scope set --tenant <id> --group <group id> --group <group id>"
+    )]
+    Scope(ScopeCommand),
+    /// Search a tenant's groups by name (through Graph), with their member counts.
+    #[command(after_help = "Example:\n  cardsync groups --tenant <id> sales")]
+    Groups {
+        #[command(flatten)]
+        tenant: TenantArg,
+        /// Words the group's name starts with.
+        search: String,
+    },
+    /// A tenant's field rules: show, put (validated, versioned), history.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  cardsync rules show --tenant <id> -o json > rules.json && cardsync rules put --tenant <id> rules.json"
+    )]
+    Rules(RulesCommand),
+    /// Cards: list (with filters), show (with provenance), edit a field.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  cardsync cards list --tenant <id> --status active --name ann"
+    )]
+    Cards(CardsCommand),
+    /// Sync Now: the whole tenant, or one group's members; prints the run id.
+    #[command(after_help = "Example:\n  cardsync sync --tenant <id> --group <group id>")]
+    Sync {
+        #[command(flatten)]
+        tenant: TenantArg,
+        /// Only this group's (nested) members.
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Sync one user: info (pull from Entra), cards (push the stored person), or full.
+    #[command(
+        after_help = "Example:\n  cardsync sync-user --tenant <id> <user object id> --depth info"
+    )]
+    SyncUser {
+        #[command(flatten)]
+        tenant: TenantArg,
+        /// The user's Entra object id.
+        user: String,
+        /// How deep.
+        #[arg(long, value_enum, default_value = "full")]
+        depth: Depth,
+    },
+    /// A tenant's sync runs, newest first, or one run.
+    #[command(
+        after_help = "Example:\n  cardsync runs --tenant <id>\n  cardsync runs --run <run id> -o json"
+    )]
+    Runs {
+        /// The tenant whose runs are listed.
+        #[arg(long, required_unless_present = "run")]
+        tenant: Option<String>,
+        /// Show this run only.
+        #[arg(long)]
+        run: Option<String>,
+    },
+    /// Dead-lettered messages: list (with their error and tenant), replay, discard.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  cardsync dead-letters list --queue card-writer.live\n  cardsync dead-letters replay card-writer.live <message id>"
+    )]
+    DeadLetters(DeadLettersCommand),
+    /// Graph subscriptions registered by hand (until the subscription-manager does it).
+    #[command(
+        subcommand,
+        after_help = "Example:\n  CARDSYNC_CLIENT_STATE=... cardsync subscription register --tenant <id> --id <subscription id> --expires-at 2026-12-09T00:00:00Z"
+    )]
+    Subscription(SubscriptionCommand),
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Example:\n  cardsync completion bash > /etc/bash_completion.d/cardsync"
+    )]
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TenantArg {
+    /// The tenant (its Entra tenant id).
+    #[arg(long)]
+    pub(crate) tenant: String,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Depth {
+    Info,
+    Cards,
+    Full,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TenantCommand {
+    /// List tenants.
+    List,
+    /// Show one tenant.
+    Show { id: String },
+    /// Create a tenant.
+    Create {
+        /// The Entra tenant id.
+        #[arg(long)]
+        id: String,
+        /// A display name.
+        #[arg(long)]
+        name: String,
+        /// Send `invited` events to new members.
+        #[arg(long)]
+        invites: bool,
+        /// Apply directory admin roles.
+        #[arg(long)]
+        admin_roles: bool,
+        /// Field rules as a JSON file (defaults when omitted).
+        #[arg(long)]
+        rules: Option<PathBuf>,
+    },
+    /// Change some of a tenant's settings (the others keep their values).
+    Update {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        invites: Option<bool>,
+        #[arg(long)]
+        admin_roles: Option<bool>,
+    },
+    /// Stop syncing a tenant (its cards stay).
+    Disconnect { id: String },
+    /// Sync a disconnected tenant again.
+    Reconnect { id: String },
+    /// Who changed what in a tenant's configuration.
+    Audit { id: String },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Kind {
+    Secret,
+    Certificate,
+    Federated,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConnectionCommand {
+    /// Store the connection; the credential comes from CARDSYNC_CREDENTIAL or a file.
+    Put {
+        #[command(flatten)]
+        tenant: TenantArg,
+        /// The app registration's client id.
+        #[arg(long)]
+        client_id: String,
+        #[arg(long, value_enum, default_value = "secret")]
+        kind: Kind,
+        /// A file holding the credential (a secret, a PEM bundle, a federated token path).
+        #[arg(long, conflicts_with = "credential")]
+        credential_file: Option<PathBuf>,
+        /// The credential itself (kept out of `ps` by its variable).
+        #[arg(long, env = "CARDSYNC_CREDENTIAL", hide_env_values = true)]
+        credential: Option<String>,
+    },
+    /// Show the connection (never its credential).
+    Show(TenantArg),
+    /// Get a token, count users and groups, name missing Graph permissions.
+    Test(TenantArg),
+    /// Remove the connection.
+    Delete(TenantArg),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ScopeCommand {
+    /// Show the scope.
+    Show(TenantArg),
+    /// Set the scope; no group means every user.
+    Set {
+        #[command(flatten)]
+        tenant: TenantArg,
+        /// A group id (repeat for several).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RulesCommand {
+    /// Show the rules and their version.
+    Show(TenantArg),
+    /// Save rules from a JSON file (validated; a new version).
+    Put {
+        #[command(flatten)]
+        tenant: TenantArg,
+        /// The rules document (the `rules` object of `rules show -o json`, or the whole answer).
+        file: PathBuf,
+    },
+    /// Saved versions, newest first.
+    History(TenantArg),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CardsCommand {
+    /// List cards.
+    List {
+        #[command(flatten)]
+        tenant: TenantArg,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        /// A team's group id.
+        #[arg(long)]
+        team: Option<String>,
+        /// Cards per page.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Follow every page.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show a card with where each value comes from.
+    Show {
+        #[command(flatten)]
+        tenant: TenantArg,
+        card: String,
+    },
+    /// Edit one field as a local edit (locked fields are refused).
+    Edit {
+        #[command(flatten)]
+        tenant: TenantArg,
+        card: String,
+        field: String,
+        /// The new value; omit to clear the field.
+        value: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DeadLettersCommand {
+    /// What the work queues dead-lettered, oldest first (they stay where they are).
+    List {
+        /// One work queue (`delta-worker.changes`, `card-writer.live`, …).
+        #[arg(long)]
+        queue: Option<String>,
+    },
+    /// Publish one to its work queue again (as a first try) and remove it from the dead letters.
+    Replay {
+        /// The work queue.
+        queue: String,
+        /// The message id.
+        message: String,
+    },
+    /// Remove one for good.
+    Discard {
+        /// The work queue.
+        queue: String,
+        /// The message id.
+        message: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SubscriptionCommand {
+    /// Register a Graph subscription; clientState from CARDSYNC_CLIENT_STATE.
+    Register {
+        #[command(flatten)]
+        tenant: TenantArg,
+        #[arg(long)]
+        id: String,
+        #[arg(long, default_value = "/users")]
+        resource: String,
+        /// RFC 3339.
+        #[arg(long)]
+        expires_at: String,
+        #[arg(long, env = "CARDSYNC_CLIENT_STATE", hide_env_values = true)]
+        client_state: String,
+    },
+    /// List a tenant's registered subscriptions.
+    List(TenantArg),
+}

@@ -1,0 +1,325 @@
+//! The `cardsync` binary against a running admin-api (graph-sim as the token issuer): its
+//! output and its exit codes.
+
+use admin_api::{Application, Settings};
+use cardsync_config::Sources;
+use cardsync_testkit::{amqp_url, database_url, unique_prefix};
+use graph_sim::control_client::{Control, client_credentials_token};
+use serde_json::Value;
+use std::process::Output;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+struct Setup {
+    _sim: graph_sim::RunningSim,
+    server: String,
+    admin: String,
+    reader: String,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn setup() -> Setup {
+    cardsync_testkit::init();
+    cardsync_testkit::test_pool().await;
+    let sim = graph_sim::spawn(graph_sim::SimConfig::default())
+        .await
+        .expect("graph-sim");
+    let control = Control::new(sim.control_url());
+    let directory = control.create_tenant().await.expect("directory");
+    let uri = "api://cardsync-cli-test";
+    let api_app = control
+        .create_api_app(&directory, uri, &["reader", "admin"], 1)
+        .await
+        .expect("api app");
+    let mut tokens = Vec::new();
+    for role in ["admin", "reader"] {
+        let client = control
+            .create_api_client(&directory, &api_app.client_id, &[role])
+            .await
+            .expect("client");
+        let secret = client.secret.expect("secret");
+        tokens.push(
+            client_credentials_token(sim.graph_url(), &directory, &client.client_id, &secret, uri)
+                .await
+                .expect("token"),
+        );
+    }
+    let env = vec![
+        (
+            "CARDSYNC__HTTP__LISTEN".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ),
+        (
+            "CARDSYNC__TOPOLOGY__PREFIX".to_owned(),
+            unique_prefix("tcli"),
+        ),
+        ("CARDSYNC__POSTGRES__URL".to_owned(), database_url()),
+        ("CARDSYNC__BUS__URL".to_owned(), amqp_url()),
+        ("CARDSYNC__BUS__QUEUE_TYPE".to_owned(), "classic".to_owned()),
+        (
+            "CARDSYNC__BUS__CONNECT_TIMEOUT".to_owned(),
+            "20s".to_owned(),
+        ),
+    ];
+    let mut settings = Settings::load(&Sources {
+        file: None,
+        env: Some(env),
+    })
+    .expect("settings");
+    settings.auth.audiences = vec![uri.to_owned()];
+    settings.auth.jwks_url = Some(format!("{}/common/discovery/v2.0/keys", sim.graph_url()));
+    let application = Application::build(&settings).await.expect("admin-api");
+    let server = format!("http://127.0.0.1:{}", application.port());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(application.run_until_stopped(shutdown.clone()));
+    let reader = tokens.pop().expect("reader");
+    let admin = tokens.pop().expect("admin");
+    Setup {
+        _sim: sim,
+        server,
+        admin,
+        reader,
+        shutdown,
+    }
+}
+
+/// Runs `cardsync` with `args` against `server` with `token` (none when `None`).
+async fn cardsync(server: &str, token: Option<&str>, args: &[&str]) -> Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cardsync"));
+    command
+        .args(args)
+        .env("CARDSYNC_SERVER", server)
+        .env_remove("CARDSYNC_TOKEN")
+        .env_remove("CARDSYNC_TOKEN_FILE");
+    if let Some(token) = token {
+        command.env("CARDSYNC_TOKEN", token);
+    }
+    tokio::task::spawn_blocking(move || command.output().expect("cardsync runs"))
+        .await
+        .expect("joined")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn json(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("not JSON: {}", stdout(output)))
+}
+
+#[tokio::test]
+async fn help_shows_examples_and_exit_codes_and_completion_prints_a_script() {
+    let help = cardsync("http://127.0.0.1:9", None, &["--help"]).await;
+    assert_eq!(help.status.code(), Some(0));
+    let text = stdout(&help);
+    assert!(
+        text.contains("Examples:") && text.contains("Exit codes"),
+        "{text}"
+    );
+    for command in [
+        "tenant",
+        "connection",
+        "scope",
+        "rules",
+        "cards",
+        "sync",
+        "runs",
+        "subscription",
+    ] {
+        let help = cardsync("http://127.0.0.1:9", None, &[command, "--help"]).await;
+        assert_eq!(help.status.code(), Some(0), "{command}");
+        assert!(
+            stdout(&help).contains("Example"),
+            "{command}: {}",
+            stdout(&help)
+        );
+    }
+    let completion = cardsync("http://127.0.0.1:9", None, &["completion", "bash"]).await;
+    assert_eq!(completion.status.code(), Some(0));
+    assert!(stdout(&completion).contains("cardsync"));
+    let usage = cardsync("http://127.0.0.1:9", None, &["tenant", "frobnicate"]).await;
+    assert_eq!(usage.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn the_cli_creates_shows_and_updates_a_tenant_with_exit_codes_scripts_can_use() {
+    let setup = setup().await;
+    let server = setup.server.as_str();
+    let id = Uuid::new_v4().to_string();
+
+    let denied = cardsync(server, None, &["tenant", "list"]).await;
+    assert_eq!(denied.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("CARDSYNC_TOKEN"));
+
+    let created = cardsync(
+        server,
+        Some(&setup.admin),
+        &[
+            "tenant", "create", "--id", &id, "--name", "Contoso", "-o", "json",
+        ],
+    )
+    .await;
+    assert_eq!(created.status.code(), Some(0), "{created:?}");
+    assert_eq!(json(&created)["name"], "Contoso");
+
+    let again = cardsync(
+        server,
+        Some(&setup.admin),
+        &["tenant", "create", "--id", &id, "--name", "Contoso"],
+    )
+    .await;
+    assert_eq!(again.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+
+    let updated = cardsync(
+        server,
+        Some(&setup.admin),
+        &["tenant", "update", &id, "--invites", "true", "-o", "json"],
+    )
+    .await;
+    assert_eq!(updated.status.code(), Some(0), "{updated:?}");
+    assert_eq!(json(&updated)["invites_enabled"], true);
+
+    let refused = cardsync(
+        server,
+        Some(&setup.reader),
+        &["tenant", "update", &id, "--invites", "false"],
+    )
+    .await;
+    assert_eq!(refused.status.code(), Some(4));
+
+    let shown = cardsync(server, Some(&setup.reader), &["tenant", "show", &id]).await;
+    assert_eq!(shown.status.code(), Some(0));
+    let text = stdout(&shown);
+    assert!(
+        text.lines()
+            .any(|line| line.starts_with("name") && line.ends_with("Contoso")),
+        "{text}"
+    );
+
+    let missing = cardsync(
+        server,
+        Some(&setup.reader),
+        &["tenant", "show", &Uuid::new_v4().to_string()],
+    )
+    .await;
+    assert_eq!(missing.status.code(), Some(3));
+
+    let token_file = std::env::temp_dir().join(format!("cardsync-token-{id}"));
+    std::fs::write(&token_file, &setup.reader).expect("token file");
+    let listed = cardsync(
+        server,
+        None,
+        &[
+            "--token-file",
+            token_file.to_str().expect("path"),
+            "tenant",
+            "list",
+        ],
+    )
+    .await;
+    let _ = std::fs::remove_file(&token_file);
+    assert_eq!(listed.status.code(), Some(0), "{listed:?}");
+    let text = stdout(&listed);
+    assert!(text.starts_with("ID"), "{text}");
+    assert!(text.contains(&id), "{text}");
+
+    let unreachable = cardsync(
+        "http://127.0.0.1:9",
+        Some(&setup.admin),
+        &["tenant", "list"],
+    )
+    .await;
+    assert_eq!(unreachable.status.code(), Some(1));
+}
+
+#[tokio::test]
+async fn the_cli_stores_a_connection_registers_a_subscription_and_asks_for_a_sync() {
+    let setup = setup().await;
+    let server = setup.server.as_str();
+    let admin = Some(setup.admin.as_str());
+    let id = Uuid::new_v4().to_string();
+    assert_eq!(
+        cardsync(
+            server,
+            admin,
+            &["tenant", "create", "--id", &id, "--name", "Fabrikam"]
+        )
+        .await
+        .status
+        .code(),
+        Some(0)
+    );
+
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cardsync"));
+    command
+        .args([
+            "connection",
+            "put",
+            "--tenant",
+            &id,
+            "--client-id",
+            "app-1",
+            "-o",
+            "json",
+        ])
+        .env("CARDSYNC_SERVER", server)
+        .env("CARDSYNC_TOKEN", &setup.admin)
+        .env("CARDSYNC_CREDENTIAL", "the-secret-value");
+    let put = tokio::task::spawn_blocking(move || command.output().expect("runs"))
+        .await
+        .expect("joined");
+    assert_eq!(put.status.code(), Some(0), "{put:?}");
+    assert_eq!(json(&put)["client_id"], "app-1");
+    let shown = cardsync(
+        server,
+        admin,
+        &["connection", "show", "--tenant", &id, "-o", "json"],
+    )
+    .await;
+    assert!(!stdout(&shown).contains("the-secret-value"));
+
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cardsync"));
+    let subscription = Uuid::new_v4().to_string();
+    command
+        .args([
+            "subscription",
+            "register",
+            "--tenant",
+            &id,
+            "--id",
+            &subscription,
+            "--expires-at",
+            "2030-01-01T00:00:00Z",
+        ])
+        .env("CARDSYNC_SERVER", server)
+        .env("CARDSYNC_TOKEN", &setup.admin)
+        .env("CARDSYNC_CLIENT_STATE", "state-of-the-art");
+    let registered = tokio::task::spawn_blocking(move || command.output().expect("runs"))
+        .await
+        .expect("joined");
+    assert_eq!(registered.status.code(), Some(0), "{registered:?}");
+    let listed = cardsync(server, admin, &["subscription", "list", "--tenant", &id]).await;
+    assert!(stdout(&listed).contains(&subscription));
+
+    let sync = cardsync(server, admin, &["sync", "--tenant", &id, "-o", "json"]).await;
+    assert_eq!(sync.status.code(), Some(0), "{sync:?}");
+    let run = json(&sync)["run_id"].as_str().expect("run id").to_owned();
+    let runs = cardsync(server, admin, &["runs", "--tenant", &id]).await;
+    assert!(stdout(&runs).contains(&run), "{}", stdout(&runs));
+
+    let invalid = cardsync(
+        server,
+        admin,
+        &["scope", "set", "--tenant", &id, "--group", "not a group!"],
+    )
+    .await;
+    assert_eq!(invalid.status.code(), Some(5));
+}

@@ -1,0 +1,141 @@
+//! `/v1/runs`: the sync runs of a tenant (Sync Now, per-user and per-group syncs, reconciles),
+//! newest first, and one run with its counts.
+
+use super::{Page, PageQuery, check_access, rfc3339, visible_tenant};
+use crate::error::ApiError;
+use crate::openapi::Refusals;
+use crate::state::AppState;
+use actix_web::{HttpResponse, web};
+use cardsync_auth::Principal;
+use cardsync_store::runs::{self, Run};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub(super) fn configure(config: &mut web::ServiceConfig) {
+    config
+        .service(web::resource("/runs").route(web::get().to(list)))
+        .service(web::resource("/runs/{run}").route(web::get().to(show)));
+}
+
+/// A run as the API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct RunView {
+    id: Uuid,
+    tenant_id: Uuid,
+    kind: String,
+    cause: String,
+    started_by: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<String>,
+    #[schema(value_type = String)]
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+    created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished_at: Option<String>,
+    counts: BTreeMap<String, i64>,
+}
+
+impl From<Run> for RunView {
+    fn from(run: Run) -> Self {
+        Self {
+            id: run.run_id,
+            tenant_id: run.tenant_id,
+            kind: run.kind,
+            cause: run.cause,
+            started_by: run.started_by,
+            target: run.target,
+            status: run.status.as_str(),
+            detail: run.detail,
+            created_at: rfc3339(run.created_at),
+            started_at: run.started_at.map(rfc3339),
+            finished_at: run.finished_at.map(rfc3339),
+            counts: run.counts,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct RunsQuery {
+    /// The tenant whose runs are listed.
+    tenant: Uuid,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// The cursor of a run: its creation time (Unix nanoseconds) and id.
+fn cursor_of(run: &RunView, created_at: OffsetDateTime) -> String {
+    format!("{}_{}", created_at.unix_timestamp_nanos(), run.id)
+}
+
+fn parse_cursor(cursor: &str) -> Result<(OffsetDateTime, Uuid), ApiError> {
+    let invalid = || ApiError::bad_request("invalid-cursor", "cursor is not one this API gave");
+    let (nanos, id) = cursor.split_once('_').ok_or_else(invalid)?;
+    let nanos: i128 = nanos.parse().map_err(|_| invalid())?;
+    let at = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| invalid())?;
+    let id = Uuid::parse_str(id).map_err(|_| invalid())?;
+    Ok((at, id))
+}
+
+#[utoipa::path(get, operation_id = "runs_list", path = "/v1/runs", tag = "runs", params(RunsQuery), responses((status = 200, description = "A tenant's runs, newest first", body = Page<RunView>), Refusals))]
+pub(crate) async fn list(
+    state: web::Data<AppState>,
+    caller: Principal,
+    query: web::Query<RunsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = visible_tenant(&state, &caller, query.tenant)
+        .await?
+        .tenant_id;
+    let page = PageQuery {
+        limit: query.limit,
+        cursor: query.cursor.clone(),
+    };
+    let limit = page.limit(&state)?;
+    let before = page.cursor.as_deref().map(parse_cursor).transpose()?;
+    let runs = runs::list(&state.pool, tenant, before, limit).await?;
+    let full = i64::try_from(runs.len()).unwrap_or(i64::MAX) >= limit;
+    let last = runs.last().map(|run| (run.created_at, run.run_id));
+    let items: Vec<RunView> = runs.into_iter().map(RunView::from).collect();
+    let next_cursor = match (full, last) {
+        (true, Some((at, _))) => items.last().map(|run| cursor_of(run, at)),
+        _ => None,
+    };
+    Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
+}
+
+#[utoipa::path(get, operation_id = "runs_show", path = "/v1/runs/{run}", tag = "runs", params(("run" = Uuid, Path, description = "The run")), responses((status = 200, description = "The run with its counts", body = RunView), Refusals))]
+pub(crate) async fn show(
+    state: web::Data<AppState>,
+    caller: Principal,
+    run: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let run = runs::get(&state.pool, *run)
+        .await?
+        .ok_or_else(|| ApiError::not_found("run", *run))?;
+    // A run of a tenant the caller may not see does not exist for it.
+    if check_access(&caller, run.tenant_id).is_err() {
+        return Err(ApiError::not_found("run", run.run_id));
+    }
+    Ok(HttpResponse::Ok().json(RunView::from(run)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_reads_back_as_the_time_and_id_it_was_made_of() {
+        let at = OffsetDateTime::from_unix_timestamp_nanos(1_765_000_000_123_456_000).unwrap();
+        let id = Uuid::new_v4();
+        let cursor = format!("{}_{id}", at.unix_timestamp_nanos());
+        assert_eq!(parse_cursor(&cursor).unwrap(), (at, id));
+        assert!(parse_cursor("nonsense").is_err());
+        assert!(parse_cursor("12_notauuid").is_err());
+    }
+}

@@ -1,0 +1,326 @@
+//! `/v1/tenants/{tenant}/scope` (all users, or the nested members of groups), the tenant's group
+//! search through Graph (`$search` with `ConsistencyLevel: eventual`, member counts with
+//! `$count`), and `/rules`: the field rules, validated on save, versioned with their history.
+
+use super::tenants::check_rules;
+use super::{Items, audit, is_object_id, rfc3339, visible_tenant};
+use crate::error::ApiError;
+use crate::openapi::Refusals;
+use crate::state::AppState;
+use actix_web::{HttpResponse, web};
+use cardsync_auth::Principal;
+use cardsync_graph::{GraphError, RequestCost, TokenError};
+use cardsync_rules::FieldRules;
+use cardsync_store::admin;
+use cardsync_store::connections;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+pub(super) fn configure(config: &mut web::ServiceConfig) {
+    config
+        .service(
+            web::resource("/tenants/{tenant}/scope")
+                .route(web::get().to(show_scope))
+                .route(web::put().to(put_scope)),
+        )
+        .service(web::resource("/tenants/{tenant}/groups").route(web::get().to(search_groups)))
+        .service(
+            web::resource("/tenants/{tenant}/rules")
+                .route(web::get().to(show_rules))
+                .route(web::put().to(put_rules)),
+        )
+        .service(
+            web::resource("/tenants/{tenant}/rules/history").route(web::get().to(rules_history)),
+        );
+}
+
+/// The most groups a scope may name.
+const MAX_SCOPE_GROUPS: usize = 500;
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Scope {
+    /// Group ids whose (nested) members are in scope; empty: every user.
+    groups: Vec<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ScopeView {
+    all_users: bool,
+    groups: Vec<String>,
+}
+
+impl ScopeView {
+    fn of(groups: Option<Vec<String>>) -> Self {
+        let groups = groups.unwrap_or_default();
+        Self {
+            all_users: groups.is_empty(),
+            groups,
+        }
+    }
+}
+
+#[utoipa::path(get, operation_id = "scope_show_scope", path = "/v1/tenants/{tenant}/scope", tag = "scope", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), responses((status = 200, description = "The scope", body = ScopeView), Refusals))]
+pub(crate) async fn show_scope(
+    state: web::Data<AppState>,
+    caller: Principal,
+    tenant: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = visible_tenant(&state, &caller, *tenant).await?.tenant_id;
+    let groups = cardsync_store::directory::scope(&state.pool, tenant).await?;
+    Ok(HttpResponse::Ok().json(ScopeView::of(groups)))
+}
+
+fn check_group_id(id: &str) -> Result<(), ApiError> {
+    if is_object_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "invalid-group-id",
+            format!("{id:?} is not a Graph object id"),
+        ))
+    }
+}
+
+#[utoipa::path(put, operation_id = "scope_put_scope", path = "/v1/tenants/{tenant}/scope", tag = "scope", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), request_body = Scope, responses((status = 200, description = "The scope set", body = ScopeView), Refusals))]
+pub(crate) async fn put_scope(
+    state: web::Data<AppState>,
+    caller: Principal,
+    tenant: web::Path<Uuid>,
+    body: web::Json<Scope>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = visible_tenant(&state, &caller, *tenant).await?.tenant_id;
+    let mut groups = body.into_inner().groups;
+    if groups.len() > MAX_SCOPE_GROUPS {
+        return Err(ApiError::invalid(
+            "too-many-groups",
+            format!("a scope names at most {MAX_SCOPE_GROUPS} groups"),
+        ));
+    }
+    for group in &groups {
+        check_group_id(group)?;
+    }
+    groups.sort();
+    groups.dedup();
+    let before = cardsync_store::directory::scope(&state.pool, tenant).await?;
+    cardsync_store::directory::set_scope(&state.pool, tenant, &groups).await?;
+    let after = ScopeView::of(Some(groups));
+    audit(
+        &state.pool,
+        &caller,
+        Some(tenant),
+        "scope.update",
+        None,
+        Some(json!(ScopeView::of(before))),
+        Some(json!(after)),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(after))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct GroupSearch {
+    /// Words the group's display name starts with.
+    search: String,
+    /// At most this many groups (1 to 50, default 20).
+    limit: Option<u8>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct GroupView {
+    id: String,
+    display_name: Option<String>,
+    description: Option<String>,
+    /// Users among its nested members (`$count`), when Graph could count them.
+    members: Option<u64>,
+}
+
+fn graph_failed(error: GraphError) -> ApiError {
+    match error {
+        GraphError::Forbidden { .. } => ApiError::Conflict {
+            code: "graph-permission-missing",
+            detail: "the tenant's app lacks a Graph permission to read groups (Group.Read.All or GroupMember.Read.All); run the connection test".into(),
+        },
+        // The stored connection cannot sign in: the configuration, not the service, is wrong.
+        GraphError::Unauthorized
+        | GraphError::Token(
+            TokenError::Refused { .. }
+            | TokenError::BadCertificate(_)
+            | TokenError::FederatedTokenFile(_),
+        ) => {
+            ApiError::Conflict {
+                code: "graph-sign-in-failed",
+                detail: format!(
+                    "the tenant's Graph connection cannot sign in ({error}); run the connection test"
+                ),
+            }
+        }
+        other => ApiError::Graph(other.to_string()),
+    }
+}
+
+#[utoipa::path(get, operation_id = "scope_search_groups", path = "/v1/tenants/{tenant}/groups", tag = "scope", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)"), GroupSearch), responses((status = 200, description = "Groups whose name has a word starting with the search", body = Items<GroupView>), Refusals))]
+pub(crate) async fn search_groups(
+    state: web::Data<AppState>,
+    caller: Principal,
+    tenant: web::Path<Uuid>,
+    query: web::Query<GroupSearch>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = visible_tenant(&state, &caller, *tenant).await?.tenant_id;
+    let term = query.search.trim();
+    if term.is_empty() || term.len() > 256 || term.chars().any(|c| c == '"' || c.is_control()) {
+        return Err(ApiError::bad_request(
+            "invalid-search",
+            "search must be 1 to 256 characters without double quotes",
+        ));
+    }
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=50).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid-limit",
+            "limit must be between 1 and 50",
+        ));
+    }
+    let stored = connections::get(&state.pool, &state.sealing, tenant)
+        .await
+        .map_err(|error| ApiError::Internal(error.into()))?
+        .ok_or_else(|| ApiError::Conflict {
+            code: "no-connection",
+            detail: format!("tenant {tenant} has no Graph connection; put one first"),
+        })?;
+    let connection = cardsync_rounds::graph_connection(stored);
+    let mut url = url::Url::parse(&state.graph.url("/groups"))
+        .map_err(|error| ApiError::Internal(error.into()))?;
+    url.query_pairs_mut()
+        .append_pair("$search", &format!("\"displayName:{term}\""))
+        .append_pair("$select", "id,displayName,description")
+        .append_pair("$top", &limit.to_string())
+        .append_pair("$count", "true");
+    let page = state
+        .graph
+        .get_json(&connection, url.as_str(), RequestCost::LIGHT)
+        .await
+        .map_err(graph_failed)?;
+    let mut groups = Vec::new();
+    for group in page["value"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .take(usize::from(limit))
+    {
+        let Some(id) = group["id"].as_str() else {
+            continue;
+        };
+        let count_url = state.graph.url(&format!(
+            "/groups/{id}/transitiveMembers/microsoft.graph.user/$count"
+        ));
+        let members = state
+            .graph
+            .get_json(&connection, &count_url, RequestCost::LIGHT)
+            .await
+            .ok()
+            .and_then(|count| count.as_u64());
+        groups.push(GroupView {
+            id: id.to_owned(),
+            display_name: group["displayName"].as_str().map(str::to_owned),
+            description: group["description"].as_str().map(str::to_owned),
+            members,
+        });
+    }
+    Ok(HttpResponse::Ok().json(Items { items: groups }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct RulesView {
+    version: i64,
+    #[schema(value_type = Object)]
+    rules: FieldRules,
+}
+
+#[utoipa::path(get, operation_id = "scope_show_rules", path = "/v1/tenants/{tenant}/rules", tag = "rules", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), responses((status = 200, description = "The rules in force and their version", body = RulesView), Refusals))]
+pub(crate) async fn show_rules(
+    state: web::Data<AppState>,
+    caller: Principal,
+    tenant: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = visible_tenant(&state, &caller, *tenant).await?.tenant_id;
+    let mut tx = state.pool.begin().await?;
+    let (rules, version) = admin::lock_rules(&mut tx, tenant)
+        .await?
+        .ok_or_else(|| ApiError::not_found("tenant", tenant))?;
+    tx.rollback().await?;
+    Ok(HttpResponse::Ok().json(RulesView { version, rules }))
+}
+
+#[utoipa::path(put, operation_id = "scope_put_rules", path = "/v1/tenants/{tenant}/rules", tag = "rules", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), request_body(content = Object, description = "Field rules (crates/rules/README.md)"), responses((status = 200, description = "Saved as a new version (or unchanged)", body = RulesView), Refusals))]
+pub(crate) async fn put_rules(
+    state: web::Data<AppState>,
+    caller: Principal,
+    tenant: web::Path<Uuid>,
+    body: web::Json<FieldRules>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = visible_tenant(&state, &caller, *tenant).await?.tenant_id;
+    let rules = body.into_inner();
+    check_rules(&rules)?;
+    let mut tx = state.pool.begin().await?;
+    let (before, before_version) = admin::lock_rules(&mut tx, tenant)
+        .await?
+        .ok_or_else(|| ApiError::not_found("tenant", tenant))?;
+    if before == rules {
+        tx.rollback().await?;
+        return Ok(HttpResponse::Ok().json(RulesView {
+            version: before_version,
+            rules,
+        }));
+    }
+    let version = admin::save_rules(&mut tx, tenant, &rules, &caller.subject).await?;
+    audit(
+        &mut *tx,
+        &caller,
+        Some(tenant),
+        "rules.update",
+        Some(&format!("version {version}")),
+        Some(json!(RulesView {
+            version: before_version,
+            rules: before
+        })),
+        Some(json!(RulesView {
+            version,
+            rules: rules.clone()
+        })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().json(RulesView { version, rules }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct RulesVersionView {
+    version: i64,
+    changed_by: String,
+    changed_at: String,
+    #[schema(value_type = Object)]
+    rules: FieldRules,
+}
+
+#[utoipa::path(get, operation_id = "scope_rules_history", path = "/v1/tenants/{tenant}/rules/history", tag = "rules", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), responses((status = 200, description = "Saved versions, newest first", body = Items<RulesVersionView>), Refusals))]
+pub(crate) async fn rules_history(
+    state: web::Data<AppState>,
+    caller: Principal,
+    tenant: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = visible_tenant(&state, &caller, *tenant).await?.tenant_id;
+    let items: Vec<RulesVersionView> = admin::rules_history(&state.pool, tenant, 100)
+        .await?
+        .into_iter()
+        .map(|saved| RulesVersionView {
+            version: saved.version,
+            changed_by: saved.changed_by,
+            changed_at: rfc3339(saved.changed_at),
+            rules: saved.rules,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(Items { items }))
+}

@@ -1,0 +1,240 @@
+//! Sync Now for a tenant or a group, and per-user sync (`info`: pull from Entra; `cards`: push
+//! the stored person to the card without a Graph call; `full`: both). Each records a run first
+//! (so the answer carries its id) and publishes a `SyncRequest` naming it, confirmed by the
+//! broker before the API answers 202. Until the reconciler lands, Sync Now of a tenant is a
+//! full `SyncRequest` for the delta-worker.
+
+use super::{audit, is_object_id, optional_body, visible_tenant};
+use crate::error::ApiError;
+use crate::openapi::Refusals;
+use crate::state::AppState;
+use actix_web::{HttpResponse, web};
+use cardsync_auth::Principal;
+use cardsync_bus::{Outgoing, names, routing};
+use cardsync_proto as proto;
+use cardsync_store::admin::TenantSummary;
+use cardsync_store::runs::{self, NewRun, RunStatus};
+use proto::sync_request::{Depth, Scope};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+pub(super) fn configure(config: &mut web::ServiceConfig) {
+    config
+        .service(web::resource("/tenants/{tenant}/sync").route(web::post().to(sync_tenant)))
+        .service(
+            web::resource("/tenants/{tenant}/users/{user}/sync").route(web::post().to(sync_user)),
+        );
+}
+
+/// How deep a sync goes.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SyncDepth {
+    /// Pull the person from Entra.
+    Info,
+    /// Push the stored person to the card, without a Graph call.
+    Cards,
+    /// Both.
+    #[default]
+    Full,
+}
+
+impl From<SyncDepth> for Depth {
+    fn from(depth: SyncDepth) -> Self {
+        match depth {
+            SyncDepth::Info => Depth::Info,
+            SyncDepth::Cards => Depth::Cards,
+            SyncDepth::Full => Depth::Full,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SyncTenant {
+    /// Only the nested members of this group.
+    group: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SyncUser {
+    #[serde(default)]
+    depth: SyncDepth,
+}
+
+/// The answer to a sync request.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct SyncAccepted {
+    /// The run the request belongs to (`GET /v1/runs/{run}`).
+    run_id: Uuid,
+    /// `queued`.
+    status: String,
+}
+
+/// A sync needs a tenant that is connected and not disconnected.
+fn check_syncable(tenant: &TenantSummary) -> Result<(), ApiError> {
+    if tenant.disconnected_at.is_some() {
+        return Err(ApiError::Conflict {
+            code: "tenant-disconnected",
+            detail: format!(
+                "tenant {} is disconnected; reconnect it first",
+                tenant.tenant_id
+            ),
+        });
+    }
+    if !tenant.has_connection {
+        return Err(ApiError::Conflict {
+            code: "no-connection",
+            detail: format!(
+                "tenant {} has no Graph connection; put one first",
+                tenant.tenant_id
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn check_object_id(id: &str, what: &'static str) -> Result<(), ApiError> {
+    if is_object_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid-id",
+            format!("{what} id {id:?} is not a Graph object id"),
+        ))
+    }
+}
+
+/// Records the run, publishes the request, and answers 202 with the run id; a request the
+/// broker does not confirm fails the run and answers 503.
+async fn request(
+    state: &AppState,
+    caller: &Principal,
+    tenant: Uuid,
+    kind: &str,
+    target: Option<String>,
+    scope: Scope,
+    depth: Depth,
+) -> Result<HttpResponse, ApiError> {
+    let run_id = Uuid::now_v7();
+    let cause = proto::Cause::Manual;
+    runs::create(
+        &state.pool,
+        &NewRun {
+            run_id,
+            tenant_id: tenant,
+            kind: kind.to_owned(),
+            cause: cause.as_str().to_owned(),
+            started_by: caller.subject.clone(),
+            target: target.clone(),
+        },
+    )
+    .await?;
+    let tenant_text = tenant.to_string();
+    let message = proto::SyncRequest {
+        envelope: Some(proto::Envelope::new(&tenant_text, cause)),
+        scope: scope as i32,
+        target_id: target.clone().unwrap_or_default(),
+        depth: depth as i32,
+        run_id: run_id.to_string(),
+    };
+    let outgoing = Outgoing::new(
+        &state.topology.name(names::SYNC),
+        &routing::sync_request(&tenant_text),
+        &message,
+    );
+    if let Err(error) = state.publisher.publish_all(vec![outgoing]).await {
+        let _ = runs::set_status(
+            &state.pool,
+            run_id,
+            RunStatus::Failed,
+            Some("the broker did not take the request"),
+        )
+        .await;
+        return Err(ApiError::Unavailable {
+            what: "the message broker",
+            source: error.into(),
+        });
+    }
+    audit(
+        &state.pool,
+        caller,
+        Some(tenant),
+        "sync.request",
+        Some(&run_id.to_string()),
+        None,
+        Some(json!({"kind": kind, "target": target, "depth": depth.as_str_name()})),
+    )
+    .await?;
+    Ok(HttpResponse::Accepted()
+        .insert_header(("Location", format!("/v1/runs/{run_id}")))
+        .json(SyncAccepted {
+            run_id,
+            status: "queued".to_owned(),
+        }))
+}
+
+#[utoipa::path(post, operation_id = "sync_sync_tenant", path = "/v1/tenants/{tenant}/sync", tag = "sync", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), request_body(content = Option<SyncTenant>, description = "A group to sync; none: the whole tenant"), responses((status = 202, description = "Requested; the run id names it", body = SyncAccepted), Refusals))]
+pub(crate) async fn sync_tenant(
+    state: web::Data<AppState>,
+    caller: Principal,
+    tenant: web::Path<Uuid>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = visible_tenant(&state, &caller, *tenant).await?;
+    let body: SyncTenant = optional_body(&body)?.unwrap_or_default();
+    check_syncable(&tenant)?;
+    match body.group {
+        Some(group) => {
+            check_object_id(&group, "group")?;
+            request(
+                &state,
+                &caller,
+                tenant.tenant_id,
+                "group_sync",
+                Some(group),
+                Scope::Group,
+                Depth::Full,
+            )
+            .await
+        }
+        None => {
+            request(
+                &state,
+                &caller,
+                tenant.tenant_id,
+                "sync_now",
+                None,
+                Scope::Tenant,
+                Depth::Full,
+            )
+            .await
+        }
+    }
+}
+
+#[utoipa::path(post, operation_id = "sync_sync_user", path = "/v1/tenants/{tenant}/users/{user}/sync", tag = "sync", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)"), ("user" = String, Path, description = "The user's Entra object id")), request_body(content = Option<SyncUser>, description = "How deep (default full)"), responses((status = 202, description = "Requested; the run id names it", body = SyncAccepted), Refusals))]
+pub(crate) async fn sync_user(
+    state: web::Data<AppState>,
+    caller: Principal,
+    path: web::Path<(Uuid, String)>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, user) = path.into_inner();
+    let tenant = visible_tenant(&state, &caller, tenant).await?;
+    let depth = optional_body::<SyncUser>(&body)?.unwrap_or_default().depth;
+    check_object_id(&user, "user")?;
+    check_syncable(&tenant)?;
+    request(
+        &state,
+        &caller,
+        tenant.tenant_id,
+        "user_sync",
+        Some(user),
+        Scope::User,
+        depth.into(),
+    )
+    .await
+}

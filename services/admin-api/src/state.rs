@@ -1,0 +1,27 @@
+//! What every handler shares.
+
+use crate::settings::AdminSettings;
+use cardsync_bus::{Publisher, Topology};
+use cardsync_graph::GraphClient;
+use cardsync_store::connections::SealingKey;
+use sqlx::PgPool;
+use std::sync::Arc;
+
+/// Shared state of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Configuration, cards, runs.
+    pub pool: PgPool,
+    /// Publishes sync requests.
+    pub publisher: Publisher,
+    /// Exchange and queue names.
+    pub topology: Topology,
+    /// Graph, for connection tests and group search.
+    pub graph: GraphClient,
+    /// Seals and opens Graph credentials.
+    pub sealing: Arc<SealingKey>,
+    /// The API's own limits.
+    pub admin: AdminSettings,
+    /// The work queues' dead letters.
+    pub dead_letters: cardsync_bus::DeadLetters,
+}

@@ -1,0 +1,8 @@
+//! The admin-api's integration tests, one binary: the real service on port 0 against real
+//! PostgreSQL and RabbitMQ, with graph-sim as the token issuer (its JWKS) and as Graph.
+
+mod auth;
+mod dead_letters;
+mod resources;
+mod support;
+mod tenants;
