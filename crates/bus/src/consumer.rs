@@ -22,7 +22,7 @@ use cardsync_telemetry::propagation;
 use futures_util::{FutureExt as _, StreamExt as _};
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
-    BasicQosOptions, QueueDeclareOptions,
+    BasicQosOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, Connection};
@@ -299,13 +299,15 @@ impl Consumer {
             tracing::info!(queue = %queue, connection = %core.name, "bus consumer started");
             // Delivery tags count from 1 on every channel, so every session groups its own acks.
             let (acks, acks_sent) = AckGroup::start();
-            let mut depth_tick = tokio::time::interval(DEPTH_INTERVAL);
+            let mut depth_tick = tokio::time::interval(crate::metrics::DEPTH_INTERVAL);
 
             loop {
                 tokio::select! {
                     biased;
                     _ = depth_tick.tick(), if core.metrics.get().is_some() => {
-                        core.sample_depth(&session.channel, &queue_name).await;
+                        if let Some(metrics) = core.metrics.get() {
+                            metrics.sample_depth(&session.channel, &queue_name, &core.queue_name).await;
+                        }
                     }
                     _ = shutdown.cancelled() => {
                         let _ = session.channel.basic_cancel(tag.clone(), BasicCancelOptions::default()).await;
@@ -438,30 +440,7 @@ impl Consumer {
     }
 }
 
-/// How often a consumer with metrics looks at its queue's depth.
-const DEPTH_INTERVAL: Duration = Duration::from_secs(15);
-
 impl Core {
-    /// Records how many messages wait in the queue (a passive declare on the consuming
-    /// channel; a failure leaves the last value, and the connection's own errors surface in
-    /// the consumer loop).
-    async fn sample_depth(&self, channel: &Channel, queue: &ShortString) {
-        let Some(metrics) = self.metrics.get() else {
-            return;
-        };
-        let options = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        match channel
-            .queue_declare(queue.clone(), options, FieldTable::default())
-            .await
-        {
-            Ok(declared) => metrics.depth(&self.queue_name, declared.message_count()),
-            Err(error) => tracing::debug!(error = %error, "queue depth not sampled"),
-        }
-    }
-
     fn work_queue(&self) -> Result<&WorkQueue, BusError> {
         self.queue
             .as_ref()

@@ -3,6 +3,13 @@
 //! (`card-writer.live`), the same in every deployment whatever its topology prefix.
 
 use crate::consumer::Processed;
+use lapin::Channel;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::{FieldTable, ShortString};
+use std::time::Duration;
+
+/// How often a consumer with metrics looks at its queue's depth.
+pub(crate) const DEPTH_INTERVAL: Duration = Duration::from_secs(15);
 use cardsync_telemetry::metrics::{
     HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, MetricsError, Opts, Registry, register,
 };
@@ -96,8 +103,23 @@ impl BusMetrics {
         self.messages.with_label_values(&[queue, outcome]).inc();
     }
 
-    /// The queue held `ready` messages at the last look.
-    pub(crate) fn depth(&self, queue: &str, ready: u32) {
-        self.depth.with_label_values(&[queue]).set(i64::from(ready));
+    /// Records how many messages wait in `queue` (labelled `label`): a passive declare on the
+    /// consuming channel; a failure leaves the last value, and the connection's own errors
+    /// surface in the consumer loop.
+    pub(crate) async fn sample_depth(&self, channel: &Channel, queue: &ShortString, label: &str) {
+        let options = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        match channel
+            .queue_declare(queue.clone(), options, FieldTable::default())
+            .await
+        {
+            Ok(declared) => self
+                .depth
+                .with_label_values(&[label])
+                .set(i64::from(declared.message_count())),
+            Err(error) => tracing::debug!(error = %error, "queue depth not sampled"),
+        }
     }
 }
