@@ -3,10 +3,10 @@
 //! deploy/chart-check/promql_names.py (promql-parser, in the project's .venv), the families come
 //! from real `/metrics` scrapes of every service after a pipeline has synced and moved a change.
 
-use crate::support::{self, Setup, card_field, eventually, unique};
+use crate::support::{self, Setup};
 use anyhow::{Context as _, ensure};
 use cardsync_demo::Service;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
@@ -19,21 +19,7 @@ async fn every_metric_the_chart_names_is_exported_by_a_service() {
         .unwrap();
     support::run(Setup::new("catalogue", 20), async |p| {
         p.initial_sync(Duration::from_secs(90)).await?;
-        let tenant = p.tenant_text();
-        let user = support::enabled_users(p).await?.remove(0);
-        let title = unique("Catalogued");
-        p.control
-            .update_user(&tenant, &user.id, json!({"jobTitle": title}))
-            .await?;
-        eventually(
-            "the change reaches the card",
-            Duration::from_secs(60),
-            async || {
-                let field = card_field(p, &user.id, "job_title").await?;
-                Ok(field.filter(|(_, v)| v.as_deref() == Some(title.as_str())))
-            },
-        )
-        .await?;
+        support::retitle_one(p, "Catalogued").await?;
 
         let mut exported = BTreeSet::new();
         for service in Service::ALL {

@@ -3,7 +3,7 @@
 //! then every log line, every `/metrics` scrape and every error body it produced is searched for
 //! them, and for any bearer token (a JWT starts with `eyJ`).
 
-use crate::support::{self, Setup, card_field, eventually, unique};
+use crate::support::{self, Setup};
 use anyhow::ensure;
 use base64::Engine as _;
 use cardsync_demo::Service;
@@ -22,20 +22,7 @@ async fn no_secret_reaches_a_log_a_metric_or_an_error_body() {
     support::run(setup, async |p| {
         p.initial_sync(Duration::from_secs(90)).await?;
         let tenant = p.tenant_text();
-        let user = support::enabled_users(p).await?.remove(0);
-        let title = unique("Secret");
-        p.control
-            .update_user(&tenant, &user.id, json!({"jobTitle": title}))
-            .await?;
-        eventually(
-            "the change reaches the card",
-            Duration::from_secs(60),
-            async || {
-                let field = card_field(p, &user.id, "job_title").await?;
-                Ok(field.filter(|(_, v)| v.as_deref() == Some(title.as_str())))
-            },
-        )
-        .await?;
+        support::retitle_one(p, "Secret").await?;
 
         let mut secrets = vec![
             (

@@ -277,3 +277,25 @@ pub async fn eventually<T>(
 pub fn unique(prefix: &str) -> String {
     format!("{prefix} {}", &Uuid::new_v4().simple().to_string()[..8])
 }
+
+/// Gives the first enabled user a new job title in the directory and waits until their card shows
+/// it: one notified change through the whole pipeline.
+pub async fn retitle_one(pipeline: &Pipeline, prefix: &str) -> anyhow::Result<()> {
+    let tenant = pipeline.tenant_text();
+    let user = enabled_users(pipeline).await?.remove(0);
+    let title = unique(prefix);
+    pipeline
+        .control
+        .update_user(&tenant, &user.id, serde_json::json!({"jobTitle": title}))
+        .await?;
+    eventually(
+        "the change reaches the card",
+        Duration::from_secs(60),
+        async || {
+            let field = card_field(pipeline, &user.id, "job_title").await?;
+            Ok(field.filter(|(_, v)| v.as_deref() == Some(title.as_str())))
+        },
+    )
+    .await?;
+    Ok(())
+}

@@ -2,10 +2,9 @@
 //! and the trace of one notification runs from the webhook through the delta-worker's round to
 //! the card-writer's commit, across three processes.
 
-use crate::support::{self, Setup, card_field, eventually, unique};
+use crate::support::{self, Setup, eventually, unique};
 use anyhow::ensure;
 use cardsync_demo::otlp::{Receiver, SpanRecord, services_in};
-use serde_json::json;
 use std::time::Duration;
 
 #[tokio::test]
@@ -19,21 +18,7 @@ async fn one_notifications_trace_runs_from_the_webhook_to_the_card_writers_commi
         .push(("CARDSYNC__TELEMETRY__OTLP_ENDPOINT", receiver.url()));
     support::run(setup, async |p| {
         p.initial_sync(Duration::from_secs(90)).await?;
-        let tenant = p.tenant_text();
-        let user = support::enabled_users(p).await?.remove(0);
-        let title = unique("Traced");
-        p.control
-            .update_user(&tenant, &user.id, json!({"jobTitle": title}))
-            .await?;
-        eventually(
-            "the change reaches the card",
-            Duration::from_secs(60),
-            async || {
-                let field = card_field(p, &user.id, "job_title").await?;
-                Ok(field.filter(|(_, v)| v.as_deref() == Some(title.as_str())))
-            },
-        )
-        .await?;
+        support::retitle_one(p, "Traced").await?;
 
         // The services export in batches every few seconds: wait for the whole trace.
         let (trace, spans) = eventually(
