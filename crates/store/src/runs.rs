@@ -508,6 +508,15 @@ pub async fn emission_done(
     if !lock(conn, run_id).await? {
         return Ok(false);
     }
+    // A redelivered request runs its round again: the run keeps the first emission's figures.
+    let emitted: Option<OffsetDateTime> =
+        sqlx::query_scalar("SELECT emitted_at FROM sync_runs WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_one(&mut *conn)
+            .await?;
+    if emitted.is_some() {
+        return settle(conn, run_id).await;
+    }
     add_counts(&mut *conn, run_id, counts).await?;
     add_counts(&mut *conn, run_id, &[("commands", commands)]).await?;
     sqlx::query("UPDATE sync_runs SET emitted_at = coalesce(emitted_at, now()) WHERE run_id = $1")

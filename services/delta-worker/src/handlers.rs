@@ -145,26 +145,12 @@ impl SyncRequestHandler {
         Ok(self.coalescer.rounds().run(&round).await?)
     }
 
-    /// Records what became of a run; a failure to record is logged, never the request's failure.
+    /// Records a run that failed for good; a failure to record is logged, never the request's
+    /// failure. A run whose round went through was recorded by the round itself (its commands and
+    /// figures), and the card-writer ends it once every command is accounted for.
     async fn record(&self, run: Uuid, outcome: &Result<RoundReport, HandlerError>) {
         let recorded = match outcome {
-            Ok(report) => {
-                match runs::set_status(&self.pool, run, RunStatus::Succeeded, None).await {
-                    // Counted once: a redelivered request finds its run finished already.
-                    Ok(true) => {
-                        let counts = [
-                            ("commands", report.commands),
-                            ("changed", report.changed),
-                            ("pages", report.pages),
-                            ("unannounced", report.unannounced),
-                        ]
-                        .map(|(name, count)| (name, i64::try_from(count).unwrap_or(i64::MAX)));
-                        runs::add_counts(&self.pool, run, &counts).await
-                    }
-                    Ok(false) => Ok(()),
-                    Err(error) => Err(error),
-                }
-            }
+            Ok(_) => Ok(()),
             Err(HandlerError::Permanent(error)) => {
                 let detail = cardsync_telemetry::error_chain(error.as_ref());
                 runs::set_status(&self.pool, run, RunStatus::Failed, Some(&detail))

@@ -595,7 +595,7 @@ async fn a_group_sync_request_pushes_every_nested_member_of_the_group_and_no_one
 }
 
 #[tokio::test]
-async fn a_sync_request_naming_a_run_finishes_it_with_counts_or_fails_it_with_the_reason() {
+async fn a_sync_request_naming_a_run_records_its_commands_once_or_fails_it_with_the_reason() {
     use cardsync_bus::{Delivery, Handler as _};
     use cardsync_proto::sync_request::{Depth, Scope};
     use cardsync_store::runs::{self, NewRun, RunStatus};
@@ -633,11 +633,13 @@ async fn a_sync_request_naming_a_run_finishes_it_with_counts_or_fails_it_with_th
     let done = uuid::Uuid::new_v4();
     runs::create(&env.pool, &new_run(done)).await.unwrap();
     handler.handle(request(&alice, done)).await.unwrap();
+    // The round recorded its one command; the run ends when the card-writer has applied it
+    // (no card-writer runs here), so it is still running, with every command out.
     let run = runs::get(&env.pool, done).await.unwrap().expect("run");
-    assert_eq!(run.status, RunStatus::Succeeded);
-    assert!(run.started_at.is_some() && run.finished_at.is_some());
+    assert_eq!(run.status, RunStatus::Running);
+    assert!(run.started_at.is_some() && run.emitted_at.is_some() && run.finished_at.is_none());
     assert_eq!(run.counts.get("commands"), Some(&1), "{:?}", run.counts);
-    // A redelivered request neither moves nor counts a finished run again.
+    // A redelivered request does not count the run's commands again.
     handler.handle(request(&alice, done)).await.unwrap();
     let again = runs::get(&env.pool, done).await.unwrap().expect("run");
     assert_eq!(again.counts, run.counts);
