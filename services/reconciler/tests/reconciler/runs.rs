@@ -22,6 +22,18 @@ async fn slow_enumeration(env: &Env, delay_ms: u64) {
         .unwrap();
 }
 
+/// The users delta requests graph-sim has served the tenant.
+async fn delta_requests(env: &Env) -> u64 {
+    let counters = env
+        .control
+        .counters(Some(&env.tenant_text()))
+        .await
+        .unwrap();
+    counters[env.tenant_text()]["users.delta"]["requests"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
 /// Removes `user`'s card, as if its command had been lost: the drift a reconcile repairs.
 async fn lose_card(env: &Env, user: &str) {
     sqlx::query("DELETE FROM cards WHERE tenant_id = $1 AND user_id = $2")
@@ -96,6 +108,7 @@ async fn a_reconciler_killed_mid_run_leaves_a_run_the_next_job_finishes() {
     lose_card(&env, &ids[3]).await;
     slow_enumeration(&env, 500).await;
     let run = env.new_run().await;
+    let pages_before = delta_requests(&env).await;
 
     let handler = env.app.handler();
     let request = delivery(&env, run);
@@ -104,7 +117,13 @@ async fn a_reconciler_killed_mid_run_leaves_a_run_the_next_job_finishes() {
         env.run(run).await.status == RunStatus::Running
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Killed mid-enumeration: once Graph has served the round a page of the slow delta.
+    eventually(
+        "the reconcile reads the delta",
+        Duration::from_secs(30),
+        || async { delta_requests(&env).await > pages_before },
+    )
+    .await;
     killed.abort();
     assert!(killed.await.unwrap_err().is_cancelled());
     assert_eq!(
