@@ -43,6 +43,7 @@ ENV=(
     -e CARDSYNC__BUS__QUEUE_TYPE=quorum
     -e CARDSYNC__TELEMETRY__LOG_FORMAT=json
     -e CARDSYNC__TELEMETRY__LOG_FILTER=info
+    -e CARDSYNC__SECRETS__CREDENTIAL_KEY="$(head -c 32 /dev/urandom | base64)"
 )
 RESTRICTED=(--read-only --read-only-tmpfs=false --tmpfs /tmp:rw,size=64m,mode=1777
             --user 10001:10001 --cap-drop ALL --security-opt no-new-privileges --network host)

@@ -116,6 +116,7 @@ def main():
             "CARDSYNC__BUS__URL": os.environ.get(
                 "CARDSYNC_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
             "CARDSYNC__BUS__QUEUE_TYPE": "classic",
+            "CARDSYNC__SECRETS__DEVELOPMENT": "true",
             "CARDSYNC__TOPOLOGY__PREFIX": f"apifuzz{uuid.uuid4().hex[:8]}.",
             "CARDSYNC__AUTH__JWKS_URL": f"{graph}/common/discovery/v2.0/keys",
             "CARDSYNC__AUTH__AUDIENCES": json.dumps([API_URI]),

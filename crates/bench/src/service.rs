@@ -56,6 +56,7 @@ pub fn service_env(
         ("CARDSYNC__HTTP__LISTEN", format!("127.0.0.1:{port}")),
         ("CARDSYNC__TOPOLOGY__PREFIX", prefix.to_owned()),
         ("CARDSYNC__POSTGRES__URL", postgres_url.to_owned()),
+        ("CARDSYNC__SECRETS__DEVELOPMENT", "true".to_owned()),
         ("CARDSYNC__BUS__URL", amqp_url.to_owned()),
     ]
     .into_iter()

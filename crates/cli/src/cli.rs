@@ -119,12 +119,21 @@ pub(crate) enum Command {
         after_help = "Example:\n  cardsync dead-letters list --queue card-writer.live\n  cardsync dead-letters replay card-writer.live <message id>"
     )]
     DeadLetters(DeadLettersCommand),
-    /// Graph subscriptions registered by hand (until the subscription-manager does it).
+    /// A tenant's Graph subscriptions: list them (state, expiry, last notification, last error),
+    /// have the subscription manager recreate one, or register one by hand.
     #[command(
         subcommand,
-        after_help = "Example:\n  CARDSYNC_CLIENT_STATE=... cardsync subscription register --tenant <id> --id <subscription id> --expires-at 2026-12-09T00:00:00Z"
+        after_help = "Example:\n  cardsync subscription list --tenant <id>\n  cardsync subscription recreate --tenant <id> --resource /users\n  CARDSYNC_CLIENT_STATE=... cardsync subscription register --tenant <id> --id <subscription id> --expires-at 2026-12-09T00:00:00Z"
     )]
     Subscription(SubscriptionCommand),
+    /// The key that seals Graph credentials: which one seals, how many connections each key
+    /// sealed, and re-sealing them all with the current key (a rotation's middle step: deploy the
+    /// new key with the old one among `secrets.previous_credential_keys`, re-seal, drop the old).
+    #[command(
+        subcommand,
+        after_help = "Example:\n  cardsync sealing-key show\n  cardsync sealing-key reseal -o json"
+    )]
+    SealingKey(SealingKeyCommand),
     /// Print a shell completion script.
     #[command(
         after_help = "Example:\n  cardsync completion bash > /etc/bash_completion.d/cardsync"
@@ -332,6 +341,23 @@ pub(crate) enum SubscriptionCommand {
         #[arg(long, env = "CARDSYNC_CLIENT_STATE", hide_env_values = true)]
         client_state: String,
     },
-    /// List a tenant's registered subscriptions.
+    /// List a tenant's subscriptions: resource, state, expiry, last notification, last error.
     List(TenantArg),
+    /// Replace a subscription with a new one (the subscription manager does it on its next pass,
+    /// with a catch-up round, and deletes the old one in Graph).
+    Recreate {
+        #[command(flatten)]
+        tenant: TenantArg,
+        /// The resource (`/users`, `/groups`).
+        #[arg(long, default_value = "/users")]
+        resource: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SealingKeyCommand {
+    /// The current key id, the keys the API holds, and the connections each key sealed.
+    Show,
+    /// Seal every connection again with the current key; names the tenants no key opens.
+    Reseal,
 }

@@ -2,7 +2,7 @@
 
 use crate::cli::{
     CardsCommand, Cli, Command, ConnectionCommand, DeadLettersCommand, Depth, Kind, RulesCommand,
-    ScopeCommand, SubscriptionCommand, TenantArg, TenantCommand,
+    ScopeCommand, SealingKeyCommand, SubscriptionCommand, TenantArg, TenantCommand,
 };
 use crate::client::{Client, ClientError};
 use crate::exit;
@@ -217,7 +217,24 @@ async fn execute(client: &Client, command: &Command) -> Result<Printed, ClientEr
         ),
         Command::Subscription(SubscriptionCommand::List(tenant)) => (
             client.get(&format!("{}/subscriptions", t(tenant))).await?,
-            &["id", "resource", "expires_at"],
+            &[
+                "resource",
+                "state",
+                "id",
+                "expires_at",
+                "last_notification_at",
+                "last_error",
+            ],
+        ),
+        Command::Subscription(SubscriptionCommand::Recreate { tenant, resource }) => (
+            client
+                .call(
+                    Method::POST,
+                    &format!("{}/subscriptions/recreate", t(tenant)),
+                    Some(&json!({ "resource": resource })),
+                )
+                .await?,
+            &[],
         ),
         Command::DeadLetters(DeadLettersCommand::List { queue }) => {
             let path = match queue {
@@ -256,6 +273,13 @@ async fn execute(client: &Client, command: &Command) -> Result<Printed, ClientEr
                 .await?;
             (json!({ "discarded": message }), &[])
         }
+        Command::SealingKey(SealingKeyCommand::Show) => (client.get("/v1/sealing-key").await?, &[]),
+        Command::SealingKey(SealingKeyCommand::Reseal) => (
+            client
+                .call(Method::POST, "/v1/sealing-key/reseal", None)
+                .await?,
+            &[],
+        ),
         Command::Completion { .. } => (Value::Null, &[]),
     })
 }

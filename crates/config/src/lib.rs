@@ -23,6 +23,10 @@ pub const CONFIG_FILE_ENV: &str = "CARDSYNC_CONFIG";
 /// Prefix of every configuration environment variable; `__` separates sections and keys.
 pub const ENV_PREFIX: &str = "CARDSYNC__";
 
+/// The setting that turns development mode on, as an environment pair: local runs and tests set
+/// it; a deployment never does.
+pub const DEVELOPMENT_ENV: (&str, &str) = ("CARDSYNC__SECRETS__DEVELOPMENT", "true");
+
 /// Settings that can check themselves after loading.
 pub trait Validate {
     /// Pushes one human-readable line per problem; an empty list means valid.
@@ -65,6 +69,26 @@ impl Sources {
         Self {
             file: None,
             env: Some(Vec::new()),
+        }
+    }
+
+    /// The embedded defaults in development mode (the built-in credential sealing key is
+    /// accepted): what a local run or a test of the defaults uses.
+    pub fn development() -> Self {
+        Self::development_with(&[])
+    }
+
+    /// [`Sources::development`] with further environment pairs (settings tests).
+    pub fn development_with(pairs: &[(&str, &str)]) -> Self {
+        let development = std::iter::once(DEVELOPMENT_ENV);
+        Self {
+            file: None,
+            env: Some(
+                development
+                    .chain(pairs.iter().copied())
+                    .map(|(key, value)| (key.to_owned(), value.to_owned()))
+                    .collect(),
+            ),
         }
     }
 

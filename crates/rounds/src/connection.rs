@@ -3,7 +3,7 @@
 //! in exactly alike.
 
 use cardsync_graph::{AssertionAlgorithm, Credential, TenantConnection};
-use cardsync_store::connections::{self, Connection, ConnectionError, CredentialKind, SealingKey};
+use cardsync_store::connections::{self, Connection, ConnectionError, CredentialKind, Keyring};
 use secrecy::ExposeSecret as _;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -11,7 +11,7 @@ use uuid::Uuid;
 /// The tenant's connection, `None` when it has none (never connected, or disconnected).
 pub async fn open(
     pool: &PgPool,
-    sealing: &SealingKey,
+    sealing: &Keyring,
     tenant: Uuid,
 ) -> Result<Option<TenantConnection>, ConnectionError> {
     Ok(connections::get(pool, sealing, tenant)

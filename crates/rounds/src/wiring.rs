@@ -6,10 +6,10 @@ use crate::{RedisState, RoundMetrics, RoundParts, RoundSettings, Rounds};
 use cardsync_bus::{BusSettings, Publisher, Topology, names};
 use cardsync_config::{PostgresSettings, RedisSettings};
 use cardsync_graph::{GraphClient, GraphMetrics, GraphSettings};
-use cardsync_store::connections::SealingKey;
+use cardsync_store::sealing::SecretsSettings;
 use cardsync_telemetry::metrics::Registry;
 use redis::aio::ConnectionManager;
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::ExposeSecret as _;
 use sqlx::PgPool;
 use std::sync::Arc;
 
@@ -26,8 +26,8 @@ pub struct RoundsConfig<'a> {
     pub bus: &'a BusSettings,
     /// The broker layout (card commands go to its `cards` exchange).
     pub topology: &'a Topology,
-    /// Seals tenant credentials (32 bytes, base64).
-    pub credential_key: &'a SecretString,
+    /// The keys that seal tenant credentials.
+    pub secrets: &'a SecretsSettings,
     /// Lease, photo budget, publish batch.
     pub rounds: &'a RoundSettings,
 }
@@ -81,8 +81,10 @@ pub fn wire(config: RoundsConfig<'_>, registry: &Registry) -> Result<Wired, Wire
     let graph = GraphClient::new(config.graph.clone())
         .map_err(failed("the Graph client"))?
         .with_metrics(&GraphMetrics::register(registry).map_err(failed("metrics"))?);
-    let sealing =
-        SealingKey::from_base64(config.credential_key).map_err(failed("the credential key"))?;
+    let sealing = config
+        .secrets
+        .keyring()
+        .map_err(failed("the credential key"))?;
     let rounds = Arc::new(Rounds::new(RoundParts {
         pool: pool.clone(),
         graph,

@@ -73,6 +73,8 @@ pub struct Slot {
     pub reauthorized_at: Option<OffsetDateTime>,
     /// Until when a create in flight vouches for notifications (while `creating`).
     pub pending_until: Option<OffsetDateTime>,
+    /// An operator asked for a new subscription in place of this one ([`request_recreate`]).
+    pub recreate_requested_at: Option<OffsetDateTime>,
 }
 
 type Row = (
@@ -88,6 +90,7 @@ type Row = (
     Option<OffsetDateTime>,
     Option<OffsetDateTime>,
     Option<OffsetDateTime>,
+    Option<OffsetDateTime>,
 );
 
 /// `SELECT <every column> FROM subscription_slots <tail>`, as one static statement.
@@ -95,7 +98,8 @@ macro_rules! select_slots {
     ($tail:literal) => {
         concat!(
             "SELECT tenant_id, resource, state, subscription_id, expires_at, failures, ",
-            "next_attempt_at, last_error, last_error_at, renewed_at, reauthorized_at, pending_until ",
+            "next_attempt_at, last_error, last_error_at, renewed_at, reauthorized_at, pending_until, ",
+            "recreate_requested_at ",
             "FROM subscription_slots ",
             $tail
         )
@@ -119,6 +123,7 @@ fn from_row(row: Row) -> Option<Slot> {
         renewed_at: row.9,
         reauthorized_at: row.10,
         pending_until: row.11,
+        recreate_requested_at: row.12,
     })
 }
 
@@ -196,7 +201,7 @@ pub async fn activate(
                 expires_at = EXCLUDED.expires_at, failures = 0,
                 next_attempt_at = EXCLUDED.next_attempt_at, renewed_at = EXCLUDED.renewed_at,
                 pending_client_state_sha256 = NULL, pending_until = NULL,
-                updated_at = EXCLUDED.updated_at",
+                recreate_requested_at = NULL, updated_at = EXCLUDED.updated_at",
     )
     .bind(subscription.tenant_id)
     .bind(&subscription.resource)
@@ -313,7 +318,7 @@ pub async fn lost(
     let updated = sqlx::query(
         "UPDATE subscription_slots
             SET state = 'retrying', subscription_id = NULL, expires_at = NULL, next_attempt_at = $4,
-                last_error = $5, last_error_at = $4, updated_at = $4
+                last_error = $5, last_error_at = $4, recreate_requested_at = NULL, updated_at = $4
           WHERE tenant_id = $1 AND resource = $2 AND subscription_id = $3",
     )
     .bind(tenant)
@@ -457,6 +462,79 @@ pub async fn disconnecting(pool: &PgPool) -> Result<Vec<Uuid>, StoreError> {
           ORDER BY tenant_id",
     )
     .fetch_all(pool)
+    .await?)
+}
+
+/// Asks the subscription manager for a new subscription in place of the slot's current one (an
+/// operator's "recreate"): on its next pass the manager unregisters the old one, creates a new
+/// one and requests a catch-up round. False when the tenant has no such slot.
+pub async fn request_recreate(
+    executor: impl PgExecutor<'_>,
+    tenant: Uuid,
+    resource: &str,
+    now: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE subscription_slots
+            SET recreate_requested_at = $3, next_attempt_at = $3, updated_at = $3
+          WHERE tenant_id = $1 AND resource = $2",
+    )
+    .bind(tenant)
+    .bind(resource)
+    .bind(now)
+    .execute(executor)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// One of a tenant's subscriptions as an operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Overview {
+    /// The watched resource.
+    pub resource: String,
+    /// The slot's state, or `registered` for a subscription registered by hand (no slot).
+    pub state: String,
+    /// Graph's subscription id, once there is one.
+    pub subscription_id: Option<Uuid>,
+    /// When Graph stops delivering unless renewed.
+    pub expires_at: Option<OffsetDateTime>,
+    /// When the webhook last accepted one of its notifications (to within a registry refresh).
+    pub last_notification_at: Option<OffsetDateTime>,
+    /// Consecutive failures of the current operation.
+    pub failures: i32,
+    /// When the manager next acts on it unasked.
+    pub next_attempt_at: Option<OffsetDateTime>,
+    /// The last error and when it happened.
+    pub last_error: Option<String>,
+    /// When the last error happened.
+    pub last_error_at: Option<OffsetDateTime>,
+    /// The last successful renewal (or creation).
+    pub renewed_at: Option<OffsetDateTime>,
+    /// A recreate asked for and not yet carried out.
+    pub recreate_requested_at: Option<OffsetDateTime>,
+}
+
+/// A tenant's subscriptions: every slot with its live subscription, and subscriptions registered
+/// by hand that no slot holds.
+pub async fn overview(
+    executor: impl PgExecutor<'_>,
+    tenant: Uuid,
+) -> Result<Vec<Overview>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT coalesce(sl.resource, s.resource) AS resource,
+                coalesce(sl.state, 'registered') AS state,
+                coalesce(sl.subscription_id, s.subscription_id) AS subscription_id,
+                coalesce(sl.expires_at, s.expires_at) AS expires_at,
+                s.last_notification_at, coalesce(sl.failures, 0) AS failures,
+                sl.next_attempt_at, sl.last_error, sl.last_error_at, sl.renewed_at,
+                sl.recreate_requested_at
+           FROM (SELECT * FROM subscription_slots WHERE tenant_id = $1) sl
+           FULL JOIN (SELECT * FROM subscriptions WHERE tenant_id = $1) s
+             ON s.subscription_id = sl.subscription_id
+          ORDER BY 1, 3",
+    )
+    .bind(tenant)
+    .fetch_all(executor)
     .await?)
 }
 

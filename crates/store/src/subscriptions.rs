@@ -208,6 +208,29 @@ pub async fn all(pool: &PgPool) -> Result<Vec<Subscription>, StoreError> {
     Ok(rows.into_iter().filter_map(from_row).collect())
 }
 
+/// Records when the webhook last accepted a notification of each subscription (`(id, at)`, in
+/// one statement); a time never moves back, and unknown ids are ignored. Returns the rows updated.
+pub async fn note_deliveries(
+    executor: impl PgExecutor<'_>,
+    deliveries: &[(Uuid, OffsetDateTime)],
+) -> Result<u64, StoreError> {
+    if deliveries.is_empty() {
+        return Ok(0);
+    }
+    let (ids, times): (Vec<Uuid>, Vec<OffsetDateTime>) = deliveries.iter().copied().unzip();
+    let done = sqlx::query(
+        "UPDATE subscriptions s
+            SET last_notification_at = greatest(s.last_notification_at, d.at)
+           FROM unnest($1::uuid[], $2::timestamptz[]) AS d(id, at)
+          WHERE s.subscription_id = d.id",
+    )
+    .bind(ids)
+    .bind(times)
+    .execute(executor)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -81,14 +81,21 @@ bus: {env: CARDSYNC__BUS__URL, value: busUrl}
 postgres: {env: CARDSYNC__POSTGRES__URL, value: postgresUrl}
 redis: {env: CARDSYNC__REDIS__URL, value: redisUrl}
 credentialKey: {env: CARDSYNC__SECRETS__CREDENTIAL_KEY, value: credentialKey}
+credentialKeyId: {env: CARDSYNC__SECRETS__CREDENTIAL_KEY_ID, value: credentialKeyId, optional: true}
+previousCredentialKeys: {env: CARDSYNC__SECRETS__PREVIOUS_CREDENTIAL_KEYS, value: previousCredentialKeys, optional: true}
 {{- end }}
 
-{{/* env entries for (dict "root" $ "secrets" (list "bus" "postgres" ...)). */}}
+{{/* env entries for (dict "root" $ "secrets" (list "bus" "postgres" ...)); "credentialKey" brings
+the optional key id and previous keys of a rotation with it. */}}
 {{- define "cardsync.secretEnv" -}}
 {{- $root := .root }}
 {{- $names := include "cardsync.secretEnvNames" . | fromYaml }}
 {{- $default := default (include "cardsync.fullname" $root) $root.Values.secrets.existingSecret }}
-{{- range .secrets }}
+{{- $secrets := .secrets }}
+{{- if has "credentialKey" $secrets }}
+{{- $secrets = concat $secrets (list "credentialKeyId" "previousCredentialKeys") }}
+{{- end }}
+{{- range $secrets }}
 {{- $entry := get $names . }}
 {{- $ref := get $root.Values.secrets $entry.value }}
 - name: {{ $entry.env }}
@@ -96,6 +103,9 @@ credentialKey: {env: CARDSYNC__SECRETS__CREDENTIAL_KEY, value: credentialKey}
     secretKeyRef:
       name: {{ default $default $ref.name }}
       key: {{ $ref.key }}
+      {{- if $entry.optional }}
+      optional: true
+      {{- end }}
 {{- end }}
 {{- end }}
 

@@ -20,6 +20,9 @@ pub enum ApiError {
     /// The token does not give access to this tenant.
     #[error("the token gives no access to tenant {0}")]
     TenantForbidden(uuid::Uuid),
+    /// The operation concerns every tenant and the token is limited to some.
+    #[error("this operation concerns every tenant; the token gives access to some only")]
+    AllTenantsRequired,
     /// The request conflicts with the current state.
     #[error("{detail}")]
     Conflict {
@@ -102,6 +105,12 @@ impl ApiError {
             ApiError::TenantForbidden(_) => Problem::new(
                 StatusCode::FORBIDDEN,
                 "tenant-forbidden",
+                "Forbidden",
+                self.to_string(),
+            ),
+            ApiError::AllTenantsRequired => Problem::new(
+                StatusCode::FORBIDDEN,
+                "all-tenants-required",
                 "Forbidden",
                 self.to_string(),
             ),

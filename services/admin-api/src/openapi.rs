@@ -92,8 +92,9 @@ impl Modify for BearerAuth {
         routes::connections::put,
         routes::connections::delete,
         routes::connections::test,
-        routes::connections::register_subscription,
-        routes::connections::list_subscriptions,
+        routes::subscriptions::register_subscription,
+        routes::subscriptions::list,
+        routes::subscriptions::recreate,
         routes::scope::show_scope,
         routes::scope::put_scope,
         routes::scope::search_groups,
@@ -110,6 +111,8 @@ impl Modify for BearerAuth {
         routes::dead_letters::list,
         routes::dead_letters::replay,
         routes::dead_letters::discard,
+        routes::sealing::show,
+        routes::sealing::reseal,
     )
 )]
 pub struct ApiDoc;

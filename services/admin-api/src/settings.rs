@@ -4,7 +4,7 @@ use cardsync_auth::AuthSettings;
 use cardsync_bus::{BusSettings, TopologySettings};
 use cardsync_config::{HttpSettings, PostgresSettings, TelemetrySettings, Validate};
 use cardsync_graph::GraphSettings;
-use secrecy::SecretString;
+pub use cardsync_store::sealing::SecretsSettings;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -44,13 +44,6 @@ pub struct AdminSettings {
     pub connection_test_timeout: Duration,
 }
 
-/// The `[secrets]` section.
-#[derive(Debug, Clone, Deserialize)]
-pub struct SecretsSettings {
-    /// 32 bytes, base64: seals tenant credentials in PostgreSQL (the delta-worker's key).
-    pub credential_key: SecretString,
-}
-
 impl Validate for Settings {
     fn validate(&self, problems: &mut Vec<String>) {
         self.http.validate(problems);
@@ -66,11 +59,7 @@ impl Validate for Settings {
         if self.admin.connection_test_timeout.is_zero() {
             problems.push("admin.connection_test_timeout: must be greater than 0".into());
         }
-        if cardsync_store::connections::SealingKey::from_base64(&self.secrets.credential_key)
-            .is_err()
-        {
-            problems.push("secrets.credential_key: must be 32 bytes, base64-encoded".into());
-        }
+        self.secrets.validate(problems);
     }
 }
 
@@ -82,14 +71,7 @@ mod tests {
     use cardsync_config::Sources;
 
     fn load(env: &[(&str, &str)]) -> Result<Settings, cardsync_config::ConfigError> {
-        Settings::load(&Sources {
-            file: None,
-            env: Some(
-                env.iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect(),
-            ),
-        })
+        Settings::load(&Sources::development_with(env))
     }
 
     #[test]

@@ -11,7 +11,6 @@ use cardsync_graph::GraphClient;
 use cardsync_runtime::{
     HttpMetrics, HttpServer, Observability, Readiness, SchemaGate, StartupError,
 };
-use cardsync_store::connections::SealingKey;
 use sqlx::PgPool;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -39,7 +38,9 @@ impl Application {
         let publisher = Publisher::lazy(&settings.bus, topology.clone());
         let graph = GraphClient::new(settings.graph.clone())
             .map_err(|error| StartupError::dependency("the Graph client", error))?;
-        let sealing = SealingKey::from_base64(&settings.secrets.credential_key)
+        let sealing = settings
+            .secrets
+            .keyring()
             .map_err(|error| StartupError::dependency("the credential sealing key", error))?;
         let verifier = Verifier::new(&settings.auth)
             .map_err(|error| StartupError::dependency("the token verifier", error))?;

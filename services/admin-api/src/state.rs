@@ -3,7 +3,7 @@
 use crate::settings::AdminSettings;
 use cardsync_bus::{Publisher, Topology};
 use cardsync_graph::GraphClient;
-use cardsync_store::connections::SealingKey;
+use cardsync_store::connections::Keyring;
 use sqlx::PgPool;
 use std::sync::Arc;
 
@@ -19,7 +19,7 @@ pub struct AppState {
     /// Graph, for connection tests and group search.
     pub graph: GraphClient,
     /// Seals and opens Graph credentials.
-    pub sealing: Arc<SealingKey>,
+    pub sealing: Arc<Keyring>,
     /// The API's own limits.
     pub admin: AdminSettings,
     /// The work queues' dead letters.

@@ -4,7 +4,7 @@ use cardsync_bus::{BusSettings, TopologySettings};
 use cardsync_config::{HttpSettings, PostgresSettings, RedisSettings, TelemetrySettings, Validate};
 use cardsync_graph::GraphSettings;
 use cardsync_rounds::RoundSettings;
-use secrecy::SecretString;
+pub use cardsync_store::sealing::SecretsSettings;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -49,13 +49,6 @@ pub struct WorkerSettings {
     pub safety_poll_tick: Duration,
 }
 
-/// Secrets.
-#[derive(Debug, Clone, Deserialize)]
-pub struct SecretsSettings {
-    /// 32 bytes, base64: seals tenant credentials in PostgreSQL.
-    pub credential_key: SecretString,
-}
-
 impl Validate for Settings {
     fn validate(&self, problems: &mut Vec<String>) {
         self.http.validate(problems);
@@ -72,11 +65,7 @@ impl Validate for Settings {
                     .into(),
             );
         }
-        if cardsync_store::connections::SealingKey::from_base64(&self.secrets.credential_key)
-            .is_err()
-        {
-            problems.push("secrets.credential_key: must be 32 bytes, base64-encoded".into());
-        }
+        self.secrets.validate(problems);
     }
 }
 
@@ -102,13 +91,10 @@ mod tests {
 
     #[test]
     fn the_round_keys_of_the_worker_section_take_environment_overrides() {
-        let settings = Settings::load(&Sources {
-            file: None,
-            env: Some(vec![
-                ("CARDSYNC__WORKER__LEASE_TTL".into(), "7s".into()),
-                ("CARDSYNC__WORKER__EMIT_BATCH".into(), "25".into()),
-            ]),
-        })
+        let settings = Settings::load(&Sources::development_with(&[
+            ("CARDSYNC__WORKER__LEASE_TTL", "7s"),
+            ("CARDSYNC__WORKER__EMIT_BATCH", "25"),
+        ]))
         .unwrap();
         assert_eq!(settings.worker.rounds.lease_ttl, Duration::from_secs(7));
         assert_eq!(settings.worker.rounds.emit_batch, 25);

@@ -50,7 +50,7 @@ impl Application {
                 graph: &settings.graph,
                 bus: &settings.bus,
                 topology: &topology,
-                credential_key: &settings.secrets.credential_key,
+                secrets: &settings.secrets,
                 rounds: &settings.worker.rounds,
             },
             &registry,

@@ -4,7 +4,7 @@ use cardsync_bus::{BusSettings, TopologySettings};
 use cardsync_config::{HttpSettings, PostgresSettings, RedisSettings, TelemetrySettings, Validate};
 use cardsync_graph::GraphSettings;
 use cardsync_rounds::RoundSettings;
-use secrecy::SecretString;
+pub use cardsync_store::sealing::SecretsSettings;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -61,13 +61,6 @@ pub struct ReconcilerSettings {
     pub retention: Duration,
 }
 
-/// Secrets.
-#[derive(Debug, Clone, Deserialize)]
-pub struct SecretsSettings {
-    /// 32 bytes, base64: opens tenant credentials sealed in PostgreSQL.
-    pub credential_key: SecretString,
-}
-
 impl Validate for Settings {
     fn validate(&self, problems: &mut Vec<String>) {
         self.http.validate(problems);
@@ -99,11 +92,7 @@ impl Validate for Settings {
         if runs.retention < Duration::from_secs(24 * 3600) {
             problems.push("reconciler.retention: must be at least a day".into());
         }
-        if cardsync_store::connections::SealingKey::from_base64(&self.secrets.credential_key)
-            .is_err()
-        {
-            problems.push("secrets.credential_key: must be 32 bytes, base64-encoded".into());
-        }
+        self.secrets.validate(problems);
     }
 }
 

@@ -51,7 +51,7 @@ impl Application {
                 graph: &settings.graph,
                 bus: &settings.bus,
                 topology: &topology,
-                credential_key: &settings.secrets.credential_key,
+                secrets: &settings.secrets,
                 rounds: &settings.worker,
             },
             &registry,

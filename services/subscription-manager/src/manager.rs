@@ -14,7 +14,7 @@ use cardsync_bus::{Outgoing, PublishError, Publisher, Transience, routing};
 use cardsync_graph::{GraphClient, GraphError, NewSubscription, TenantConnection};
 use cardsync_proto as proto;
 use cardsync_store::StoreError;
-use cardsync_store::connections::{ConnectionError, SealingKey};
+use cardsync_store::connections::{ConnectionError, Keyring};
 use cardsync_store::subscription_slots::{self as slots, Slot, SlotState};
 use cardsync_store::subscriptions::{ClientStateHash, Subscription};
 use cardsync_telemetry::error_chain;
@@ -120,7 +120,7 @@ pub struct ManagerParts {
     /// Graph.
     pub graph: GraphClient,
     /// Opens sealed credentials.
-    pub sealing: Arc<SealingKey>,
+    pub sealing: Arc<Keyring>,
     /// Publishes catch-up sync requests.
     pub publisher: Publisher,
     /// Full name of the sync exchange.
@@ -235,7 +235,14 @@ impl Manager {
             }
             match slot.state {
                 SlotState::Active if due => {
-                    work.spawn(async move { manager.renew(&slot).await });
+                    match (slot.recreate_requested_at, slot.subscription_id) {
+                        (Some(_), Some(old)) => {
+                            work.spawn(async move { manager.recreate_by_hand(&slot, old).await });
+                        }
+                        _ => {
+                            work.spawn(async move { manager.renew(&slot).await });
+                        }
+                    }
                 }
                 SlotState::Retrying | SlotState::QuotaExceeded if due => {
                     // A slot that was active once lost its subscription: catch up when it is back.
@@ -448,6 +455,26 @@ impl Manager {
                 Ok(Outcome::Failed)
             }
         }
+    }
+
+    /// An operator asked for a new subscription (`POST …/subscriptions/recreate`): the old one is
+    /// deleted in Graph first (Graph refuses a second subscription of the same combination),
+    /// then replaced as a lost one would be, with a catch-up round for what changed meanwhile.
+    /// If the delete fails, the create's conflict handling removes the old one and retries.
+    pub async fn recreate_by_hand(&self, slot: &Slot, old: Uuid) -> Result<Outcome, ManagerError> {
+        if let Some(connection) = self.connection(slot.tenant_id).await? {
+            let deleted = {
+                let _permit = self.inner.graph_calls.acquire().await;
+                self.graph()
+                    .delete_subscription(&connection, &old.to_string())
+                    .await
+            };
+            if let Err(error) = deleted {
+                tracing::info!(tenant = %slot.tenant_id, subscription = %old, %error, "deleting the replaced subscription failed; the create's conflict handling removes it");
+            }
+        }
+        self.recreate(slot, old, "recreate requested by an operator")
+            .await
     }
 
     /// The slot's subscription `gone` no longer exists in Graph: unregisters it, creates a new

@@ -3,7 +3,7 @@
 use cardsync_bus::{BusSettings, TopologySettings};
 use cardsync_config::{HttpSettings, PostgresSettings, TelemetrySettings, Validate};
 use cardsync_graph::GraphSettings;
-use secrecy::SecretString;
+pub use cardsync_store::sealing::SecretsSettings;
 use serde::Deserialize;
 use std::time::Duration;
 use url::Url;
@@ -96,13 +96,6 @@ impl ManagerSettings {
     }
 }
 
-/// Secrets.
-#[derive(Debug, Clone, Deserialize)]
-pub struct SecretsSettings {
-    /// 32 bytes, base64: opens tenant credentials sealed in PostgreSQL.
-    pub credential_key: SecretString,
-}
-
 impl Validate for ManagerSettings {
     fn validate(&self, problems: &mut Vec<String>) {
         if !matches!(self.public_base_url.scheme(), "https" | "http") {
@@ -152,11 +145,7 @@ impl Validate for Settings {
         self.postgres.validate(problems);
         self.graph.validate(problems);
         self.telemetry.validate(problems);
-        if cardsync_store::connections::SealingKey::from_base64(&self.secrets.credential_key)
-            .is_err()
-        {
-            problems.push("secrets.credential_key: must be 32 bytes, base64-encoded".into());
-        }
+        self.secrets.validate(problems);
     }
 }
 
@@ -168,14 +157,7 @@ mod tests {
     use cardsync_config::Sources;
 
     fn load(env: &[(&str, &str)]) -> Result<Settings, cardsync_config::ConfigError> {
-        Settings::load(&Sources {
-            file: None,
-            env: Some(
-                env.iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect(),
-            ),
-        })
+        Settings::load(&Sources::development_with(env))
     }
 
     #[test]

@@ -15,7 +15,6 @@ use cardsync_graph::GraphClient;
 use cardsync_runtime::{
     HttpMetrics, HttpServer, Observability, Readiness, SchemaGate, StartupError,
 };
-use cardsync_store::connections::SealingKey;
 use cardsync_telemetry::metrics::Registry;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -52,7 +51,9 @@ impl Application {
             graph: GraphClient::new(settings.graph.clone())
                 .map_err(|error| StartupError::dependency("the Graph client", error))?,
             sealing: Arc::new(
-                SealingKey::from_base64(&settings.secrets.credential_key)
+                settings
+                    .secrets
+                    .keyring()
                     .map_err(|error| StartupError::dependency("the credential key", error))?,
             ),
             publisher: publisher.clone(),

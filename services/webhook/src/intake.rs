@@ -109,6 +109,7 @@ impl Intake {
         let mut verdict = Verdict::default();
         let mut batch = Vec::with_capacity(items.len());
         let mut tenants = Vec::with_capacity(items.len());
+        let mut subscriptions = Vec::with_capacity(items.len());
         let mut example: Option<(Uuid, Uuid)> = None;
         let mut first_problem: Option<ItemProblem> = None;
         for item in items {
@@ -123,6 +124,7 @@ impl Intake {
             match self.verify(&notification).await? {
                 Ok(()) => {
                     tenants.push((notification.as_str(), notification.origin().tenant_id));
+                    subscriptions.push(notification.origin().subscription_id);
                     batch.push(self.outgoing(&notification, received_at));
                 }
                 Err(rejection) => {
@@ -151,6 +153,9 @@ impl Intake {
         published?;
 
         verdict.accepted = tenants.len();
+        for subscription in subscriptions {
+            self.registry.note_delivery(subscription, received_at);
+        }
         let accepted_at = received_at.unix_timestamp();
         for (kind, tenant) in tenants {
             let tenant = tenant.to_string();

@@ -83,6 +83,8 @@ pub struct Registry {
     /// Recently unknown (id, clientState) pairs.
     unknown: Mutex<HashMap<(Uuid, ClientStateHash), Instant>>,
     budget: Mutex<Budget>,
+    /// When each subscription last had a notification accepted, not yet written.
+    deliveries: Mutex<HashMap<Uuid, OffsetDateTime>>,
 }
 
 #[derive(Debug)]
@@ -105,6 +107,30 @@ impl Registry {
             pending: RwLock::new(HashMap::new()),
             unknown: Mutex::new(HashMap::new()),
             budget: Mutex::new(budget),
+            deliveries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Remembers that a notification of `subscription` was accepted at `at`; written to the
+    /// registry (`last_notification_at`, what operators see) by the next [`Registry::flush_deliveries`].
+    pub fn note_delivery(&self, subscription: Uuid, at: OffsetDateTime) {
+        let mut deliveries = lock(&self.deliveries);
+        let last = deliveries.entry(subscription).or_insert(at);
+        *last = (*last).max(at);
+    }
+
+    /// Writes the deliveries noted since the last flush in one statement; on failure they are
+    /// kept for the next one (a later time wins).
+    pub async fn flush_deliveries(&self) -> Result<u64, cardsync_store::StoreError> {
+        let noted: Vec<(Uuid, OffsetDateTime)> = lock(&self.deliveries).drain().collect();
+        match subscriptions::note_deliveries(&self.pool, &noted).await {
+            Ok(written) => Ok(written),
+            Err(error) => {
+                for (id, at) in noted {
+                    self.note_delivery(id, at);
+                }
+                Err(error)
+            }
         }
     }
 
@@ -225,12 +251,19 @@ impl Registry {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     _ = ticker.tick() => {
+                        if let Err(error) = self.flush_deliveries().await {
+                            tracing::warn!(error = %error_chain(&error), "recording the last notification times failed; trying again next period");
+                        }
                         match self.reload().await {
                             Ok(count) => tracing::debug!(count, "registry reloaded"),
                             Err(error) => tracing::warn!(error = %error_chain(&error), "registry reload failed; serving cached entries"),
                         }
                     }
                 }
+            }
+            // What was accepted since the last period, before the process ends.
+            if let Err(error) = self.flush_deliveries().await {
+                tracing::warn!(error = %error_chain(&error), "recording the last notification times failed at shutdown");
             }
         })
     }

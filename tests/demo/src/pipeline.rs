@@ -292,6 +292,7 @@ impl Pipeline {
             ("CARDSYNC__BUS__URL", config.amqp_url.clone()),
             ("CARDSYNC__BUS__QUEUE_TYPE", queue_type.to_owned()),
             ("CARDSYNC__POSTGRES__URL", postgres_url.clone()),
+            ("CARDSYNC__SECRETS__DEVELOPMENT", "true".to_owned()),
             ("CARDSYNC__REDIS__URL", config.redis_url.clone()),
             ("CARDSYNC__REDIS__KEY_PREFIX", format!("{name}:")),
             ("CARDSYNC__TELEMETRY__LOG_FILTER", "info".to_owned()),

@@ -19,7 +19,8 @@ use cardsync_bench::{
     ServiceProcess, create_database, database_url, drop_database, free_port, progress,
     service_binary, service_env,
 };
-use cardsync_store::connections::{self, Connection, CredentialKind, SealingKey};
+use cardsync_store::connections::{self, Connection, CredentialKind};
+use cardsync_store::sealing::SecretsSettings;
 use clap::Parser;
 use graph_sim::control_client::{CARDSYNC_PERMISSIONS, Control};
 use secrecy::SecretString;
@@ -29,8 +30,6 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-/// The development sealing key every service's defaults carry.
-const CREDENTIAL_KEY: &str = "Y2FyZHN5bmMtZGV2ZWxvcG1lbnQta2V5LTMyYnl0ZXM=";
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Parser)]
@@ -75,7 +74,8 @@ async fn bench(
     .await
     .context("starting graph-sim")?;
     let control = Control::new(sim.control_url());
-    let key = SealingKey::from_base64(&SecretString::from(CREDENTIAL_KEY))
+    let key = SecretsSettings::development()
+        .keyring()
         .context("the development key")?;
     let mut tenants = Vec::with_capacity(args.tenants);
     for _ in 0..args.tenants {

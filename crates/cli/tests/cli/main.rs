@@ -60,6 +60,10 @@ async fn setup() -> Setup {
             unique_prefix("tcli"),
         ),
         ("CARDSYNC__POSTGRES__URL".to_owned(), database_url()),
+        (
+            "CARDSYNC__SECRETS__DEVELOPMENT".to_owned(),
+            "true".to_owned(),
+        ),
         ("CARDSYNC__BUS__URL".to_owned(), amqp_url()),
         ("CARDSYNC__BUS__QUEUE_TYPE".to_owned(), "classic".to_owned()),
         (
@@ -132,6 +136,7 @@ async fn help_shows_examples_and_exit_codes_and_completion_prints_a_script() {
         "sync",
         "runs",
         "subscription",
+        "sealing-key",
     ] {
         let help = cardsync("http://127.0.0.1:9", None, &[command, "--help"]).await;
         assert_eq!(help.status.code(), Some(0), "{command}");
@@ -308,6 +313,19 @@ async fn the_cli_stores_a_connection_registers_a_subscription_and_asks_for_a_syn
     assert_eq!(registered.status.code(), Some(0), "{registered:?}");
     let listed = cardsync(server, admin, &["subscription", "list", "--tenant", &id]).await;
     assert!(stdout(&listed).contains(&subscription));
+    assert!(
+        stdout(&listed).contains("registered"),
+        "{}",
+        stdout(&listed)
+    );
+    // Registered by hand, so no subscription manager slot to recreate.
+    let recreate = cardsync(
+        server,
+        admin,
+        &["subscription", "recreate", "--tenant", &id],
+    )
+    .await;
+    assert_eq!(recreate.status.code(), Some(3), "{recreate:?}");
 
     let sync = cardsync(server, admin, &["sync", "--tenant", &id, "-o", "json"]).await;
     assert_eq!(sync.status.code(), Some(0), "{sync:?}");
@@ -322,4 +340,19 @@ async fn the_cli_stores_a_connection_registers_a_subscription_and_asks_for_a_syn
     )
     .await;
     assert_eq!(invalid.status.code(), Some(5));
+
+    // The sealing key: a reader may look, only an admin re-seals.
+    let reader = Some(setup.reader.as_str());
+    let status = cardsync(server, reader, &["sealing-key", "show", "-o", "json"]).await;
+    assert_eq!(status.status.code(), Some(0), "{status:?}");
+    assert_eq!(json(&status)["current_key_id"], "primary");
+    let refused = cardsync(server, reader, &["sealing-key", "reseal"]).await;
+    assert_eq!(refused.status.code(), Some(4), "{refused:?}");
+    let resealed = cardsync(server, admin, &["sealing-key", "reseal", "-o", "json"]).await;
+    assert_eq!(resealed.status.code(), Some(0), "{resealed:?}");
+    assert!(
+        json(&resealed)["resealed"].is_u64(),
+        "{}",
+        stdout(&resealed)
+    );
 }

@@ -21,7 +21,7 @@ use cardsync_graph::{DeltaPage, GraphClient, GraphError, TenantConnection};
 use cardsync_proto as proto;
 use cardsync_rules::FieldRules;
 use cardsync_store::StoreError;
-use cardsync_store::connections::{ConnectionError, SealingKey};
+use cardsync_store::connections::{ConnectionError, Keyring};
 use cardsync_store::directory::{self, UserRow};
 use cardsync_store::runs::{self, RunStatus};
 use cardsync_telemetry::propagation::{self, MAX_LINKS, SpanRef};
@@ -218,7 +218,7 @@ pub struct RoundParts {
     /// Leases and delta links.
     pub redis: RedisState,
     /// Opens tenant credentials.
-    pub sealing: Arc<SealingKey>,
+    pub sealing: Arc<Keyring>,
     /// Tuning.
     pub settings: RoundSettings,
     /// Metrics.
@@ -234,7 +234,7 @@ pub struct Rounds {
     graph: GraphClient,
     publisher: Publisher,
     redis: RedisState,
-    sealing: Arc<SealingKey>,
+    sealing: Arc<Keyring>,
     settings: RoundSettings,
     metrics: RoundMetrics,
     cards_exchange: String,

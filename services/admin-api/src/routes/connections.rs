@@ -1,9 +1,8 @@
 //! `/v1/tenants/{tenant}/connection`: put (credential sealed), show (without the credential),
 //! delete, and test (a token, the users and groups in scope counted with `$count`, each missing
-//! Graph permission named), and `/subscriptions` to register a Graph subscription by hand until
-//! the subscription-manager does it.
+//! Graph permission named).
 
-use super::{Items, audit, optional_body, rfc3339, visible_tenant};
+use super::{audit, optional_body, rfc3339, visible_tenant};
 use crate::error::ApiError;
 use crate::openapi::Refusals;
 use crate::state::AppState;
@@ -12,12 +11,9 @@ use cardsync_auth::Principal;
 use cardsync_graph::{GraphClient, GraphError, RequestCost, TenantConnection};
 use cardsync_store::admin::{self, ConnectionSummary};
 use cardsync_store::connections::{self, Connection, ConnectionError, CredentialKind};
-use cardsync_store::subscriptions::{self, ClientStateHash, Subscription};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 pub(super) fn configure(config: &mut web::ServiceConfig) {
@@ -28,12 +24,7 @@ pub(super) fn configure(config: &mut web::ServiceConfig) {
                 .route(web::put().to(put))
                 .route(web::delete().to(delete)),
         )
-        .service(web::resource("/tenants/{tenant}/connection/test").route(web::post().to(test)))
-        .service(
-            web::resource("/tenants/{tenant}/subscriptions")
-                .route(web::get().to(list_subscriptions))
-                .route(web::post().to(register_subscription)),
-        );
+        .service(web::resource("/tenants/{tenant}/connection/test").route(web::post().to(test)));
 }
 
 /// How the app signs in, as the API names it.
@@ -115,7 +106,7 @@ impl NewConnection {
     }
 }
 
-fn sealing_failed(error: ConnectionError) -> ApiError {
+pub(super) fn sealing_failed(error: ConnectionError) -> ApiError {
     match error {
         ConnectionError::Store(store) => store.into(),
         other => ApiError::Internal(other.into()),
@@ -349,104 +340,4 @@ pub(crate) async fn test(
     .await
     .map_err(|_| ApiError::Graph("the connection test did not finish in time".into()))??;
     Ok(HttpResponse::Ok().json(report))
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct NewSubscription {
-    id: Uuid,
-    #[serde(default = "default_resource")]
-    resource: String,
-    /// RFC 3339.
-    expires_at: String,
-    /// The clientState given to Graph (1 to 128 characters); only its hash is stored.
-    #[schema(value_type = String)]
-    client_state: SecretString,
-}
-
-fn default_resource() -> String {
-    "/users".to_owned()
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(crate) struct SubscriptionView {
-    id: Uuid,
-    tenant_id: Uuid,
-    resource: String,
-    expires_at: String,
-}
-
-impl From<Subscription> for SubscriptionView {
-    fn from(subscription: Subscription) -> Self {
-        Self {
-            id: subscription.id,
-            tenant_id: subscription.tenant_id,
-            resource: subscription.resource,
-            expires_at: rfc3339(subscription.expires_at),
-        }
-    }
-}
-
-#[utoipa::path(post, operation_id = "connections_register_subscription", path = "/v1/tenants/{tenant}/subscriptions", tag = "connections", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), request_body = NewSubscription, responses((status = 201, description = "Registered", body = SubscriptionView), Refusals))]
-pub(crate) async fn register_subscription(
-    state: web::Data<AppState>,
-    caller: Principal,
-    tenant: web::Path<Uuid>,
-    body: web::Json<NewSubscription>,
-) -> Result<HttpResponse, ApiError> {
-    let tenant = visible_tenant(&state, &caller, *tenant).await?.tenant_id;
-    let body = body.into_inner();
-    let expires_at = OffsetDateTime::parse(&body.expires_at, &Rfc3339).map_err(|_| {
-        ApiError::invalid("invalid-expires-at", "expires_at must be an RFC 3339 time")
-    })?;
-    if !(1..=128).contains(&body.client_state.expose_secret().chars().count()) {
-        return Err(ApiError::invalid(
-            "invalid-client-state",
-            "client_state must be 1 to 128 characters (Graph's limit)",
-        ));
-    }
-    let resource = body.resource.trim();
-    if !resource.starts_with('/') || resource.len() > 256 || resource.chars().any(char::is_control)
-    {
-        return Err(ApiError::invalid(
-            "invalid-resource",
-            "resource must be a Graph path such as /users",
-        ));
-    }
-    let subscription = Subscription {
-        id: body.id,
-        tenant_id: tenant,
-        resource: resource.to_owned(),
-        client_state: ClientStateHash::of(body.client_state.expose_secret()),
-        expires_at,
-    };
-    subscriptions::register(&state.pool, &subscription).await?;
-    let view = SubscriptionView::from(subscription);
-    audit(
-        &state.pool,
-        &caller,
-        Some(tenant),
-        "subscription.register",
-        Some(&body.id.to_string()),
-        None,
-        Some(json!(view)),
-    )
-    .await?;
-    Ok(HttpResponse::Created().json(view))
-}
-
-#[utoipa::path(get, operation_id = "connections_list_subscriptions", path = "/v1/tenants/{tenant}/subscriptions", tag = "connections", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), responses((status = 200, description = "Registered subscriptions", body = Items<SubscriptionView>), Refusals))]
-pub(crate) async fn list_subscriptions(
-    state: web::Data<AppState>,
-    caller: Principal,
-    tenant: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
-    let tenant = visible_tenant(&state, &caller, *tenant).await?.tenant_id;
-    let items: Vec<SubscriptionView> = subscriptions::all(&state.pool)
-        .await?
-        .into_iter()
-        .filter(|subscription| subscription.tenant_id == tenant)
-        .map(SubscriptionView::from)
-        .collect();
-    Ok(HttpResponse::Ok().json(Items { items }))
 }

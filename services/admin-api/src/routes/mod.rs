@@ -8,6 +8,8 @@ pub(crate) mod connections;
 pub(crate) mod dead_letters;
 pub(crate) mod runs;
 pub(crate) mod scope;
+pub(crate) mod sealing;
+pub(crate) mod subscriptions;
 pub(crate) mod sync;
 pub(crate) mod tenants;
 
@@ -36,6 +38,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
             .configure(sync::configure)
             .configure(runs::configure)
             .configure(dead_letters::configure)
+            .configure(sealing::configure)
+            .configure(subscriptions::configure)
             .default_service(web::to(unknown_route)),
     );
     config.route("/openapi.json", web::get().to(crate::openapi::document));

@@ -4,5 +4,7 @@
 mod auth;
 mod dead_letters;
 mod resources;
+mod sealing;
+mod subscriptions;
 mod support;
 mod tenants;

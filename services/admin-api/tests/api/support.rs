@@ -138,6 +138,7 @@ pub fn settings_for(issuer: &Issuer, directories: &[&Directory]) -> Settings {
         ("CARDSYNC__HTTP__SHUTDOWN_TIMEOUT".into(), "5s".into()),
         ("CARDSYNC__TOPOLOGY__PREFIX".into(), prefix),
         ("CARDSYNC__POSTGRES__URL".into(), database_url()),
+        ("CARDSYNC__SECRETS__DEVELOPMENT".into(), "true".into()),
         ("CARDSYNC__POSTGRES__MAX_CONNECTIONS".into(), "4".into()),
         ("CARDSYNC__BUS__URL".into(), amqp_url()),
         ("CARDSYNC__BUS__CONNECT_TIMEOUT".into(), "20s".into()),

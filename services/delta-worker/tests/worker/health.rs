@@ -15,6 +15,7 @@ async fn it_is_not_ready_while_the_broker_is_unreachable() {
         ("CARDSYNC__HTTP__LISTEN", "127.0.0.1:0".to_owned()),
         ("CARDSYNC__TOPOLOGY__PREFIX", prefix.clone()),
         ("CARDSYNC__POSTGRES__URL", cardsync_testkit::database_url()),
+        ("CARDSYNC__SECRETS__DEVELOPMENT", "true".to_owned()),
         ("CARDSYNC__REDIS__URL", cardsync_testkit::redis_url()),
         ("CARDSYNC__REDIS__KEY_PREFIX", prefix),
         // Nothing listens on port 1.

@@ -4,7 +4,7 @@ use cardsync_bus::lapin;
 use cardsync_config::Sources;
 use cardsync_proto::{BusMessage, CardCommand, Message as _};
 use cardsync_rounds::{Mode, RoundReport, RoundRequest};
-use cardsync_store::connections::{self, Connection, CredentialKind, SealingKey};
+use cardsync_store::connections::{self, Connection, CredentialKind};
 use delta_worker::{Application, Settings};
 use graph_sim::control_client::{CARDSYNC_PERMISSIONS, Control};
 use graph_sim::{RunningSim, SimConfig};
@@ -61,6 +61,7 @@ pub async fn env_with(overrides: &[(&str, &str)]) -> Env {
         ("CARDSYNC__HTTP__LISTEN", "127.0.0.1:0".to_owned()),
         ("CARDSYNC__TOPOLOGY__PREFIX", prefix.clone()),
         ("CARDSYNC__POSTGRES__URL", cardsync_testkit::database_url()),
+        ("CARDSYNC__SECRETS__DEVELOPMENT", "true".to_owned()),
         ("CARDSYNC__REDIS__URL", cardsync_testkit::redis_url()),
         ("CARDSYNC__REDIS__KEY_PREFIX", prefix.clone()),
         ("CARDSYNC__BUS__URL", cardsync_testkit::amqp_url()),
@@ -83,7 +84,7 @@ pub async fn env_with(overrides: &[(&str, &str)]) -> Env {
     )
     .collect();
     let settings = load(&env, &[]);
-    let key = SealingKey::from_base64(&settings.secrets.credential_key).unwrap();
+    let key = settings.secrets.keyring().unwrap();
     connections::put(
         &pool,
         &key,

@@ -6,7 +6,7 @@ use cardsync_config::Sources;
 use cardsync_proto::{BusMessage, CardCommand, Message as _};
 use cardsync_rounds::{Mode, RoundReport, RoundRequest};
 use cardsync_rules::{FieldName, FieldRules, MappedCard, plan_create, plan_update};
-use cardsync_store::connections::{self, Connection, CredentialKind, SealingKey};
+use cardsync_store::connections::{self, Connection, CredentialKind};
 use cardsync_store::runs::{self, NewRun, Run};
 use cardsync_store::tenants::{self, TenantConfig};
 use graph_sim::control_client::{CARDSYNC_PERMISSIONS, Control};
@@ -64,6 +64,7 @@ pub async fn env_on(pool: sqlx::PgPool, url: &str, overrides: &[(&str, &str)]) -
         ("CARDSYNC__HTTP__LISTEN", "127.0.0.1:0".to_owned()),
         ("CARDSYNC__TOPOLOGY__PREFIX", prefix.clone()),
         ("CARDSYNC__POSTGRES__URL", url.to_owned()),
+        ("CARDSYNC__SECRETS__DEVELOPMENT", "true".to_owned()),
         ("CARDSYNC__REDIS__URL", cardsync_testkit::redis_url()),
         ("CARDSYNC__REDIS__KEY_PREFIX", prefix.clone()),
         ("CARDSYNC__BUS__URL", cardsync_testkit::amqp_url()),
@@ -88,7 +89,7 @@ pub async fn env_on(pool: sqlx::PgPool, url: &str, overrides: &[(&str, &str)]) -
     )
     .collect();
     let loaded = load(&settings, &[]);
-    let key = SealingKey::from_base64(&loaded.secrets.credential_key).unwrap();
+    let key = loaded.secrets.keyring().unwrap();
     tenants::put(
         &pool,
         &TenantConfig {

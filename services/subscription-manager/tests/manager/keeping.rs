@@ -277,3 +277,67 @@ async fn the_monitor_deletes_an_orphan_of_cardsyncs_and_leaves_a_foreign_one_alo
     assert_eq!(ids.len(), 2, "ours and the foreign one");
     env.teardown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operators_recreate_replaces_the_subscription_and_the_overview_shows_its_deliveries() {
+    let env = env().await;
+    env.pass().await;
+    let old = env.graph_subscriptions().await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // A notification accepted by the webhook shows as the subscription's last notification.
+    let first = env.create_user("BeforeRecreate").await;
+    env.wait_change_of(&first).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let seen = loop {
+        let overview = slots::overview(&env.pool, env.tenant)
+            .await
+            .expect("overview");
+        assert_eq!(overview.len(), 1, "{overview:?}");
+        assert_eq!(overview[0].state, "active");
+        assert_eq!(
+            overview[0].subscription_id.map(|id| id.to_string()),
+            Some(old.clone())
+        );
+        if let Some(at) = overview[0].last_notification_at {
+            break at;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no last notification time written"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(time::OffsetDateTime::now_utc() - seen < time::Duration::minutes(1));
+
+    assert!(
+        slots::request_recreate(&env.pool, env.tenant, "/users", env.clock.now())
+            .await
+            .expect("request")
+    );
+    assert!(
+        !slots::request_recreate(&env.pool, env.tenant, "/nothing", env.clock.now())
+            .await
+            .expect("request"),
+        "no such slot"
+    );
+    let report = env.pass().await;
+    assert_eq!(report.created, 1, "{report:?} {:?}", env.slots().await);
+    // The old subscription is gone from Graph and from the registry; one new one is there.
+    let in_graph = env.graph_subscriptions().await;
+    assert_eq!(in_graph.len(), 1, "{in_graph:?}");
+    let new = in_graph[0]["id"].as_str().expect("id").to_owned();
+    assert_ne!(new, old);
+    let slot = env.slots().await.remove(0);
+    assert_eq!(slot.state, SlotState::Active);
+    assert_eq!(slot.subscription_id.map(|id| id.to_string()), Some(new));
+    assert_eq!(slot.recreate_requested_at, None, "carried out once");
+    let requests: Vec<proto::SyncRequest> = env.drain("delta-worker.requests").await;
+    assert_eq!(requests.len(), 1, "one catch-up round");
+    assert_eq!(requests[0].depth(), proto::sync_request::Depth::Info);
+    // The next pass renews nothing early and recreates nothing again.
+    let again = env.pass().await;
+    assert_eq!(again.created, 0, "{again:?}");
+    env.teardown().await;
+}

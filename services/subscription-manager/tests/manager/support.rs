@@ -5,7 +5,7 @@ use cardsync_bus::lapin;
 use cardsync_bus::lapin::options::BasicGetOptions;
 use cardsync_config::Sources;
 use cardsync_proto::BusMessage;
-use cardsync_store::connections::{self, Connection, CredentialKind, SealingKey};
+use cardsync_store::connections::{self, Connection, CredentialKind};
 use cardsync_store::subscription_slots::{self as slots, Slot};
 use graph_sim::control_client::{AppRegistration, CARDSYNC_PERMISSIONS, Control};
 use graph_sim::{RunningSim, SimConfig};
@@ -69,6 +69,7 @@ pub async fn env_with(overrides: &[(&str, &str)]) -> Env {
         ("CARDSYNC__HTTP__LISTEN", "127.0.0.1:0".to_owned()),
         ("CARDSYNC__TOPOLOGY__PREFIX", prefix.clone()),
         ("CARDSYNC__POSTGRES__URL", database.url.clone()),
+        ("CARDSYNC__SECRETS__DEVELOPMENT", "true".to_owned()),
         ("CARDSYNC__BUS__URL", cardsync_testkit::amqp_url()),
         ("CARDSYNC__BUS__CONNECT_TIMEOUT", "20s".to_owned()),
         ("CARDSYNC__BUS__QUEUE_TYPE", "classic".to_owned()),
@@ -90,7 +91,7 @@ pub async fn env_with(overrides: &[(&str, &str)]) -> Env {
     )
     .collect();
     let loaded = load(&settings);
-    let key = SealingKey::from_base64(&loaded.secrets.credential_key).expect("key");
+    let key = loaded.secrets.keyring().expect("key");
     connections::put(
         &pool,
         &key,
@@ -144,9 +145,12 @@ async fn start_webhook(prefix: &str, database_url: &str) -> (String, Cancellatio
         ("CARDSYNC__HTTP__LISTEN", "127.0.0.1:0".to_owned()),
         ("CARDSYNC__TOPOLOGY__PREFIX", prefix.to_owned()),
         ("CARDSYNC__POSTGRES__URL", database_url.to_owned()),
+        ("CARDSYNC__SECRETS__DEVELOPMENT", "true".to_owned()),
         ("CARDSYNC__BUS__URL", cardsync_testkit::amqp_url()),
         ("CARDSYNC__BUS__CONNECT_TIMEOUT", "20s".to_owned()),
         ("CARDSYNC__BUS__QUEUE_TYPE", "classic".to_owned()),
+        // Last notification times are written once per refresh.
+        ("CARDSYNC__REGISTRY__REFRESH_INTERVAL", "200ms".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
