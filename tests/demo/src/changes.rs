@@ -243,7 +243,13 @@ impl Model {
             }
             "create" => {
                 let title = JOB_TITLES.choose(rng).copied().unwrap_or("Engineer");
-                let alias = format!("newcomer{}.{}", self.counter, &tenant[..8]);
+                // Random as well as counted: several models may change one tenant.
+                let alias = format!(
+                    "newcomer{}.{:08x}.{}",
+                    self.counter,
+                    rng.random::<u32>(),
+                    &tenant[..8]
+                );
                 let answer = control
                     .create_user(
                         &tenant,

@@ -443,6 +443,9 @@ impl Pipeline {
         );
         let mut bus = BusSettings::new(config.amqp_url.clone().into());
         bus.queue_type = config.queue_type;
+        // The harness's own publishes (sync requests) wait out a broker busy with other runs or
+        // just restarted by the soak, as the services' connection loops do.
+        bus.connect_timeout = Duration::from_secs(15);
         Ok(Self {
             topology: Topology::cardsync(&topology_prefix),
             config,

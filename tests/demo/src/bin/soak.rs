@@ -34,8 +34,8 @@ struct Cli {
     #[arg(long, default_value_t = 30)]
     fault_every: u64,
     /// Fault families, comma-separated: all, or kill, broker, postgres, redis, throttle,
-    /// graph-5xx, lose, duplicate, delay, reorder. `broker` and `postgres` stop the machine's
-    /// own servers: leave them out while others use them.
+    /// graph-5xx, lose, duplicate, delay, reorder, network. `broker` and `postgres` stop the
+    /// machine's own servers: leave them out while others use them; `network` needs nftables.
     #[arg(long, default_value = "all")]
     faults: String,
     /// Users of each of the two tenants.
@@ -76,6 +76,13 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if families.contains(&Family::Network) && !soak::faults::nft_available() {
+        eprintln!(
+            "--faults: `network` needs nftables (`nft`, as root; `make services` installs it), \
+             or leave it out"
+        );
+        return std::process::ExitCode::from(2);
+    }
     let bin_dir = match cli.bin_dir.clone().map_or_else(procs::own_dir, Ok) {
         Ok(dir) => dir,
         Err(error) => {

@@ -6,7 +6,7 @@
 //! RabbitMQ and PostgreSQL are the machine's own servers: whatever happens to the soak, a broker
 //! it stopped is started again ([`Injector::heal_all`]).
 
-use super::schedule::{Fault, Moment};
+use super::schedule::{Fault, Link, Moment};
 use super::stream::{self, Shared};
 use crate::changes;
 use crate::pipeline::{Pipeline, Service};
@@ -39,6 +39,8 @@ pub struct Injected {
 pub struct Injector {
     redis_url: String,
     broker_stopped: bool,
+    /// The nftables table of the partition in force, if one is.
+    partition: Option<String>,
     rng: rand::rngs::StdRng,
 }
 
@@ -85,6 +87,35 @@ fn postgres_version() -> anyhow::Result<String> {
         .context("no PostgreSQL cluster under /etc/postgresql")
 }
 
+/// Drops every TCP packet to local `port` (loopback traffic passes the output hook): an
+/// nftables table of the run's own, so nothing else on the machine is touched.
+async fn partition(table: &str, port: u16) -> anyhow::Result<()> {
+    blocking("nft", vec![format!("add table inet {table}")]).await?;
+    blocking(
+        "nft",
+        vec![format!(
+            "add chain inet {table} out {{ type filter hook output priority 0; policy accept; }}"
+        )],
+    )
+    .await?;
+    blocking(
+        "nft",
+        vec![format!("add rule inet {table} out tcp dport {port} drop")],
+    )
+    .await
+}
+
+/// Whether `nft` can be run here (the `network` faults need it, and root).
+pub fn nft_available() -> bool {
+    Command::new("nft")
+        .args(["list", "tables"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
 /// Wall-clock ms, as graph-sim stamps changes.
 fn now_ms() -> i64 {
     changes::now_ms()
@@ -96,6 +127,7 @@ impl Injector {
         Self {
             redis_url: redis_url.to_owned(),
             broker_stopped: false,
+            partition: None,
             rng: rand::rngs::StdRng::seed_from_u64(seed),
         }
     }
@@ -205,6 +237,22 @@ impl Injector {
                 self.delivery(pipeline, json!({"reorder": true}), *lasting)
                     .await?;
             }
+            Fault::Partition { link, lasting } => {
+                let url = match link {
+                    Link::Graph => pipeline.graph_url.clone(),
+                    Link::Webhook => pipeline.service_url(Service::Webhook)?,
+                };
+                let port = url
+                    .rsplit(':')
+                    .next()
+                    .and_then(|port| port.parse::<u16>().ok())
+                    .with_context(|| format!("no port in {url}"))?;
+                let table = format!("cardsync_soak_{}", pipeline.config.run_id);
+                self.partition = Some(table.clone());
+                partition(&table, port).await?;
+                tokio::time::sleep(*lasting).await;
+                self.heal_partition().await?;
+            }
         }
         Ok(Injected {
             healed: Instant::now(),
@@ -237,14 +285,44 @@ impl Injector {
             .cloned()
             .collect();
         let control = pipeline.control.clone();
+        let tenant_text = tenant.to_string();
+        let titles: Vec<String> = (0..chosen.len())
+            .map(|n| format!("Burst {} #{n}", self.rng.random::<u32>()))
+            .collect();
+        // Each change on its own: a user the stream deletes meanwhile fails alone (404), and
+        // every change made is recorded.
         tokio::spawn(async move {
-            match changes::title_burst(&control, &tenant.to_string(), &chosen, 16).await {
-                Ok(applied) => stream::lock(&changes).record(tenant, &applied),
-                Err(error) => {
-                    eprintln!("a burst of changes failed: {error:#}");
-                    stream::lock(&changes).failures += 1;
-                }
+            let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(16));
+            let mut tasks = tokio::task::JoinSet::new();
+            for (user, title) in chosen.into_iter().zip(titles) {
+                let Ok(permit) = gate.clone().acquire_owned().await else {
+                    break;
+                };
+                let (control, tenant_text, changes) =
+                    (control.clone(), tenant_text.clone(), changes.clone());
+                tasks.spawn(async move {
+                    let _permit = permit;
+                    let answer = control
+                        .update_user(&tenant_text, &user, json!({"jobTitle": title}))
+                        .await;
+                    let mut changes = stream::lock(&changes);
+                    match answer {
+                        Ok(answer) => changes.record(
+                            tenant,
+                            &[changes::Applied {
+                                kind: "title",
+                                changed_at_ms: answer["change"]["changedAtUnixMs"]
+                                    .as_i64()
+                                    .unwrap_or_else(now_ms),
+                                user,
+                                visible: true,
+                            }],
+                        ),
+                        Err(_) => changes.failures += 1,
+                    }
+                });
             }
+            while tasks.join_next().await.is_some() {}
         });
         Ok(())
     }
@@ -276,6 +354,14 @@ impl Injector {
         Ok(())
     }
 
+    async fn heal_partition(&mut self) -> anyhow::Result<()> {
+        if let Some(table) = &self.partition {
+            blocking("nft", vec![format!("delete table inet {table}")]).await?;
+            self.partition = None;
+        }
+        Ok(())
+    }
+
     async fn start_broker(&mut self) -> anyhow::Result<()> {
         blocking("rabbitmqctl", vec!["start_app".into()]).await?;
         blocking(
@@ -290,6 +376,9 @@ impl Injector {
     /// Undoes whatever fault is still on: the broker started again, graph-sim's rules and
     /// delivery profile back to normal. Called however the soak ends.
     pub async fn heal_all(&mut self, pipeline: Option<&Pipeline>) {
+        if let Err(error) = self.heal_partition().await {
+            eprintln!("removing the network partition failed: {error:#}");
+        }
         if self.broker_stopped {
             let started = Instant::now();
             while let Err(error) = self.start_broker().await {

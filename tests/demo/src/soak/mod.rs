@@ -138,6 +138,31 @@ pub async fn converge(
     }
 }
 
+/// Change streams per tenant, each over its own share of the users: one stream waits for each
+/// change graph-sim makes, and one per tenant falls short of 50 changes/s in a debug build.
+pub const STREAMS_PER_TENANT: usize = 8;
+
+/// `snapshot` split into `parts` snapshots with the same groups and a disjoint share of the
+/// users each, so that models built from them never change the same user at once.
+fn split_users(snapshot: &serde_json::Value, parts: usize) -> Vec<serde_json::Value> {
+    let users = snapshot["directory"]["users"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    (0..parts.max(1))
+        .map(|part| {
+            let mut share = snapshot.clone();
+            share["directory"]["users"] = users
+                .iter()
+                .enumerate()
+                .filter(|(index, _)| index % parts.max(1) == part)
+                .map(|(_, user)| user.clone())
+                .collect();
+            share
+        })
+        .collect()
+}
+
 async fn active_cards(pipeline: &Pipeline, tenant: Uuid) -> anyhow::Result<usize> {
     let n: i64 =
         sqlx::query_scalar("SELECT count(*) FROM cards WHERE tenant_id = $1 AND status = 'active'")
@@ -248,10 +273,9 @@ pub async fn run(
     for tenant in &pipeline.tenants {
         let text = tenant.to_string();
         let snapshot = pipeline.control.snapshot(&text).await?;
-        models.push((
-            *tenant,
-            Model::from_snapshot(&text, &snapshot).with_arrivals(),
-        ));
+        for part in split_users(&snapshot, STREAMS_PER_TENANT) {
+            models.push((*tenant, Model::from_snapshot(&text, &part).with_arrivals()));
+        }
     }
     let stream = Stream::start(
         pipeline.control.clone(),

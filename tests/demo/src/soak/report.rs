@@ -259,11 +259,15 @@ pub async fn finish(
     let restarts = pipeline.restarts();
     println!(
         "services killed and restarted by the schedule: {}",
-        kills
-            .iter()
-            .map(|(name, n)| format!("{name} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        if kills.is_empty() {
+            "none".to_owned()
+        } else {
+            kills
+                .iter()
+                .map(|(name, n)| format!("{name} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
     );
     println!(
         "services restarted after exiting on their own: {}",

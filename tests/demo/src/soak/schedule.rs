@@ -39,11 +39,14 @@ pub enum Family {
     Delay,
     /// graph-sim sends each batch's notifications one by one in reverse order.
     Reorder,
+    /// A network partition (nftables drop rules): the services cut off from Graph, or Graph
+    /// from the webhook.
+    Network,
 }
 
 impl Family {
     /// Every family, in `--faults` order.
-    pub const ALL: [Family; 10] = [
+    pub const ALL: [Family; 11] = [
         Family::Kill,
         Family::Broker,
         Family::Postgres,
@@ -54,6 +57,7 @@ impl Family {
         Family::Duplicate,
         Family::Delay,
         Family::Reorder,
+        Family::Network,
     ];
 
     /// Its `--faults` name.
@@ -69,6 +73,7 @@ impl Family {
             Family::Duplicate => "duplicate",
             Family::Delay => "delay",
             Family::Reorder => "reorder",
+            Family::Network => "network",
         }
     }
 
@@ -118,6 +123,15 @@ pub enum Moment {
         /// From the request to the kill at the latest.
         after: Duration,
     },
+}
+
+/// A link a network partition cuts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// Every service to Graph (graph-sim's HTTPS port): rounds, tokens, subscriptions.
+    Graph,
+    /// Graph to the webhook: notifications and their retries.
+    Webhook,
 }
 
 /// One fault with everything random about it already drawn.
@@ -179,6 +193,13 @@ pub enum Fault {
         /// How long.
         lasting: Duration,
     },
+    /// Every packet to `link`'s port dropped for `lasting` (connections hang, then time out).
+    Partition {
+        /// Which link.
+        link: Link,
+        /// How long.
+        lasting: Duration,
+    },
 }
 
 impl Fault {
@@ -205,6 +226,13 @@ impl Fault {
             Fault::Duplicate { .. } => "notifications duplicated".into(),
             Fault::Delay { .. } => "notifications delayed".into(),
             Fault::Reorder { .. } => "notifications reordered".into(),
+            Fault::Partition {
+                link: Link::Graph, ..
+            } => "partition services-graph".into(),
+            Fault::Partition {
+                link: Link::Webhook,
+                ..
+            } => "partition graph-webhook".into(),
         }
     }
 
@@ -291,6 +319,15 @@ impl fmt::Display for Fault {
             Fault::Reorder { lasting } => {
                 write!(f, "notifications reordered for {:.0} s", secs(lasting))
             }
+            Fault::Partition { link, lasting } => write!(
+                f,
+                "network partition {} for {:.0} s (nftables drop)",
+                match link {
+                    Link::Graph => "between the services and Graph",
+                    Link::Webhook => "between Graph and the webhook",
+                },
+                secs(lasting)
+            ),
         }
     }
 }
@@ -384,6 +421,14 @@ fn draw_fault(rng: &mut rand::rngs::StdRng, card: Card, tenants: usize) -> Fault
             by: between(rng, 1_000, 8_000),
             lasting,
         },
+        Card::Other(Family::Network) => Fault::Partition {
+            link: if rng.random_bool(0.5) {
+                Link::Graph
+            } else {
+                Link::Webhook
+            },
+            lasting,
+        },
         Card::Other(Family::Reorder | Family::Kill) => Fault::Reorder { lasting },
     }
 }
@@ -411,7 +456,7 @@ impl Schedule {
                     service,
                     moment: Moment::InitialSync {
                         percent: rng.random_range(10..=60),
-                        after: between(&mut rng, 50, 600),
+                        after: between(&mut rng, 20, 250),
                     },
                     down: between(&mut rng, 0, 3_000),
                     tenant: tenant % plan.tenants.max(1),
@@ -509,6 +554,8 @@ mod tests {
             "notifications reordered",
             "kill card-writer mid-batch",
             "kill delta-worker mid-sync",
+            "partition services-graph",
+            "partition graph-webhook",
         ] {
             assert!(kinds.contains(kind), "no {kind} in {kinds:?}");
         }

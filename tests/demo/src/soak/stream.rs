@@ -102,9 +102,9 @@ pub struct Stream {
 }
 
 impl Stream {
-    /// Starts `rate` changes per second over `models` (one per tenant, each changed by a task
-    /// of its own at its share of the rate, so that one tenant's slow change does not hold up
-    /// the other's), drawn from `seed`.
+    /// Starts `rate` changes per second over `models` (each with its tenant and its own share
+    /// of the users, changed by a task of its own at its share of the rate, so that one slow
+    /// change does not hold up the others), drawn from `seed`.
     pub fn start(control: Control, models: Vec<(Uuid, Model)>, rate: f64, seed: u64) -> Self {
         let changes: Shared = Arc::default();
         let (stop, stopped) = watch::channel(false);
