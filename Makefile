@@ -176,7 +176,7 @@ soak: services ## faults drawn from a seed under a change stream, then every car
 	"$${CARGO_TARGET_DIR:-target}/debug/cardsync-soak" $(SOAK_ARGS)
 
 # `make ci`'s short soak: a fixed seed, every fault family, under five minutes with its build.
-SOAK_SHORT_ARGS ?= --seconds 120 --fault-every 7 --users 300 --seed 7 --converge-timeout 60 --settle-timeout 90
+SOAK_SHORT_ARGS ?= --seconds 150 --fault-every 6 --max-fault 4 --users 300 --seed 7 --converge-timeout 60 --settle-timeout 90
 soak-short: services ## a two-minute soak with a fixed seed and every fault family (part of make ci)
 	$(CARGO) build --locked $(SOAK_BINS) --bins
 	"$${CARGO_TARGET_DIR:-target}/debug/cardsync-soak" $(SOAK_SHORT_ARGS)

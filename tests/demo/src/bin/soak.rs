@@ -38,6 +38,9 @@ struct Cli {
     /// machine's own servers: leave them out while others use them; `network` needs nftables.
     #[arg(long, default_value = "all")]
     faults: String,
+    /// Longest a fault lasts (a service down, a storm, a partition), seconds.
+    #[arg(long, default_value_t = 60)]
+    max_fault: u64,
     /// Users of each of the two tenants.
     #[arg(long, default_value_t = 1000)]
     users: usize,
@@ -96,6 +99,7 @@ async fn main() -> std::process::ExitCode {
         rate: cli.rate,
         mean_gap: Duration::from_secs(cli.fault_every),
         families,
+        max_fault: Duration::from_secs(cli.max_fault),
         users: cli.users,
         converge_cap: Duration::from_secs(cli.converge_timeout),
         settle_timeout: Duration::from_secs(cli.settle_timeout),

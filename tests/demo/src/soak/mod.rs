@@ -40,6 +40,8 @@ pub struct SoakConfig {
     pub mean_gap: Duration,
     /// Fault families to draw from.
     pub families: Vec<Family>,
+    /// Longest a fault lasts.
+    pub max_fault: Duration,
     /// Users of each tenant.
     pub users: usize,
     /// Longest wait for convergence after one fault before the soak moves on (and counts it).
@@ -67,6 +69,7 @@ impl SoakConfig {
             mean_gap: self.mean_gap,
             families: self.families.clone(),
             tenants: 2,
+            max_fault: self.max_fault,
         })
     }
 }
@@ -194,6 +197,12 @@ pub async fn run(
         .clone_from(&config.safety_poll);
     pipeline_config.safety_poll_tick = "2s".to_owned();
     pipeline_config.delete_topology = true;
+    // A service restarted while the machine is busy (a 2-core host running the soak and
+    // more) needs more than the default second to connect and declare its topology.
+    pipeline_config.service_env = vec![(
+        "CARDSYNC__BUS__CONNECT_TIMEOUT".to_owned(),
+        "10s".to_owned(),
+    )];
     println!("logs in {}", pipeline_config.logs.display());
     let pipeline = slot.insert(Pipeline::start(pipeline_config).await?);
     pipeline

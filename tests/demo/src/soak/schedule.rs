@@ -236,6 +236,52 @@ impl Fault {
         }
     }
 
+    /// The same fault lasting (or down) at most `max`.
+    #[must_use]
+    pub fn capped(self, max: Duration) -> Self {
+        let cap = |d: Duration| d.min(max);
+        match self {
+            Fault::Kill {
+                service,
+                moment,
+                down,
+                tenant,
+            } => Fault::Kill {
+                service,
+                moment,
+                down: cap(down),
+                tenant,
+            },
+            Fault::Broker { down } => Fault::Broker { down: cap(down) },
+            Fault::Throttle { lasting } => Fault::Throttle {
+                lasting: cap(lasting),
+            },
+            Fault::GraphErrors { lasting } => Fault::GraphErrors {
+                lasting: cap(lasting),
+            },
+            Fault::Lose { percent, lasting } => Fault::Lose {
+                percent,
+                lasting: cap(lasting),
+            },
+            Fault::Duplicate { percent, lasting } => Fault::Duplicate {
+                percent,
+                lasting: cap(lasting),
+            },
+            Fault::Delay { by, lasting } => Fault::Delay {
+                by,
+                lasting: cap(lasting),
+            },
+            Fault::Reorder { lasting } => Fault::Reorder {
+                lasting: cap(lasting),
+            },
+            Fault::Partition { link, lasting } => Fault::Partition {
+                link,
+                lasting: cap(lasting),
+            },
+            other @ (Fault::Postgres | Fault::Redis) => other,
+        }
+    }
+
     /// The service it kills, if it is a kill.
     pub fn killed(&self) -> Option<Service> {
         match self {
@@ -354,6 +400,8 @@ pub struct Plan {
     pub families: Vec<Family>,
     /// How many tenants bursts and syncs may go to.
     pub tenants: usize,
+    /// Longest a fault lasts (a short soak's faults are short, so that it meets every kind).
+    pub max_fault: Duration,
 }
 
 /// The whole schedule: the kills during the initial syncs, then the faults under the stream.
@@ -493,7 +541,7 @@ impl Schedule {
             let card = hand.pop().unwrap_or(Card::Other(Family::Redis));
             stream.push(Planned {
                 at,
-                fault: draw_fault(&mut rng, card, plan.tenants),
+                fault: draw_fault(&mut rng, card, plan.tenants).capped(plan.max_fault),
             });
         }
         Self { initial, stream }
@@ -511,6 +559,7 @@ mod tests {
             mean_gap: Duration::from_secs(30),
             families: families.to_vec(),
             tenants: 2,
+            max_fault: Duration::from_secs(60),
         }
     }
 
@@ -565,6 +614,26 @@ mod tests {
             assert!(planned.at >= last + MIN_GAP && planned.at < Duration::from_secs(3_600));
             last = planned.at;
         }
+    }
+
+    #[test]
+    fn capped_faults_last_no_longer_than_the_cap_and_keep_their_kind() {
+        let mut short = plan(7, &Family::ALL);
+        short.max_fault = Duration::from_secs(3);
+        let long = Schedule::draw(&plan(7, &Family::ALL));
+        let capped = Schedule::draw(&short);
+        assert_eq!(long.stream.len(), capped.stream.len());
+        for (l, c) in long.stream.iter().zip(&capped.stream) {
+            assert_eq!((l.at, l.fault.kind()), (c.at, c.fault.kind()));
+            assert_eq!(l.fault.clone().capped(Duration::from_secs(3)), c.fault);
+        }
+        assert!(capped.stream.iter().all(|p| match &p.fault {
+            Fault::Throttle { lasting } | Fault::Lose { lasting, .. } => {
+                *lasting <= Duration::from_secs(3)
+            }
+            Fault::Kill { down, .. } | Fault::Broker { down } => *down <= Duration::from_secs(3),
+            _ => true,
+        }));
     }
 
     #[test]
