@@ -551,10 +551,15 @@ impl Pipeline {
 
     /// Cards of the tenant with status `active`.
     pub async fn active_cards(&self) -> anyhow::Result<usize> {
+        self.active_cards_of(self.tenant).await
+    }
+
+    /// Cards of one of [`Pipeline::tenants`] with status `active`.
+    pub async fn active_cards_of(&self, tenant: Uuid) -> anyhow::Result<usize> {
         let active: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM cards WHERE tenant_id = $1 AND status = 'active'",
         )
-        .bind(self.tenant)
+        .bind(tenant)
         .fetch_one(&self.pool)
         .await?;
         Ok(usize::try_from(active).unwrap_or_default())
@@ -729,10 +734,13 @@ impl Pipeline {
         let running = self.running(service)?.clone();
         self.children
             .start(&self.binaries, service.name(), &["serve"], &running.env)?;
-        wait_ok(
+        // A restart on a busy machine (the soak's, with builds beside it) may wait for a
+        // broker that takes seconds to accept a connection: readiness gets two minutes.
+        wait_ok_within(
             &self.http,
             &format!("http://127.0.0.1:{}/health/ready", running.port),
             &mut self.children,
+            Duration::from_secs(120),
         )
         .await
         .with_context(|| format!("{} never became ready again", service.name()))
@@ -866,6 +874,16 @@ pub(crate) async fn wait_ok(
     url: &str,
     children: &mut Children,
 ) -> anyhow::Result<()> {
+    wait_ok_within(http, url, children, Duration::from_secs(30)).await
+}
+
+/// Waits until `url` answers 2xx, supervising the children, at most `within`.
+async fn wait_ok_within(
+    http: &reqwest::Client,
+    url: &str,
+    children: &mut Children,
+    within: Duration,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         children.supervise()?;
@@ -874,8 +892,8 @@ pub(crate) async fn wait_ok(
         {
             return Ok(());
         }
-        if started.elapsed() > Duration::from_secs(30) {
-            bail!("{url} not ready after 30 s");
+        if started.elapsed() > within {
+            bail!("{url} not ready after {} s", within.as_secs());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -116,6 +116,30 @@ pub fn nft_available() -> bool {
         .is_ok_and(|status| status.success())
 }
 
+/// A graph-sim control call (idempotent: it replaces the rules or the profile), tried up to
+/// three times: on a busy machine a pooled connection graph-sim has just closed fails the first
+/// try ("connection closed before message completed"), which ended a 20-minute soak once.
+async fn control_call<F, Fut, T, E>(call: F) -> anyhow::Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Ok(answer) => return Ok(answer),
+            Err(error) if attempt >= 3 => {
+                return Err(anyhow::Error::new(error).context("graph-sim's control API, 3 tries"));
+            }
+            Err(_) => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
 /// Wall-clock ms, as graph-sim stamps changes.
 fn now_ms() -> i64 {
     changes::now_ms()
@@ -333,12 +357,10 @@ impl Injector {
         kind: &str,
         lasting: Duration,
     ) -> anyhow::Result<()> {
-        pipeline
-            .control
-            .set_faults(json!([{"endpoint": "*", "kind": kind, "retryAfter": "1"}]))
-            .await?;
+        let rules = json!([{"endpoint": "*", "kind": kind, "retryAfter": "1"}]);
+        control_call(|| pipeline.control.set_faults(rules.clone())).await?;
         tokio::time::sleep(lasting).await;
-        pipeline.control.set_faults(json!([])).await?;
+        control_call(|| pipeline.control.set_faults(json!([]))).await?;
         Ok(())
     }
 
@@ -348,9 +370,9 @@ impl Injector {
         profile: serde_json::Value,
         lasting: Duration,
     ) -> anyhow::Result<()> {
-        pipeline.control.set_delivery(profile).await?;
+        control_call(|| pipeline.control.set_delivery(profile.clone())).await?;
         tokio::time::sleep(lasting).await;
-        pipeline.control.set_delivery(json!({})).await?;
+        control_call(|| pipeline.control.set_delivery(json!({}))).await?;
         Ok(())
     }
 
@@ -390,8 +412,8 @@ impl Injector {
             }
         }
         if let Some(pipeline) = pipeline {
-            let _ = pipeline.control.set_faults(json!([])).await;
-            let _ = pipeline.control.set_delivery(json!({})).await;
+            let _ = control_call(|| pipeline.control.set_faults(json!([]))).await;
+            let _ = control_call(|| pipeline.control.set_delivery(json!({}))).await;
         }
     }
 }

@@ -25,7 +25,6 @@ use schedule::{Family, Fault, Moment, Plan, Schedule};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use stream::{Shared, Stream};
-use uuid::Uuid;
 
 /// How a soak runs.
 #[derive(Debug, Clone)]
@@ -85,6 +84,9 @@ pub struct Converged {
     pub after: Option<Duration>,
     /// What still diverged at the last look (a few examples).
     pub blockers: Vec<String>,
+    /// How long one look (every tenant's snapshot and comparison) took on average: the
+    /// granularity of `after`.
+    pub look: Duration,
 }
 
 /// Waits until every divergent card (photos aside) of every tenant belongs to a user changed
@@ -96,12 +98,26 @@ pub async fn converge(
     cap: Duration,
 ) -> anyhow::Result<Converged> {
     let started = Instant::now();
+    let mut looks = 0u32;
     loop {
         pipeline.supervise()?;
+        looks += 1;
         let mut blockers = Vec::new();
         let mut examples = Vec::new();
-        for tenant in pipeline.tenants.clone() {
-            let snapshot = pipeline.control.snapshot(&tenant.to_string()).await?;
+        // Every tenant's snapshot at once: a large one takes seconds on a busy machine.
+        let mut snapshots = tokio::task::JoinSet::new();
+        for (index, tenant) in pipeline.tenants.iter().enumerate() {
+            let (control, tenant) = (pipeline.control.clone(), *tenant);
+            snapshots
+                .spawn(async move { (index, tenant, control.snapshot(&tenant.to_string()).await) });
+        }
+        let mut taken = Vec::new();
+        while let Some(done) = snapshots.join_next().await {
+            let (index, tenant, snapshot) = done?;
+            taken.push((index, tenant, snapshot?));
+        }
+        taken.sort_by_key(|(index, _, _)| *index);
+        for (_, tenant, snapshot) in taken {
             let report = check::compare(&pipeline.pool, tenant, &snapshot).await?;
             let changes = stream::lock(changes);
             for user in &report.divergent_users {
@@ -120,10 +136,12 @@ pub async fn converge(
                 }
             }
         }
+        let look = started.elapsed() / looks;
         if blockers.is_empty() {
             return Ok(Converged {
                 after: Some(started.elapsed()),
                 blockers,
+                look,
             });
         }
         if started.elapsed() >= cap {
@@ -135,6 +153,7 @@ pub async fn converge(
             return Ok(Converged {
                 after: None,
                 blockers: examples,
+                look,
             });
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -164,15 +183,6 @@ fn split_users(snapshot: &serde_json::Value, parts: usize) -> Vec<serde_json::Va
             share
         })
         .collect()
-}
-
-async fn active_cards(pipeline: &Pipeline, tenant: Uuid) -> anyhow::Result<usize> {
-    let n: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM cards WHERE tenant_id = $1 AND status = 'active'")
-            .bind(tenant)
-            .fetch_one(&pipeline.pool)
-            .await?;
-    Ok(usize::try_from(n).unwrap_or_default())
 }
 
 /// Starts the pipeline (left in `slot` so that the caller stops it however the soak ends) and
@@ -238,7 +248,8 @@ pub async fn run(
         ) = kill
         {
             let threshold = expected * usize::from(*percent) / 100;
-            while started.elapsed() < *after && active_cards(pipeline, tenant).await? < threshold {
+            while started.elapsed() < *after && pipeline.active_cards_of(tenant).await? < threshold
+            {
                 pipeline.supervise()?;
                 anyhow::ensure!(
                     started.elapsed() < Duration::from_secs(300),
@@ -247,7 +258,7 @@ pub async fn run(
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            let cards = active_cards(pipeline, tenant).await?;
+            let cards = pipeline.active_cards_of(tenant).await?;
             println!(
                 "tenant {} ({expected} cards expected): {fault} ({cards} written at the kill)",
                 index + 1

@@ -251,10 +251,18 @@ pub async fn finish(
             episode.converged.blockers.join("; ")
         );
     }
+    let look_ms = findings
+        .episodes
+        .iter()
+        .map(|e| ms(e.converged.look))
+        .sum::<u64>()
+        / (findings.episodes.len().max(1) as u64);
     println!(
-        "longest time to converge: {:.1} s ({})",
+        "longest time to converge: {:.1} s ({}); one look at every card took {:.1} s on average \
+         (the resolution of these times)",
         longest.0 as f64 / 1000.0,
-        longest.1
+        longest.1,
+        look_ms as f64 / 1000.0
     );
     let restarts = pipeline.restarts();
     println!(
@@ -364,6 +372,7 @@ pub async fn finish(
         "duplicate_cards": duplicates,
         "longest_converge_ms": longest.0,
         "longest_converge_kind": longest.1,
+        "converge_look_ms": look_ms,
         "converge_ms_by_kind": converge_json,
         "unconverged_faults": unconverged,
         "settle_s": (settle.as_secs_f64() * 10.0).round() / 10.0,
