@@ -82,8 +82,14 @@ ensure_databases() {
   done
 }
 
+# `make soak`'s network partitions are nftables drop rules on the run's own ports.
+ensure_nft() {
+  command -v nft >/dev/null 2>&1 || apt_install nftables || log "nftables unavailable: make soak cannot cut the network"
+}
+
 ensure_postgres
 ensure_redis
 ensure_rabbitmq
 ensure_databases
+ensure_nft
 log "RabbitMQ :5672, Redis :6379 and PostgreSQL :5432 are up"

@@ -1,6 +1,7 @@
 //! The random stream of directory changes the demo applies in graph-sim, and what it remembers
 //! about each one (kind, user, the simulator's `changedAtUnixMs`) to measure end-to-end latency.
 
+use anyhow::Context as _;
 use graph_sim::control_client::Control;
 use rand::Rng as _;
 use rand::seq::IndexedRandom as _;
@@ -41,6 +42,8 @@ pub struct Model {
     titles: BTreeMap<String, String>,
     with_mobile: BTreeMap<String, bool>,
     counter: u64,
+    /// Whether new users join (as often as users are deleted for good).
+    arrivals: bool,
 }
 
 const JOB_TITLES: &[&str] = &[
@@ -113,7 +116,16 @@ impl Model {
             titles,
             with_mobile,
             counter: 0,
+            arrivals: false,
         }
+    }
+
+    /// Lets the stream create users too, as often as it deletes them for good, so that a stream
+    /// of hours never runs out of users to change.
+    #[must_use]
+    pub fn with_arrivals(mut self) -> Self {
+        self.arrivals = true;
+        self
     }
 
     fn pick(&self, rng: &mut impl rand::Rng, state: State) -> Option<String> {
@@ -133,7 +145,7 @@ impl Model {
         rng: &mut rand::rngs::StdRng,
     ) -> anyhow::Result<Option<Applied>> {
         // Weights: mostly profile edits, with every lifecycle transition represented.
-        let kinds: &[(&'static str, u32)] = &[
+        let mut kinds: Vec<(&'static str, u32)> = vec![
             ("title", 30),
             ("phone", 15),
             ("email", 10),
@@ -145,6 +157,9 @@ impl Model {
             ("membership_move", 12),
             ("photo", 10),
         ];
+        if self.arrivals {
+            kinds.push(("create", 2));
+        }
         let kind = kinds
             .choose_weighted(rng, |(_, w)| *w)
             .map(|(k, _)| *k)
@@ -224,6 +239,37 @@ impl Model {
                 let answer = control.delete_user(&tenant, &user, true).await?;
                 self.users.remove(&user);
                 self.member_of.remove(&user);
+                (user, answer, true)
+            }
+            "create" => {
+                let title = JOB_TITLES.choose(rng).copied().unwrap_or("Engineer");
+                // Random as well as counted: several models may change one tenant.
+                let alias = format!(
+                    "newcomer{}.{:08x}.{}",
+                    self.counter,
+                    rng.random::<u32>(),
+                    &tenant[..8]
+                );
+                let answer = control
+                    .create_user(
+                        &tenant,
+                        json!({
+                            "displayName": format!("Newcomer {}", self.counter),
+                            "userPrincipalName": format!("{alias}@{}", self.domain),
+                            "mail": format!("{alias}@{}", self.domain),
+                            "jobTitle": title,
+                            "accountEnabled": true,
+                        }),
+                    )
+                    .await?;
+                let user = answer["user"]["id"]
+                    .as_str()
+                    .or(answer["id"].as_str())
+                    .context("graph-sim created a user without an id")?
+                    .to_owned();
+                self.users.insert(user.clone(), State::Enabled);
+                self.titles.insert(user.clone(), title.to_owned());
+                self.with_mobile.insert(user.clone(), false);
                 (user, answer, true)
             }
             "membership_move" => {

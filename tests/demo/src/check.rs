@@ -4,7 +4,7 @@
 use cardsync_rules::{DirectoryUser, FieldRules, map_user};
 use serde_json::Value;
 use sqlx::PgPool;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use uuid::Uuid;
 
 /// The outcome of one comparison.
@@ -24,6 +24,11 @@ pub struct Report {
     pub statuses: BTreeMap<String, usize>,
     /// A few examples of what diverged, for the summary.
     pub examples: Vec<String>,
+    /// Every directory user whose card diverges for more than its photo (the soak tells a
+    /// change still in flight from a lost one by the user's last change).
+    pub divergent_users: Vec<String>,
+    /// Users outside the tenant's group scope (0 for a tenant that syncs every user).
+    pub out_of_scope: usize,
 }
 
 struct CardRow {
@@ -48,6 +53,8 @@ pub async fn compare(pool: &PgPool, tenant: Uuid, snapshot: &Value) -> anyhow::R
     let rules: FieldRules = rules
         .and_then(|rules| serde_json::from_value(rules).ok())
         .unwrap_or_default();
+    let scope = cardsync_store::directory::scope(pool, tenant).await?;
+    let in_scope = scope.map(|groups| members_of(snapshot, &groups));
     let rows: Vec<(Option<String>, String, Value)> =
         sqlx::query_as("SELECT user_id, status, fields FROM cards WHERE tenant_id = $1")
             .bind(tenant)
@@ -84,7 +91,7 @@ pub async fn compare(pool: &PgPool, tenant: Uuid, snapshot: &Value) -> anyhow::R
     .try_into()
     .unwrap_or(usize::MAX);
 
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::new();
     for user in snapshot["directory"]["users"]
         .as_array()
         .into_iter()
@@ -99,17 +106,24 @@ pub async fn compare(pool: &PgPool, tenant: Uuid, snapshot: &Value) -> anyhow::R
             .as_str()
             .is_none_or(|s| s == "active")
             && user["accountEnabled"] != Value::Bool(false);
+        let scoped = in_scope.as_ref().is_none_or(|members| members.contains(id));
+        if !scoped {
+            report.out_of_scope += 1;
+        }
         let card = cards.get(id);
-        if !active {
+        if !active || !scoped {
             if card.is_some_and(|c| c.status == "active") {
                 report.divergent += 1;
-                push_example(&mut report, format!("{id}: card active, user not"));
+                report.divergent_users.push(id.to_owned());
+                let why = if active { "out of scope" } else { "not active" };
+                push_example(&mut report, format!("{id}: card active, user {why}"));
             }
             continue;
         }
         report.expected_active += 1;
         let Some(card) = card.filter(|c| c.status == "active") else {
             report.divergent += 1;
+            report.divergent_users.push(id.to_owned());
             let status = card.map_or("none", |c| c.status.as_str());
             push_example(&mut report, format!("{id}: user active, card {status}"));
             continue;
@@ -141,6 +155,8 @@ pub async fn compare(pool: &PgPool, tenant: Uuid, snapshot: &Value) -> anyhow::R
             report.divergent += 1;
             if differences.len() == 1 && differences[0].starts_with("photo:") {
                 report.photo_only += 1;
+            } else {
+                report.divergent_users.push(id.to_owned());
             }
             push_example(&mut report, format!("{id}: {}", differences.join("; ")));
         }
@@ -148,6 +164,7 @@ pub async fn compare(pool: &PgPool, tenant: Uuid, snapshot: &Value) -> anyhow::R
     for (user_id, card) in &cards {
         if !seen.contains(user_id) && card.status == "active" {
             report.divergent += 1;
+            report.divergent_users.push(user_id.clone());
             let who = card.user_id.as_deref().unwrap_or("?");
             push_example(&mut report, format!("{who}: purged user, card active"));
         }
@@ -155,8 +172,68 @@ pub async fn compare(pool: &PgPool, tenant: Uuid, snapshot: &Value) -> anyhow::R
     Ok(report)
 }
 
+/// The users that are members of `groups` in `snapshot`, directly or through nested groups
+/// (how a group-scoped tenant's scope is read).
+pub fn members_of(snapshot: &Value, groups: &[String]) -> HashSet<String> {
+    let mut members_by_group: HashMap<&str, Vec<&str>> = HashMap::new();
+    for group in snapshot["directory"]["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if group["lifecycleState"]
+            .as_str()
+            .is_some_and(|s| s != "active")
+        {
+            continue;
+        }
+        if let Some(id) = group["id"].as_str() {
+            let members = group["members"].as_array().into_iter().flatten();
+            members_by_group.insert(id, members.filter_map(Value::as_str).collect());
+        }
+    }
+    let mut users = HashSet::new();
+    let mut visited: HashSet<&str> = HashSet::new();
+    let mut pending: Vec<&str> = groups.iter().map(String::as_str).collect();
+    while let Some(group) = pending.pop() {
+        if !visited.insert(group) {
+            continue;
+        }
+        for member in members_by_group.get(group).into_iter().flatten() {
+            if members_by_group.contains_key(member) {
+                pending.push(member);
+            } else {
+                users.insert((*member).to_owned());
+            }
+        }
+    }
+    users
+}
+
 fn push_example(report: &mut Report, example: String) {
     if report.examples.len() < 8 {
         report.examples.push(example);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_scope_holds_the_members_of_its_groups_and_of_their_nested_groups_only() {
+        let snapshot = json!({"directory": {"groups": [
+            {"id": "sales", "lifecycleState": "active", "members": ["ann", "emea"]},
+            {"id": "emea", "lifecycleState": "active", "members": ["bob", "sales"]},
+            {"id": "legal", "lifecycleState": "active", "members": ["carol"]},
+            {"id": "gone", "lifecycleState": "softDeleted", "members": ["dave"]},
+        ]}});
+        let members = members_of(&snapshot, &["sales".to_owned()]);
+        let mut members: Vec<&str> = members.iter().map(String::as_str).collect();
+        members.sort_unstable();
+        assert_eq!(members, ["ann", "bob"]);
+        assert!(members_of(&snapshot, &["legal".to_owned(), "gone".to_owned()]).contains("carol"));
+        assert!(!members_of(&snapshot, &["gone".to_owned()]).contains("dave"));
     }
 }

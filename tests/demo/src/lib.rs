@@ -12,14 +12,20 @@
 //! - [`operator`]: the admin-api and the `cardsync` CLI, as an operator configures a tenant.
 //! - [`metrics`]: reading counters out of Prometheus text.
 //! - [`reconcile`]: a full reconcile run asked of the reconciler, and what it found.
+//! - [`drain`]: waiting until nothing is in flight for any of the pipeline's tenants.
+//! - [`tenants`]: further tenants on one pipeline (shared ids and emails, a group scope).
+//! - [`soak`]: `make soak`, the pipeline under a seeded schedule of faults.
 
 pub mod changes;
 pub mod check;
+pub mod drain;
 pub mod metrics;
 pub mod operator;
 pub mod otlp;
 pub mod pipeline;
 pub mod procs;
 pub mod reconcile;
+pub mod soak;
+pub mod tenants;
 
 pub use pipeline::{Database, Pipeline, PipelineConfig, Service, section};

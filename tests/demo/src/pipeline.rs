@@ -172,9 +172,15 @@ pub struct Pipeline {
     pub pool: PgPool,
     /// The run's broker layout.
     pub topology: Topology,
-    children: Children,
-    binaries: Binaries,
-    bus: BusSettings,
+    /// Every tenant the pipeline serves: [`Pipeline::tenant`] first, then those added with
+    /// [`Pipeline::add_tenant`](crate::tenants).
+    pub tenants: Vec<Uuid>,
+    pub(crate) children: Children,
+    pub(crate) binaries: Binaries,
+    pub(crate) bus: BusSettings,
+    /// The admin API's base URL and graph-sim's plain-HTTP Graph URL (the operator's issuer).
+    pub(crate) admin_url: String,
+    pub(crate) graph_plain_url: String,
     services: Vec<Running>,
     fresh_database: Option<(String, String)>,
     http: reqwest::Client,
@@ -430,44 +436,24 @@ impl Pipeline {
             "4. Graph subscription (the subscription manager creates it; graph-sim performs the handshake with the webhook)",
         );
         let started = Instant::now();
-        let subscription_id = loop {
-            children.supervise()?;
-            let active: Option<Uuid> = sqlx::query_scalar(
-                "SELECT subscription_id FROM subscription_slots
-                  WHERE tenant_id = $1 AND resource = '/users' AND state = 'active'",
-            )
-            .bind(tenant)
-            .fetch_optional(&pool)
-            .await
-            .context("reading the subscription registry")?
-            .flatten();
-            if let Some(id) = active {
-                break id;
-            }
-            if started.elapsed() > Duration::from_secs(60) {
-                let error: Option<String> = sqlx::query_scalar(
-                    "SELECT last_error FROM subscription_slots WHERE tenant_id = $1 AND resource = '/users'",
-                )
-                .bind(tenant)
-                .fetch_optional(&pool)
-                .await?
-                .flatten();
-                bail!(
-                    "the subscription manager created no subscription in 60 s (last error: {error:?})"
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
+        let subscription_id =
+            crate::tenants::wait_subscription(&pool, &mut children, tenant, "/users").await?;
         println!(
             "subscription {subscription_id} created and registered by the subscription manager in {:.1} s (webhook {webhook})",
             started.elapsed().as_secs_f64()
         );
         let mut bus = BusSettings::new(config.amqp_url.clone().into());
         bus.queue_type = config.queue_type;
+        // The harness's own publishes (sync requests) wait out a broker busy with other runs or
+        // just restarted by the soak, as the services' connection loops do.
+        bus.connect_timeout = Duration::from_secs(15);
         Ok(Self {
             topology: Topology::cardsync(&topology_prefix),
             config,
             tenant,
+            tenants: vec![tenant],
+            admin_url: operator.server.clone(),
+            graph_plain_url,
             control,
             graph_url,
             client_secret: secrecy::SecretString::from(secret.clone()),
@@ -514,7 +500,16 @@ impl Pipeline {
     /// Publishes a `SyncRequest` for the whole tenant on the sync exchange (`Full` for the
     /// initial sync, `Info` for "Sync Now").
     pub async fn request_sync(&self, depth: proto::sync_request::Depth) -> anyhow::Result<()> {
-        let tenant = self.tenant_text();
+        self.request_sync_for(self.tenant, depth).await
+    }
+
+    /// [`Pipeline::request_sync`] for one of [`Pipeline::tenants`].
+    pub async fn request_sync_for(
+        &self,
+        tenant: Uuid,
+        depth: proto::sync_request::Depth,
+    ) -> anyhow::Result<()> {
+        let tenant = tenant.to_string();
         let publisher = Publisher::connect(&self.bus, self.topology.clone()).await?;
         let request = proto::SyncRequest {
             envelope: Some(proto::Envelope::new(&tenant, proto::Cause::Manual)),
@@ -533,9 +528,9 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Asks the reconciler for a full reconcile of the tenant as run `run_id` (Sync Now).
-    pub async fn request_reconcile(&self, run_id: Uuid) -> anyhow::Result<()> {
-        let tenant = self.tenant_text();
+    /// Asks the reconciler for a full reconcile of `tenant` as run `run_id` (Sync Now).
+    pub async fn request_reconcile(&self, tenant: Uuid, run_id: Uuid) -> anyhow::Result<()> {
+        let tenant = tenant.to_string();
         let publisher = Publisher::connect(&self.bus, self.topology.clone()).await?;
         let request = proto::SyncRequest {
             envelope: Some(proto::Envelope::new(&tenant, proto::Cause::Reconcile)),
@@ -557,10 +552,15 @@ impl Pipeline {
 
     /// Cards of the tenant with status `active`.
     pub async fn active_cards(&self) -> anyhow::Result<usize> {
+        self.active_cards_of(self.tenant).await
+    }
+
+    /// Cards of one of [`Pipeline::tenants`] with status `active`.
+    pub async fn active_cards_of(&self, tenant: Uuid) -> anyhow::Result<usize> {
         let active: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM cards WHERE tenant_id = $1 AND status = 'active'",
         )
-        .bind(self.tenant)
+        .bind(tenant)
         .fetch_one(&self.pool)
         .await?;
         Ok(usize::try_from(active).unwrap_or_default())
@@ -637,123 +637,18 @@ impl Pipeline {
         }
     }
 
-    /// Waits until nothing is in flight: every queue of this run empty, every directory version
-    /// emitted, every card event relayed and every graph-sim delivery settled, three times in a
-    /// row 500 ms apart (a message being handled is unacknowledged and not in `message_count`,
-    /// so one empty look is not enough). Fails after `timeout` naming what was still busy.
-    pub async fn wait_drained(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        let connection = lapin::Connection::connect(
-            &self.config.amqp_url,
-            lapin::ConnectionProperties::default(),
-        )
-        .await?;
-        let outcome = self.poll_drained(&connection, timeout).await;
-        let _ = connection.close(0, "done".into()).await;
-        outcome
-    }
-
-    async fn poll_drained(
-        &mut self,
-        connection: &lapin::Connection,
-        timeout: Duration,
-    ) -> anyhow::Result<()> {
-        let channel = connection.create_channel().await?;
-        let mut queues: Vec<String> = Vec::new();
-        for queue in self.topology.queues() {
-            // The audit sink is nobody's work.
-            if queue.name.ends_with(names::CARD_EVENTS_AUDIT) {
-                continue;
-            }
-            queues.push(queue.name.clone());
-            for delay in self.topology.retry_tiers() {
-                queues.push(queue.retry_queue(delay));
-            }
-        }
-        let tenant = self.tenant;
-        let outbox_exchange = self.topology.name(names::CARD_EVENTS);
-        let started = Instant::now();
-        let mut quiet = 0;
-        let mut reported = 0;
-        while quiet < 3 {
-            self.children.supervise()?;
-            let mut busy = Vec::new();
-            for queue in &queues {
-                let declared = channel
-                    .queue_declare(
-                        queue.as_str().into(),
-                        lapin::options::QueueDeclareOptions {
-                            passive: true,
-                            ..Default::default()
-                        },
-                        lapin::types::FieldTable::default(),
-                    )
-                    .await;
-                match declared {
-                    Ok(q) if q.message_count() > 0 => {
-                        busy.push(format!("{queue}={}", q.message_count()));
-                    }
-                    Ok(_) => {}
-                    Err(error) => bail!("queue {queue}: {error}"),
-                }
-            }
-            let unemitted: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM directory_users WHERE tenant_id = $1 AND version > emitted_version",
-            )
-            .bind(tenant)
-            .fetch_one(&self.pool)
-            .await?;
-            if unemitted > 0 {
-                busy.push(format!("unemitted={unemitted}"));
-            }
-            // The relay deletes a row once the broker confirmed it: every row left is unrelayed.
-            let unrelayed: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM outbox WHERE tenant_id = $1 AND exchange = $2",
-            )
-            .bind(tenant)
-            .bind(&outbox_exchange)
-            .fetch_one(&self.pool)
-            .await?;
-            if unrelayed > 0 {
-                busy.push(format!("outbox={unrelayed}"));
-            }
-            let pending = self
-                .deliveries()
-                .await?
-                .iter()
-                .filter(|d| matches!(d["outcome"].as_str(), Some("pending" | "retrying")))
-                .count();
-            if pending > 0 {
-                busy.push(format!("deliveries={pending}"));
-            }
-            if busy.is_empty() {
-                quiet += 1;
-            } else {
-                quiet = 0;
-                let elapsed = started.elapsed().as_secs();
-                if elapsed >= 10 && elapsed / 5 > reported {
-                    reported = elapsed / 5;
-                    println!("  still busy: {}", busy.join(", "));
-                }
-            }
-            if started.elapsed() > timeout {
-                bail!(
-                    "the pipeline did not drain in {} s: {}",
-                    timeout.as_secs(),
-                    busy.join(", ")
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        Ok(())
-    }
-
     /// graph-sim's delivery log of the tenant's notifications.
     pub async fn deliveries(&self) -> anyhow::Result<Vec<Value>> {
+        self.deliveries_of(self.tenant).await
+    }
+
+    /// graph-sim's delivery log of one tenant's notifications.
+    pub async fn deliveries_of(&self, tenant: Uuid) -> anyhow::Result<Vec<Value>> {
         let deliveries = self
             .control
             .call(
                 reqwest::Method::GET,
-                &format!("/deliveries?tenant={}", self.tenant),
+                &format!("/deliveries?tenant={tenant}"),
                 None,
             )
             .await?;
@@ -840,10 +735,13 @@ impl Pipeline {
         let running = self.running(service)?.clone();
         self.children
             .start(&self.binaries, service.name(), &["serve"], &running.env)?;
-        wait_ok(
+        // A restart on a busy machine (the soak's, with builds beside it) may wait for a
+        // broker that takes seconds to accept a connection: readiness gets two minutes.
+        wait_ok_within(
             &self.http,
             &format!("http://127.0.0.1:{}/health/ready", running.port),
             &mut self.children,
+            Duration::from_secs(120),
         )
         .await
         .with_context(|| format!("{} never became ready again", service.name()))
@@ -972,7 +870,21 @@ async fn drop_database(server_url: &str, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_ok(http: &reqwest::Client, url: &str, children: &mut Children) -> anyhow::Result<()> {
+pub(crate) async fn wait_ok(
+    http: &reqwest::Client,
+    url: &str,
+    children: &mut Children,
+) -> anyhow::Result<()> {
+    wait_ok_within(http, url, children, Duration::from_secs(30)).await
+}
+
+/// Waits until `url` answers 2xx, supervising the children, at most `within`.
+async fn wait_ok_within(
+    http: &reqwest::Client,
+    url: &str,
+    children: &mut Children,
+    within: Duration,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         children.supervise()?;
@@ -981,8 +893,8 @@ async fn wait_ok(http: &reqwest::Client, url: &str, children: &mut Children) -> 
         {
             return Ok(());
         }
-        if started.elapsed() > Duration::from_secs(30) {
-            bail!("{url} not ready after 30 s");
+        if started.elapsed() > within {
+            bail!("{url} not ready after {} s", within.as_secs());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -28,15 +28,19 @@ impl Reconciled {
     }
 }
 
-/// Records a reconcile run of the pipeline's tenant, asks the reconciler for it and waits up
-/// to `timeout` for it to end.
-pub async fn reconcile(pipeline: &Pipeline, timeout: Duration) -> anyhow::Result<Reconciled> {
+/// Records a reconcile run of `tenant` (one of the pipeline's), asks the reconciler for it and
+/// waits up to `timeout` for it to end.
+pub async fn reconcile(
+    pipeline: &Pipeline,
+    tenant: Uuid,
+    timeout: Duration,
+) -> anyhow::Result<Reconciled> {
     let run_id = Uuid::now_v7();
     runs::create(
         &pipeline.pool,
         &NewRun {
             run_id,
-            tenant_id: pipeline.tenant,
+            tenant_id: tenant,
             kind: "reconcile".into(),
             cause: "reconcile".into(),
             started_by: "demo".into(),
@@ -45,7 +49,7 @@ pub async fn reconcile(pipeline: &Pipeline, timeout: Duration) -> anyhow::Result
     )
     .await?;
     let started = Instant::now();
-    pipeline.request_reconcile(run_id).await?;
+    pipeline.request_reconcile(tenant, run_id).await?;
     loop {
         let run = runs::get(&pipeline.pool, run_id)
             .await?
