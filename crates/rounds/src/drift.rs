@@ -6,7 +6,10 @@
 //! field the rules never write is no drift, and a locked field edited on the card is.
 
 use crate::snapshot::{Action, action_for};
-use cardsync_rules::{DirectoryUser, FieldRules, RemovalPolicy, map_user, plan_update};
+use cardsync_rules::{
+    DirectoryUser, FieldRules, FieldStates, RemovalPolicy, UpdatePlan, map_user, plan_create,
+    plan_update,
+};
 use cardsync_store::cards::{Card, CardStatus};
 use cardsync_store::directory::UserRow;
 
@@ -33,24 +36,64 @@ impl Drift {
     }
 }
 
+/// What the command a snapshot row calls for would do to its user's card: the card-writer's
+/// own decisions, so the reconcile, the rules apply and the rules dry run agree on every card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A card is made (the user has none, or only a tombstone).
+    Create(FieldStates),
+    /// The card's status changes (to `active` again, deactivated or deleted).
+    Status {
+        /// The status before.
+        from: Option<CardStatus>,
+        /// The status after.
+        to: CardStatus,
+    },
+    /// Field values change on the active card.
+    Fields(UpdatePlan),
+}
+
+impl Outcome {
+    /// The drift this outcome repairs.
+    pub fn drift(&self) -> Drift {
+        match self {
+            Outcome::Create(_) => Drift::Missing,
+            Outcome::Status { .. } => Drift::Status,
+            Outcome::Fields(_) => Drift::Fields,
+        }
+    }
+}
+
 /// How `card` (the card of `row`'s user, if any) drifted from what `row` calls for under
 /// `rules`; `None` when it is as it should be, or when the row maps to no card.
 pub fn drift(row: &UserRow, card: Option<&Card>, rules: &FieldRules) -> Option<Drift> {
+    outcome(row, card, rules).map(|outcome| outcome.drift())
+}
+
+/// What `row`'s command would change on `card` under `rules`; `None` when nothing (the card
+/// is as the rules make it, or the rules map the user to no card).
+pub fn outcome(row: &UserRow, card: Option<&Card>, rules: &FieldRules) -> Option<Outcome> {
     let status = card.map(|card| card.status);
+    let to = |to| Some(Outcome::Status { from: status, to });
     match action_for(row) {
         Action::Upsert => {
             let card = match card {
                 Some(card) if card.status == CardStatus::Active => card,
                 Some(card) if card.status == CardStatus::Deactivated => {
-                    return Some(Drift::Status);
+                    return to(CardStatus::Active);
                 }
                 // No card, or a tombstone: the person should have a card again.
-                _ => return mapped(row, rules).map(|_| Drift::Missing),
+                _ => {
+                    return mapped(row, rules)
+                        .map(|incoming| Outcome::Create(plan_create(rules, &incoming)));
+                }
             };
             let incoming = mapped(row, rules)?;
-            (!plan_update(rules, &card.fields, &incoming).is_unchanged()).then_some(Drift::Fields)
+            let plan = plan_update(rules, &card.fields, &incoming);
+            (!plan.is_unchanged()).then_some(Outcome::Fields(plan))
         }
-        Action::Deactivate => (status == Some(CardStatus::Active)).then_some(Drift::Status),
+        Action::Deactivate if status == Some(CardStatus::Active) => to(CardStatus::Deactivated),
+        Action::Deactivate => None,
         Action::Remove => {
             let expected = match rules.removal {
                 RemovalPolicy::Deactivate => CardStatus::Deactivated,
@@ -58,14 +101,19 @@ pub fn drift(row: &UserRow, card: Option<&Card>, rules: &FieldRules) -> Option<D
             };
             // A deactivated card under the delete policy is deleted; a deleted one stays so.
             match status {
-                Some(CardStatus::Active) => Some(Drift::Status),
+                Some(CardStatus::Active) => to(expected),
                 Some(CardStatus::Deactivated) if expected == CardStatus::Deleted => {
-                    Some(Drift::Status)
+                    to(CardStatus::Deleted)
                 }
                 _ => None,
             }
         }
     }
+}
+
+/// Whether the rules map `row`'s user to a card at all (a UID the rules can read).
+pub fn is_mappable(row: &UserRow, rules: &FieldRules) -> bool {
+    mapped(row, rules).is_some()
 }
 
 /// The directory's values for `row`'s card, the photo as its command reports it; `None` when
@@ -83,7 +131,6 @@ fn mapped(row: &UserRow, rules: &FieldRules) -> Option<cardsync_rules::MappedCar
 mod tests {
     use super::*;
     use crate::snapshot::{Scope, merge_user};
-    use cardsync_rules::plan_create;
     use serde_json::json;
     use time::OffsetDateTime;
     use uuid::Uuid;
