@@ -4,5 +4,6 @@
 mod auth;
 mod dead_letters;
 mod resources;
+mod rules;
 mod support;
 mod tenants;
