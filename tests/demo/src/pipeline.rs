@@ -174,6 +174,7 @@ pub struct Pipeline {
     pub topology: Topology,
     children: Children,
     binaries: Binaries,
+    operator: Operator,
     bus: BusSettings,
     services: Vec<Running>,
     fresh_database: Option<(String, String)>,
@@ -473,11 +474,18 @@ impl Pipeline {
             pool,
             children,
             binaries,
+            operator,
             bus,
             services,
             fresh_database,
             http,
         })
+    }
+
+    /// Runs `cardsync args…` against the pipeline's admin API as its operator (an `admin`
+    /// token); returns what it printed on standard output.
+    pub fn cardsync(&self, args: &[&str]) -> anyhow::Result<String> {
+        self.operator.run(&self.binaries, args, &[])
     }
 
     /// The tenant id as text (graph-sim's control API and the bus use it so).
