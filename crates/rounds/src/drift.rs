@@ -73,27 +73,53 @@ pub fn drift(row: &UserRow, card: Option<&Card>, rules: &FieldRules) -> Option<D
 /// What `row`'s command would change on `card` under `rules`; `None` when nothing (the card
 /// is as the rules make it, or the rules map the user to no card).
 pub fn outcome(row: &UserRow, card: Option<&Card>, rules: &FieldRules) -> Option<Outcome> {
+    match assess(row, card, rules) {
+        Assessment::Changes(outcome) => Some(outcome),
+        Assessment::Unchanged | Assessment::Unmappable => None,
+    }
+}
+
+/// [`outcome`], telling a card that stays as it is from a user the rules cannot map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assessment {
+    /// The command would change the card so.
+    Changes(Outcome),
+    /// The card is as the rules make it (or there is none and none is wanted).
+    Unchanged,
+    /// The user should have a card but the rules cannot map it (an empty UID property with
+    /// `when_missing: skip`): no command, the card stays as it is.
+    Unmappable,
+}
+
+/// What `row`'s command would do to `card` under `rules`.
+pub fn assess(row: &UserRow, card: Option<&Card>, rules: &FieldRules) -> Assessment {
     let status = card.map(|card| card.status);
-    let to = |to| Some(Outcome::Status { from: status, to });
+    let to = |to| Assessment::Changes(Outcome::Status { from: status, to });
     match action_for(row) {
         Action::Upsert => {
             let card = match card {
-                Some(card) if card.status == CardStatus::Active => card,
+                Some(card) if card.status == CardStatus::Active => Some(card),
                 Some(card) if card.status == CardStatus::Deactivated => {
                     return to(CardStatus::Active);
                 }
                 // No card, or a tombstone: the person should have a card again.
-                _ => {
-                    return mapped(row, rules)
-                        .map(|incoming| Outcome::Create(plan_create(rules, &incoming)));
-                }
+                _ => None,
             };
-            let incoming = mapped(row, rules)?;
+            let Some(incoming) = mapped(row, rules) else {
+                return Assessment::Unmappable;
+            };
+            let Some(card) = card else {
+                return Assessment::Changes(Outcome::Create(plan_create(rules, &incoming)));
+            };
             let plan = plan_update(rules, &card.fields, &incoming);
-            (!plan.is_unchanged()).then_some(Outcome::Fields(plan))
+            if plan.is_unchanged() {
+                Assessment::Unchanged
+            } else {
+                Assessment::Changes(Outcome::Fields(plan))
+            }
         }
         Action::Deactivate if status == Some(CardStatus::Active) => to(CardStatus::Deactivated),
-        Action::Deactivate => None,
+        Action::Deactivate => Assessment::Unchanged,
         Action::Remove => {
             let expected = match rules.removal {
                 RemovalPolicy::Deactivate => CardStatus::Deactivated,
@@ -105,15 +131,10 @@ pub fn outcome(row: &UserRow, card: Option<&Card>, rules: &FieldRules) -> Option
                 Some(CardStatus::Deactivated) if expected == CardStatus::Deleted => {
                     to(CardStatus::Deleted)
                 }
-                _ => None,
+                _ => Assessment::Unchanged,
             }
         }
     }
-}
-
-/// Whether the rules map `row`'s user to a card at all (a UID the rules can read).
-pub fn is_mappable(row: &UserRow, rules: &FieldRules) -> bool {
-    mapped(row, rules).is_some()
 }
 
 /// The directory's values for `row`'s card, the photo as its command reports it; `None` when

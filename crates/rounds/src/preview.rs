@@ -8,9 +8,8 @@
 //! reads a property the stored users `$select` lacks are not counted but named: the snapshot
 //! has no value for them until an enumeration with the wider `$select` (which the apply runs).
 
-use crate::drift::{Outcome, is_mappable, outcome};
+use crate::drift::{Assessment, Outcome, assess};
 use crate::select::unselected_fields;
-use crate::snapshot::{Action, action_for};
 use cardsync_rules::FieldRules;
 use cardsync_store::StoreError;
 use cardsync_store::cards::{self, Card, CardStatus};
@@ -94,17 +93,14 @@ impl Preview {
             before: before.map(str::to_owned),
             after: after.map(str::to_owned),
         };
-        match outcome(row, card, proposed) {
-            None => {
-                if action_for(row) == Action::Upsert && !is_mappable(row, proposed) {
-                    self.unmappable += 1;
-                }
-            }
-            Some(Outcome::Create(_)) => self.cards_created += 1,
-            Some(Outcome::Status { from, to }) => self
+        match assess(row, card, proposed) {
+            Assessment::Unchanged => {}
+            Assessment::Unmappable => self.unmappable += 1,
+            Assessment::Changes(Outcome::Create(_)) => self.cards_created += 1,
+            Assessment::Changes(Outcome::Status { from, to }) => self
                 .status
                 .add(|| sample(from.map(CardStatus::as_str), Some(CardStatus::as_str(to)))),
-            Some(Outcome::Fields(plan)) => {
+            Assessment::Changes(Outcome::Fields(plan)) => {
                 let mut changed = false;
                 for change in &plan.changes {
                     let field = change.field.as_str();
@@ -123,6 +119,13 @@ impl Preview {
     }
 }
 
+/// One page of the snapshot with its users' cards.
+type Page = (Vec<UserRow>, HashMap<String, Card>);
+
+/// Pages read ahead of the comparison: PostgreSQL reads the next page while this process
+/// compares the last, and memory stays bounded by a few pages.
+const READ_AHEAD: usize = 2;
+
 /// Previews `proposed` over `tenant`'s snapshot and cards; `selected` is the `$select` the
 /// snapshot was enumerated with.
 pub async fn preview(
@@ -132,27 +135,52 @@ pub async fn preview(
     selected: &[String],
 ) -> Result<Preview, StoreError> {
     let mut preview = Preview::new(proposed, selected);
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
-        .await?;
-    let mut after: Option<String> = None;
-    loop {
-        let rows = directory::users_after(&mut *tx, tenant, after.as_deref(), PAGE).await?;
-        let Some(last) = rows.last() else { break };
-        after = Some(last.user_id.clone());
-        let ids: Vec<String> = rows.iter().map(|row| row.user_id.clone()).collect();
-        let by_user: HashMap<String, Card> = cards::of_users(&mut *tx, tenant, &ids)
-            .await?
-            .into_iter()
-            .filter_map(|card| Some((card.user_id.clone()?, card)))
-            .collect();
+    let (pages, mut next) = tokio::sync::mpsc::channel::<Result<Page, StoreError>>(READ_AHEAD);
+    let reader = tokio::spawn(read_pages(pool.clone(), tenant, pages));
+    while let Some(page) = next.recv().await {
+        let (rows, by_user) = page?;
         for row in &rows {
             preview.add(proposed, row, by_user.get(&row.user_id));
         }
     }
-    tx.rollback().await?;
+    // Every page was read (the channel closed after the last); a failed read was sent as one.
+    let _ = reader.await;
     Ok(preview)
+}
+
+/// Reads the tenant's snapshot page by page with each page's cards, in one read-only
+/// repeatable-read transaction, into `pages`; stops early when nobody listens any more.
+async fn read_pages(
+    pool: PgPool,
+    tenant: Uuid,
+    pages: tokio::sync::mpsc::Sender<Result<Page, StoreError>>,
+) {
+    let read = async {
+        let mut tx = pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let mut after: Option<String> = None;
+        loop {
+            let rows = directory::users_after(&mut *tx, tenant, after.as_deref(), PAGE).await?;
+            let Some(last) = rows.last() else {
+                return Ok::<_, StoreError>(());
+            };
+            after = Some(last.user_id.clone());
+            let ids: Vec<String> = rows.iter().map(|row| row.user_id.clone()).collect();
+            let by_user: HashMap<String, Card> = cards::of_users(&mut *tx, tenant, &ids)
+                .await?
+                .into_iter()
+                .filter_map(|card| Some((card.user_id.clone()?, card)))
+                .collect();
+            if pages.send(Ok((rows, by_user))).await.is_err() {
+                return Ok(());
+            }
+        }
+    };
+    if let Err(error) = read.await {
+        let _ = pages.send(Err(error)).await;
+    }
 }
 
 #[cfg(test)]

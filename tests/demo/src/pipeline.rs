@@ -464,6 +464,9 @@ impl Pipeline {
         );
         let mut bus = BusSettings::new(config.amqp_url.clone().into());
         bus.queue_type = config.queue_type;
+        // The harness's own publishes declare the whole topology first: on a loaded machine that
+        // takes longer than a service's 1 s connect budget.
+        bus.connect_timeout = Duration::from_secs(20);
         Ok(Self {
             topology: Topology::cardsync(&topology_prefix),
             config,

@@ -560,6 +560,9 @@ impl Rounds {
                     // The rules read what the stored link does not track: enumerate everyone
                     // with the new `$select` first, so the snapshot has those values.
                     self.users_pass(round, true).await?;
+                    // What it found is mostly the newly selected properties arriving, not
+                    // changes a lost notification hid: it must not swell the loss figure.
+                    round.report.unannounced = 0;
                 }
                 self.cards_pass(round).await?;
             }
