@@ -35,8 +35,11 @@ struct Cli {
     postgres_url: String,
 }
 
+/// A rule change: what it is, and how it changes the rules document.
+type Change = (&'static str, fn(&mut Value));
+
 /// The rule changes measured: one the snapshot previews, one that needs an enumeration.
-fn changes() -> [(&'static str, fn(&mut Value)); 2] {
+fn changes() -> [Change; 2] {
     [
         ("job titles upper case, business phones first", |rules| {
             rules["fields"]["job_title"]["source"] = json!("upper(jobTitle)");

@@ -174,6 +174,12 @@ async fn a_rules_apply_changes_exactly_the_cards_its_dry_run_counted() {
             "the run counted {:?} for {changed_cards} changed cards",
             run.counts
         );
+        // The snapshot had every property these rules read: the apply asked Graph nothing.
+        ensure!(
+            run.counts.get("graph_pages").copied().unwrap_or_default() == 0,
+            "the apply read Graph pages: {:?}",
+            run.counts
+        );
         // A sample is a real card's before and after.
         let sample = &preview["fields"][0]["samples"][0];
         let user = sample["user_id"].as_str().context("sample user")?;
