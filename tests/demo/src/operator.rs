@@ -75,6 +75,11 @@ impl Operator {
         Ok(format!("{shown}\n{output}"))
     }
 
+    /// The operator's bearer token (for a client other than the CLI, e.g. a load generator).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     /// Runs `cardsync args…` as the operator; returns its standard output alone (`-o json`
     /// answers parse as they are).
     pub fn run(

@@ -485,6 +485,11 @@ impl Pipeline {
         })
     }
 
+    /// The operator of the pipeline's admin API (its URL and an `admin` token).
+    pub fn operator(&self) -> &Operator {
+        &self.operator
+    }
+
     /// Runs `cardsync args…` against the pipeline's admin API as its operator (an `admin`
     /// token); returns what it printed on standard output.
     pub fn cardsync(&self, args: &[&str]) -> anyhow::Result<String> {

@@ -30,6 +30,12 @@ struct Cli {
     /// Where the service binaries are (default: next to this one).
     #[arg(long)]
     bin_dir: Option<std::path::PathBuf>,
+    /// Card list requests per second in the list phase (0: no list phase).
+    #[arg(long, default_value_t = 200)]
+    list_rate: u32,
+    /// How long the list phase runs, seconds.
+    #[arg(long, default_value_t = 20)]
+    list_seconds: u64,
     /// PostgreSQL (a database of the run's own is made on this server and dropped after).
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/cardsync")]
     postgres_url: String,
@@ -149,7 +155,87 @@ async fn measure(pipeline: &Pipeline, cli: &Cli) -> anyhow::Result<Value> {
             "card_writer_peak_mib": [writer_before, peak(pipeline, "card-writer")],
         }));
     }
-    Ok(json!({"users": cli.users, "results": results}))
+    let list = if cli.list_rate > 0 {
+        section(&format!(
+            "card list: {} requests/s for {} s from this process",
+            cli.list_rate, cli.list_seconds
+        ));
+        list_load(pipeline, cli).await?
+    } else {
+        Value::Null
+    };
+    Ok(json!({"users": cli.users, "results": results, "card_list": list}))
+}
+
+/// `GET /v1/tenants/{t}/cards` at a fixed rate (open loop: each request's latency counts from
+/// when it was due, so a slow answer delays no measurement), pages of 100 starting at random
+/// cards, half of them filtered to active cards.
+async fn list_load(pipeline: &Pipeline, cli: &Cli) -> anyhow::Result<Value> {
+    let cursors: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT card_id FROM cards WHERE tenant_id = $1 ORDER BY random() LIMIT 1000",
+    )
+    .bind(pipeline.tenant)
+    .fetch_all(&pipeline.pool)
+    .await?;
+    ensure!(!cursors.is_empty(), "no cards to list");
+    let operator = pipeline.operator();
+    let base = format!(
+        "{}/v1/tenants/{}/cards",
+        operator.server,
+        pipeline.tenant_text()
+    );
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(64)
+        .build()?;
+    let total = u64::from(cli.list_rate) * cli.list_seconds;
+    let interval = Duration::from_secs_f64(1.0 / f64::from(cli.list_rate));
+    let started = tokio::time::Instant::now();
+    let mut requests = tokio::task::JoinSet::new();
+    for n in 0..total {
+        let due = started + interval.mul_f64(n as f64);
+        tokio::time::sleep_until(due).await;
+        let cursor = cursors[(n as usize * 7919) % cursors.len()];
+        let url = if n % 2 == 0 {
+            format!("{base}?limit=100&cursor={cursor}")
+        } else {
+            format!("{base}?limit=100&status=active&cursor={cursor}")
+        };
+        let request = http.get(url).bearer_auth(operator.token());
+        requests.spawn(async move {
+            // The whole answer, body included, counts.
+            let ok = match request.send().await {
+                Ok(response) if response.status().is_success() => response.bytes().await.is_ok(),
+                _ => false,
+            };
+            (ok, due.elapsed())
+        });
+    }
+    let mut latencies = Vec::new();
+    let mut failed = 0;
+    while let Some(done) = requests.join_next().await {
+        let (ok, latency) = done?;
+        if ok {
+            latencies.push(latency);
+        } else {
+            failed += 1;
+        }
+    }
+    latencies.sort();
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1))
+            .map_or(0.0, |latency| round(latency.as_secs_f64() * 1000.0))
+    };
+    let sent_for = started.elapsed().as_secs_f64();
+    let summary = json!({
+        "rate": cli.list_rate, "requests": total, "failed": failed,
+        "p50_ms": at(0.50), "p99_ms": at(0.99), "max_ms": at(1.0),
+        "seconds": round(sent_for),
+        "admin_api_peak_mib": peak(pipeline, "admin-api"),
+    });
+    println!("card list: {summary}");
+    Ok(summary)
 }
 
 fn round(seconds: f64) -> f64 {
