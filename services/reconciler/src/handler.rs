@@ -1,6 +1,7 @@
-//! The reconcile request handler: one `SyncRequest` from `reconciler.requests` is one run. The
-//! run is claimed (so a duplicate request never runs it twice), kept alive by a heartbeat while
-//! the reconcile round runs under the tenant's lease, and ended with the round's counts.
+//! The reconcile request handler: one `SyncRequest` from `reconciler.requests` is one run (a
+//! reconcile; for a tenant at depth `cards`, a rules apply: `Mode::Apply`, run kind
+//! `rules_apply`). The run is claimed (so a duplicate request never runs it twice), kept alive
+//! by a heartbeat while the round runs under the tenant's lease, and ended with its counts.
 //!
 //! A killed reconciler leaves its run `running` with a heartbeat that stops; the broker
 //! redelivers the unacknowledged request, which is retried until the heartbeat is stale and
