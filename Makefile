@@ -157,6 +157,8 @@ bench: services ## benchmarks (about 10 minutes); figures go to BENCHMARKS.md
 	"$(RELEASE_DIR)/cardsync-demo" --bin-dir "$(RELEASE_DIR)" --postgres-url "$(BENCH_PG)" --users 10400 --burst 10000
 	@echo "== initial sync of a 100,000-user tenant"
 	"$(RELEASE_DIR)/cardsync-demo" --bin-dir "$(RELEASE_DIR)" --postgres-url "$(BENCH_PG)" --users 100000 --seconds 0
+	@echo "== field rules: dry run and apply of two rule changes over a 100,000-user tenant"
+	"$(RELEASE_DIR)/rules_bench" --bin-dir "$(RELEASE_DIR)" --postgres-url "$(BENCH_PG)" --users 100000
 
 DEMO_ARGS ?=
 demo: services ## the main job: seed graph-sim, initial sync, a stream of changes, cards converge (DEMO_ARGS="--users 5000 --seconds 60")

@@ -67,10 +67,10 @@ pub(crate) enum Command {
         /// Words the group's name starts with.
         search: String,
     },
-    /// A tenant's field rules: show, put (validated, versioned), history.
+    /// A tenant's field rules: show, dry-run, put (validated, versioned, applied), apply, history.
     #[command(
         subcommand,
-        after_help = "Example:\n  cardsync rules show --tenant <id> -o json > rules.json && cardsync rules put --tenant <id> rules.json"
+        after_help = "Example:\n  cardsync rules show --tenant <id> -o json > rules.json\n  cardsync rules dry-run --tenant <id> -f rules.json\n  cardsync rules put --tenant <id> rules.json && cardsync runs --tenant <id>"
     )]
     Rules(RulesCommand),
     /// Cards: list (with filters), show (with provenance), edit a field.
@@ -251,13 +251,37 @@ pub(crate) enum ScopeCommand {
 pub(crate) enum RulesCommand {
     /// Show the rules and their version.
     Show(TenantArg),
-    /// Save rules from a JSON file (validated; a new version).
+    /// Save rules from a JSON file (validated; a new version). Rules that changed are applied
+    /// to every card at once: the answer names the apply's run.
+    #[command(
+        after_help = "Example:\n  cardsync rules put --tenant <id> rules.json\n  cardsync runs --run <apply.run_id of the answer>"
+    )]
     Put {
         #[command(flatten)]
         tenant: TenantArg,
         /// The rules document (the `rules` object of `rules show -o json`, or the whole answer).
         file: PathBuf,
     },
+    /// Preview rules from a JSON file without saving them: per field, how many cards would
+    /// change, with a few before/after samples, from the stored directory snapshot and cards
+    /// (no Graph call). Fields whose rule reads a property the snapshot lacks are named, not
+    /// counted. Needs the admin role.
+    #[command(
+        after_help = "Examples:\n  cardsync rules show --tenant <id> -o json > rules.json   # then edit rules.json\n  cardsync rules dry-run --tenant <id> -f rules.json\n  cardsync rules dry-run --tenant <id> -f rules.json -o json | jq '.fields[] | {field, changes}'"
+    )]
+    DryRun {
+        #[command(flatten)]
+        tenant: TenantArg,
+        /// The proposed rules (as for `rules put`).
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// Apply the rules in force to every card again (saving changed rules does it already);
+    /// prints the run id.
+    #[command(
+        after_help = "Example:\n  cardsync rules apply --tenant <id>\n  cardsync runs --run <run id>"
+    )]
+    Apply(TenantArg),
     /// Saved versions, newest first.
     History(TenantArg),
 }

@@ -6,7 +6,7 @@ use crate::cli::{
 };
 use crate::client::{Client, ClientError};
 use crate::exit;
-use crate::output::render;
+use crate::output::{Format, dry_run_table, render};
 use clap::CommandFactory as _;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -60,7 +60,7 @@ pub async fn run(cli: Cli) -> u8 {
         return exit::OK;
     }
     let result = match token(&cli).and_then(|token| Client::new(&cli.server, token)) {
-        Ok(client) => execute(&client, &cli.command).await,
+        Ok(client) => execute(&client, &cli.command, cli.output).await,
         Err(error) => Err(error),
     };
     match result {
@@ -103,7 +103,20 @@ const RUN_COLUMNS: &[&str] = &[
     "finished_at",
 ];
 
-async fn execute(client: &Client, command: &Command) -> Result<Printed, ClientError> {
+/// The rules document of a file: bare rules, or the whole answer of `rules show -o json`.
+fn read_rules(file: &PathBuf) -> Result<Value, ClientError> {
+    let document = read_json(file)?;
+    Ok(match document.get("rules") {
+        Some(rules) if document.get("version").is_some() => rules.clone(),
+        _ => document,
+    })
+}
+
+async fn execute(
+    client: &Client,
+    command: &Command,
+    format: Format,
+) -> Result<Printed, ClientError> {
     let t = |tenant: &TenantArg| format!("/v1/tenants/{}", enc(&tenant.tenant));
     Ok(match command {
         Command::Tenant(command) => return tenant(client, command).await,
@@ -131,12 +144,7 @@ async fn execute(client: &Client, command: &Command) -> Result<Printed, ClientEr
             (client.get(&format!("{}/rules", t(tenant))).await?, &[])
         }
         Command::Rules(RulesCommand::Put { tenant, file }) => {
-            let document = read_json(file)?;
-            // `rules show -o json` prints {version, rules}; accept that as well as bare rules.
-            let rules = match document.get("rules") {
-                Some(rules) if document.get("version").is_some() => rules.clone(),
-                _ => document,
-            };
+            let rules = read_rules(file)?;
             (
                 client
                     .call(Method::PUT, &format!("{}/rules", t(tenant)), Some(&rules))
@@ -144,6 +152,26 @@ async fn execute(client: &Client, command: &Command) -> Result<Printed, ClientEr
                 &[],
             )
         }
+        Command::Rules(RulesCommand::DryRun { tenant, file }) => {
+            let rules = read_rules(file)?;
+            let preview = client
+                .call(
+                    Method::POST,
+                    &format!("{}/rules/dry-run", t(tenant)),
+                    Some(&rules),
+                )
+                .await?;
+            match format {
+                Format::Table => (Value::String(dry_run_table(&preview)), &[]),
+                Format::Json => (preview, &[]),
+            }
+        }
+        Command::Rules(RulesCommand::Apply(tenant)) => (
+            client
+                .call(Method::POST, &format!("{}/rules/apply", t(tenant)), None)
+                .await?,
+            &[],
+        ),
         Command::Rules(RulesCommand::History(tenant)) => (
             client.get(&format!("{}/rules/history", t(tenant))).await?,
             &["version", "changed_by", "changed_at"],

@@ -6,7 +6,10 @@
 //! field the rules never write is no drift, and a locked field edited on the card is.
 
 use crate::snapshot::{Action, action_for};
-use cardsync_rules::{DirectoryUser, FieldRules, RemovalPolicy, map_user, plan_update};
+use cardsync_rules::{
+    DirectoryUser, FieldRules, FieldStates, RemovalPolicy, UpdatePlan, map_user, plan_create,
+    plan_update,
+};
 use cardsync_store::cards::{Card, CardStatus};
 use cardsync_store::directory::UserRow;
 
@@ -33,24 +36,90 @@ impl Drift {
     }
 }
 
+/// What the command a snapshot row calls for would do to its user's card: the card-writer's
+/// own decisions, so the reconcile, the rules apply and the rules dry run agree on every card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A card is made (the user has none, or only a tombstone).
+    Create(FieldStates),
+    /// The card's status changes (to `active` again, deactivated or deleted).
+    Status {
+        /// The status before.
+        from: Option<CardStatus>,
+        /// The status after.
+        to: CardStatus,
+    },
+    /// Field values change on the active card.
+    Fields(UpdatePlan),
+}
+
+impl Outcome {
+    /// The drift this outcome repairs.
+    pub fn drift(&self) -> Drift {
+        match self {
+            Outcome::Create(_) => Drift::Missing,
+            Outcome::Status { .. } => Drift::Status,
+            Outcome::Fields(_) => Drift::Fields,
+        }
+    }
+}
+
 /// How `card` (the card of `row`'s user, if any) drifted from what `row` calls for under
 /// `rules`; `None` when it is as it should be, or when the row maps to no card.
 pub fn drift(row: &UserRow, card: Option<&Card>, rules: &FieldRules) -> Option<Drift> {
+    outcome(row, card, rules).map(|outcome| outcome.drift())
+}
+
+/// What `row`'s command would change on `card` under `rules`; `None` when nothing (the card
+/// is as the rules make it, or the rules map the user to no card).
+pub fn outcome(row: &UserRow, card: Option<&Card>, rules: &FieldRules) -> Option<Outcome> {
+    match assess(row, card, rules) {
+        Assessment::Changes(outcome) => Some(outcome),
+        Assessment::Unchanged | Assessment::Unmappable => None,
+    }
+}
+
+/// [`outcome`], telling a card that stays as it is from a user the rules cannot map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assessment {
+    /// The command would change the card so.
+    Changes(Outcome),
+    /// The card is as the rules make it (or there is none and none is wanted).
+    Unchanged,
+    /// The user should have a card but the rules cannot map it (an empty UID property with
+    /// `when_missing: skip`): no command, the card stays as it is.
+    Unmappable,
+}
+
+/// What `row`'s command would do to `card` under `rules`.
+pub fn assess(row: &UserRow, card: Option<&Card>, rules: &FieldRules) -> Assessment {
     let status = card.map(|card| card.status);
+    let to = |to| Assessment::Changes(Outcome::Status { from: status, to });
     match action_for(row) {
         Action::Upsert => {
             let card = match card {
-                Some(card) if card.status == CardStatus::Active => card,
+                Some(card) if card.status == CardStatus::Active => Some(card),
                 Some(card) if card.status == CardStatus::Deactivated => {
-                    return Some(Drift::Status);
+                    return to(CardStatus::Active);
                 }
                 // No card, or a tombstone: the person should have a card again.
-                _ => return mapped(row, rules).map(|_| Drift::Missing),
+                _ => None,
             };
-            let incoming = mapped(row, rules)?;
-            (!plan_update(rules, &card.fields, &incoming).is_unchanged()).then_some(Drift::Fields)
+            let Some(incoming) = mapped(row, rules) else {
+                return Assessment::Unmappable;
+            };
+            let Some(card) = card else {
+                return Assessment::Changes(Outcome::Create(plan_create(rules, &incoming)));
+            };
+            let plan = plan_update(rules, &card.fields, &incoming);
+            if plan.is_unchanged() {
+                Assessment::Unchanged
+            } else {
+                Assessment::Changes(Outcome::Fields(plan))
+            }
         }
-        Action::Deactivate => (status == Some(CardStatus::Active)).then_some(Drift::Status),
+        Action::Deactivate if status == Some(CardStatus::Active) => to(CardStatus::Deactivated),
+        Action::Deactivate => Assessment::Unchanged,
         Action::Remove => {
             let expected = match rules.removal {
                 RemovalPolicy::Deactivate => CardStatus::Deactivated,
@@ -58,11 +127,11 @@ pub fn drift(row: &UserRow, card: Option<&Card>, rules: &FieldRules) -> Option<D
             };
             // A deactivated card under the delete policy is deleted; a deleted one stays so.
             match status {
-                Some(CardStatus::Active) => Some(Drift::Status),
+                Some(CardStatus::Active) => to(expected),
                 Some(CardStatus::Deactivated) if expected == CardStatus::Deleted => {
-                    Some(Drift::Status)
+                    to(CardStatus::Deleted)
                 }
-                _ => None,
+                _ => Assessment::Unchanged,
             }
         }
     }
@@ -83,7 +152,6 @@ fn mapped(row: &UserRow, rules: &FieldRules) -> Option<cardsync_rules::MappedCar
 mod tests {
     use super::*;
     use crate::snapshot::{Scope, merge_user};
-    use cardsync_rules::plan_create;
     use serde_json::json;
     use time::OffsetDateTime;
     use uuid::Uuid;

@@ -182,6 +182,35 @@ pub async fn current_fence(pool: &PgPool, tenant: Uuid) -> Result<i64, StoreErro
     Ok(fence.unwrap_or(0))
 }
 
+/// The `$select` the tenant's users delta link tracks, as recorded when its last full users
+/// enumeration completed; `None` when not known.
+pub async fn users_select(
+    executor: impl sqlx::PgExecutor<'_>,
+    tenant: Uuid,
+) -> Result<Option<Vec<String>>, StoreError> {
+    let select: Option<Option<Vec<String>>> =
+        sqlx::query_scalar("SELECT users_select FROM tenant_sync_state WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_optional(executor)
+            .await?;
+    Ok(select.flatten())
+}
+
+/// Records the `$select` of a users enumeration that has just completed (inside the round's
+/// fenced transaction): from now on the stored delta link tracks these properties.
+pub async fn record_users_select(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: Uuid,
+    select: &[String],
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE tenant_sync_state SET users_select = $2 WHERE tenant_id = $1")
+        .bind(tenant)
+        .bind(select)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Records a finished round.
 pub async fn record_round(pool: &PgPool, tenant: Uuid, cause: &str) -> Result<(), StoreError> {
     sqlx::query(
@@ -261,7 +290,7 @@ pub async fn all_users(pool: &PgPool, tenant: Uuid) -> Result<Vec<UserRow>, Stor
 /// The tenant's stored users after `after` in user id order, at most `limit`: the reconcile
 /// walks the snapshot in pages so a large tenant never sits in memory whole.
 pub async fn users_after(
-    pool: &PgPool,
+    executor: impl sqlx::PgExecutor<'_>,
     tenant: Uuid,
     after: Option<&str>,
     limit: i64,
@@ -275,7 +304,7 @@ pub async fn users_after(
     .bind(tenant)
     .bind(after)
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(executor)
     .await?;
     Ok(rows.into_iter().map(user_from).collect())
 }

@@ -7,7 +7,7 @@
 //! overlapping `due` jobs enqueue a tenant's occurrence once; a job killed in between leaves a
 //! queued run that a later job publishes again.
 
-use crate::handler::KIND;
+use crate::handler::{APPLY_KIND, KIND};
 use crate::settings::ReconcilerSettings;
 use cardsync_bus::{Outgoing, PublishError, Publisher, Topology, names, routing};
 use cardsync_proto as proto;
@@ -59,11 +59,16 @@ pub async fn enqueue_due(
     settings: &ReconcilerSettings,
     now: OffsetDateTime,
 ) -> Result<DueReport, DueError> {
-    let abandoned = runs::fail_abandoned(pool, KIND, settings.abandon_after).await?;
+    // Rules applies run in the reconciler too: they end the same ways.
+    let mut abandoned = Vec::new();
+    let mut unsettled = Vec::new();
+    for kind in [KIND, APPLY_KIND] {
+        abandoned.extend(runs::fail_abandoned(pool, kind, settings.abandon_after).await?);
+        unsettled.extend(runs::fail_unsettled(pool, kind, settings.settle_within).await?);
+    }
     for run_id in &abandoned {
         tracing::warn!(%run_id, "abandoned reconcile run failed");
     }
-    let unsettled = runs::fail_unsettled(pool, KIND, settings.settle_within).await?;
     for run_id in &unsettled {
         tracing::warn!(%run_id, "unsettled reconcile run failed");
     }

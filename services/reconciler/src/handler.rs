@@ -1,6 +1,7 @@
-//! The reconcile request handler: one `SyncRequest` from `reconciler.requests` is one run. The
-//! run is claimed (so a duplicate request never runs it twice), kept alive by a heartbeat while
-//! the reconcile round runs under the tenant's lease, and ended with the round's counts.
+//! The reconcile request handler: one `SyncRequest` from `reconciler.requests` is one run (a
+//! reconcile; for a tenant at depth `cards`, a rules apply: `Mode::Apply`, run kind
+//! `rules_apply`). The run is claimed (so a duplicate request never runs it twice), kept alive
+//! by a heartbeat while the round runs under the tenant's lease, and ended with its counts.
 //!
 //! A killed reconciler leaves its run `running` with a heartbeat that stops; the broker
 //! redelivers the unacknowledged request, which is retried until the heartbeat is stale and
@@ -19,6 +20,9 @@ use uuid::Uuid;
 
 /// The kind of run a reconcile is recorded as.
 pub const KIND: &str = "reconcile";
+
+/// The kind of run a rules apply is recorded as.
+pub const APPLY_KIND: &str = "rules_apply";
 
 /// The longest failure detail recorded on a run (the column allows 4096 bytes).
 const MAX_DETAIL: usize = 1024;
@@ -131,7 +135,7 @@ impl Handler for ReconcileHandler {
     type Message = proto::SyncRequest;
 
     async fn handle(&self, delivery: Delivery<proto::SyncRequest>) -> Result<(), HandlerError> {
-        use proto::sync_request::Scope;
+        use proto::sync_request::{Depth, Scope};
         let request = delivery.message;
         let tenant = request
             .envelope
@@ -151,6 +155,10 @@ impl Handler for ReconcileHandler {
             }
         };
         let (mode, target) = match request.scope() {
+            // The tenant's cards from the snapshot under the rules in force: a rules apply.
+            Scope::Tenant | Scope::Unspecified if request.depth() == Depth::Cards => {
+                (Mode::Apply, None)
+            }
             Scope::Tenant | Scope::Unspecified => (Mode::Reconcile, None),
             Scope::Group => {
                 let group = target("group")?;
@@ -161,14 +169,19 @@ impl Handler for ReconcileHandler {
                 (Mode::Users(vec![user.clone()]), Some(user))
             }
         };
+        let (kind, cause) = if mode == Mode::Apply {
+            (APPLY_KIND, proto::Cause::Manual)
+        } else {
+            (KIND, proto::Cause::Reconcile)
+        };
         // Recording an existing run changes nothing: the asker (admin API, `due`) made it.
         runs::create(
             &self.pool,
             &NewRun {
                 run_id,
                 tenant_id: tenant,
-                kind: KIND.into(),
-                cause: proto::Cause::Reconcile.as_str().into(),
+                kind: kind.into(),
+                cause: cause.as_str().into(),
                 started_by: "system".into(),
                 target,
             },
@@ -187,7 +200,7 @@ impl Handler for ReconcileHandler {
         }
         let round = RoundRequest {
             tenant,
-            cause: proto::Cause::Reconcile,
+            cause,
             announced: HashSet::new(),
             mode,
             triggers: Triggers::default(),

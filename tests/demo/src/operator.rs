@@ -70,12 +70,28 @@ impl Operator {
         args: &[&str],
         extra_env: &[(&str, &str)],
     ) -> anyhow::Result<String> {
+        let shown = format!("$ cardsync {}", args.join(" "));
+        let output = self.run(binaries, args, extra_env)?;
+        Ok(format!("{shown}\n{output}"))
+    }
+
+    /// The operator's bearer token (for a client other than the CLI, e.g. a load generator).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Runs `cardsync args…` as the operator; returns its standard output alone (`-o json`
+    /// answers parse as they are).
+    pub fn run(
+        &self,
+        binaries: &Binaries,
+        args: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> anyhow::Result<String> {
         let env = [
             ("CARDSYNC_SERVER".to_owned(), self.server.clone()),
             ("CARDSYNC_TOKEN".to_owned(), self.token.clone()),
         ];
-        let shown = format!("$ cardsync {}", args.join(" "));
-        let output = binaries.run("cardsync", args, &env, extra_env)?;
-        Ok(format!("{shown}\n{output}"))
+        binaries.run("cardsync", args, &env, extra_env)
     }
 }

@@ -181,6 +181,7 @@ pub struct Pipeline {
     /// The admin API's base URL and graph-sim's plain-HTTP Graph URL (the operator's issuer).
     pub(crate) admin_url: String,
     pub(crate) graph_plain_url: String,
+    operator: Operator,
     services: Vec<Running>,
     fresh_database: Option<(String, String)>,
     http: reqwest::Client,
@@ -444,9 +445,9 @@ impl Pipeline {
         );
         let mut bus = BusSettings::new(config.amqp_url.clone().into());
         bus.queue_type = config.queue_type;
-        // The harness's own publishes (sync requests) wait out a broker busy with other runs or
-        // just restarted by the soak, as the services' connection loops do.
-        bus.connect_timeout = Duration::from_secs(15);
+        // The harness's own publishes declare the whole topology first: on a loaded machine that
+        // takes longer than a service's 1 s connect budget.
+        bus.connect_timeout = Duration::from_secs(20);
         Ok(Self {
             topology: Topology::cardsync(&topology_prefix),
             config,
@@ -460,11 +461,23 @@ impl Pipeline {
             pool,
             children,
             binaries,
+            operator,
             bus,
             services,
             fresh_database,
             http,
         })
+    }
+
+    /// The operator of the pipeline's admin API (its URL and an `admin` token).
+    pub fn operator(&self) -> &Operator {
+        &self.operator
+    }
+
+    /// Runs `cardsync args…` against the pipeline's admin API as its operator (an `admin`
+    /// token); returns what it printed on standard output.
+    pub fn cardsync(&self, args: &[&str]) -> anyhow::Result<String> {
+        self.operator.run(&self.binaries, args, &[])
     }
 
     /// The tenant id as text (graph-sim's control API and the bus use it so).

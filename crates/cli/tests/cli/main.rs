@@ -356,3 +356,116 @@ async fn the_cli_stores_a_connection_registers_a_subscription_and_asks_for_a_syn
         stdout(&resealed)
     );
 }
+
+#[tokio::test]
+async fn rules_dry_run_prints_a_table_or_json_and_refuses_bad_rules_with_their_paths() {
+    let setup = setup().await;
+    let server = setup.server.as_str();
+    let id = Uuid::new_v4().to_string();
+    let created = cardsync(
+        server,
+        Some(&setup.admin),
+        &["tenant", "create", "--id", &id, "--name", "Fabrikam"],
+    )
+    .await;
+    assert_eq!(created.status.code(), Some(0), "{created:?}");
+    let dir = std::env::temp_dir();
+    let good = dir.join(format!("cardsync-rules-{id}.json"));
+    std::fs::write(
+        &good,
+        r#"{"custom_fields": {"office": {"expression": "officeLocation"}}}"#,
+    )
+    .expect("rules file");
+    let bad = dir.join(format!("cardsync-bad-rules-{id}.json"));
+    std::fs::write(
+        &bad,
+        r#"{"custom_fields": {"office": {"expression": "oficeLocation"}}}"#,
+    )
+    .expect("rules file");
+    let file = |path: &std::path::PathBuf| path.to_str().expect("path").to_owned();
+
+    let table = cardsync(
+        server,
+        Some(&setup.admin),
+        &["rules", "dry-run", "--tenant", &id, "-f", &file(&good)],
+    )
+    .await;
+    assert_eq!(table.status.code(), Some(0), "{table:?}");
+    let text = stdout(&table);
+    assert!(text.starts_with("0 users: 0 cards would change"), "{text}");
+    assert!(text.contains("  office: officeLocation"), "{text}");
+
+    let answer = cardsync(
+        server,
+        Some(&setup.admin),
+        &[
+            "rules",
+            "dry-run",
+            "--tenant",
+            &id,
+            "-f",
+            &file(&good),
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(answer.status.code(), Some(0), "{answer:?}");
+    let preview = json(&answer);
+    assert_eq!(preview["users"], 0);
+    assert_eq!(preview["unpreviewable"][0]["field"], "office");
+    assert_eq!(preview["enumeration_first"], true);
+
+    let refused = cardsync(
+        server,
+        Some(&setup.admin),
+        &["rules", "dry-run", "--tenant", &id, "-f", &file(&bad)],
+    )
+    .await;
+    assert_eq!(refused.status.code(), Some(5), "{refused:?}");
+    let errors = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(
+        errors.contains("- custom_fields.office.expression") && errors.contains("oficeLocation"),
+        "{errors}"
+    );
+    let reader = cardsync(
+        server,
+        Some(&setup.reader),
+        &["rules", "dry-run", "--tenant", &id, "-f", &file(&good)],
+    )
+    .await;
+    assert_eq!(reader.status.code(), Some(4), "{reader:?}");
+    // A tenant without a Graph connection is not synced: nothing to apply the rules with.
+    let apply = cardsync(
+        server,
+        Some(&setup.admin),
+        &["rules", "apply", "--tenant", &id],
+    )
+    .await;
+    assert_eq!(apply.status.code(), Some(5), "{apply:?}");
+    assert!(String::from_utf8_lossy(&apply.stderr).contains("no Graph connection"));
+    let missing = cardsync(
+        server,
+        Some(&setup.admin),
+        &[
+            "rules",
+            "dry-run",
+            "--tenant",
+            &id,
+            "-f",
+            "/nonexistent/rules.json",
+        ],
+    )
+    .await;
+    assert_eq!(missing.status.code(), Some(1));
+    for args in [
+        &["rules", "dry-run", "--help"][..],
+        &["rules", "apply", "--help"],
+    ] {
+        let help = cardsync(server, None, args).await;
+        assert_eq!(help.status.code(), Some(0));
+        assert!(stdout(&help).contains("Example"), "{}", stdout(&help));
+    }
+    let _ = std::fs::remove_file(&good);
+    let _ = std::fs::remove_file(&bad);
+}

@@ -53,6 +53,11 @@ pub enum Mode {
     /// drifted from what the rules give (missing, edited behind cardsync's back, a command
     /// that was dead-lettered). Its commands go to the bulk queue.
     Reconcile,
+    /// The rules apply: every user of the snapshot re-mapped under the rules in force and
+    /// compared with its card, a command for each card the rules change (bulk queue), without
+    /// a Graph call; when the rules read a property the stored users `$select` lacks, a full
+    /// users enumeration with the new `$select` runs first (it renews the stored link).
+    Apply,
 }
 
 impl Mode {
@@ -64,6 +69,7 @@ impl Mode {
             Mode::Users(_) => "users",
             Mode::Group(_) => "group",
             Mode::Reconcile => "reconcile",
+            Mode::Apply => "apply",
         }
     }
 }
@@ -258,8 +264,8 @@ struct Round<'a> {
     run_id: String,
     bulk: bool,
     announced: &'a HashSet<String>,
-    /// Users this round sent a command for; kept by a reconcile only, whose cards pass leaves
-    /// them alone (their card is about to change).
+    /// Users this round sent a command for; kept by a reconcile and an apply only, whose cards
+    /// pass leaves them alone (their card is about to change).
     emitted: Option<HashSet<String>>,
     /// Carried by every command as `notified_at` (the freshness SLO's start).
     notified_at: Option<OffsetDateTime>,
@@ -436,13 +442,13 @@ impl Rounds {
             scope: Scope::Everyone,
             cause: request.cause,
             run_id: run.map(|(id, _)| id.to_string()).unwrap_or_default(),
-            bulk: matches!(request.mode, Mode::Full | Mode::Reconcile)
+            bulk: matches!(request.mode, Mode::Full | Mode::Reconcile | Mode::Apply)
                 || matches!(
                     request.cause,
                     proto::Cause::Reconcile | proto::Cause::Resync
                 ),
             announced: &request.announced,
-            emitted: (request.mode == Mode::Reconcile).then(HashSet::new),
+            emitted: matches!(request.mode, Mode::Reconcile | Mode::Apply).then(HashSet::new),
             notified_at: request.triggers.notified_at(),
             report: RoundReport::default(),
         };
@@ -522,7 +528,10 @@ impl Rounds {
             self.redis.forget_delta_links(round.tenant).await?;
         }
         if let Some(groups) = scope_groups {
-            self.groups_pass(round, full).await?;
+            // An apply works from the snapshot: the groups are as the last round left them.
+            if request.mode != Mode::Apply {
+                self.groups_pass(round, full).await?;
+            }
             round.scope =
                 Scope::resolve(&groups, &directory::groups(&self.pool, round.tenant).await?);
             let now = OffsetDateTime::now_utc();
@@ -543,6 +552,19 @@ impl Rounds {
                 let ids = self.group_members(round, group).await?;
                 self.users_by_id(round, &ids).await?;
                 self.roles_pass(round, true).await?;
+            }
+            Mode::Apply => {
+                let selected = directory::users_select(&self.pool, round.tenant).await?;
+                if !selected.is_some_and(|selected| crate::select::covers(&selected, &round.rules))
+                {
+                    // The rules read what the stored link does not track: enumerate everyone
+                    // with the new `$select` first, so the snapshot has those values.
+                    self.users_pass(round, true).await?;
+                    // What it found is mostly the newly selected properties arriving, not
+                    // changes a lost notification hid: it must not swell the loss figure.
+                    round.report.unannounced = 0;
+                }
+                self.cards_pass(round).await?;
             }
             Mode::Incremental | Mode::Full | Mode::Reconcile => {
                 let created = self.users_pass(round, full).await?;

@@ -96,6 +96,17 @@ impl Rounds {
         self.redis
             .set_delta_link(round.tenant, Collection::Users, &final_link)
             .await?;
+        if round.report.full {
+            // The stored link now tracks what these rules read: a rules apply or dry run
+            // compares later rules with it.
+            let select: Vec<String> = crate::select::users_select(&round.rules)
+                .into_iter()
+                .collect();
+            let mut tx = self.pool.begin().await?;
+            round.fence(&mut tx).await?;
+            directory::record_users_select(&mut tx, round.tenant, &select).await?;
+            tx.commit().await?;
+        }
         // A full round creates every user: photos come from the budgeted scan instead.
         Ok(if round.report.full {
             Vec::new()
@@ -190,17 +201,7 @@ impl Rounds {
 
     /// The initial users delta URL: what the rules map, and what every round needs.
     fn users_start_url(&self, rules: &FieldRules) -> String {
-        let mut select: BTreeSet<String> = rules.graph_select();
-        for always in [
-            "id",
-            "accountEnabled",
-            "displayName",
-            "mail",
-            "userPrincipalName",
-            "employeeId",
-        ] {
-            select.insert(always.to_owned());
-        }
+        let select = crate::select::users_select(rules);
         let select: Vec<&str> = select.iter().map(String::as_str).collect();
         cardsync_graph::delta_start_url(&self.graph.settings().graph_url, "users", &select)
     }

@@ -6,6 +6,7 @@
 pub(crate) mod cards;
 pub(crate) mod connections;
 pub(crate) mod dead_letters;
+pub(crate) mod rules;
 pub(crate) mod runs;
 pub(crate) mod scope;
 pub(crate) mod sealing;
@@ -34,6 +35,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
             .configure(tenants::configure)
             .configure(connections::configure)
             .configure(scope::configure)
+            .configure(rules::configure)
             .configure(cards::configure)
             .configure(sync::configure)
             .configure(runs::configure)

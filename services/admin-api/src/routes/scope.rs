@@ -1,17 +1,14 @@
 //! `/v1/tenants/{tenant}/scope` (all users, or the nested members of groups), the tenant's group
 //! search through Graph (`$search` with `ConsistencyLevel: eventual`, member counts with
-//! `$count`), and `/rules`: the field rules, validated on save, versioned with their history.
+//! `$count`).
 
-use super::tenants::check_rules;
-use super::{Items, audit, is_object_id, rfc3339, visible_tenant};
+use super::{Items, audit, is_object_id, visible_tenant};
 use crate::error::ApiError;
 use crate::openapi::Refusals;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use cardsync_auth::Principal;
 use cardsync_graph::{GraphError, RequestCost, TokenError};
-use cardsync_rules::FieldRules;
-use cardsync_store::admin;
 use cardsync_store::connections;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -24,15 +21,7 @@ pub(super) fn configure(config: &mut web::ServiceConfig) {
                 .route(web::get().to(show_scope))
                 .route(web::put().to(put_scope)),
         )
-        .service(web::resource("/tenants/{tenant}/groups").route(web::get().to(search_groups)))
-        .service(
-            web::resource("/tenants/{tenant}/rules")
-                .route(web::get().to(show_rules))
-                .route(web::put().to(put_rules)),
-        )
-        .service(
-            web::resource("/tenants/{tenant}/rules/history").route(web::get().to(rules_history)),
-        );
+        .service(web::resource("/tenants/{tenant}/groups").route(web::get().to(search_groups)));
 }
 
 /// The most groups a scope may name.
@@ -230,97 +219,4 @@ pub(crate) async fn search_groups(
         });
     }
     Ok(HttpResponse::Ok().json(Items { items: groups }))
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(crate) struct RulesView {
-    version: i64,
-    #[schema(value_type = Object)]
-    rules: FieldRules,
-}
-
-#[utoipa::path(get, operation_id = "scope_show_rules", path = "/v1/tenants/{tenant}/rules", tag = "rules", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), responses((status = 200, description = "The rules in force and their version", body = RulesView), Refusals))]
-pub(crate) async fn show_rules(
-    state: web::Data<AppState>,
-    caller: Principal,
-    tenant: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
-    let tenant = visible_tenant(&state, &caller, *tenant).await?.tenant_id;
-    let mut tx = state.pool.begin().await?;
-    let (rules, version) = admin::lock_rules(&mut tx, tenant)
-        .await?
-        .ok_or_else(|| ApiError::not_found("tenant", tenant))?;
-    tx.rollback().await?;
-    Ok(HttpResponse::Ok().json(RulesView { version, rules }))
-}
-
-#[utoipa::path(put, operation_id = "scope_put_rules", path = "/v1/tenants/{tenant}/rules", tag = "rules", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), request_body(content = Object, description = "Field rules (crates/rules/README.md)"), responses((status = 200, description = "Saved as a new version (or unchanged)", body = RulesView), Refusals))]
-pub(crate) async fn put_rules(
-    state: web::Data<AppState>,
-    caller: Principal,
-    tenant: web::Path<Uuid>,
-    body: web::Json<FieldRules>,
-) -> Result<HttpResponse, ApiError> {
-    let tenant = visible_tenant(&state, &caller, *tenant).await?.tenant_id;
-    let rules = body.into_inner();
-    check_rules(&rules)?;
-    let mut tx = state.pool.begin().await?;
-    let (before, before_version) = admin::lock_rules(&mut tx, tenant)
-        .await?
-        .ok_or_else(|| ApiError::not_found("tenant", tenant))?;
-    if before == rules {
-        tx.rollback().await?;
-        return Ok(HttpResponse::Ok().json(RulesView {
-            version: before_version,
-            rules,
-        }));
-    }
-    let version = admin::save_rules(&mut tx, tenant, &rules, &caller.subject).await?;
-    audit(
-        &mut *tx,
-        &caller,
-        Some(tenant),
-        "rules.update",
-        Some(&format!("version {version}")),
-        Some(json!(RulesView {
-            version: before_version,
-            rules: before
-        })),
-        Some(json!(RulesView {
-            version,
-            rules: rules.clone()
-        })),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(HttpResponse::Ok().json(RulesView { version, rules }))
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(crate) struct RulesVersionView {
-    version: i64,
-    changed_by: String,
-    changed_at: String,
-    #[schema(value_type = Object)]
-    rules: FieldRules,
-}
-
-#[utoipa::path(get, operation_id = "scope_rules_history", path = "/v1/tenants/{tenant}/rules/history", tag = "rules", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), responses((status = 200, description = "Saved versions, newest first", body = Items<RulesVersionView>), Refusals))]
-pub(crate) async fn rules_history(
-    state: web::Data<AppState>,
-    caller: Principal,
-    tenant: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
-    let tenant = visible_tenant(&state, &caller, *tenant).await?.tenant_id;
-    let items: Vec<RulesVersionView> = admin::rules_history(&state.pool, tenant, 100)
-        .await?
-        .into_iter()
-        .map(|saved| RulesVersionView {
-            version: saved.version,
-            changed_by: saved.changed_by,
-            changed_at: rfc3339(saved.changed_at),
-            rules: saved.rules,
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(Items { items }))
 }

@@ -74,7 +74,7 @@ pub(crate) struct SyncAccepted {
 }
 
 /// A sync needs a tenant that is connected and not disconnected.
-fn check_syncable(tenant: &TenantSummary) -> Result<(), ApiError> {
+pub(crate) fn check_syncable(tenant: &TenantSummary) -> Result<(), ApiError> {
     if tenant.disconnected_at.is_some() {
         return Err(ApiError::Conflict {
             code: "tenant-disconnected",
@@ -107,73 +107,107 @@ fn check_object_id(id: &str, what: &'static str) -> Result<(), ApiError> {
     }
 }
 
-/// Records the run, publishes the request, and answers 202 with the run id; a request the
-/// broker does not confirm fails the run and answers 503.
-async fn request(
+/// Which worker takes a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Worker {
+    /// The delta-worker (`request.<tenant>`): Sync Now, per-user and per-group sync.
+    DeltaWorker,
+    /// The reconciler (`reconcile.<tenant>`): the rules apply.
+    Reconciler,
+}
+
+/// A piece of sync work to record as a run and ask a worker for.
+#[derive(Debug, Clone)]
+pub(crate) struct RunRequest {
+    pub tenant: Uuid,
+    /// The run's kind (`sync_now`, `rules_apply`, …).
+    pub kind: &'static str,
+    pub target: Option<String>,
+    pub scope: Scope,
+    pub depth: Depth,
+    pub worker: Worker,
+}
+
+impl RunRequest {
+    /// The run to record for `caller`.
+    pub(crate) fn run(&self, run_id: Uuid, caller: &Principal) -> NewRun {
+        NewRun {
+            run_id,
+            tenant_id: self.tenant,
+            kind: self.kind.to_owned(),
+            cause: proto::Cause::Manual.as_str().to_owned(),
+            started_by: caller.subject.clone(),
+            target: self.target.clone(),
+        }
+    }
+
+    /// Publishes the request for run `run_id` and waits for the broker's confirm; a request
+    /// the broker does not take fails the run (503).
+    pub(crate) async fn publish(&self, state: &AppState, run_id: Uuid) -> Result<(), ApiError> {
+        let tenant_text = self.tenant.to_string();
+        let message = proto::SyncRequest {
+            envelope: Some(proto::Envelope::new(&tenant_text, proto::Cause::Manual)),
+            scope: self.scope as i32,
+            target_id: self.target.clone().unwrap_or_default(),
+            depth: self.depth as i32,
+            run_id: run_id.to_string(),
+        };
+        let routing_key = match self.worker {
+            Worker::DeltaWorker => routing::sync_request(&tenant_text),
+            Worker::Reconciler => routing::reconcile_request(&tenant_text),
+        };
+        let outgoing = Outgoing::new(&state.topology.name(names::SYNC), &routing_key, &message);
+        if let Err(error) = state.publisher.publish_all(vec![outgoing]).await {
+            let _ = runs::set_status(
+                &state.pool,
+                run_id,
+                RunStatus::Failed,
+                Some("the broker did not take the request"),
+            )
+            .await;
+            return Err(ApiError::Unavailable {
+                what: "the message broker",
+                source: error.into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Records the run, publishes the request, audits it as `action`, and answers 202 with the
+/// run id; a request the broker does not confirm fails the run and answers 503.
+pub(crate) async fn request(
     state: &AppState,
     caller: &Principal,
-    tenant: Uuid,
-    kind: &str,
-    target: Option<String>,
-    scope: Scope,
-    depth: Depth,
+    asked: RunRequest,
+    action: &str,
 ) -> Result<HttpResponse, ApiError> {
     let run_id = Uuid::now_v7();
-    let cause = proto::Cause::Manual;
-    runs::create(
-        &state.pool,
-        &NewRun {
-            run_id,
-            tenant_id: tenant,
-            kind: kind.to_owned(),
-            cause: cause.as_str().to_owned(),
-            started_by: caller.subject.clone(),
-            target: target.clone(),
-        },
-    )
-    .await?;
-    let tenant_text = tenant.to_string();
-    let message = proto::SyncRequest {
-        envelope: Some(proto::Envelope::new(&tenant_text, cause)),
-        scope: scope as i32,
-        target_id: target.clone().unwrap_or_default(),
-        depth: depth as i32,
-        run_id: run_id.to_string(),
-    };
-    let outgoing = Outgoing::new(
-        &state.topology.name(names::SYNC),
-        &routing::sync_request(&tenant_text),
-        &message,
-    );
-    if let Err(error) = state.publisher.publish_all(vec![outgoing]).await {
-        let _ = runs::set_status(
-            &state.pool,
-            run_id,
-            RunStatus::Failed,
-            Some("the broker did not take the request"),
-        )
-        .await;
-        return Err(ApiError::Unavailable {
-            what: "the message broker",
-            source: error.into(),
-        });
-    }
+    runs::create(&state.pool, &asked.run(run_id, caller)).await?;
+    asked.publish(state, run_id).await?;
     audit(
         &state.pool,
         caller,
-        Some(tenant),
-        "sync.request",
+        Some(asked.tenant),
+        action,
         Some(&run_id.to_string()),
         None,
-        Some(json!({"kind": kind, "target": target, "depth": depth.as_str_name()})),
+        Some(
+            json!({"kind": asked.kind, "target": asked.target, "depth": asked.depth.as_str_name()}),
+        ),
     )
     .await?;
-    Ok(HttpResponse::Accepted()
+    Ok(accepted(run_id))
+}
+
+/// 202 naming the run.
+fn accepted(run_id: Uuid) -> HttpResponse {
+    HttpResponse::Accepted()
         .insert_header(("Location", format!("/v1/runs/{run_id}")))
         .json(SyncAccepted {
             run_id,
             status: "queued".to_owned(),
-        }))
+        })
 }
 
 #[utoipa::path(post, operation_id = "sync_sync_tenant", path = "/v1/tenants/{tenant}/sync", tag = "sync", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), request_body(content = Option<SyncTenant>, description = "A group to sync; none: the whole tenant"), responses((status = 202, description = "Requested; the run id names it", body = SyncAccepted), Refusals))]
@@ -189,28 +223,26 @@ pub(crate) async fn sync_tenant(
     match body.group {
         Some(group) => {
             check_object_id(&group, "group")?;
-            request(
-                &state,
-                &caller,
-                tenant.tenant_id,
-                "group_sync",
-                Some(group),
-                Scope::Group,
-                Depth::Full,
-            )
-            .await
+            let asked = RunRequest {
+                tenant: tenant.tenant_id,
+                kind: "group_sync",
+                target: Some(group),
+                scope: Scope::Group,
+                depth: Depth::Full,
+                worker: Worker::DeltaWorker,
+            };
+            request(&state, &caller, asked, "sync.request").await
         }
         None => {
-            request(
-                &state,
-                &caller,
-                tenant.tenant_id,
-                "sync_now",
-                None,
-                Scope::Tenant,
-                Depth::Full,
-            )
-            .await
+            let asked = RunRequest {
+                tenant: tenant.tenant_id,
+                kind: "sync_now",
+                target: None,
+                scope: Scope::Tenant,
+                depth: Depth::Full,
+                worker: Worker::DeltaWorker,
+            };
+            request(&state, &caller, asked, "sync.request").await
         }
     }
 }
@@ -227,14 +259,13 @@ pub(crate) async fn sync_user(
     let depth = optional_body::<SyncUser>(&body)?.unwrap_or_default().depth;
     check_object_id(&user, "user")?;
     check_syncable(&tenant)?;
-    request(
-        &state,
-        &caller,
-        tenant.tenant_id,
-        "user_sync",
-        Some(user),
-        Scope::User,
-        depth.into(),
-    )
-    .await
+    let asked = RunRequest {
+        tenant: tenant.tenant_id,
+        kind: "user_sync",
+        target: Some(user),
+        scope: Scope::User,
+        depth: depth.into(),
+        worker: Worker::DeltaWorker,
+    };
+    request(&state, &caller, asked, "sync.request").await
 }

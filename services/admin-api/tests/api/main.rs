@@ -4,6 +4,7 @@
 mod auth;
 mod dead_letters;
 mod resources;
+mod rules;
 mod sealing;
 mod subscriptions;
 mod support;

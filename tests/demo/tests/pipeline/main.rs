@@ -21,6 +21,7 @@ mod demo_binary;
 mod directory_changes;
 mod graph_trouble;
 mod redis_loss;
+mod rules;
 mod secrets;
 mod support;
 mod traces;
