@@ -7,7 +7,7 @@ CREATE TABLE sync_schedules (
     tenant_id       uuid        NOT NULL,
     -- The group whose (nested) members a run covers; '' is the whole tenant.
     group_id        text        NOT NULL DEFAULT ''
-                                CHECK (group_id = '' OR group_id ~ '^[A-Za-z0-9-]{1,256}$'),
+                                CHECK (group_id = '' OR (group_id ~ '^[A-Za-z0-9-]+$' AND length(group_id) <= 256)),
     cadence         text        NOT NULL CHECK (cadence IN ('daily', 'weekly', 'monthly', 'quarterly')),
     -- ISO weekday, Monday 1 to Sunday 7: weekly schedules only.
     weekday         smallint    NULL CHECK (weekday BETWEEN 1 AND 7),

@@ -153,8 +153,7 @@ async fn enqueue_occurrence(
         return Ok(None);
     };
     let mut tx = pool.begin().await.map_err(StoreError::from)?;
-    if !schedules::claim_occurrence(&mut *tx, stored.tenant_id, &stored.target, occurrence).await?
-    {
+    if !schedules::claim_occurrence(&mut *tx, stored.tenant_id, &stored.target, occurrence).await? {
         return Ok(None);
     }
     let run = scheduled_run(stored.tenant_id, stored.target.group());

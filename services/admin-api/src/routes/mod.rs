@@ -7,6 +7,7 @@ pub(crate) mod cards;
 pub(crate) mod connections;
 pub(crate) mod dead_letters;
 pub(crate) mod runs;
+pub(crate) mod schedules;
 pub(crate) mod scope;
 pub(crate) mod sync;
 pub(crate) mod tenants;
@@ -34,6 +35,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
             .configure(scope::configure)
             .configure(cards::configure)
             .configure(sync::configure)
+            .configure(schedules::configure)
             .configure(runs::configure)
             .configure(dead_letters::configure)
             .default_service(web::to(unknown_route)),

@@ -1,8 +1,9 @@
 //! Sync Now for a tenant or a group, and per-user sync (`info`: pull from Entra; `cards`: push
 //! the stored person to the card without a Graph call; `full`: both). Each records a run first
 //! (so the answer carries its id) and publishes a `SyncRequest` naming it, confirmed by the
-//! broker before the API answers 202. Until the reconciler lands, Sync Now of a tenant is a
-//! full `SyncRequest` for the delta-worker.
+//! broker before the API answers 202. Sync Now is a reconcile run for the reconciler (the
+//! whole tenant against its cards, or a group's members), as a scheduled one is; a per-user
+//! sync goes to the delta-worker.
 
 use super::{audit, is_object_id, optional_body, visible_tenant};
 use crate::error::ApiError;
@@ -107,19 +108,35 @@ fn check_object_id(id: &str, what: &'static str) -> Result<(), ApiError> {
     }
 }
 
+/// Who handles a request, and as what kind of run.
+#[derive(Debug, Clone, Copy)]
+enum Worker {
+    /// The reconciler: a `reconcile` run.
+    Reconciler,
+    /// The delta-worker: a `user_sync` run.
+    DeltaWorker,
+}
+
 /// Records the run, publishes the request, and answers 202 with the run id; a request the
 /// broker does not confirm fails the run and answers 503.
 async fn request(
     state: &AppState,
     caller: &Principal,
     tenant: Uuid,
-    kind: &str,
+    worker: Worker,
     target: Option<String>,
     scope: Scope,
     depth: Depth,
 ) -> Result<HttpResponse, ApiError> {
     let run_id = Uuid::now_v7();
     let cause = proto::Cause::Manual;
+    let tenant_text = tenant.to_string();
+    let (kind, routing_key) = match worker {
+        // The reconciler's own kind, so that its bookkeeping (`reconciler due` failing
+        // abandoned runs, publishing lost requests again) covers Sync Now as well.
+        Worker::Reconciler => ("reconcile", routing::reconcile_request(&tenant_text)),
+        Worker::DeltaWorker => ("user_sync", routing::sync_request(&tenant_text)),
+    };
     runs::create(
         &state.pool,
         &NewRun {
@@ -132,7 +149,6 @@ async fn request(
         },
     )
     .await?;
-    let tenant_text = tenant.to_string();
     let message = proto::SyncRequest {
         envelope: Some(proto::Envelope::new(&tenant_text, cause)),
         scope: scope as i32,
@@ -140,11 +156,7 @@ async fn request(
         depth: depth as i32,
         run_id: run_id.to_string(),
     };
-    let outgoing = Outgoing::new(
-        &state.topology.name(names::SYNC),
-        &routing::sync_request(&tenant_text),
-        &message,
-    );
+    let outgoing = Outgoing::new(&state.topology.name(names::SYNC), &routing_key, &message);
     if let Err(error) = state.publisher.publish_all(vec![outgoing]).await {
         let _ = runs::set_status(
             &state.pool,
@@ -176,7 +188,7 @@ async fn request(
         }))
 }
 
-#[utoipa::path(post, operation_id = "sync_sync_tenant", path = "/v1/tenants/{tenant}/sync", tag = "sync", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), request_body(content = Option<SyncTenant>, description = "A group to sync; none: the whole tenant"), responses((status = 202, description = "Requested; the run id names it", body = SyncAccepted), Refusals))]
+#[utoipa::path(post, operation_id = "sync_sync_tenant", path = "/v1/tenants/{tenant}/sync", tag = "sync", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), request_body(content = Option<SyncTenant>, description = "A group to sync; none: the whole tenant"), responses((status = 202, description = "A reconcile run (the whole tenant against its cards, or the group's members) was requested of the reconciler; the run id names it", body = SyncAccepted), Refusals))]
 pub(crate) async fn sync_tenant(
     state: web::Data<AppState>,
     caller: Principal,
@@ -193,7 +205,7 @@ pub(crate) async fn sync_tenant(
                 &state,
                 &caller,
                 tenant.tenant_id,
-                "group_sync",
+                Worker::Reconciler,
                 Some(group),
                 Scope::Group,
                 Depth::Full,
@@ -205,7 +217,7 @@ pub(crate) async fn sync_tenant(
                 &state,
                 &caller,
                 tenant.tenant_id,
-                "sync_now",
+                Worker::Reconciler,
                 None,
                 Scope::Tenant,
                 Depth::Full,
@@ -231,7 +243,7 @@ pub(crate) async fn sync_user(
         &state,
         &caller,
         tenant.tenant_id,
-        "user_sync",
+        Worker::DeltaWorker,
         Some(user),
         Scope::User,
         depth.into(),

@@ -4,5 +4,6 @@
 mod auth;
 mod dead_letters;
 mod resources;
+mod schedules;
 mod support;
 mod tenants;
