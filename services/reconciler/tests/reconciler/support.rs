@@ -428,3 +428,24 @@ pub fn id_of(value: &Value) -> String {
         .unwrap()
         .to_owned()
 }
+
+impl Env {
+    /// Creates the group `name` with `members` in graph-sim and returns its id.
+    pub async fn create_group(&self, name: &str, members: &[&str]) -> String {
+        let tenant = self.tenant_text();
+        let group = id_of(
+            &self
+                .control
+                .create_group(&tenant, json!({"displayName": name}))
+                .await
+                .unwrap(),
+        );
+        for member in members {
+            self.control
+                .add_member(&tenant, &group, member)
+                .await
+                .unwrap();
+        }
+        group
+    }
+}
