@@ -2,7 +2,7 @@
 
 use crate::cli::{
     CardsCommand, Cli, Command, ConnectionCommand, DeadLettersCommand, Depth, Kind, RulesCommand,
-    ScopeCommand, SubscriptionCommand, TenantArg, TenantCommand,
+    ScheduleTarget, SchedulesCommand, ScopeCommand, SubscriptionCommand, TenantArg, TenantCommand,
 };
 use crate::client::{Client, ClientError};
 use crate::exit;
@@ -103,6 +103,18 @@ const RUN_COLUMNS: &[&str] = &[
     "finished_at",
 ];
 
+const SCHEDULE_COLUMNS: &[&str] = &[
+    "target",
+    "cadence",
+    "weekday",
+    "day_of_month",
+    "time",
+    "time_zone",
+    "paused",
+    "default",
+    "next_run_at",
+];
+
 async fn execute(client: &Client, command: &Command) -> Result<Printed, ClientError> {
     let t = |tenant: &TenantArg| format!("/v1/tenants/{}", enc(&tenant.tenant));
     Ok(match command {
@@ -149,6 +161,7 @@ async fn execute(client: &Client, command: &Command) -> Result<Printed, ClientEr
             &["version", "changed_by", "changed_at"],
         ),
         Command::Cards(command) => return cards(client, command).await,
+        Command::Schedules(command) => return schedules(client, command).await,
         Command::Sync { tenant, group } => {
             let body = match group {
                 Some(group) => json!({ "group": group }),
@@ -378,6 +391,73 @@ async fn connection(client: &Client, command: &ConnectionCommand) -> Result<Prin
         ConnectionCommand::Delete(tenant) => {
             client.call(Method::DELETE, &path(tenant), None).await?;
             (json!({ "deleted": true }), &[])
+        }
+    })
+}
+
+/// An enum value as clap names it (`weekly`, `monday`), which is what the API takes.
+fn value_name(value: &impl clap::ValueEnum) -> Option<String> {
+    value
+        .to_possible_value()
+        .map(|value| value.get_name().to_owned())
+}
+
+async fn schedules(client: &Client, command: &SchedulesCommand) -> Result<Printed, ClientError> {
+    let path = |target: &ScheduleTarget| {
+        format!(
+            "/v1/tenants/{}/schedules/{}",
+            enc(&target.tenant),
+            enc(target.group.as_deref().unwrap_or("tenant"))
+        )
+    };
+    Ok(match command {
+        SchedulesCommand::List(tenant) => (
+            client
+                .get(&format!("/v1/tenants/{}/schedules", enc(&tenant.tenant)))
+                .await?,
+            SCHEDULE_COLUMNS,
+        ),
+        SchedulesCommand::Set {
+            target,
+            cadence,
+            weekday,
+            day_of_month,
+            time,
+            time_zone,
+            paused,
+        } => {
+            let body = json!({
+                "cadence": value_name(cadence),
+                "weekday": weekday.as_ref().and_then(value_name),
+                "day_of_month": day_of_month,
+                "time": time,
+                "time_zone": time_zone,
+                "paused": paused,
+            });
+            (
+                client.call(Method::PUT, &path(target), Some(&body)).await?,
+                &[],
+            )
+        }
+        SchedulesCommand::Pause(target) | SchedulesCommand::Resume(target) => {
+            let paused = matches!(command, SchedulesCommand::Pause(_));
+            (
+                client
+                    .call(
+                        Method::PATCH,
+                        &path(target),
+                        Some(&json!({ "paused": paused })),
+                    )
+                    .await?,
+                &[],
+            )
+        }
+        SchedulesCommand::Delete(target) => {
+            client.call(Method::DELETE, &path(target), None).await?;
+            (
+                json!({ "deleted": target.group.as_deref().unwrap_or("tenant") }),
+                &[],
+            )
         }
     })
 }
