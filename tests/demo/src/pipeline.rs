@@ -178,6 +178,7 @@ pub struct Pipeline {
     services: Vec<Running>,
     fresh_database: Option<(String, String)>,
     http: reqwest::Client,
+    operator: Operator,
 }
 
 impl Pipeline {
@@ -477,6 +478,7 @@ impl Pipeline {
             services,
             fresh_database,
             http,
+            operator,
         })
     }
 
@@ -532,26 +534,25 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Asks the reconciler for a full reconcile of the tenant as run `run_id` (Sync Now).
-    pub async fn request_reconcile(&self, run_id: Uuid) -> anyhow::Result<()> {
-        let tenant = self.tenant_text();
-        let publisher = Publisher::connect(&self.bus, self.topology.clone()).await?;
-        let request = proto::SyncRequest {
-            envelope: Some(proto::Envelope::new(&tenant, proto::Cause::Reconcile)),
-            scope: proto::sync_request::Scope::Tenant as i32,
-            depth: proto::sync_request::Depth::Full as i32,
-            run_id: run_id.to_string(),
-            ..Default::default()
-        };
-        publisher
-            .publish_all(vec![Outgoing::new(
-                &self.topology.name(names::SYNC),
-                &routing::reconcile_request(&tenant),
-                &request,
-            )])
-            .await?;
-        publisher.close().await;
-        Ok(())
+    /// Runs `cardsync args…` as the operator against the admin API; returns what it printed.
+    pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        let shown = self.operator.cli(&self.binaries, args, &[])?;
+        // The first line repeats the command.
+        Ok(shown
+            .split_once('\n')
+            .map_or(String::new(), |(_, output)| output.to_owned()))
+    }
+
+    /// Sync Now of the tenant as the operator does it (`cardsync sync`): a reconcile run that
+    /// the admin API records and the reconciler runs; returns the run's id.
+    pub fn sync_now(&self) -> anyhow::Result<Uuid> {
+        let answer = self.cli(&["sync", "--tenant", &self.tenant_text(), "-o", "json"])?;
+        let answer: Value =
+            serde_json::from_str(&answer).context("cardsync sync printed no JSON")?;
+        answer["run_id"]
+            .as_str()
+            .and_then(|id| Uuid::parse_str(id).ok())
+            .context("cardsync sync printed no run id")
     }
 
     /// Cards of the tenant with status `active`.

@@ -23,4 +23,5 @@ mod graph_trouble;
 mod redis_loss;
 mod secrets;
 mod support;
+mod sync_now;
 mod traces;
