@@ -37,15 +37,19 @@ const TENANT: &str = "tenant";
 #[serde(deny_unknown_fields)]
 pub(crate) struct ScheduleBody {
     /// `daily`, `weekly`, `monthly` or `quarterly` (January, April, July, October).
-    #[schema(example = "weekly")]
+    #[schema(example = "weekly", pattern = "^(daily|weekly|monthly|quarterly)$")]
     cadence: String,
     /// Weekly only: `monday` … `sunday`.
-    #[schema(example = "monday")]
+    #[schema(
+        example = "monday",
+        pattern = "^(monday|tuesday|wednesday|thursday|friday|saturday|sunday)$"
+    )]
     weekday: Option<String>,
     /// Monthly and quarterly only: 1 to 31; a month without that day runs on its last day.
+    #[schema(minimum = 1, maximum = 31)]
     day_of_month: Option<i64>,
     /// The local time of day, `HH:MM` (default `00:00`).
-    #[schema(example = "02:30")]
+    #[schema(example = "02:30", pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")]
     time: Option<String>,
     /// An IANA time zone (default `UTC`).
     #[schema(example = "Europe/Berlin")]
