@@ -167,7 +167,36 @@ async fn overlapping_due_jobs_enqueue_a_schedules_occurrence_once() {
         .collect();
     assert_eq!(runs, [None, Some("group-1".to_owned())].into());
     assert_eq!(scheduled_runs(&env).await.len(), 2);
-    assert_eq!(env.ready("reconciler.requests").await, 2);
+    let requests = env.take_requests().await;
+    assert_eq!(requests.len(), 2);
+    assert!(
+        requests.iter().any(|request| request.scope()
+            == cardsync_proto::sync_request::Scope::Group
+            && request.target_id == "group-1"),
+        "{requests:?}"
+    );
+
+    // Both requests were lost (a job killed before the broker confirmed): an hour later the
+    // next pass publishes them again, the group's still as a group's.
+    sqlx::query(
+        "UPDATE sync_runs SET created_at = now() - interval '2 hours' WHERE tenant_id = $1",
+    )
+    .bind(env.tenant)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let report = env.app.due(tomorrow).await.unwrap();
+    assert_eq!((report.requeued, report.enqueued), (2, 0), "{report:?}");
+    let again = env.take_requests().await;
+    let group_again: Vec<_> = again
+        .iter()
+        .filter(|request| request.target_id == "group-1")
+        .collect();
+    assert_eq!(group_again.len(), 1, "{again:?}");
+    assert_eq!(
+        group_again[0].scope(),
+        cardsync_proto::sync_request::Scope::Group
+    );
     replica.close().await;
     env.teardown().await;
     database.drop_database().await;
