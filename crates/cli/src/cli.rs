@@ -12,6 +12,7 @@ Examples:
   CARDSYNC_CREDENTIAL=... cardsync connection put --tenant 72f988bf-86f1-41af-91ab-2d7cd011db47 --client-id 11111111-2222-3333-4444-555555555555
   cardsync connection test --tenant 72f988bf-86f1-41af-91ab-2d7cd011db47
   cardsync sync --tenant 72f988bf-86f1-41af-91ab-2d7cd011db47
+  cardsync schedules set --tenant 72f988bf-86f1-41af-91ab-2d7cd011db47 --cadence weekly --weekday monday --time 02:30 --time-zone Europe/Berlin
   cardsync runs --tenant 72f988bf-86f1-41af-91ab-2d7cd011db47 -o json
 
 Exit codes: 0 done, 1 failed (server error, unreachable, local file), 2 bad arguments,
@@ -101,6 +102,9 @@ pub(crate) enum Command {
         #[arg(long, value_enum, default_value = "full")]
         depth: Depth,
     },
+    /// When the reconciler reconciles a tenant or a group: list, set, pause, resume, delete.
+    #[command(subcommand, after_help = SCHEDULE_EXAMPLES)]
+    Schedules(SchedulesCommand),
     /// A tenant's sync runs, newest first, or one run.
     #[command(
         after_help = "Example:\n  cardsync runs --tenant <id>\n  cardsync runs --run <run id> -o json"
@@ -142,6 +146,93 @@ pub(crate) enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+const SCHEDULE_EXAMPLES: &str = "\
+Every tenant reconciles daily at 00:00 UTC unless it has a schedule of its own; deleting it
+brings that default back, pausing it stops scheduled reconciles. A group's schedule reconciles
+the group's (nested) members.
+
+Examples:
+  cardsync schedules list --tenant <id>
+  cardsync schedules set --tenant <id> --cadence daily --time 02:30 --time-zone Europe/Berlin
+  cardsync schedules set --tenant <id> --group <group id> --cadence monthly --day-of-month 31
+  cardsync schedules set --tenant <id> --cadence weekly --weekday monday --time 06:00
+  cardsync schedules pause --tenant <id>
+  cardsync schedules resume --tenant <id>
+  cardsync schedules delete --tenant <id> --group <group id>";
+
+/// Which schedule: the tenant's, or a group's.
+#[derive(Debug, Args)]
+pub(crate) struct ScheduleTarget {
+    /// The tenant (its Entra tenant id).
+    #[arg(long)]
+    pub(crate) tenant: String,
+    /// A group's schedule instead of the tenant-wide one.
+    #[arg(long)]
+    pub(crate) group: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Cadence {
+    Daily,
+    Weekly,
+    Monthly,
+    /// January, April, July and October.
+    Quarterly,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Weekday {
+    Monday,
+    Tuesday,
+    Wednesday,
+    Thursday,
+    Friday,
+    Saturday,
+    Sunday,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SchedulesCommand {
+    /// The tenant-wide schedule (its own or the default) and the groups', with their next run.
+    #[command(after_help = "Example:\n  cardsync schedules list --tenant <id> -o json")]
+    List(TenantArg),
+    /// Create or replace a schedule.
+    #[command(
+        after_help = "Examples:\n  cardsync schedules set --tenant <id> --cadence quarterly --day-of-month 1 --time 03:00 --time-zone America/New_York\n  cardsync schedules set --tenant <id> --group <group id> --cadence weekly --weekday friday --time 18:00"
+    )]
+    Set {
+        #[command(flatten)]
+        target: ScheduleTarget,
+        /// How often.
+        #[arg(long, value_enum)]
+        cadence: Cadence,
+        /// Weekly: the weekday.
+        #[arg(long, value_enum)]
+        weekday: Option<Weekday>,
+        /// Monthly and quarterly: the day (1-31; a shorter month runs on its last day).
+        #[arg(long)]
+        day_of_month: Option<i64>,
+        /// Local time of day, HH:MM.
+        #[arg(long, default_value = "00:00")]
+        time: String,
+        /// IANA time zone.
+        #[arg(long, default_value = "UTC")]
+        time_zone: String,
+        /// Save it paused.
+        #[arg(long)]
+        paused: bool,
+    },
+    /// Stop scheduled reconciles (pausing the default makes it the tenant's own, paused).
+    #[command(after_help = "Example:\n  cardsync schedules pause --tenant <id> --group <group id>")]
+    Pause(ScheduleTarget),
+    /// Run again from the next occurrence (missed ones are not run).
+    #[command(after_help = "Example:\n  cardsync schedules resume --tenant <id>")]
+    Resume(ScheduleTarget),
+    /// Delete a group's schedule, or the tenant's own (the default applies again).
+    #[command(after_help = "Example:\n  cardsync schedules delete --tenant <id>")]
+    Delete(ScheduleTarget),
 }
 
 #[derive(Debug, Args)]

@@ -2,7 +2,8 @@
 
 use crate::cli::{
     CardsCommand, Cli, Command, ConnectionCommand, DeadLettersCommand, Depth, Kind, RulesCommand,
-    ScopeCommand, SealingKeyCommand, SubscriptionCommand, TenantArg, TenantCommand,
+    ScheduleTarget, SchedulesCommand, ScopeCommand, SealingKeyCommand, SubscriptionCommand,
+    TenantArg, TenantCommand,
 };
 use crate::client::{Client, ClientError};
 use crate::exit;
@@ -103,6 +104,18 @@ const RUN_COLUMNS: &[&str] = &[
     "finished_at",
 ];
 
+const SCHEDULE_COLUMNS: &[&str] = &[
+    "target",
+    "cadence",
+    "weekday",
+    "day_of_month",
+    "time",
+    "time_zone",
+    "paused",
+    "default",
+    "next_run_at",
+];
+
 /// The rules document of a file: bare rules, or the whole answer of `rules show -o json`.
 fn read_rules(file: &PathBuf) -> Result<Value, ClientError> {
     let document = read_json(file)?;
@@ -177,6 +190,7 @@ async fn execute(
             &["version", "changed_by", "changed_at"],
         ),
         Command::Cards(command) => return cards(client, command).await,
+        Command::Schedules(command) => return schedules(client, command).await,
         Command::Sync { tenant, group } => {
             let body = match group {
                 Some(group) => json!({ "group": group }),
@@ -430,6 +444,73 @@ async fn connection(client: &Client, command: &ConnectionCommand) -> Result<Prin
         ConnectionCommand::Delete(tenant) => {
             client.call(Method::DELETE, &path(tenant), None).await?;
             (json!({ "deleted": true }), &[])
+        }
+    })
+}
+
+/// An enum value as clap names it (`weekly`, `monday`), which is what the API takes.
+fn value_name(value: &impl clap::ValueEnum) -> Option<String> {
+    value
+        .to_possible_value()
+        .map(|value| value.get_name().to_owned())
+}
+
+async fn schedules(client: &Client, command: &SchedulesCommand) -> Result<Printed, ClientError> {
+    let path = |target: &ScheduleTarget| {
+        format!(
+            "/v1/tenants/{}/schedules/{}",
+            enc(&target.tenant),
+            enc(target.group.as_deref().unwrap_or("tenant"))
+        )
+    };
+    Ok(match command {
+        SchedulesCommand::List(tenant) => (
+            client
+                .get(&format!("/v1/tenants/{}/schedules", enc(&tenant.tenant)))
+                .await?,
+            SCHEDULE_COLUMNS,
+        ),
+        SchedulesCommand::Set {
+            target,
+            cadence,
+            weekday,
+            day_of_month,
+            time,
+            time_zone,
+            paused,
+        } => {
+            let body = json!({
+                "cadence": value_name(cadence),
+                "weekday": weekday.as_ref().and_then(value_name),
+                "day_of_month": day_of_month,
+                "time": time,
+                "time_zone": time_zone,
+                "paused": paused,
+            });
+            (
+                client.call(Method::PUT, &path(target), Some(&body)).await?,
+                &[],
+            )
+        }
+        SchedulesCommand::Pause(target) | SchedulesCommand::Resume(target) => {
+            let paused = matches!(command, SchedulesCommand::Pause(_));
+            (
+                client
+                    .call(
+                        Method::PATCH,
+                        &path(target),
+                        Some(&json!({ "paused": paused })),
+                    )
+                    .await?,
+                &[],
+            )
+        }
+        SchedulesCommand::Delete(target) => {
+            client.call(Method::DELETE, &path(target), None).await?;
+            (
+                json!({ "deleted": target.group.as_deref().unwrap_or("tenant") }),
+                &[],
+            )
         }
     })
 }

@@ -423,15 +423,26 @@ pub async fn create_scheduled(
     Ok(created.rows_affected() == 1)
 }
 
-/// Runs of `kind` queued longer than `older_than` and never started, as `(run, tenant)`: their
-/// request may have been lost (a `due` job killed between recording and publishing).
+/// A queued run whose request may have to be published again.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct QueuedRun {
+    /// The run.
+    pub run_id: Uuid,
+    /// Its tenant.
+    pub tenant_id: Uuid,
+    /// Its narrower target (a group, a user), if any.
+    pub target: Option<String>,
+}
+
+/// Runs of `kind` queued longer than `older_than` and never started: their request may have
+/// been lost (a `due` job killed between recording and publishing).
 pub async fn stale_queued(
     executor: impl PgExecutor<'_>,
     kind: &str,
     older_than: std::time::Duration,
-) -> Result<Vec<(Uuid, Uuid)>, StoreError> {
+) -> Result<Vec<QueuedRun>, StoreError> {
     Ok(sqlx::query_as(
-        "SELECT run_id, tenant_id FROM sync_runs
+        "SELECT run_id, tenant_id, target FROM sync_runs
           WHERE kind = $1 AND status = 'queued' AND started_at IS NULL
             AND created_at < now() - make_interval(secs => $2)
           ORDER BY created_at",

@@ -41,6 +41,16 @@ pub enum ApiError {
         /// One line per problem (`path: message`), when there are several.
         errors: Vec<String>,
     },
+    /// One field of the body is invalid: a 422 whose `pointer` (RFC 6901) names it.
+    #[error("{pointer}: {detail}")]
+    InvalidField {
+        /// Problem code.
+        code: &'static str,
+        /// The field, as a JSON pointer into the body (`/time_zone`).
+        pointer: String,
+        /// What is wrong with it.
+        detail: String,
+    },
     /// The request is malformed (query, path, body).
     #[error("{detail}")]
     BadRequest {
@@ -134,6 +144,14 @@ impl ApiError {
                     problem.with("errors", serde_json::json!(errors))
                 }
             }
+            ApiError::InvalidField { code, pointer, .. } => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                code,
+                "Invalid request content",
+                self.to_string(),
+            )
+            .with("pointer", serde_json::json!(pointer))
+            .with("errors", serde_json::json!([self.to_string()])),
             ApiError::BadRequest { code, detail } => {
                 Problem::new(StatusCode::BAD_REQUEST, code, "Bad request", detail.clone())
             }

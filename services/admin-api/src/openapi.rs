@@ -20,6 +20,9 @@ pub struct ProblemDoc {
     detail: String,
     /// One line per problem (`path: message`) when there are several.
     errors: Option<Vec<String>>,
+    /// The invalid field, as a JSON pointer (RFC 6901) into the request body, when one field
+    /// is at fault.
+    pointer: Option<String>,
 }
 
 /// The refusals every operation may answer with.
@@ -76,7 +79,7 @@ impl Modify for BearerAuth {
 /// The document.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    info(title = "cardsync admin API", description = "Tenants, Graph connections, scope, field rules, cards, sync requests and runs. Every operation needs a bearer token: the `reader` role for reads, `admin` for changes."),
+    info(title = "cardsync admin API", description = "Tenants, Graph connections, scope, field rules, cards, reconcile schedules, sync requests and runs. Every operation needs a bearer token: the `reader` role for reads, `admin` for changes."),
     modifiers(&BearerAuth),
     components(schemas(ProblemDoc)),
     security(("bearer" = [])),
@@ -108,6 +111,11 @@ impl Modify for BearerAuth {
         routes::cards::edit_field,
         routes::sync::sync_tenant,
         routes::sync::sync_user,
+        routes::schedules::list,
+        routes::schedules::show,
+        routes::schedules::put,
+        routes::schedules::patch,
+        routes::schedules::delete,
         routes::runs::list,
         routes::runs::show,
         routes::dead_letters::list,

@@ -222,7 +222,9 @@ async fn sync_and_stream(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<S
     }
     let settle = settle_started.elapsed();
 
-    section("8. a full reconcile, as the nightly job runs it");
+    section(
+        "8. a full reconcile: Sync Now through the admin API (`cardsync sync`), run by the reconciler",
+    );
     let reconciled = cardsync_demo::reconcile::reconcile(pipeline, tenant, drain_timeout).await?;
     println!(
         "reconcile run {} in {:.1} s: {} change(s) no notification announced, {} card(s) repaired, \

@@ -563,6 +563,18 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Sync Now of `tenant` as the operator does it (`cardsync sync`): a reconcile run that the
+    /// admin API records and the reconciler runs; returns the run's id.
+    pub fn sync_now(&self, tenant: Uuid) -> anyhow::Result<Uuid> {
+        let answer = self.cardsync(&["sync", "--tenant", &tenant.to_string(), "-o", "json"])?;
+        let answer: Value =
+            serde_json::from_str(&answer).context("cardsync sync printed no JSON")?;
+        answer["run_id"]
+            .as_str()
+            .and_then(|id| Uuid::parse_str(id).ok())
+            .context("cardsync sync printed no run id")
+    }
+
     /// Cards of the tenant with status `active`.
     pub async fn active_cards(&self) -> anyhow::Result<usize> {
         self.active_cards_of(self.tenant).await

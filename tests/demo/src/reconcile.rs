@@ -1,9 +1,10 @@
-//! The full reconcile at the end of the demo, as the nightly job runs it: a reconcile run asked
-//! of the reconciler (a Sync Now), waited for in `sync_runs`, and what it found.
+//! The full reconcile at the end of the demo, as the nightly job runs it: a Sync Now through the
+//! admin API (`cardsync sync`), which is a reconcile run of the reconciler, waited for in
+//! `sync_runs`, and what it found.
 
 use crate::pipeline::Pipeline;
 use anyhow::{Context as _, ensure};
-use cardsync_store::runs::{self, NewRun, RunStatus};
+use cardsync_store::runs::{self, RunStatus};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -11,6 +12,14 @@ use uuid::Uuid;
 /// How a reconcile run ended.
 #[derive(Debug, Clone)]
 pub struct Reconciled {
+    /// The run.
+    pub run_id: Uuid,
+    /// Its kind (`reconcile`), cause (`manual` for a Sync Now) and who asked.
+    pub kind: String,
+    /// Its cause.
+    pub cause: String,
+    /// Who asked for it (the operator's token subject).
+    pub started_by: String,
     /// Its final status.
     pub status: RunStatus,
     /// Why it failed, if it did.
@@ -28,34 +37,25 @@ impl Reconciled {
     }
 }
 
-/// Records a reconcile run of `tenant` (one of the pipeline's), asks the reconciler for it and
-/// waits up to `timeout` for it to end.
+/// Asks for a reconcile of `tenant` (one of the pipeline's) with Sync Now (the operator's
+/// `cardsync sync`) and waits up to `timeout` for the run to end.
 pub async fn reconcile(
     pipeline: &Pipeline,
     tenant: Uuid,
     timeout: Duration,
 ) -> anyhow::Result<Reconciled> {
-    let run_id = Uuid::now_v7();
-    runs::create(
-        &pipeline.pool,
-        &NewRun {
-            run_id,
-            tenant_id: tenant,
-            kind: "reconcile".into(),
-            cause: "reconcile".into(),
-            started_by: "demo".into(),
-            target: None,
-        },
-    )
-    .await?;
     let started = Instant::now();
-    pipeline.request_reconcile(tenant, run_id).await?;
+    let run_id = pipeline.sync_now(tenant)?;
     loop {
         let run = runs::get(&pipeline.pool, run_id)
             .await?
             .context("the reconcile run vanished")?;
         if run.status.is_final() {
             return Ok(Reconciled {
+                run_id,
+                kind: run.kind,
+                cause: run.cause,
+                started_by: run.started_by,
                 status: run.status,
                 detail: run.detail,
                 elapsed: started.elapsed(),

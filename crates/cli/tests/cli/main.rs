@@ -469,3 +469,177 @@ async fn rules_dry_run_prints_a_table_or_json_and_refuses_bad_rules_with_their_p
     let _ = std::fs::remove_file(&good);
     let _ = std::fs::remove_file(&bad);
 }
+
+#[tokio::test]
+async fn the_cli_sets_lists_pauses_resumes_and_deletes_schedules() {
+    let setup = setup().await;
+    let server = setup.server.as_str();
+    let (admin, reader) = (Some(setup.admin.as_str()), Some(setup.reader.as_str()));
+    let id = Uuid::new_v4().to_string();
+    let run = |token, args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cardsync(server, token, &args).await
+        }
+    };
+    assert_eq!(
+        run(
+            admin,
+            &["tenant", "create", "--id", &id, "--name", "Tailspin"]
+        )
+        .await
+        .status
+        .code(),
+        Some(0)
+    );
+
+    // The default, as a table: one row, daily at 00:00 UTC.
+    let listed = run(reader, &["schedules", "list", "--tenant", &id]).await;
+    assert_eq!(listed.status.code(), Some(0), "{listed:?}");
+    let table = stdout(&listed);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("TARGET  CADENCE"), "{table}");
+    assert_eq!(lines.len(), 2, "{table}");
+    assert!(lines[1].starts_with("tenant  daily"), "{table}");
+    assert!(
+        lines[1].contains("00:00") && lines[1].contains("UTC"),
+        "{table}"
+    );
+
+    let set = run(
+        admin,
+        &[
+            "schedules",
+            "set",
+            "--tenant",
+            &id,
+            "--cadence",
+            "weekly",
+            "--weekday",
+            "monday",
+            "--time",
+            "02:30",
+            "--time-zone",
+            "Europe/Berlin",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(set.status.code(), Some(0), "{set:?}");
+    let set = json(&set);
+    assert_eq!(
+        (
+            &set["cadence"],
+            &set["weekday"],
+            &set["time"],
+            &set["time_zone"],
+            &set["default"]
+        ),
+        (
+            &Value::from("weekly"),
+            &Value::from("monday"),
+            &Value::from("02:30"),
+            &Value::from("Europe/Berlin"),
+            &Value::from(false)
+        )
+    );
+    let group = run(
+        admin,
+        &[
+            "schedules",
+            "set",
+            "--tenant",
+            &id,
+            "--group",
+            "group-7",
+            "--cadence",
+            "quarterly",
+            "--day-of-month",
+            "31",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(json(&group)["target"], "group-7");
+
+    let paused = run(
+        admin,
+        &["schedules", "pause", "--tenant", &id, "-o", "json"],
+    )
+    .await;
+    assert_eq!(json(&paused)["paused"], true);
+    let listed = json(
+        &run(
+            reader,
+            &["schedules", "list", "--tenant", &id, "-o", "json"],
+        )
+        .await,
+    );
+    let items = listed["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2, "{listed}");
+    assert_eq!(
+        (&items[0]["paused"], &items[1]["paused"]),
+        (&Value::from(true), &Value::from(false))
+    );
+    let resumed = run(
+        admin,
+        &["schedules", "resume", "--tenant", &id, "-o", "json"],
+    )
+    .await;
+    assert_eq!(json(&resumed)["paused"], false);
+
+    // Refusals: a bad zone (5), a reader changing (4), a group without a schedule (3), and
+    // a cadence clap does not know (2).
+    let bad_zone = run(
+        admin,
+        &[
+            "schedules",
+            "set",
+            "--tenant",
+            &id,
+            "--cadence",
+            "daily",
+            "--time-zone",
+            "Mars/Olympus",
+        ],
+    )
+    .await;
+    assert_eq!(bad_zone.status.code(), Some(5), "{bad_zone:?}");
+    assert!(
+        String::from_utf8_lossy(&bad_zone.stderr).contains("/time_zone"),
+        "{bad_zone:?}"
+    );
+    let denied = run(reader, &["schedules", "pause", "--tenant", &id]).await;
+    assert_eq!(denied.status.code(), Some(4));
+    let missing = run(
+        admin,
+        &["schedules", "pause", "--tenant", &id, "--group", "group-8"],
+    )
+    .await;
+    assert_eq!(missing.status.code(), Some(3));
+    let usage = run(
+        admin,
+        &["schedules", "set", "--tenant", &id, "--cadence", "hourly"],
+    )
+    .await;
+    assert_eq!(usage.status.code(), Some(2));
+
+    for args in [
+        &["schedules", "delete", "--tenant", &id][..],
+        &["schedules", "delete", "--tenant", &id, "--group", "group-7"][..],
+    ] {
+        assert_eq!(run(admin, args).await.status.code(), Some(0));
+    }
+    let listed = json(
+        &run(
+            reader,
+            &["schedules", "list", "--tenant", &id, "-o", "json"],
+        )
+        .await,
+    );
+    assert_eq!(listed["items"].as_array().expect("items").len(), 1);
+    assert_eq!(listed["items"][0]["default"], true, "the default is back");
+}

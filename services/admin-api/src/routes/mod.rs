@@ -8,6 +8,7 @@ pub(crate) mod connections;
 pub(crate) mod dead_letters;
 pub(crate) mod rules;
 pub(crate) mod runs;
+pub(crate) mod schedules;
 pub(crate) mod scope;
 pub(crate) mod sealing;
 pub(crate) mod subscriptions;
@@ -38,6 +39,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
             .configure(rules::configure)
             .configure(cards::configure)
             .configure(sync::configure)
+            .configure(schedules::configure)
             .configure(runs::configure)
             .configure(dead_letters::configure)
             .configure(sealing::configure)

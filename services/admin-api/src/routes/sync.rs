@@ -1,8 +1,9 @@
 //! Sync Now for a tenant or a group, and per-user sync (`info`: pull from Entra; `cards`: push
 //! the stored person to the card without a Graph call; `full`: both). Each records a run first
 //! (so the answer carries its id) and publishes a `SyncRequest` naming it, confirmed by the
-//! broker before the API answers 202. Until the reconciler lands, Sync Now of a tenant is a
-//! full `SyncRequest` for the delta-worker.
+//! broker before the API answers 202. Sync Now is a reconcile run for the reconciler (the
+//! whole tenant against its cards, or a group's members), as a scheduled one is; a per-user
+//! sync goes to the delta-worker.
 
 use super::{audit, is_object_id, optional_body, visible_tenant};
 use crate::error::ApiError;
@@ -110,9 +111,11 @@ fn check_object_id(id: &str, what: &'static str) -> Result<(), ApiError> {
 /// Which worker takes a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Worker {
-    /// The delta-worker (`request.<tenant>`): Sync Now, per-user and per-group sync.
+    /// The delta-worker (`request.<tenant>`): per-user sync.
     DeltaWorker,
-    /// The reconciler (`reconcile.<tenant>`): the rules apply.
+    /// The reconciler (`reconcile.<tenant>`): Sync Now of a tenant or a group (a `reconcile`
+    /// run, so `reconciler due` fails it when abandoned and publishes it again when lost) and
+    /// the rules apply.
     Reconciler,
 }
 
@@ -210,7 +213,7 @@ fn accepted(run_id: Uuid) -> HttpResponse {
         })
 }
 
-#[utoipa::path(post, operation_id = "sync_sync_tenant", path = "/v1/tenants/{tenant}/sync", tag = "sync", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), request_body(content = Option<SyncTenant>, description = "A group to sync; none: the whole tenant"), responses((status = 202, description = "Requested; the run id names it", body = SyncAccepted), Refusals))]
+#[utoipa::path(post, operation_id = "sync_sync_tenant", path = "/v1/tenants/{tenant}/sync", tag = "sync", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), request_body(content = Option<SyncTenant>, description = "A group to sync; none: the whole tenant"), responses((status = 202, description = "A reconcile run (the whole tenant against its cards, or the group's members) was requested of the reconciler; the run id names it", body = SyncAccepted), Refusals))]
 pub(crate) async fn sync_tenant(
     state: web::Data<AppState>,
     caller: Principal,
@@ -225,22 +228,22 @@ pub(crate) async fn sync_tenant(
             check_object_id(&group, "group")?;
             let asked = RunRequest {
                 tenant: tenant.tenant_id,
-                kind: "group_sync",
+                kind: "reconcile",
                 target: Some(group),
                 scope: Scope::Group,
                 depth: Depth::Full,
-                worker: Worker::DeltaWorker,
+                worker: Worker::Reconciler,
             };
             request(&state, &caller, asked, "sync.request").await
         }
         None => {
             let asked = RunRequest {
                 tenant: tenant.tenant_id,
-                kind: "sync_now",
+                kind: "reconcile",
                 target: None,
                 scope: Scope::Tenant,
                 depth: Depth::Full,
-                worker: Worker::DeltaWorker,
+                worker: Worker::Reconciler,
             };
             request(&state, &caller, asked, "sync.request").await
         }

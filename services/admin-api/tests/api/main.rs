@@ -5,6 +5,7 @@ mod auth;
 mod dead_letters;
 mod resources;
 mod rules;
+mod schedules;
 mod sealing;
 mod subscriptions;
 mod support;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// A fixture whose directory is also a cardsync tenant, created through the API.
-async fn with_tenant() -> (Fixture, Uuid) {
+pub(crate) async fn with_tenant() -> (Fixture, Uuid) {
     let fixture = Fixture::start().await;
     let tenant = fixture.directory.uuid();
     // Earlier runs of the suite may have left this id: graph-sim ids are fresh GUIDs.
@@ -27,7 +27,11 @@ async fn with_tenant() -> (Fixture, Uuid) {
 
 /// Registers cardsync's Graph app in the directory with `permissions`, and stores it as the
 /// tenant's connection through the API.
-async fn connect(fixture: &Fixture, tenant: Uuid, permissions: &[&str]) -> (String, String) {
+pub(crate) async fn connect(
+    fixture: &Fixture,
+    tenant: Uuid,
+    permissions: &[&str],
+) -> (String, String) {
     let app = fixture
         .issuer
         .control
@@ -329,7 +333,8 @@ async fn rules_are_validated_versioned_and_kept_in_history() {
     assert_eq!(api.get(&path, admin).await.expect(200)["version"], 2);
 }
 
-async fn next_request(fixture: &Fixture) -> proto::SyncRequest {
+/// The next `SyncRequest` on the test's queue `queue` (short name).
+async fn next_request(fixture: &Fixture, queue: &str) -> proto::SyncRequest {
     let connection = cardsync_bus::lapin::Connection::connect(
         &cardsync_testkit::amqp_url(),
         cardsync_bus::lapin::ConnectionProperties::default(),
@@ -337,7 +342,7 @@ async fn next_request(fixture: &Fixture) -> proto::SyncRequest {
     .await
     .expect("RabbitMQ");
     let channel = connection.create_channel().await.expect("channel");
-    let queue = fixture.api.topology.name(names::DELTA_WORKER_REQUESTS);
+    let queue = fixture.api.topology.name(queue);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(message) = channel
@@ -357,7 +362,7 @@ async fn next_request(fixture: &Fixture) -> proto::SyncRequest {
 }
 
 #[tokio::test]
-async fn sync_now_and_user_sync_publish_requests_that_name_their_runs() {
+async fn sync_now_asks_the_reconciler_and_user_sync_the_delta_worker_naming_their_runs() {
     let (fixture, tenant) = with_tenant().await;
     // Declares the test's topology, so the request queue exists before the API publishes.
     fixture.api.publisher().await;
@@ -372,7 +377,7 @@ async fn sync_now_and_user_sync_publish_requests_that_name_their_runs() {
         .await
         .expect(202);
     let run_id = accepted["run_id"].as_str().expect("run id").to_owned();
-    let request = next_request(&fixture).await;
+    let request = next_request(&fixture, names::RECONCILER_REQUESTS).await;
     assert_eq!(request.run_id, run_id);
     assert_eq!(request.scope(), proto::sync_request::Scope::Tenant);
     assert_eq!(request.depth(), proto::sync_request::Depth::Full);
@@ -388,7 +393,8 @@ async fn sync_now_and_user_sync_publish_requests_that_name_their_runs() {
         .expect(200);
     let run = &runs["items"][0];
     assert_eq!(run["id"], run_id.as_str());
-    assert_eq!(run["kind"], "sync_now");
+    assert_eq!(run["kind"], "reconcile");
+    assert_eq!(run["cause"], "manual");
     assert_eq!(run["status"], "queued");
     assert_eq!(
         run["started_by"],
@@ -403,13 +409,27 @@ async fn sync_now_and_user_sync_publish_requests_that_name_their_runs() {
     let accepted = fixture
         .api
         .post(
+            &format!("/v1/tenants/{tenant}/sync"),
+            &fixture.admin,
+            json!({"group": "group-1"}),
+        )
+        .await
+        .expect(202);
+    let request = next_request(&fixture, names::RECONCILER_REQUESTS).await;
+    assert_eq!(request.run_id, accepted["run_id"].as_str().expect("run id"));
+    assert_eq!(request.scope(), proto::sync_request::Scope::Group);
+    assert_eq!(request.target_id, "group-1");
+
+    let accepted = fixture
+        .api
+        .post(
             &format!("/v1/tenants/{tenant}/users/user-1/sync"),
             &fixture.admin,
             json!({"depth": "cards"}),
         )
         .await
         .expect(202);
-    let request = next_request(&fixture).await;
+    let request = next_request(&fixture, names::DELTA_WORKER_REQUESTS).await;
     assert_eq!(request.run_id, accepted["run_id"].as_str().expect("run id"));
     assert_eq!(request.scope(), proto::sync_request::Scope::User);
     assert_eq!(request.depth(), proto::sync_request::Depth::Cards);

@@ -9,7 +9,7 @@ use cardsync_testkit::FreshDatabase;
 use std::time::Duration;
 use time::OffsetDateTime;
 
-async fn fresh_env() -> (FreshDatabase, Env) {
+pub(crate) async fn fresh_env() -> (FreshDatabase, Env) {
     let database = FreshDatabase::create().await;
     let pool = database.pool().await;
     cardsync_store::migrate(&pool).await.unwrap();

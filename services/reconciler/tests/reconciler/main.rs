@@ -8,4 +8,5 @@
 mod due;
 mod reconcile;
 mod runs;
+mod schedules;
 mod support;

@@ -429,3 +429,44 @@ pub fn id_of(value: &Value) -> String {
         .unwrap()
         .to_owned()
 }
+
+impl Env {
+    /// Takes every reconcile request waiting on `reconciler.requests`.
+    pub async fn take_requests(&self) -> Vec<cardsync_proto::SyncRequest> {
+        let channel = self.amqp.create_channel().await.unwrap();
+        let name = format!("{}reconciler.requests", self.prefix);
+        let mut out = Vec::new();
+        while let Ok(Some(message)) = channel
+            .basic_get(
+                name.as_str().into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+        {
+            out.push(
+                cardsync_proto::SyncRequest::decode(message.delivery.data.as_slice()).unwrap(),
+            );
+        }
+        let _ = channel.close(200, "done".into()).await;
+        out
+    }
+
+    /// Creates the group `name` with `members` in graph-sim and returns its id.
+    pub async fn create_group(&self, name: &str, members: &[&str]) -> String {
+        let tenant = self.tenant_text();
+        let group = id_of(
+            &self
+                .control
+                .create_group(&tenant, json!({"displayName": name}))
+                .await
+                .unwrap(),
+        );
+        for member in members {
+            self.control
+                .add_member(&tenant, &group, member)
+                .await
+                .unwrap();
+        }
+        group
+    }
+}

@@ -24,4 +24,5 @@ mod redis_loss;
 mod rules;
 mod secrets;
 mod support;
+mod sync_now;
 mod traces;
