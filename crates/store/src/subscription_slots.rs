@@ -415,7 +415,8 @@ pub async fn wanted(pool: &PgPool) -> Result<Vec<Wanted>, StoreError> {
     let rows: Vec<(Uuid, bool)> = sqlx::query_as(
         "SELECT c.tenant_id, COALESCE(cardinality(s.group_ids), 0) > 0
            FROM tenant_connections c LEFT JOIN tenant_scopes s USING (tenant_id)
-          WHERE c.disconnect_requested_at IS NULL
+                LEFT JOIN tenants t USING (tenant_id)
+          WHERE c.disconnect_requested_at IS NULL AND t.disconnected_at IS NULL
           ORDER BY c.tenant_id",
     )
     .fetch_all(pool)

@@ -341,3 +341,58 @@ async fn an_operators_recreate_replaces_the_subscription_and_the_overview_shows_
     assert_eq!(again.created, 0, "{again:?}");
     env.teardown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_disconnected_by_an_operator_is_unsubscribed_and_subscribed_again_on_reconnect() {
+    let env = env().await;
+    assert_eq!(env.pass().await.created, 1);
+    let old = env.graph_subscriptions().await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // `cardsync tenant disconnect`: syncing stops, the connection and the cards stay.
+    cardsync_store::tenants::put(
+        &env.pool,
+        &cardsync_store::tenants::TenantConfig {
+            id: env.tenant,
+            name: "Contoso".into(),
+            rules: Default::default(),
+            invites_enabled: false,
+            admin_roles_enabled: false,
+        },
+    )
+    .await
+    .expect("the tenant's configuration");
+    let mut conn = env.pool.acquire().await.expect("connection");
+    assert!(
+        cardsync_store::admin::set_disconnected(&mut conn, env.tenant, true)
+            .await
+            .expect("disconnect")
+    );
+    let report = env.pass().await;
+    assert_eq!(report.retired, 1, "{report:?}");
+    assert_eq!(
+        env.graph_subscriptions().await,
+        Vec::<serde_json::Value>::new()
+    );
+    assert!(env.slots().await.is_empty());
+    let registered = subscriptions::find(&env.pool, Uuid::parse_str(&old).expect("guid"))
+        .await
+        .expect("registry");
+    assert!(
+        registered.is_none(),
+        "the webhook no longer accepts its notifications"
+    );
+
+    assert!(
+        cardsync_store::admin::set_disconnected(&mut conn, env.tenant, false)
+            .await
+            .expect("reconnect")
+    );
+    assert_eq!(env.pass().await.created, 1);
+    let in_graph = env.graph_subscriptions().await;
+    assert_eq!(in_graph.len(), 1);
+    assert_ne!(in_graph[0]["id"], old.as_str());
+    drop(conn);
+    env.teardown().await;
+}
