@@ -90,14 +90,11 @@ async fn a_worker_stopped_gracefully_mid_round_hands_its_tenant_and_trigger_to_t
 async fn a_killed_holder_delays_the_next_round_by_at_most_the_lease_ttl_and_never_writes_again() {
     // The shipped lease TTL; the next round waits for the tenant a few seconds at most.
     let env = env_with(&[("CARDSYNC__WORKER__LEASE_WAIT", "8s")]).await;
-    let ttl = delta_worker::Settings::load(&cardsync_config::Sources {
-        file: None,
-        env: Some(vec![]),
-    })
-    .unwrap()
-    .worker
-    .rounds
-    .lease_ttl;
+    let ttl = delta_worker::Settings::load(&cardsync_config::Sources::development())
+        .unwrap()
+        .worker
+        .rounds
+        .lease_ttl;
     assert!(
         ttl <= A_FEW_SECONDS,
         "a crashed worker blocks its tenant for {ttl:?}, more than a few seconds"
