@@ -153,9 +153,7 @@ impl Intake {
         published?;
 
         verdict.accepted = tenants.len();
-        for subscription in subscriptions {
-            self.registry.note_delivery(subscription, received_at);
-        }
+        self.registry.note_deliveries(&subscriptions, received_at);
         let accepted_at = received_at.unix_timestamp();
         for (kind, tenant) in tenants {
             let tenant = tenant.to_string();

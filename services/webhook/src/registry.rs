@@ -111,12 +111,15 @@ impl Registry {
         }
     }
 
-    /// Remembers that a notification of `subscription` was accepted at `at`; written to the
-    /// registry (`last_notification_at`, what operators see) by the next [`Registry::flush_deliveries`].
-    pub fn note_delivery(&self, subscription: Uuid, at: OffsetDateTime) {
+    /// Remembers that notifications of `subscriptions` were accepted at `at` (one lock per
+    /// request); written to the registry (`last_notification_at`, what operators see) by the next
+    /// [`Registry::flush_deliveries`].
+    pub fn note_deliveries(&self, subscriptions: &[Uuid], at: OffsetDateTime) {
         let mut deliveries = lock(&self.deliveries);
-        let last = deliveries.entry(subscription).or_insert(at);
-        *last = (*last).max(at);
+        for subscription in subscriptions {
+            let last = deliveries.entry(*subscription).or_insert(at);
+            *last = (*last).max(at);
+        }
     }
 
     /// Writes the deliveries noted since the last flush in one statement; on failure they are
@@ -127,7 +130,7 @@ impl Registry {
             Ok(written) => Ok(written),
             Err(error) => {
                 for (id, at) in noted {
-                    self.note_delivery(id, at);
+                    self.note_deliveries(&[id], at);
                 }
                 Err(error)
             }
