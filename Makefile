@@ -5,7 +5,7 @@ export CARGO_INCREMENTAL ?= 0
 export CARGO_TERM_COLOR ?= never
 export RUST_BACKTRACE ?= 1
 
-.PHONY: help services build fmt fmt-check lint deny test ci bench demo soak soak-short clean conformance chart-check image fuzz api-fuzz
+.PHONY: help services build fmt fmt-check lint deny test ci bench demo soak soak-short soak-servers soak-isolated clean conformance chart-check image fuzz api-fuzz
 
 # graph-sim's conformance suite: Microsoft's Python clients, pinned, in a project-local venv.
 VENV ?= .venv

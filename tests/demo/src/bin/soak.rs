@@ -7,7 +7,7 @@
 use cardsync_demo::Pipeline;
 use cardsync_demo::procs;
 use cardsync_demo::section;
-use cardsync_demo::soak::faults::Injector;
+use cardsync_demo::soak::faults::{Injector, Servers};
 use cardsync_demo::soak::schedule::Family;
 use cardsync_demo::soak::{self, SoakConfig};
 use clap::Parser;
@@ -66,6 +66,14 @@ struct Cli {
     /// Redis, with a database index nobody else uses: the soak flushes it.
     #[arg(long, default_value = "redis://127.0.0.1:6379/12")]
     redis_url: String,
+    /// The RabbitMQ node the `broker` fault stops (`rabbitmqctl -n NODE`), when `--amqp-url` is
+    /// not the machine's default node (`make soak-servers` starts `cardsync-soak@localhost`).
+    #[arg(long)]
+    rabbitmq_node: Option<String>,
+    /// The Debian PostgreSQL cluster the `postgres` fault restarts, when `--postgres-url` is not
+    /// the `main` cluster's (`make soak-servers` creates `soak` on port 5433).
+    #[arg(long)]
+    postgres_cluster: Option<String>,
 }
 
 #[tokio::main]
@@ -109,7 +117,11 @@ async fn main() -> std::process::ExitCode {
         postgres_server: cli.postgres_url.clone(),
         redis_url: cli.redis_url.clone(),
     };
-    let mut injector = Injector::new(&config.redis_url, config.seed);
+    let servers = Servers {
+        rabbitmq_node: cli.rabbitmq_node.clone(),
+        postgres_cluster: cli.postgres_cluster.clone(),
+    };
+    let mut injector = Injector::new(&config.redis_url, config.seed, servers);
     let mut pipeline: Option<Pipeline> = None;
     let outcome = tokio::select! {
         outcome = soak::run(&config, &mut pipeline, &mut injector) => outcome,

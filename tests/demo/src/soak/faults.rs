@@ -34,10 +34,39 @@ pub struct Injected {
     pub reconcile_run: Option<(Uuid, Uuid)>,
 }
 
+/// Which of the machine's servers the broker and database faults stop: by default the ones every
+/// test uses (RabbitMQ's default node, PostgreSQL's `main` cluster). A soak that must not disturb
+/// other work on the machine runs against servers of its own (`make soak-servers`).
+#[derive(Debug, Clone, Default)]
+pub struct Servers {
+    /// The RabbitMQ node `rabbitmqctl -n` addresses; `None` is the default node.
+    pub rabbitmq_node: Option<String>,
+    /// The Debian PostgreSQL cluster (`pg_ctlcluster VERSION NAME`); `None` is `main`.
+    pub postgres_cluster: Option<String>,
+}
+
+impl Servers {
+    fn rabbitmqctl(&self, args: &[&str]) -> Vec<String> {
+        let node = self
+            .rabbitmq_node
+            .iter()
+            .flat_map(|node| ["-n".to_owned(), node.clone()]);
+        node.chain(args.iter().map(|arg| (*arg).to_owned()))
+            .collect()
+    }
+
+    fn postgres_cluster(&self) -> String {
+        self.postgres_cluster
+            .clone()
+            .unwrap_or_else(|| "main".to_owned())
+    }
+}
+
 /// Injects faults; remembers what it must undo.
 #[derive(Debug)]
 pub struct Injector {
     redis_url: String,
+    servers: Servers,
     broker_stopped: bool,
     /// The nftables table of the partition in force, if one is.
     partition: Option<String>,
@@ -147,9 +176,10 @@ fn now_ms() -> i64 {
 
 impl Injector {
     /// An injector flushing `redis_url`'s database; `seed` draws the bursts' users.
-    pub fn new(redis_url: &str, seed: u64) -> Self {
+    pub fn new(redis_url: &str, seed: u64, servers: Servers) -> Self {
         Self {
             redis_url: redis_url.to_owned(),
+            servers,
             broker_stopped: false,
             partition: None,
             rng: rand::rngs::StdRng::seed_from_u64(seed),
@@ -209,7 +239,7 @@ impl Injector {
             }
             Fault::Broker { down } => {
                 self.broker_stopped = true;
-                blocking("rabbitmqctl", vec!["stop_app".into()]).await?;
+                blocking("rabbitmqctl", self.servers.rabbitmqctl(&["stop_app"])).await?;
                 tokio::time::sleep(*down).await;
                 self.start_broker().await?;
             }
@@ -220,7 +250,7 @@ impl Injector {
                     vec![
                         "--skip-systemctl-redirect".into(),
                         version,
-                        "main".into(),
+                        self.servers.postgres_cluster(),
                         "restart".into(),
                         "-m".into(),
                         "fast".into(),
@@ -385,10 +415,11 @@ impl Injector {
     }
 
     async fn start_broker(&mut self) -> anyhow::Result<()> {
-        blocking("rabbitmqctl", vec!["start_app".into()]).await?;
+        blocking("rabbitmqctl", self.servers.rabbitmqctl(&["start_app"])).await?;
         blocking(
             "rabbitmqctl",
-            vec!["await_startup".into(), "--timeout".into(), "120".into()],
+            self.servers
+                .rabbitmqctl(&["await_startup", "--timeout", "120"]),
         )
         .await?;
         self.broker_stopped = false;
