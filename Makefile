@@ -183,5 +183,16 @@ soak-short: services ## a two-minute soak with a fixed seed and every fault fami
 	$(CARGO) build --locked $(SOAK_BINS) --bins
 	"$${CARGO_TARGET_DIR:-target}/debug/cardsync-soak" $(SOAK_SHORT_ARGS)
 
+# Servers of the soak's own (RabbitMQ node on 5673, PostgreSQL cluster on 5433), so the broker and
+# database faults of a long soak leave the machine's servers alone; `make soak-isolated` uses them.
+soak-servers: services ## start a RabbitMQ node and a PostgreSQL cluster for the soak alone (5673, 5433)
+	@bash deploy/local/soak-servers.sh
+
+SOAK_ISOLATED := --amqp-url amqp://guest:guest@127.0.0.1:5673/%2f --rabbitmq-node cardsync-soak@localhost \
+	--postgres-url postgres://postgres@127.0.0.1:5433/postgres --postgres-cluster soak --redis-url redis://127.0.0.1:6379/13
+soak-isolated: soak-servers ## make soak against its own servers, while other work uses the machine's (SOAK_ARGS as for soak)
+	$(CARGO) build --locked $(SOAK_BINS) --bins
+	"$${CARGO_TARGET_DIR:-target}/debug/cardsync-soak" $(SOAK_ISOLATED) $(SOAK_ARGS)
+
 clean:
 	$(CARGO) clean
