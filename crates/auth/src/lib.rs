@@ -8,15 +8,18 @@
 //!   the caller's [`Principal`]: who, which [`Role`], which tenants.
 //! - [`middleware::authenticate`]: an actix middleware that refuses every request without a
 //!   valid token (401 with `WWW-Authenticate: Bearer`) or without the role its method needs
-//!   (403): `reader` for reads, `admin` for every change. Refusals are RFC 9457 problems.
+//!   (403): `reader` for reads, `admin` for every change. Refusals are RFC 9457 problems, counted
+//!   by reason in [`AuthMetrics`] when the app has one.
 
 mod keys;
+mod metrics;
 pub mod middleware;
 mod principal;
 mod settings;
 mod verify;
 
 pub use keys::{KeySet, KeysError};
+pub use metrics::AuthMetrics;
 pub use principal::{Principal, Role, TenantAccess};
 pub use settings::AuthSettings;
 pub use verify::{AuthError, Verifier};

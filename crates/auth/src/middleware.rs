@@ -2,6 +2,7 @@
 //! role its method needs (`reader` for GET and HEAD, `admin` for everything else), and the
 //! [`Principal`] extractor handlers use for tenant checks and audit.
 
+use crate::metrics::AuthMetrics;
 use crate::principal::{Principal, Role};
 use crate::verify::{AuthError, Verifier};
 use actix_web::body::{EitherBody, MessageBody};
@@ -89,7 +90,8 @@ async fn check(request: &ServiceRequest) -> Result<Principal, AuthError> {
 }
 
 /// `from_fn` middleware: authenticates and authorises by method, then hands the [`Principal`]
-/// to the handler through the request's extensions. Needs a `web::Data<Verifier>`.
+/// to the handler through the request's extensions. Needs a `web::Data<Verifier>`; counts each
+/// refusal in the app's `web::Data<AuthMetrics>` if it has one.
 pub async fn authenticate<B: MessageBody>(
     request: ServiceRequest,
     next: Next<B>,
@@ -102,6 +104,9 @@ pub async fn authenticate<B: MessageBody>(
                 .map(ServiceResponse::map_into_left_body)
         }
         Err(error) => {
+            if let Some(metrics) = request.app_data::<web::Data<AuthMetrics>>() {
+                metrics.refused(&error);
+            }
             tracing::info!(
                 reason = error.code(),
                 method = %request.method(),

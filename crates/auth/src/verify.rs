@@ -74,6 +74,25 @@ impl AuthError {
         )
     }
 
+    /// Every [`AuthError::code`], for metrics created up front.
+    pub const CODES: [&'static str; 15] = [
+        "token-missing",
+        "token-malformed",
+        "token-algorithm",
+        "token-kid-missing",
+        "token-key-unknown",
+        "token-signature",
+        "token-expired",
+        "token-not-yet-valid",
+        "token-issuer",
+        "token-audience",
+        "token-claim-missing",
+        "role-missing",
+        "admin-role-required",
+        "tenant-claim-missing",
+        "issuer-unavailable",
+    ];
+
     /// A stable code for problem types and metrics.
     pub fn code(&self) -> &'static str {
         match self {

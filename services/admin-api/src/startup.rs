@@ -5,7 +5,7 @@ use crate::routes;
 use crate::settings::Settings;
 use crate::state::AppState;
 use actix_web::web;
-use cardsync_auth::Verifier;
+use cardsync_auth::{AuthMetrics, Verifier};
 use cardsync_bus::Publisher;
 use cardsync_graph::GraphClient;
 use cardsync_runtime::{
@@ -30,6 +30,8 @@ impl Application {
     pub async fn build(settings: &Settings) -> Result<Self, StartupError> {
         let prometheus = cardsync_telemetry::metrics::Registry::new();
         let http_metrics = HttpMetrics::register(&prometheus, "cardsync_admin_api")?;
+        let auth_metrics =
+            web::Data::new(AuthMetrics::register(&prometheus, "cardsync_admin_api")?);
         let pool = cardsync_store::pool_lazy(&settings.postgres)?;
         let topology = settings
             .topology
@@ -69,7 +71,10 @@ impl Application {
             &settings.http,
             Observability::new(prometheus, http_metrics, readiness),
             move |config| {
-                config.app_data(state.clone()).app_data(verifier.clone());
+                config
+                    .app_data(state.clone())
+                    .app_data(verifier.clone())
+                    .app_data(auth_metrics.clone());
                 routes::configure(config);
             },
         )?;

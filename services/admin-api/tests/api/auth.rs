@@ -64,6 +64,36 @@ async fn health_and_metrics_need_no_token() {
 }
 
 #[tokio::test]
+async fn refusals_are_counted_by_reason_and_every_reason_is_exported_before_its_first() {
+    let fixture = Fixture::start().await;
+    for _ in 0..2 {
+        fixture
+            .api
+            .call(Method::GET, "/v1/tenants", None, None)
+            .await
+            .assert_problem(401, "token-missing");
+    }
+    fixture
+        .api
+        .get("/v1/tenants", "not.a.jwt")
+        .await
+        .assert_problem(401, "token-malformed");
+    let scrape = fixture.api.call(Method::GET, "/metrics", None, None).await;
+    let text = scrape.body.as_str().expect("a text exposition");
+    let count = |reason: &str| {
+        let series = format!("cardsync_admin_api_auth_refusals_total{{reason=\"{reason}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(series.as_str()))
+            .unwrap_or_else(|| panic!("no series for {reason} in {text}"))
+            .to_owned()
+    };
+    assert_eq!(count("token-missing"), "2");
+    assert_eq!(count("token-malformed"), "1");
+    assert_eq!(count("token-expired"), "0");
+    assert_eq!(count("issuer-unavailable"), "0");
+}
+
+#[tokio::test]
 async fn a_token_with_alg_none_is_refused() {
     let fixture = Fixture::start().await;
     let real = fixture.admin.clone();
