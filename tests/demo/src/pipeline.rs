@@ -716,16 +716,25 @@ impl Pipeline {
     /// The service's `/metrics` text.
     pub async fn metrics(&self, service: Service) -> anyhow::Result<String> {
         let port = self.running(service)?.port;
+        self.scrape(service.name(), &format!("http://127.0.0.1:{port}"))
+            .await
+    }
+
+    /// The admin API's `/metrics` text.
+    pub async fn admin_metrics(&self) -> anyhow::Result<String> {
+        self.scrape("admin-api", &self.admin_url).await
+    }
+
+    async fn scrape(&self, name: &str, base: &str) -> anyhow::Result<String> {
         let response = self
             .http
-            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .get(format!("{base}/metrics"))
             .send()
             .await
-            .with_context(|| format!("scraping {}", service.name()))?;
+            .with_context(|| format!("scraping {name}"))?;
         ensure!(
             response.status().is_success(),
-            "{} /metrics answered {}",
-            service.name(),
+            "{name} /metrics answered {}",
             response.status()
         );
         Ok(response.text().await?)

@@ -28,6 +28,9 @@ async fn every_metric_the_chart_names_is_exported_by_a_service() {
             ensure!(!families.is_empty(), "{} exports nothing", service.name());
             exported.extend(families);
         }
+        let admin = families(&p.admin_metrics().await?);
+        ensure!(!admin.is_empty(), "admin-api exports nothing");
+        exported.extend(admin);
         let (metrics, recorded) = named.clone();
         // kube-state-metrics' series (a CronJob's last success) come from the cluster, not from
         // cardsync; everything else must be exported by a service.
