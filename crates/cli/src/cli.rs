@@ -42,7 +42,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Tenants: list, show, create, update, disconnect, reconnect, audit.
+    /// Tenants: list, show, create, update, disconnect, reconnect, offboard, audit.
     #[command(
         subcommand,
         after_help = "Example:\n  cardsync tenant update 72f988bf-86f1-41af-91ab-2d7cd011db47 --invites true"
@@ -287,6 +287,17 @@ pub(crate) enum TenantCommand {
     Disconnect { id: String },
     /// Sync a disconnected tenant again.
     Reconnect { id: String },
+    /// Remove a tenant for good: every card, snapshot row, run, Redis key and (through the
+    /// subscription manager) Graph subscription. Needs an admin token for all tenants.
+    #[command(
+        after_help = "Example:\n  cardsync tenant offboard 72f988bf-86f1-41af-91ab-2d7cd011db47 --confirm 72f988bf-86f1-41af-91ab-2d7cd011db47"
+    )]
+    Offboard {
+        id: String,
+        /// The tenant id once more: nothing of the tenant can be brought back.
+        #[arg(long)]
+        confirm: String,
+    },
     /// Who changed what in a tenant's configuration.
     Audit { id: String },
 }

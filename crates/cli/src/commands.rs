@@ -397,6 +397,16 @@ async fn tenant(client: &Client, command: &TenantCommand) -> Result<Printed, Cli
                 .await?,
             &[],
         ),
+        TenantCommand::Offboard { id, confirm } => (
+            client
+                .call(
+                    Method::POST,
+                    &format!("{}/offboard", path(id)),
+                    Some(&json!({ "confirm": confirm })),
+                )
+                .await?,
+            &[],
+        ),
         TenantCommand::Audit { id } => (
             client.get(&format!("{}/audit", path(id))).await?,
             &["at", "actor", "action", "target"],

@@ -91,6 +91,7 @@ impl Modify for BearerAuth {
         routes::tenants::disconnect,
         routes::tenants::reconnect,
         routes::tenants::changes,
+        routes::offboard::offboard,
         routes::connections::show,
         routes::connections::put,
         routes::connections::delete,

@@ -400,6 +400,17 @@ impl Rounds {
 
     async fn run_round(&self, request: &RoundRequest) -> Result<RoundReport, RoundError> {
         let started = Instant::now();
+        if !cardsync_store::connections::is_usable(&self.pool, request.tenant).await? {
+            // No connection, or its disconnect requested: an unknown or offboarded tenant. Its
+            // requests still queued are consumed and counted, never dead-lettered, and nothing
+            // of it is written again (not even its sync state).
+            tracing::warn!(tenant = %request.tenant, "tenant has no usable connection; round dropped");
+            self.metrics
+                .rounds
+                .with_label_values(&[request.cause.as_str(), "dropped"])
+                .inc();
+            return Ok(RoundReport::default());
+        }
         if cardsync_store::admin::is_disconnected(&self.pool, request.tenant).await? {
             // A disconnected tenant keeps its cards and is not synced: its triggers are done.
             tracing::info!(tenant = %request.tenant, "tenant disconnected; round skipped");

@@ -3,6 +3,7 @@
 
 mod auth;
 mod dead_letters;
+mod offboard;
 mod resources;
 mod rules;
 mod schedules;

@@ -659,3 +659,41 @@ async fn a_sync_request_naming_a_run_records_its_commands_once_or_fails_it_with_
     );
     env.teardown().await;
 }
+
+#[tokio::test]
+async fn a_round_of_an_offboarded_or_unknown_tenant_is_dropped_without_writing_anything() {
+    let env = env().await;
+    env.seed(2).await;
+    let first = env.round(Cause::SafetyPoll, Mode::Full).await;
+    assert!(first.commands > 0, "{first:?}");
+    env.commands().await;
+    // What offboarding leaves for the subscription manager: a connection whose disconnect is
+    // requested, and no sync state.
+    assert!(
+        cardsync_store::subscription_slots::request_disconnect(&env.pool, env.tenant)
+            .await
+            .unwrap()
+    );
+    sqlx::query("DELETE FROM tenant_sync_state WHERE tenant_id = $1")
+        .bind(env.tenant)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let dropped = env.round(Cause::SafetyPoll, Mode::Full).await;
+    assert_eq!((dropped.pages, dropped.commands), (0, 0), "{dropped:?}");
+    assert!(env.commands().await.is_empty());
+    let state: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tenant_sync_state WHERE tenant_id = $1")
+            .bind(env.tenant)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(state, 0, "nothing of the tenant is written again");
+    // Once the manager removed the connection: still dropped, not an error.
+    cardsync_store::connections::remove(&env.pool, env.tenant)
+        .await
+        .unwrap();
+    let gone = env.round(Cause::Manual, Mode::Incremental).await;
+    assert_eq!(gone.pages, 0);
+    env.teardown().await;
+}
