@@ -105,13 +105,13 @@ pub(crate) enum Command {
     /// When the reconciler reconciles a tenant or a group: list, set, pause, resume, delete.
     #[command(subcommand, after_help = SCHEDULE_EXAMPLES)]
     Schedules(SchedulesCommand),
-    /// A tenant's sync runs, newest first, or one run.
+    /// Sync runs, newest first: a tenant's, every tenant's the token may see, or one run.
     #[command(
-        after_help = "Example:\n  cardsync runs --tenant <id>\n  cardsync runs --run <run id> -o json"
+        after_help = "Example:\n  cardsync runs --tenant <id>\n  cardsync runs                # every tenant's\n  cardsync runs --run <run id> -o json"
     )]
     Runs {
-        /// The tenant whose runs are listed.
-        #[arg(long, required_unless_present = "run")]
+        /// The tenant whose runs are listed (without it: every tenant the token may see).
+        #[arg(long)]
         tenant: Option<String>,
         /// Show this run only.
         #[arg(long)]

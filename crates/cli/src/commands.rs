@@ -96,6 +96,7 @@ const TENANT_COLUMNS: &[&str] = &[
 const CARD_COLUMNS: &[&str] = &["id", "status", "email", "user_id", "updated_at"];
 const RUN_COLUMNS: &[&str] = &[
     "id",
+    "tenant_id",
     "kind",
     "status",
     "started_by",
@@ -228,13 +229,11 @@ async fn execute(
             (client.get(&format!("/v1/runs/{}", enc(run))).await?, &[])
         }
         Command::Runs { tenant, run: None } => {
-            let tenant = tenant.as_deref().unwrap_or_default();
-            (
-                client
-                    .get(&format!("/v1/runs?tenant={}", enc(tenant)))
-                    .await?,
-                RUN_COLUMNS,
-            )
+            let path = match tenant {
+                Some(tenant) => format!("/v1/runs?tenant={}", enc(tenant)),
+                None => "/v1/runs".to_owned(),
+            };
+            (client.get(&path).await?, RUN_COLUMNS)
         }
         Command::Subscription(SubscriptionCommand::Register {
             tenant,
