@@ -68,6 +68,13 @@ pub(crate) enum Command {
         /// Words the group's name starts with.
         search: String,
     },
+    /// The tenant's directory extensions (`extension_<appid>_<name>`) as Graph lists them, with
+    /// sample values from the directory snapshot: what a rule can map, without typing names.
+    #[command(after_help = "Example:\n  cardsync extension-attributes --tenant <id>")]
+    ExtensionAttributes {
+        #[command(flatten)]
+        tenant: TenantArg,
+    },
     /// A tenant's field rules: show, dry-run, put (validated, versioned, applied), apply, history.
     #[command(
         subcommand,

@@ -154,6 +154,12 @@ async fn execute(
                 .await?,
             &["id", "display_name", "members", "description"],
         ),
+        Command::ExtensionAttributes { tenant } => (
+            client
+                .get(&format!("{}/mapping/extension-attributes", t(tenant)))
+                .await?,
+            &["name", "data_type", "users_with_value", "samples"],
+        ),
         Command::Rules(RulesCommand::Show(tenant)) => {
             (client.get(&format!("{}/rules", t(tenant))).await?, &[])
         }

@@ -579,3 +579,27 @@ pub async fn set_scope(
     .await?;
     Ok(())
 }
+
+/// Values of `properties` in the tenant's stored snapshot (present users only): per property,
+/// how many users have a value and up to `samples` distinct values, as text (a JSON text for
+/// lists). Properties no user has are left out.
+pub async fn property_samples(
+    pool: &PgPool,
+    tenant: Uuid,
+    properties: &[String],
+    samples: i32,
+) -> Result<Vec<(String, i64, Vec<String>)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT e.key, count(*), (array_agg(DISTINCT e.value #>> '{}'))[1:$3]
+           FROM directory_users u CROSS JOIN LATERAL jsonb_each(u.data) e
+          WHERE u.tenant_id = $1 AND u.presence = 'present' AND e.key = ANY($2)
+            AND jsonb_typeof(e.value) <> 'null'
+          GROUP BY e.key
+          ORDER BY e.key",
+    )
+    .bind(tenant)
+    .bind(properties)
+    .bind(samples)
+    .fetch_all(pool)
+    .await?)
+}

@@ -102,6 +102,7 @@ impl Modify for BearerAuth {
         routes::scope::show_scope,
         routes::scope::put_scope,
         routes::scope::search_groups,
+        routes::mapping::extension_attributes,
         routes::rules::show_rules,
         routes::rules::put_rules,
         routes::rules::rules_history,

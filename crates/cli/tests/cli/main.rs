@@ -246,7 +246,8 @@ async fn the_cli_creates_shows_and_updates_a_tenant_with_exit_codes_scripts_can_
 }
 
 #[tokio::test]
-async fn the_cli_offboards_a_tenant_only_with_its_id_confirmed() {
+async fn the_cli_offboards_a_tenant_only_with_its_id_confirmed_and_mapping_help_needs_a_connection()
+{
     let setup = setup().await;
     let server = setup.server.as_str();
     let id = Uuid::new_v4().to_string();
@@ -257,6 +258,15 @@ async fn the_cli_offboards_a_tenant_only_with_its_id_confirmed() {
     )
     .await;
     assert_eq!(created.status.code(), Some(0), "{created:?}");
+    // Mapping help asks Graph, so it needs the tenant's connection first.
+    let unconnected = cardsync(
+        server,
+        Some(&setup.reader),
+        &["extension-attributes", "--tenant", &id],
+    )
+    .await;
+    assert_eq!(unconnected.status.code(), Some(5), "{unconnected:?}");
+    assert!(String::from_utf8_lossy(&unconnected.stderr).contains("no Graph connection"));
 
     let mistyped = cardsync(
         server,

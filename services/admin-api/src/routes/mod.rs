@@ -6,6 +6,7 @@
 pub(crate) mod cards;
 pub(crate) mod connections;
 pub(crate) mod dead_letters;
+pub(crate) mod mapping;
 pub(crate) mod offboard;
 pub(crate) mod rules;
 pub(crate) mod runs;
@@ -38,6 +39,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
             .configure(offboard::configure)
             .configure(connections::configure)
             .configure(scope::configure)
+            .configure(mapping::configure)
             .configure(rules::configure)
             .configure(cards::configure)
             .configure(sync::configure)

@@ -126,11 +126,14 @@ pub(crate) struct GroupView {
     members: Option<u64>,
 }
 
-fn graph_failed(error: GraphError) -> ApiError {
+/// A failed Graph call of a request as the caller sees it; `permission` is what the call needs.
+pub(crate) fn graph_failed(error: GraphError, permission: &str) -> ApiError {
     match error {
         GraphError::Forbidden { .. } => ApiError::Conflict {
             code: "graph-permission-missing",
-            detail: "the tenant's app lacks a Graph permission to read groups (Group.Read.All or GroupMember.Read.All); run the connection test".into(),
+            detail: format!(
+                "the tenant's app lacks the Graph permission {permission}; run the connection test"
+            ),
         },
         // The stored connection cannot sign in: the configuration, not the service, is wrong.
         GraphError::Unauthorized
@@ -138,14 +141,12 @@ fn graph_failed(error: GraphError) -> ApiError {
             TokenError::Refused { .. }
             | TokenError::BadCertificate(_)
             | TokenError::FederatedTokenFile(_),
-        ) => {
-            ApiError::Conflict {
-                code: "graph-sign-in-failed",
-                detail: format!(
-                    "the tenant's Graph connection cannot sign in ({error}); run the connection test"
-                ),
-            }
-        }
+        ) => ApiError::Conflict {
+            code: "graph-sign-in-failed",
+            detail: format!(
+                "the tenant's Graph connection cannot sign in ({error}); run the connection test"
+            ),
+        },
         other => ApiError::Graph(other.to_string()),
     }
 }
@@ -191,7 +192,7 @@ pub(crate) async fn search_groups(
         .graph
         .get_json(&connection, url.as_str(), RequestCost::LIGHT)
         .await
-        .map_err(graph_failed)?;
+        .map_err(|error| graph_failed(error, "Group.Read.All (or GroupMember.Read.All)"))?;
     let mut groups = Vec::new();
     for group in page["value"]
         .as_array()

@@ -3,6 +3,7 @@
 
 mod auth;
 mod dead_letters;
+mod mapping;
 mod offboard;
 mod resources;
 mod rules;
