@@ -346,13 +346,26 @@ pub(crate) enum ConnectionCommand {
 pub(crate) enum ScopeCommand {
     /// Show the scope.
     Show(TenantArg),
-    /// Set the scope; no group means every user.
+    /// Set the whole scope (what is not given is cleared); no group and no filter means every
+    /// user.
+    #[command(
+        after_help = "Example:\n  cardsync scope set --tenant <id> --group <group id> --exclude-guests --condition department --in Sales --in Marketing"
+    )]
     Set {
         #[command(flatten)]
         tenant: TenantArg,
         /// A group id (repeat for several).
         #[arg(long = "group")]
         groups: Vec<String>,
+        /// Leave out guests (userType Guest).
+        #[arg(long)]
+        exclude_guests: bool,
+        /// Only users for whom this expression (the rules' language) gives one of the --in values.
+        #[arg(long, requires = "values")]
+        condition: Option<String>,
+        /// A value the condition admits (repeat for several; case-insensitive).
+        #[arg(long = "in", requires = "condition")]
+        values: Vec<String>,
     },
 }
 

@@ -138,16 +138,24 @@ async fn execute(
         Command::Scope(ScopeCommand::Show(tenant)) => {
             (client.get(&format!("{}/scope", t(tenant))).await?, &[])
         }
-        Command::Scope(ScopeCommand::Set { tenant, groups }) => (
-            client
-                .call(
-                    Method::PUT,
-                    &format!("{}/scope", t(tenant)),
-                    Some(&json!({ "groups": groups })),
-                )
-                .await?,
-            &[],
-        ),
+        Command::Scope(ScopeCommand::Set {
+            tenant,
+            groups,
+            exclude_guests,
+            condition,
+            values,
+        }) => {
+            let mut body = json!({ "groups": groups, "exclude_guests": exclude_guests });
+            if let Some(expression) = condition {
+                body["condition"] = json!({ "expression": expression, "in": values });
+            }
+            (
+                client
+                    .call(Method::PUT, &format!("{}/scope", t(tenant)), Some(&body))
+                    .await?,
+                &[],
+            )
+        }
         Command::Groups { tenant, search } => (
             client
                 .get(&format!("{}/groups?search={}", t(tenant), enc(search)))

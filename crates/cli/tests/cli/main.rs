@@ -393,6 +393,50 @@ async fn the_cli_stores_a_connection_registers_a_subscription_and_asks_for_a_syn
     )
     .await;
     assert_eq!(invalid.status.code(), Some(5));
+    let filtered = cardsync(
+        server,
+        admin,
+        &[
+            "scope",
+            "set",
+            "--tenant",
+            &id,
+            "--exclude-guests",
+            "--condition",
+            "department",
+            "--in",
+            "Sales",
+            "--in",
+            "Marketing",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(filtered.status.code(), Some(0), "{filtered:?}");
+    let scope = json(&filtered);
+    assert_eq!(scope["exclude_guests"], true);
+    assert_eq!(
+        scope["condition"]["in"],
+        serde_json::json!(["Sales", "Marketing"])
+    );
+    let unknown = cardsync(
+        server,
+        admin,
+        &[
+            "scope",
+            "set",
+            "--tenant",
+            &id,
+            "--condition",
+            "departmnt",
+            "--in",
+            "x",
+        ],
+    )
+    .await;
+    assert_eq!(unknown.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown property"));
 
     // The sealing key: a reader may look, only an admin re-seals.
     let reader = Some(setup.reader.as_str());

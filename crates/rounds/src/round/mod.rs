@@ -259,6 +259,8 @@ struct Round<'a> {
     /// Whether the tenant maps directory admin roles to card roles.
     admin_roles: bool,
     scope: Scope,
+    /// Who among the scope's users is in: guests, an attribute condition.
+    filter: Option<cardsync_rules::UserFilter>,
     cause: proto::Cause,
     /// The run its commands carry ("" for none).
     run_id: String,
@@ -273,6 +275,15 @@ struct Round<'a> {
 }
 
 impl Round<'_> {
+    /// The `$select` of this round's users enumeration: what the rules and the filter read.
+    fn users_select(&self) -> std::collections::BTreeSet<String> {
+        let mut select = crate::select::users_select(&self.rules);
+        if let Some(filter) = &self.filter {
+            select.extend(filter.properties());
+        }
+        select
+    }
+
     /// Whether the round may go on to its next effect: the process is not stopping and the
     /// lease is still this round's. Called before every effect (a save, a publish, a delta link).
     fn check(&self) -> Result<(), RoundError> {
@@ -440,6 +451,7 @@ impl Rounds {
             .map(|t| (t.rules, t.admin_roles_enabled))
             .unwrap_or_default();
         let scope_groups = directory::scope(&self.pool, request.tenant).await?;
+        let filter = directory::user_filter(&self.pool, request.tenant).await?;
 
         let lease = self.take_lease(request.tenant).await?;
         let mut round = Round {
@@ -451,6 +463,7 @@ impl Rounds {
             rules,
             admin_roles,
             scope: Scope::Everyone,
+            filter,
             cause: request.cause,
             run_id: run.map(|(id, _)| id.to_string()).unwrap_or_default(),
             bulk: matches!(request.mode, Mode::Full | Mode::Reconcile | Mode::Apply)
@@ -538,18 +551,42 @@ impl Rounds {
         if full {
             self.redis.forget_delta_links(round.tenant).await?;
         }
-        if let Some(groups) = scope_groups {
+        if let Some(groups) = &scope_groups {
             // An apply works from the snapshot: the groups are as the last round left them.
             if request.mode != Mode::Apply {
                 self.groups_pass(round, full).await?;
             }
             round.scope =
-                Scope::resolve(&groups, &directory::groups(&self.pool, round.tenant).await?);
+                Scope::resolve(groups, &directory::groups(&self.pool, round.tenant).await?);
+        }
+        // A filter reading a property the stored delta does not select would see nothing of it
+        // and leave everyone out: enumerate with the new `$select` first (a full round's own
+        // users pass does, placing everyone as it goes).
+        let mut filter_readable = true;
+        if let Some(filter) = &round.filter {
+            let selected = directory::users_select(&self.pool, round.tenant)
+                .await?
+                .unwrap_or_default();
+            if !crate::select::holds_all(&selected, &filter.properties()) {
+                if full {
+                    filter_readable = false;
+                } else {
+                    self.users_pass(round, true).await?;
+                }
+            }
+        }
+        // Re-place every user of the snapshot when the scope or the filter may have moved
+        // someone: a group scope or a filter, or users left out by one that no longer is.
+        let rescoping = filter_readable
+            && (scope_groups.is_some()
+                || round.filter.is_some()
+                || directory::has_users_out_of_scope(&self.pool, round.tenant).await?);
+        if rescoping {
             let now = OffsetDateTime::now_utc();
             let moved: Vec<UserRow> = directory::all_users(&self.pool, round.tenant)
                 .await?
                 .iter()
-                .filter_map(|row| snapshot::rescope(row, &round.scope, now))
+                .filter_map(|row| snapshot::rescope(row, &round.scope, round.filter.as_ref(), now))
                 .collect();
             round.report.changed += moved.len() as u64;
             self.save_and_emit(round, moved).await?;

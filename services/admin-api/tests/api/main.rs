@@ -8,6 +8,7 @@ mod offboard;
 mod resources;
 mod rules;
 mod schedules;
+mod scope;
 mod sealing;
 mod subscriptions;
 mod support;

@@ -35,6 +35,7 @@ async fn directory_with(fixture: &Fixture, users: &[Value], selected: &[&str]) {
                 None,
                 &stored,
                 &Scope::Everyone,
+                None,
                 OffsetDateTime::now_utc(),
                 false,
             )
