@@ -9,20 +9,21 @@ mod cards;
 mod emit;
 mod groups;
 mod photos;
+mod scoping;
 mod users;
 
 use crate::keeper::HeldLease;
 use crate::lease::{Collection, RedisError, RedisState};
 use crate::metrics::RoundMetrics;
 use crate::settings::RoundSettings;
-use crate::snapshot::{self, Scope};
+use crate::snapshot::Scope;
 use cardsync_bus::{PublishError, Publisher, Transience};
 use cardsync_graph::{DeltaPage, GraphClient, GraphError, TenantConnection};
 use cardsync_proto as proto;
 use cardsync_rules::FieldRules;
 use cardsync_store::StoreError;
 use cardsync_store::connections::{ConnectionError, Keyring};
-use cardsync_store::directory::{self, UserRow};
+use cardsync_store::directory;
 use cardsync_store::runs::{self, RunStatus};
 use cardsync_telemetry::propagation::{self, MAX_LINKS, SpanRef};
 use sqlx::PgPool;
@@ -551,46 +552,8 @@ impl Rounds {
         if full {
             self.redis.forget_delta_links(round.tenant).await?;
         }
-        if let Some(groups) = &scope_groups {
-            // An apply works from the snapshot: the groups are as the last round left them.
-            if request.mode != Mode::Apply {
-                self.groups_pass(round, full).await?;
-            }
-            round.scope =
-                Scope::resolve(groups, &directory::groups(&self.pool, round.tenant).await?);
-        }
-        // A filter reading a property the stored delta does not select would see nothing of it
-        // and leave everyone out: enumerate with the new `$select` first (a full round's own
-        // users pass does, placing everyone as it goes).
-        let mut filter_readable = true;
-        if let Some(filter) = &round.filter {
-            let selected = directory::users_select(&self.pool, round.tenant)
-                .await?
-                .unwrap_or_default();
-            if !crate::select::holds_all(&selected, &filter.properties()) {
-                if full {
-                    filter_readable = false;
-                } else {
-                    self.users_pass(round, true).await?;
-                }
-            }
-        }
-        // Re-place every user of the snapshot when the scope or the filter may have moved
-        // someone: a group scope or a filter, or users left out by one that no longer is.
-        let rescoping = filter_readable
-            && (scope_groups.is_some()
-                || round.filter.is_some()
-                || directory::has_users_out_of_scope(&self.pool, round.tenant).await?);
-        if rescoping {
-            let now = OffsetDateTime::now_utc();
-            let moved: Vec<UserRow> = directory::all_users(&self.pool, round.tenant)
-                .await?
-                .iter()
-                .filter_map(|row| snapshot::rescope(row, &round.scope, round.filter.as_ref(), now))
-                .collect();
-            round.report.changed += moved.len() as u64;
-            self.save_and_emit(round, moved).await?;
-        }
+        self.scope_pass(round, request, scope_groups.as_deref(), full)
+            .await?;
         match &request.mode {
             Mode::Users(ids) => {
                 self.users_by_id(round, ids).await?;
