@@ -42,7 +42,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Tenants: list, show, create, update, disconnect, reconnect, audit.
+    /// Tenants: list, show, create, update, disconnect, reconnect, offboard, audit.
     #[command(
         subcommand,
         after_help = "Example:\n  cardsync tenant update 72f988bf-86f1-41af-91ab-2d7cd011db47 --invites true"
@@ -67,6 +67,13 @@ pub(crate) enum Command {
         tenant: TenantArg,
         /// Words the group's name starts with.
         search: String,
+    },
+    /// The tenant's directory extensions (`extension_<appid>_<name>`) as Graph lists them, with
+    /// sample values from the directory snapshot: what a rule can map, without typing names.
+    #[command(after_help = "Example:\n  cardsync extension-attributes --tenant <id>")]
+    ExtensionAttributes {
+        #[command(flatten)]
+        tenant: TenantArg,
     },
     /// A tenant's field rules: show, dry-run, put (validated, versioned, applied), apply, history.
     #[command(
@@ -105,13 +112,13 @@ pub(crate) enum Command {
     /// When the reconciler reconciles a tenant or a group: list, set, pause, resume, delete.
     #[command(subcommand, after_help = SCHEDULE_EXAMPLES)]
     Schedules(SchedulesCommand),
-    /// A tenant's sync runs, newest first, or one run.
+    /// Sync runs, newest first: a tenant's, every tenant's the token may see, or one run.
     #[command(
-        after_help = "Example:\n  cardsync runs --tenant <id>\n  cardsync runs --run <run id> -o json"
+        after_help = "Example:\n  cardsync runs --tenant <id>\n  cardsync runs                # every tenant's\n  cardsync runs --run <run id> -o json"
     )]
     Runs {
-        /// The tenant whose runs are listed.
-        #[arg(long, required_unless_present = "run")]
+        /// The tenant whose runs are listed (without it: every tenant the token may see).
+        #[arg(long)]
         tenant: Option<String>,
         /// Show this run only.
         #[arg(long)]
@@ -287,6 +294,17 @@ pub(crate) enum TenantCommand {
     Disconnect { id: String },
     /// Sync a disconnected tenant again.
     Reconnect { id: String },
+    /// Remove a tenant for good: every card, snapshot row, run, Redis key and (through the
+    /// subscription manager) Graph subscription. Needs an admin token for all tenants.
+    #[command(
+        after_help = "Example:\n  cardsync tenant offboard 72f988bf-86f1-41af-91ab-2d7cd011db47 --confirm 72f988bf-86f1-41af-91ab-2d7cd011db47"
+    )]
+    Offboard {
+        id: String,
+        /// The tenant id once more: nothing of the tenant can be brought back.
+        #[arg(long)]
+        confirm: String,
+    },
     /// Who changed what in a tenant's configuration.
     Audit { id: String },
 }
@@ -328,13 +346,26 @@ pub(crate) enum ConnectionCommand {
 pub(crate) enum ScopeCommand {
     /// Show the scope.
     Show(TenantArg),
-    /// Set the scope; no group means every user.
+    /// Set the whole scope (what is not given is cleared); no group and no filter means every
+    /// user.
+    #[command(
+        after_help = "Example:\n  cardsync scope set --tenant <id> --group <group id> --exclude-guests --condition department --in Sales --in Marketing"
+    )]
     Set {
         #[command(flatten)]
         tenant: TenantArg,
         /// A group id (repeat for several).
         #[arg(long = "group")]
         groups: Vec<String>,
+        /// Leave out guests (userType Guest).
+        #[arg(long)]
+        exclude_guests: bool,
+        /// Only users for whom this expression (the rules' language) gives one of the --in values.
+        #[arg(long, requires = "values")]
+        condition: Option<String>,
+        /// A value the condition admits (repeat for several; case-insensitive).
+        #[arg(long = "in", requires = "condition")]
+        values: Vec<String>,
     },
 }
 

@@ -96,6 +96,7 @@ const TENANT_COLUMNS: &[&str] = &[
 const CARD_COLUMNS: &[&str] = &["id", "status", "email", "user_id", "updated_at"];
 const RUN_COLUMNS: &[&str] = &[
     "id",
+    "tenant_id",
     "kind",
     "status",
     "started_by",
@@ -137,21 +138,35 @@ async fn execute(
         Command::Scope(ScopeCommand::Show(tenant)) => {
             (client.get(&format!("{}/scope", t(tenant))).await?, &[])
         }
-        Command::Scope(ScopeCommand::Set { tenant, groups }) => (
-            client
-                .call(
-                    Method::PUT,
-                    &format!("{}/scope", t(tenant)),
-                    Some(&json!({ "groups": groups })),
-                )
-                .await?,
-            &[],
-        ),
+        Command::Scope(ScopeCommand::Set {
+            tenant,
+            groups,
+            exclude_guests,
+            condition,
+            values,
+        }) => {
+            let mut body = json!({ "groups": groups, "exclude_guests": exclude_guests });
+            if let Some(expression) = condition {
+                body["condition"] = json!({ "expression": expression, "in": values });
+            }
+            (
+                client
+                    .call(Method::PUT, &format!("{}/scope", t(tenant)), Some(&body))
+                    .await?,
+                &[],
+            )
+        }
         Command::Groups { tenant, search } => (
             client
                 .get(&format!("{}/groups?search={}", t(tenant), enc(search)))
                 .await?,
             &["id", "display_name", "members", "description"],
+        ),
+        Command::ExtensionAttributes { tenant } => (
+            client
+                .get(&format!("{}/mapping/extension-attributes", t(tenant)))
+                .await?,
+            &["name", "data_type", "users_with_value", "samples"],
         ),
         Command::Rules(RulesCommand::Show(tenant)) => {
             (client.get(&format!("{}/rules", t(tenant))).await?, &[])
@@ -228,13 +243,11 @@ async fn execute(
             (client.get(&format!("/v1/runs/{}", enc(run))).await?, &[])
         }
         Command::Runs { tenant, run: None } => {
-            let tenant = tenant.as_deref().unwrap_or_default();
-            (
-                client
-                    .get(&format!("/v1/runs?tenant={}", enc(tenant)))
-                    .await?,
-                RUN_COLUMNS,
-            )
+            let path = match tenant {
+                Some(tenant) => format!("/v1/runs?tenant={}", enc(tenant)),
+                None => "/v1/runs".to_owned(),
+            };
+            (client.get(&path).await?, RUN_COLUMNS)
         }
         Command::Subscription(SubscriptionCommand::Register {
             tenant,
@@ -393,6 +406,16 @@ async fn tenant(client: &Client, command: &TenantCommand) -> Result<Printed, Cli
                     Method::POST,
                     &format!("{}/reconnect", path(id)),
                     Some(&json!({})),
+                )
+                .await?,
+            &[],
+        ),
+        TenantCommand::Offboard { id, confirm } => (
+            client
+                .call(
+                    Method::POST,
+                    &format!("{}/offboard", path(id)),
+                    Some(&json!({ "confirm": confirm })),
                 )
                 .await?,
             &[],

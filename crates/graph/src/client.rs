@@ -154,6 +154,25 @@ impl GraphClient {
         serde_json::from_slice(&body).map_err(|e| GraphError::BadResponse(format!("not JSON: {e}")))
     }
 
+    /// POSTs `body` to a Graph action and reads its JSON answer.
+    pub async fn post_json(
+        &self,
+        connection: &TenantConnection,
+        url: &str,
+        body: &Value,
+        cost: RequestCost,
+    ) -> Result<Value, GraphError> {
+        let response = self
+            .call(connection, Method::POST, url, Some(body), cost, None)
+            .await?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| GraphError::BadResponse(format!("body: {e}")))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| GraphError::BadResponse(format!("not JSON: {e}")))
+    }
+
     /// Every item of a paged collection, following `@odata.nextLink`.
     pub async fn get_all(
         &self,

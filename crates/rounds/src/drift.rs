@@ -161,6 +161,7 @@ mod tests {
             None,
             &item,
             &Scope::Everyone,
+            None,
             OffsetDateTime::UNIX_EPOCH,
             false,
         )

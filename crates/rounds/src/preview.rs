@@ -197,6 +197,7 @@ mod tests {
             None,
             &item,
             &Scope::Everyone,
+            None,
             OffsetDateTime::UNIX_EPOCH,
             false,
         )

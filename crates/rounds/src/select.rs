@@ -32,6 +32,11 @@ fn holds(selected: &[String], property: &str) -> bool {
         .any(|known| known.eq_ignore_ascii_case(property))
 }
 
+/// Whether `selected` (a stored `$select`) holds every one of `properties`.
+pub fn holds_all(selected: &[String], properties: &[String]) -> bool {
+    properties.iter().all(|property| holds(selected, property))
+}
+
 /// Whether an enumeration that selected `selected` gave every property `rules` read.
 pub fn covers(selected: &[String], rules: &FieldRules) -> bool {
     users_select(rules)

@@ -3,7 +3,7 @@
 //! rule is unit-tested.
 
 use cardsync_proto as proto;
-use cardsync_rules::{DeltaEffect, DirectoryUser, FieldRules, map_user};
+use cardsync_rules::{DeltaEffect, DirectoryUser, FieldRules, UserFilter, map_user};
 use cardsync_store::directory::{AdminRole, GroupRow, Presence, UserRow};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -92,11 +92,11 @@ pub fn merge_user(
     existing: Option<&UserRow>,
     item: &Value,
     scope: &Scope,
+    filter: Option<&UserFilter>,
     now: OffsetDateTime,
     force: bool,
 ) -> Option<UserRow> {
     let id = item.get("id").and_then(Value::as_str)?;
-    let (in_scope, team_ids) = scope.place(id);
     if let Some(reason) = item.pointer("/@removed/reason").and_then(Value::as_str) {
         // A user we never stored needs no card action when it disappears.
         let existing = existing?;
@@ -115,14 +115,16 @@ pub fn merge_user(
         });
     }
 
-    let (data, data_changed) = match existing {
+    let (user, data_changed) = match existing {
         Some(row) => {
             let mut user = DirectoryUser::from_graph(&row.data).ok()?;
             let effect = user.apply_delta(item).ok()?;
-            (user.to_json(), effect == DeltaEffect::Changed)
+            (user, effect == DeltaEffect::Changed)
         }
-        None => (DirectoryUser::from_graph(item).ok()?.to_json(), true),
+        None => (DirectoryUser::from_graph(item).ok()?, true),
     };
+    let (in_scope, team_ids) = place(scope, filter, id, &user);
+    let data = user.to_json();
     let changed = force
         || data_changed
         || existing.is_none_or(|row| {
@@ -148,9 +150,37 @@ pub fn merge_user(
     })
 }
 
-/// Re-places a stored row after the scope changed; `Some(row)` when its scope or teams moved.
-pub fn rescope(row: &UserRow, scope: &Scope, now: OffsetDateTime) -> Option<UserRow> {
-    let (in_scope, team_ids) = scope.place(&row.user_id);
+/// Where a user stands: in the scope's groups (or everyone) and admitted by the filter, with
+/// the scope groups that contain it as teams; out of scope, no teams.
+fn place(
+    scope: &Scope,
+    filter: Option<&UserFilter>,
+    id: &str,
+    user: &DirectoryUser,
+) -> (bool, Vec<String>) {
+    let (in_scope, team_ids) = scope.place(id);
+    if in_scope && filter.is_some_and(|filter| !filter.admits(user)) {
+        (false, Vec::new())
+    } else {
+        (in_scope, team_ids)
+    }
+}
+
+/// Re-places a stored row after the scope or the filter changed; `Some(row)` when its scope or
+/// teams moved. A removed user stays as it is (out of the directory, scope does not matter).
+pub fn rescope(
+    row: &UserRow,
+    scope: &Scope,
+    filter: Option<&UserFilter>,
+    now: OffsetDateTime,
+) -> Option<UserRow> {
+    let (in_scope, team_ids) = match filter {
+        None => scope.place(&row.user_id),
+        Some(_) => {
+            let user = DirectoryUser::from_graph(&row.data).ok()?;
+            place(scope, filter, &row.user_id, &user)
+        }
+    };
     (row.in_scope != in_scope || row.team_ids != team_ids).then(|| UserRow {
         in_scope,
         team_ids,
@@ -300,7 +330,7 @@ mod tests {
     }
 
     fn stored(item: Value) -> UserRow {
-        let mut row = merge_user(None, &item, &Scope::Everyone, now(), false).unwrap();
+        let mut row = merge_user(None, &item, &Scope::Everyone, None, now(), false).unwrap();
         row.version = 5;
         row.emitted_version = 5;
         row.emitted_action = Some("upsert".into());
@@ -313,11 +343,11 @@ mod tests {
         let row = stored(item.clone());
         assert_eq!(row.data["displayName"], "Ada");
         assert_eq!(
-            merge_user(Some(&row), &item, &Scope::Everyone, now(), false),
+            merge_user(Some(&row), &item, &Scope::Everyone, None, now(), false),
             None
         );
         assert!(
-            merge_user(Some(&row), &item, &Scope::Everyone, now(), true).is_some(),
+            merge_user(Some(&row), &item, &Scope::Everyone, None, now(), true).is_some(),
             "forced"
         );
     }
@@ -331,6 +361,7 @@ mod tests {
             Some(&row),
             &json!({"id": "u1", "jobTitle": "CTO", "mobilePhone": null}),
             &Scope::Everyone,
+            None,
             now(),
             false,
         )
@@ -352,6 +383,7 @@ mod tests {
             Some(&row),
             &json!({"id": "u1", "@removed": {"reason": "changed"}}),
             &Scope::Everyone,
+            None,
             now(),
             false,
         )
@@ -362,6 +394,7 @@ mod tests {
             Some(&soft),
             &json!({"id": "u1", "@removed": {"reason": "deleted"}}),
             &Scope::Everyone,
+            None,
             now(),
             false,
         )
@@ -371,6 +404,7 @@ mod tests {
             Some(&soft),
             &json!({"id": "u1", "displayName": "Ada"}),
             &Scope::Everyone,
+            None,
             now(),
             false,
         )
@@ -382,6 +416,7 @@ mod tests {
                 None,
                 &json!({"id": "x", "@removed": {"reason": "deleted"}}),
                 &Scope::Everyone,
+                None,
                 now(),
                 false
             ),
@@ -396,6 +431,7 @@ mod tests {
             Some(&row),
             &json!({"id": "u1", "accountEnabled": false}),
             &Scope::Everyone,
+            None,
             now(),
             false,
         )
@@ -405,6 +441,7 @@ mod tests {
             Some(&disabled),
             &json!({"id": "u1", "accountEnabled": true}),
             &Scope::Everyone,
+            None,
             now(),
             false,
         )
@@ -443,13 +480,28 @@ mod tests {
         let groups = vec![group("sales", "Sales", &[("alice", "user")])];
         let row = stored(json!({"id": "alice", "displayName": "Alice"}));
         let scope = Scope::resolve(&["sales".into()], &groups);
-        let placed = rescope(&row, &scope, now()).unwrap();
+        let placed = rescope(&row, &scope, None, now()).unwrap();
         assert_eq!(placed.team_ids, vec!["sales".to_string()]);
         let emptied = Scope::resolve(&["sales".into()], &[group("sales", "Sales", &[])]);
-        let out = rescope(&placed, &emptied, now()).unwrap();
+        let out = rescope(&placed, &emptied, None, now()).unwrap();
         assert!(!out.in_scope);
         assert_eq!(action_for(&out), Action::Remove);
-        assert_eq!(rescope(&out, &emptied, now()), None);
+        assert_eq!(rescope(&out, &emptied, None, now()), None);
+    }
+
+    #[test]
+    fn a_filter_takes_a_user_out_of_scope_with_its_teams_and_rescoping_follows_a_change() {
+        let groups = vec![group("sales", "Sales", &[("u1", "user")])];
+        let scope = Scope::resolve(&["sales".into()], &groups);
+        let guests: UserFilter = serde_json::from_value(json!({"exclude_guests": true})).unwrap();
+        let item = json!({"id": "u1", "displayName": "Ada", "userType": "Guest"});
+        let row = merge_user(None, &item, &scope, Some(&guests), now(), false).unwrap();
+        assert!(!row.in_scope);
+        assert!(row.team_ids.is_empty());
+        let back = rescope(&row, &scope, None, now()).expect("moved back in");
+        assert!(back.in_scope);
+        assert_eq!(back.team_ids, ["sales"]);
+        assert_eq!(rescope(&row, &scope, Some(&guests), now()), None);
     }
 
     #[test]
@@ -461,6 +513,7 @@ mod tests {
             None,
             &json!({"id": "u1", "displayName": "Ada", "userPrincipalName": "ada@x.test"}),
             &scope,
+            None,
             now(),
             false,
         )
@@ -488,6 +541,7 @@ mod tests {
             None,
             &json!({"id": "u1", "displayName": "Ada", "accountEnabled": false}),
             &Scope::Everyone,
+            None,
             now(),
             false,
         )

@@ -39,6 +39,7 @@
 
 mod eval;
 mod expr;
+mod filter;
 mod mapping;
 mod merge;
 pub mod properties;
@@ -50,6 +51,7 @@ pub use expr::{
     Arity, ExprError, ExprErrorKind, Expression, Function, MAX_EXPRESSION_LEN, MAX_NESTING, Node,
     Span,
 };
+pub use filter::{Condition, MAX_CONDITION_VALUES, UserFilter};
 pub use mapping::{MappedCard, Unmappable, map_user};
 pub use merge::{
     ChangeReason, EditRefused, FieldChange, FieldState, FieldStates, UpdatePlan, ValueSource,

@@ -102,6 +102,19 @@ pub async fn get(
     }))
 }
 
+/// Whether `tenant` is to be synced as far as its connection goes: it has one and no disconnect
+/// of it was requested (an offboarded tenant's connection waits for the subscription manager in
+/// that state).
+pub async fn is_usable(executor: impl PgExecutor<'_>, tenant: Uuid) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar::<_, bool>(
+        "SELECT disconnect_requested_at IS NULL FROM tenant_connections WHERE tenant_id = $1",
+    )
+    .bind(tenant)
+    .fetch_optional(executor)
+    .await?
+    .unwrap_or(false))
+}
+
 /// Removes a tenant's connection, so no round (and no safety poll) runs for it any more; its
 /// cards and directory state stay. Returns whether there was one.
 pub async fn remove(executor: impl PgExecutor<'_>, tenant: Uuid) -> Result<bool, StoreError> {

@@ -579,3 +579,77 @@ pub async fn set_scope(
     .await?;
     Ok(())
 }
+
+/// Values of `properties` in the tenant's stored snapshot (present users only): per property,
+/// how many users have a value and up to `samples` distinct values, as text (a JSON text for
+/// lists). Properties no user has are left out.
+pub async fn property_samples(
+    pool: &PgPool,
+    tenant: Uuid,
+    properties: &[String],
+    samples: i32,
+) -> Result<Vec<(String, i64, Vec<String>)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT e.key, count(*), (array_agg(DISTINCT e.value #>> '{}'))[1:$3]
+           FROM directory_users u CROSS JOIN LATERAL jsonb_each(u.data) e
+          WHERE u.tenant_id = $1 AND u.presence = 'present' AND e.key = ANY($2)
+            AND jsonb_typeof(e.value) <> 'null'
+          GROUP BY e.key
+          ORDER BY e.key",
+    )
+    .bind(tenant)
+    .bind(properties)
+    .bind(samples)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The tenant's user filter (guests, an attribute condition); `None` admits everyone. The API
+/// stores only validated filters; one that no longer parses admits everyone (scoping never fails).
+pub async fn user_filter(
+    pool: &PgPool,
+    tenant: Uuid,
+) -> Result<Option<cardsync_rules::UserFilter>, StoreError> {
+    let stored: Option<Option<sqlx::types::Json<serde_json::Value>>> =
+        sqlx::query_scalar("SELECT user_filter FROM tenant_scopes WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_optional(pool)
+            .await?;
+    Ok(stored
+        .flatten()
+        .and_then(|document| serde_json::from_value(document.0).ok())
+        .filter(cardsync_rules::UserFilter::is_active))
+}
+
+/// Sets the tenant's user filter (`None`: everyone), keeping its groups.
+pub async fn set_user_filter(
+    pool: &PgPool,
+    tenant: Uuid,
+    filter: Option<&cardsync_rules::UserFilter>,
+) -> Result<(), StoreError> {
+    let document = filter
+        .filter(|filter| filter.is_active())
+        .map(crate::json_text)
+        .transpose()?;
+    sqlx::query(
+        "INSERT INTO tenant_scopes (tenant_id, user_filter) VALUES ($1, $2::json)
+         ON CONFLICT (tenant_id) DO UPDATE SET user_filter = EXCLUDED.user_filter",
+    )
+    .bind(tenant)
+    .bind(document)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Whether some present user of the tenant's snapshot is out of scope (what a scope or filter
+/// that admits everyone again must undo).
+pub async fn has_users_out_of_scope(pool: &PgPool, tenant: Uuid) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM directory_users
+                         WHERE tenant_id = $1 AND presence = 'present' AND NOT in_scope)",
+    )
+    .bind(tenant)
+    .fetch_one(pool)
+    .await?)
+}

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod cards;
 pub mod connections;
 pub mod directory;
+pub mod offboarding;
 pub mod outbox;
 pub mod runs;
 pub mod schedules;

@@ -262,17 +262,33 @@ pub async fn list(
     before: Option<(OffsetDateTime, Uuid)>,
     limit: i64,
 ) -> Result<Vec<Run>, StoreError> {
+    list_of(
+        executor,
+        Some(std::slice::from_ref(&tenant_id)),
+        before,
+        limit,
+    )
+    .await
+}
+
+/// The runs of `tenants` (`None`: of every tenant), newest first, paged as [`list`].
+pub async fn list_of(
+    executor: impl PgExecutor<'_> + Copy,
+    tenants: Option<&[Uuid]>,
+    before: Option<(OffsetDateTime, Uuid)>,
+    limit: i64,
+) -> Result<Vec<Run>, StoreError> {
     let (at, id) = before.unzip();
     let rows = sqlx::query_as::<_, RunRow>(concat!(
         "SELECT ",
         run_columns!(),
         " FROM sync_runs
-          WHERE tenant_id = $1
+          WHERE ($1::uuid[] IS NULL OR tenant_id = ANY($1))
             AND ($2::timestamptz IS NULL OR (created_at, run_id) < ($2, $3))
           ORDER BY created_at DESC, run_id DESC
           LIMIT $4"
     ))
-    .bind(tenant_id)
+    .bind(tenants)
     .bind(at)
     .bind(id)
     .bind(limit)

@@ -10,6 +10,7 @@ pub mod routes;
 pub mod settings;
 pub mod startup;
 pub mod state;
+pub mod tenant_keys;
 
 pub use settings::Settings;
 pub use startup::Application;

@@ -2,7 +2,7 @@
 
 use cardsync_auth::AuthSettings;
 use cardsync_bus::{BusSettings, TopologySettings};
-use cardsync_config::{HttpSettings, PostgresSettings, TelemetrySettings, Validate};
+use cardsync_config::{HttpSettings, PostgresSettings, RedisSettings, TelemetrySettings, Validate};
 use cardsync_graph::GraphSettings;
 pub use cardsync_store::sealing::SecretsSettings;
 use serde::Deserialize;
@@ -26,6 +26,9 @@ pub struct Settings {
     pub topology: TopologySettings,
     /// PostgreSQL (configuration, cards, runs).
     pub postgres: PostgresSettings,
+    /// Redis, where offboarding deletes the tenant's keys (delta links, leases, dedup marks);
+    /// `key_prefix` is what every service's key prefix starts with.
+    pub redis: RedisSettings,
     /// Microsoft Graph (connection tests, group search).
     pub graph: GraphSettings,
     /// The key that seals Graph credentials.
@@ -51,6 +54,7 @@ impl Validate for Settings {
         self.bus.validate(problems);
         self.topology.validate(problems);
         self.postgres.validate(problems);
+        self.redis.validate(problems);
         self.graph.validate(problems);
         self.telemetry.validate(problems);
         if !(1..=10_000).contains(&self.admin.page_size_max) {

@@ -44,6 +44,8 @@ impl Application {
             .secrets
             .keyring()
             .map_err(|error| StartupError::dependency("the credential sealing key", error))?;
+        let redis = crate::tenant_keys::TenantKeys::lazy(&settings.redis)
+            .map_err(|error| StartupError::dependency("the Redis client", error))?;
         let verifier = Verifier::new(&settings.auth)
             .map_err(|error| StartupError::dependency("the token verifier", error))?;
         let state = web::Data::new(AppState {
@@ -53,6 +55,7 @@ impl Application {
             graph,
             sealing: Arc::new(sealing),
             admin: settings.admin.clone(),
+            redis,
             dead_letters: cardsync_bus::DeadLetters::new(
                 &settings.bus,
                 topology.clone(),

@@ -22,6 +22,8 @@ pub struct AppState {
     pub sealing: Arc<Keyring>,
     /// The API's own limits.
     pub admin: AdminSettings,
+    /// Redis, for offboarding.
+    pub redis: crate::tenant_keys::TenantKeys,
     /// The work queues' dead letters.
     pub dead_letters: cardsync_bus::DeadLetters,
 }

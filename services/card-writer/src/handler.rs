@@ -333,6 +333,16 @@ impl Handler for CommandHandler {
 
         let applied = match self.batcher.apply(command.clone()).await {
             Ok(applied) => applied,
+            Err(ApplyError::UnknownTenant(_)) => {
+                // An offboarded (or never configured) tenant: its commands still queued are
+                // consumed and counted, never dead-lettered (RabbitMQ cannot delete them).
+                self.count(
+                    failed_outcome(&ApplyError::UnknownTenant(command.tenant_id)),
+                    &tenant,
+                );
+                tracing::warn!(%tenant, user_id = %command.user_id, "card command of an unknown tenant dropped");
+                return Ok(());
+            }
             Err(error) => {
                 self.count(failed_outcome(&error), &tenant);
                 return Err(error.into());

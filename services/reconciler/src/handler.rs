@@ -45,7 +45,7 @@ enum Invalid {
 struct RunBusy(Uuid);
 
 /// Registers `cardsync_reconciler_runs_total` (reconciles by outcome: `emitted`, every command
-/// out; `retried`; `failed`).
+/// out; `retried`; `failed`; `dropped`, a request of an unknown or offboarded tenant).
 pub fn register_runs(registry: &Registry) -> Result<IntCounterVec, MetricsError> {
     let runs = register(
         registry,
@@ -55,7 +55,7 @@ pub fn register_runs(registry: &Registry) -> Result<IntCounterVec, MetricsError>
         )?,
     )?;
     // Every outcome from the start, so the failed-run alert and the dashboards see zeros.
-    for outcome in ["succeeded", "retried", "failed"] {
+    for outcome in ["succeeded", "retried", "failed", "dropped"] {
         runs.with_label_values(&[outcome]);
     }
     Ok(runs)
@@ -169,6 +169,16 @@ impl Handler for ReconcileHandler {
                 (Mode::Users(vec![user.clone()]), Some(user))
             }
         };
+        if !cardsync_store::connections::is_usable(&self.pool, tenant)
+            .await
+            .map_err(store)?
+        {
+            // An unknown or offboarded tenant: its requests still queued are consumed and
+            // counted, and no run of it is recorded again.
+            tracing::warn!(%tenant, %run_id, "reconcile request of a tenant without a usable connection dropped");
+            self.runs.with_label_values(&["dropped"]).inc();
+            return Ok(());
+        }
         let (kind, cause) = if mode == Mode::Apply {
             (APPLY_KIND, proto::Cause::Manual)
         } else {

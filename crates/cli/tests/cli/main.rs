@@ -246,6 +246,59 @@ async fn the_cli_creates_shows_and_updates_a_tenant_with_exit_codes_scripts_can_
 }
 
 #[tokio::test]
+async fn the_cli_offboards_a_tenant_only_with_its_id_confirmed_and_mapping_help_needs_a_connection()
+{
+    let setup = setup().await;
+    let server = setup.server.as_str();
+    let id = Uuid::new_v4().to_string();
+    let created = cardsync(
+        server,
+        Some(&setup.admin),
+        &["tenant", "create", "--id", &id, "--name", "Contoso"],
+    )
+    .await;
+    assert_eq!(created.status.code(), Some(0), "{created:?}");
+    // Mapping help asks Graph, so it needs the tenant's connection first.
+    let unconnected = cardsync(
+        server,
+        Some(&setup.reader),
+        &["extension-attributes", "--tenant", &id],
+    )
+    .await;
+    assert_eq!(unconnected.status.code(), Some(5), "{unconnected:?}");
+    assert!(String::from_utf8_lossy(&unconnected.stderr).contains("no Graph connection"));
+
+    let mistyped = cardsync(
+        server,
+        Some(&setup.admin),
+        &[
+            "tenant",
+            "offboard",
+            &id,
+            "--confirm",
+            &Uuid::new_v4().to_string(),
+        ],
+    )
+    .await;
+    assert_eq!(mistyped.status.code(), Some(5), "{mistyped:?}");
+    assert!(String::from_utf8_lossy(&mistyped.stderr).contains("confirm must repeat"));
+
+    let offboarded = cardsync(
+        server,
+        Some(&setup.admin),
+        &["tenant", "offboard", &id, "--confirm", &id, "-o", "json"],
+    )
+    .await;
+    assert_eq!(offboarded.status.code(), Some(0), "{offboarded:?}");
+    let report = json(&offboarded);
+    assert_eq!(report["tenant_id"], id.as_str());
+    assert_eq!(report["rows"]["tenants"], 1);
+
+    let gone = cardsync(server, Some(&setup.reader), &["tenant", "show", &id]).await;
+    assert_eq!(gone.status.code(), Some(3));
+}
+
+#[tokio::test]
 async fn the_cli_stores_a_connection_registers_a_subscription_and_asks_for_a_sync() {
     let setup = setup().await;
     let server = setup.server.as_str();
@@ -340,6 +393,50 @@ async fn the_cli_stores_a_connection_registers_a_subscription_and_asks_for_a_syn
     )
     .await;
     assert_eq!(invalid.status.code(), Some(5));
+    let filtered = cardsync(
+        server,
+        admin,
+        &[
+            "scope",
+            "set",
+            "--tenant",
+            &id,
+            "--exclude-guests",
+            "--condition",
+            "department",
+            "--in",
+            "Sales",
+            "--in",
+            "Marketing",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(filtered.status.code(), Some(0), "{filtered:?}");
+    let scope = json(&filtered);
+    assert_eq!(scope["exclude_guests"], true);
+    assert_eq!(
+        scope["condition"]["in"],
+        serde_json::json!(["Sales", "Marketing"])
+    );
+    let unknown = cardsync(
+        server,
+        admin,
+        &[
+            "scope",
+            "set",
+            "--tenant",
+            &id,
+            "--condition",
+            "departmnt",
+            "--in",
+            "x",
+        ],
+    )
+    .await;
+    assert_eq!(unknown.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown property"));
 
     // The sealing key: a reader may look, only an admin re-seals.
     let reader = Some(setup.reader.as_str());

@@ -9,20 +9,21 @@ mod cards;
 mod emit;
 mod groups;
 mod photos;
+mod scoping;
 mod users;
 
 use crate::keeper::HeldLease;
 use crate::lease::{Collection, RedisError, RedisState};
 use crate::metrics::RoundMetrics;
 use crate::settings::RoundSettings;
-use crate::snapshot::{self, Scope};
+use crate::snapshot::Scope;
 use cardsync_bus::{PublishError, Publisher, Transience};
 use cardsync_graph::{DeltaPage, GraphClient, GraphError, TenantConnection};
 use cardsync_proto as proto;
 use cardsync_rules::FieldRules;
 use cardsync_store::StoreError;
 use cardsync_store::connections::{ConnectionError, Keyring};
-use cardsync_store::directory::{self, UserRow};
+use cardsync_store::directory;
 use cardsync_store::runs::{self, RunStatus};
 use cardsync_telemetry::propagation::{self, MAX_LINKS, SpanRef};
 use sqlx::PgPool;
@@ -259,6 +260,8 @@ struct Round<'a> {
     /// Whether the tenant maps directory admin roles to card roles.
     admin_roles: bool,
     scope: Scope,
+    /// Who among the scope's users is in: guests, an attribute condition.
+    filter: Option<cardsync_rules::UserFilter>,
     cause: proto::Cause,
     /// The run its commands carry ("" for none).
     run_id: String,
@@ -273,6 +276,15 @@ struct Round<'a> {
 }
 
 impl Round<'_> {
+    /// The `$select` of this round's users enumeration: what the rules and the filter read.
+    fn users_select(&self) -> std::collections::BTreeSet<String> {
+        let mut select = crate::select::users_select(&self.rules);
+        if let Some(filter) = &self.filter {
+            select.extend(filter.properties());
+        }
+        select
+    }
+
     /// Whether the round may go on to its next effect: the process is not stopping and the
     /// lease is still this round's. Called before every effect (a save, a publish, a delta link).
     fn check(&self) -> Result<(), RoundError> {
@@ -400,6 +412,17 @@ impl Rounds {
 
     async fn run_round(&self, request: &RoundRequest) -> Result<RoundReport, RoundError> {
         let started = Instant::now();
+        if !cardsync_store::connections::is_usable(&self.pool, request.tenant).await? {
+            // No connection, or its disconnect requested: an unknown or offboarded tenant. Its
+            // requests still queued are consumed and counted, never dead-lettered, and nothing
+            // of it is written again (not even its sync state).
+            tracing::warn!(tenant = %request.tenant, "tenant has no usable connection; round dropped");
+            self.metrics
+                .rounds
+                .with_label_values(&[request.cause.as_str(), "dropped"])
+                .inc();
+            return Ok(RoundReport::default());
+        }
         if cardsync_store::admin::is_disconnected(&self.pool, request.tenant).await? {
             // A disconnected tenant keeps its cards and is not synced: its triggers are done.
             tracing::info!(tenant = %request.tenant, "tenant disconnected; round skipped");
@@ -429,6 +452,7 @@ impl Rounds {
             .map(|t| (t.rules, t.admin_roles_enabled))
             .unwrap_or_default();
         let scope_groups = directory::scope(&self.pool, request.tenant).await?;
+        let filter = directory::user_filter(&self.pool, request.tenant).await?;
 
         let lease = self.take_lease(request.tenant).await?;
         let mut round = Round {
@@ -440,6 +464,7 @@ impl Rounds {
             rules,
             admin_roles,
             scope: Scope::Everyone,
+            filter,
             cause: request.cause,
             run_id: run.map(|(id, _)| id.to_string()).unwrap_or_default(),
             bulk: matches!(request.mode, Mode::Full | Mode::Reconcile | Mode::Apply)
@@ -527,22 +552,8 @@ impl Rounds {
         if full {
             self.redis.forget_delta_links(round.tenant).await?;
         }
-        if let Some(groups) = scope_groups {
-            // An apply works from the snapshot: the groups are as the last round left them.
-            if request.mode != Mode::Apply {
-                self.groups_pass(round, full).await?;
-            }
-            round.scope =
-                Scope::resolve(&groups, &directory::groups(&self.pool, round.tenant).await?);
-            let now = OffsetDateTime::now_utc();
-            let moved: Vec<UserRow> = directory::all_users(&self.pool, round.tenant)
-                .await?
-                .iter()
-                .filter_map(|row| snapshot::rescope(row, &round.scope, now))
-                .collect();
-            round.report.changed += moved.len() as u64;
-            self.save_and_emit(round, moved).await?;
-        }
+        self.scope_pass(round, request, scope_groups.as_deref(), full)
+            .await?;
         match &request.mode {
             Mode::Users(ids) => {
                 self.users_by_id(round, ids).await?;

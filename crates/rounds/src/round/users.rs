@@ -9,7 +9,6 @@ use crate::lease::Collection;
 use crate::snapshot;
 use cardsync_graph::{GraphError, PageLink};
 use cardsync_proto as proto;
-use cardsync_rules::FieldRules;
 use cardsync_store::directory::{self, Presence, UserRow};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -29,7 +28,7 @@ impl Rounds {
         let stored = self
             .stored_link(round.tenant, Collection::Users, full)
             .await?;
-        let start = self.users_start_url(&round.rules);
+        let start = self.users_start_url(round);
         round.report.full = stored.is_none();
         // An initial enumeration is bulk work: it must not delay other tenants' live updates.
         round.bulk |= round.report.full;
@@ -99,9 +98,7 @@ impl Rounds {
         if round.report.full {
             // The stored link now tracks what these rules read: a rules apply or dry run
             // compares later rules with it.
-            let select: Vec<String> = crate::select::users_select(&round.rules)
-                .into_iter()
-                .collect();
+            let select: Vec<String> = round.users_select().into_iter().collect();
             let mut tx = self.pool.begin().await?;
             round.fence(&mut tx).await?;
             directory::record_users_select(&mut tx, round.tenant, &select).await?;
@@ -128,7 +125,7 @@ impl Rounds {
                 .map(|id| format!("id eq '{}'", id.replace('\'', "''")))
                 .collect::<Vec<_>>()
                 .join(" or ");
-            let mut url = url::Url::parse(&self.users_start_url(&round.rules))
+            let mut url = url::Url::parse(&self.users_start_url(round))
                 .map_err(|e| GraphError::BadResponse(e.to_string()))?;
             url.query_pairs_mut().append_pair("$filter", &filter);
             let mut next = url.to_string();
@@ -173,7 +170,14 @@ impl Rounds {
                 continue;
             };
             let existing = current.get(id);
-            if let Some(row) = snapshot::merge_user(existing, item, &round.scope, now, force) {
+            if let Some(row) = snapshot::merge_user(
+                existing,
+                item,
+                &round.scope,
+                round.filter.as_ref(),
+                now,
+                force,
+            ) {
                 if existing.is_none() {
                     created.push(id.to_owned());
                 }
@@ -199,9 +203,10 @@ impl Rounds {
         Ok(created)
     }
 
-    /// The initial users delta URL: what the rules map, and what every round needs.
-    fn users_start_url(&self, rules: &FieldRules) -> String {
-        let select = crate::select::users_select(rules);
+    /// The initial users delta URL: what the rules map and the filter reads, and what every
+    /// round needs.
+    fn users_start_url(&self, round: &Round<'_>) -> String {
+        let select = round.users_select();
         let select: Vec<&str> = select.iter().map(String::as_str).collect();
         cardsync_graph::delta_start_url(&self.graph.settings().graph_url, "users", &select)
     }

@@ -6,6 +6,8 @@
 pub(crate) mod cards;
 pub(crate) mod connections;
 pub(crate) mod dead_letters;
+pub(crate) mod mapping;
+pub(crate) mod offboard;
 pub(crate) mod rules;
 pub(crate) mod runs;
 pub(crate) mod schedules;
@@ -34,8 +36,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
             .app_data(web::QueryConfig::default().error_handler(query_error))
             .wrap(from_fn(cardsync_auth::middleware::authenticate))
             .configure(tenants::configure)
+            .configure(offboard::configure)
             .configure(connections::configure)
             .configure(scope::configure)
+            .configure(mapping::configure)
             .configure(rules::configure)
             .configure(cards::configure)
             .configure(sync::configure)
@@ -104,6 +108,15 @@ pub(crate) fn check_access(caller: &Principal, tenant: Uuid) -> Result<(), ApiEr
         Ok(())
     } else {
         Err(ApiError::TenantForbidden(tenant))
+    }
+}
+
+/// The caller may see every tenant (its token names none in particular), or the request is
+/// refused: for operations that concern all tenants or outlive one.
+pub(crate) fn check_all_tenants(caller: &Principal) -> Result<(), ApiError> {
+    match caller.tenants {
+        cardsync_auth::TenantAccess::All => Ok(()),
+        cardsync_auth::TenantAccess::Only(_) => Err(ApiError::AllTenantsRequired),
     }
 }
 

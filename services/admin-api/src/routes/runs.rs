@@ -1,4 +1,4 @@
-//! `/v1/runs`: the sync runs of a tenant (Sync Now, per-user and per-group syncs, reconciles),
+//! `/v1/runs`: the sync runs of a tenant (or of every tenant the caller may see) (Sync Now, per-user and per-group syncs, reconciles),
 //! newest first, and one run with its counts.
 
 use super::{Page, PageQuery, check_access, rfc3339, visible_tenant};
@@ -6,7 +6,7 @@ use crate::error::ApiError;
 use crate::openapi::Refusals;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
-use cardsync_auth::Principal;
+use cardsync_auth::{Principal, TenantAccess};
 use cardsync_store::runs::{self, Run};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -63,8 +63,9 @@ impl From<Run> for RunView {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct RunsQuery {
-    /// The tenant whose runs are listed.
-    tenant: Uuid,
+    /// The tenant whose runs are listed; without it, the runs of every tenant the caller may
+    /// see.
+    tenant: Option<Uuid>,
     limit: Option<u32>,
     cursor: Option<String>,
 }
@@ -83,22 +84,26 @@ fn parse_cursor(cursor: &str) -> Result<(OffsetDateTime, Uuid), ApiError> {
     Ok((at, id))
 }
 
-#[utoipa::path(get, operation_id = "runs_list", path = "/v1/runs", tag = "runs", params(RunsQuery), responses((status = 200, description = "A tenant's runs, newest first", body = Page<RunView>), Refusals))]
+#[utoipa::path(get, operation_id = "runs_list", path = "/v1/runs", tag = "runs", params(RunsQuery), responses((status = 200, description = "Runs of the tenant, or of every tenant the caller may see, newest first", body = Page<RunView>), Refusals))]
 pub(crate) async fn list(
     state: web::Data<AppState>,
     caller: Principal,
     query: web::Query<RunsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant = visible_tenant(&state, &caller, query.tenant)
-        .await?
-        .tenant_id;
+    let tenants: Option<Vec<Uuid>> = match (query.tenant, &caller.tenants) {
+        (Some(tenant), _) => Some(vec![
+            visible_tenant(&state, &caller, tenant).await?.tenant_id,
+        ]),
+        (None, TenantAccess::All) => None,
+        (None, TenantAccess::Only(tenants)) => Some(tenants.iter().copied().collect()),
+    };
     let page = PageQuery {
         limit: query.limit,
         cursor: query.cursor.clone(),
     };
     let limit = page.limit(&state)?;
     let before = page.cursor.as_deref().map(parse_cursor).transpose()?;
-    let runs = runs::list(&state.pool, tenant, before, limit).await?;
+    let runs = runs::list_of(&state.pool, tenants.as_deref(), before, limit).await?;
     let full = i64::try_from(runs.len()).unwrap_or(i64::MAX) >= limit;
     let last = runs.last().map(|run| (run.created_at, run.run_id));
     let items: Vec<RunView> = runs.into_iter().map(RunView::from).collect();

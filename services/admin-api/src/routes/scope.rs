@@ -1,4 +1,5 @@
-//! `/v1/tenants/{tenant}/scope` (all users, or the nested members of groups), the tenant's group
+//! `/v1/tenants/{tenant}/scope` (all users, or the nested members of groups; guests left out,
+//! an attribute condition, applied by the rounds to the delta data), the tenant's group
 //! search through Graph (`$search` with `ConsistencyLevel: eventual`, member counts with
 //! `$count`).
 
@@ -9,6 +10,7 @@ use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use cardsync_auth::Principal;
 use cardsync_graph::{GraphError, RequestCost, TokenError};
+use cardsync_rules::{Condition, Expression, UserFilter};
 use cardsync_store::connections;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -27,27 +29,77 @@ pub(super) fn configure(config: &mut web::ServiceConfig) {
 /// The most groups a scope may name.
 const MAX_SCOPE_GROUPS: usize = 500;
 
+/// The whole scope (a `PUT` replaces it): groups, and filters applied to the directory data.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Scope {
     /// Group ids whose (nested) members are in scope; empty: every user.
     groups: Vec<String>,
+    /// Leave out guests (`userType` `Guest`).
+    #[serde(default)]
+    exclude_guests: bool,
+    /// Only users for whom this holds are in scope.
+    #[serde(default)]
+    condition: Option<ConditionBody>,
+}
+
+/// An attribute condition: `expression` (the rules' expression language, e.g. `department` or
+/// `lower(extension_<appid>_costCenter)`) must give one of `in` (case-insensitive).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConditionBody {
+    expression: String,
+    #[serde(rename = "in")]
+    values: Vec<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct ScopeView {
+    /// No group scope and no filter: every user of the directory.
     all_users: bool,
     groups: Vec<String>,
+    exclude_guests: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    condition: Option<ConditionBody>,
 }
 
 impl ScopeView {
-    fn of(groups: Option<Vec<String>>) -> Self {
+    fn of(groups: Option<Vec<String>>, filter: Option<UserFilter>) -> Self {
         let groups = groups.unwrap_or_default();
+        let filter = filter.unwrap_or_default();
         Self {
-            all_users: groups.is_empty(),
+            all_users: groups.is_empty() && !filter.is_active(),
             groups,
+            exclude_guests: filter.exclude_guests,
+            condition: filter.condition.map(|condition| ConditionBody {
+                expression: condition.expression.source().to_owned(),
+                values: condition.values,
+            }),
         }
     }
+}
+
+/// The filter of a scope body, validated.
+fn user_filter(scope: &Scope) -> Result<UserFilter, ApiError> {
+    let filter = UserFilter {
+        exclude_guests: scope.exclude_guests,
+        condition: scope.condition.clone().map(|condition| Condition {
+            expression: Expression::parse_lenient(condition.expression),
+            values: condition.values,
+        }),
+    };
+    filter.validate().map_err(|problems| ApiError::Invalid {
+        code: "invalid-filter",
+        detail: format!("the scope's filter has {} problem(s)", problems.len()),
+        errors: problems,
+    })?;
+    Ok(filter)
+}
+
+async fn stored_scope(state: &AppState, tenant: Uuid) -> Result<ScopeView, ApiError> {
+    let groups = cardsync_store::directory::scope(&state.pool, tenant).await?;
+    let filter = cardsync_store::directory::user_filter(&state.pool, tenant).await?;
+    Ok(ScopeView::of(groups, filter))
 }
 
 #[utoipa::path(get, operation_id = "scope_show_scope", path = "/v1/tenants/{tenant}/scope", tag = "scope", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), responses((status = 200, description = "The scope", body = ScopeView), Refusals))]
@@ -57,8 +109,7 @@ pub(crate) async fn show_scope(
     tenant: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = visible_tenant(&state, &caller, *tenant).await?.tenant_id;
-    let groups = cardsync_store::directory::scope(&state.pool, tenant).await?;
-    Ok(HttpResponse::Ok().json(ScopeView::of(groups)))
+    Ok(HttpResponse::Ok().json(stored_scope(&state, tenant).await?))
 }
 
 fn check_group_id(id: &str) -> Result<(), ApiError> {
@@ -80,7 +131,9 @@ pub(crate) async fn put_scope(
     body: web::Json<Scope>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = visible_tenant(&state, &caller, *tenant).await?.tenant_id;
-    let mut groups = body.into_inner().groups;
+    let body = body.into_inner();
+    let filter = user_filter(&body)?;
+    let mut groups = body.groups;
     if groups.len() > MAX_SCOPE_GROUPS {
         return Err(ApiError::invalid(
             "too-many-groups",
@@ -92,16 +145,17 @@ pub(crate) async fn put_scope(
     }
     groups.sort();
     groups.dedup();
-    let before = cardsync_store::directory::scope(&state.pool, tenant).await?;
+    let before = stored_scope(&state, tenant).await?;
     cardsync_store::directory::set_scope(&state.pool, tenant, &groups).await?;
-    let after = ScopeView::of(Some(groups));
+    cardsync_store::directory::set_user_filter(&state.pool, tenant, Some(&filter)).await?;
+    let after = ScopeView::of(Some(groups), Some(filter));
     audit(
         &state.pool,
         &caller,
         Some(tenant),
         "scope.update",
         None,
-        Some(json!(ScopeView::of(before))),
+        Some(json!(before)),
         Some(json!(after)),
     )
     .await?;
@@ -126,11 +180,14 @@ pub(crate) struct GroupView {
     members: Option<u64>,
 }
 
-fn graph_failed(error: GraphError) -> ApiError {
+/// A failed Graph call of a request as the caller sees it; `permission` is what the call needs.
+pub(crate) fn graph_failed(error: GraphError, permission: &str) -> ApiError {
     match error {
         GraphError::Forbidden { .. } => ApiError::Conflict {
             code: "graph-permission-missing",
-            detail: "the tenant's app lacks a Graph permission to read groups (Group.Read.All or GroupMember.Read.All); run the connection test".into(),
+            detail: format!(
+                "the tenant's app lacks the Graph permission {permission}; run the connection test"
+            ),
         },
         // The stored connection cannot sign in: the configuration, not the service, is wrong.
         GraphError::Unauthorized
@@ -138,14 +195,12 @@ fn graph_failed(error: GraphError) -> ApiError {
             TokenError::Refused { .. }
             | TokenError::BadCertificate(_)
             | TokenError::FederatedTokenFile(_),
-        ) => {
-            ApiError::Conflict {
-                code: "graph-sign-in-failed",
-                detail: format!(
-                    "the tenant's Graph connection cannot sign in ({error}); run the connection test"
-                ),
-            }
-        }
+        ) => ApiError::Conflict {
+            code: "graph-sign-in-failed",
+            detail: format!(
+                "the tenant's Graph connection cannot sign in ({error}); run the connection test"
+            ),
+        },
         other => ApiError::Graph(other.to_string()),
     }
 }
@@ -191,7 +246,7 @@ pub(crate) async fn search_groups(
         .graph
         .get_json(&connection, url.as_str(), RequestCost::LIGHT)
         .await
-        .map_err(graph_failed)?;
+        .map_err(|error| graph_failed(error, "Group.Read.All (or GroupMember.Read.All)"))?;
     let mut groups = Vec::new();
     for group in page["value"]
         .as_array()

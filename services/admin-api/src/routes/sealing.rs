@@ -8,7 +8,7 @@ use crate::error::ApiError;
 use crate::openapi::Refusals;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
-use cardsync_auth::{Principal, TenantAccess};
+use cardsync_auth::Principal;
 use cardsync_store::connections;
 use serde::Serialize;
 use serde_json::json;
@@ -56,13 +56,6 @@ pub(crate) struct ResealReport {
     status: SealingStatus,
 }
 
-fn every_tenant(caller: &Principal) -> Result<(), ApiError> {
-    match caller.tenants {
-        TenantAccess::All => Ok(()),
-        TenantAccess::Only(_) => Err(ApiError::AllTenantsRequired),
-    }
-}
-
 async fn status(state: &AppState) -> Result<SealingStatus, ApiError> {
     let keys = &state.sealing;
     let usage: Vec<KeyUse> = connections::key_usage(&state.pool)
@@ -92,7 +85,7 @@ pub(crate) async fn show(
     state: web::Data<AppState>,
     caller: Principal,
 ) -> Result<HttpResponse, ApiError> {
-    every_tenant(&caller)?;
+    super::check_all_tenants(&caller)?;
     Ok(HttpResponse::Ok().json(status(&state).await?))
 }
 
@@ -101,7 +94,7 @@ pub(crate) async fn reseal(
     state: web::Data<AppState>,
     caller: Principal,
 ) -> Result<HttpResponse, ApiError> {
-    every_tenant(&caller)?;
+    super::check_all_tenants(&caller)?;
     let done = connections::reseal_all(&state.pool, &state.sealing)
         .await
         .map_err(super::connections::sealing_failed)?;

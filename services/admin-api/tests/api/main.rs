@@ -3,9 +3,12 @@
 
 mod auth;
 mod dead_letters;
+mod mapping;
+mod offboard;
 mod resources;
 mod rules;
 mod schedules;
+mod scope;
 mod sealing;
 mod subscriptions;
 mod support;

@@ -455,7 +455,7 @@ async fn sync_now_asks_the_reconciler_and_user_sync_the_delta_worker_naming_thei
         .assert_problem(400, "invalid-id");
     fixture
         .api
-        .get("/v1/runs", &fixture.reader)
+        .get("/v1/runs?tenant=not-a-uuid", &fixture.reader)
         .await
         .assert_problem(400, "invalid-query");
     fixture

@@ -32,7 +32,7 @@ async fn with_synced_tenant(users: &[Value]) -> (Fixture, Uuid) {
     let now = OffsetDateTime::now_utc();
     let rows: Vec<_> = users
         .iter()
-        .map(|user| merge_user(None, user, &Scope::Everyone, now, false).expect("a row"))
+        .map(|user| merge_user(None, user, &Scope::Everyone, None, now, false).expect("a row"))
         .collect();
     directory::ensure_sync_state(pool, tenant)
         .await

@@ -234,3 +234,61 @@ async fn two_tenants_through_one_api_each_see_only_their_own() {
         .expect(200);
     assert_eq!(theirs["name"], "Fabrikam");
 }
+
+#[tokio::test]
+async fn runs_are_listed_across_tenants_for_an_all_tenants_caller_and_a_limited_one_sees_its_own() {
+    let issuer = Issuer::start().await;
+    let contoso = issuer.directory(1).await;
+    let fabrikam = issuer.directory(1).await;
+    let operator = spawn(settings_for(&issuer, &[&contoso, &fabrikam])).await;
+    let mut limited = settings_for(&issuer, &[&contoso, &fabrikam]);
+    limited.auth.tenant_claim = Some("tid".into());
+    let customer = spawn(limited).await;
+    let contoso_admin = issuer.token(&contoso, &contoso.admin).await;
+    let mut runs = Vec::new();
+    for directory in [&contoso, &fabrikam] {
+        operator
+            .create_tenant(&contoso_admin, directory.uuid(), "Tenant")
+            .await;
+        let run = Uuid::new_v4();
+        cardsync_store::runs::create(
+            &operator.pool,
+            &cardsync_store::runs::NewRun {
+                run_id: run,
+                tenant_id: directory.uuid(),
+                kind: "sync_now".into(),
+                cause: "manual".into(),
+                started_by: "test".into(),
+                target: None,
+            },
+        )
+        .await
+        .expect("run");
+        runs.push(run.to_string());
+    }
+
+    // The operator (no tenant claim): both tenants' runs, newest first, paged with a cursor.
+    let mut seen = Vec::new();
+    let mut path = "/v1/runs?limit=1".to_owned();
+    while seen.len() < 2 {
+        let page = operator.get(&path, &contoso_admin).await.expect(200);
+        let item = &page["items"][0];
+        if runs.iter().any(|run| item["id"] == run.as_str()) {
+            seen.push(item["id"].as_str().expect("id").to_owned());
+        }
+        let next = page["next_cursor"].as_str().expect("more runs to page");
+        path = format!("/v1/runs?limit=1&cursor={next}");
+    }
+    assert_eq!(seen, [runs[1].clone(), runs[0].clone()], "newest first");
+
+    // A customer's admin: its own tenant's runs only.
+    let own = customer.get("/v1/runs", &contoso_admin).await.expect(200);
+    let ids: Vec<&str> = own["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|run| run["id"].as_str())
+        .collect();
+    assert_eq!(ids, [runs[0].as_str()]);
+    assert_eq!(own["items"][0]["tenant_id"], contoso.id.as_str());
+}

@@ -306,7 +306,7 @@ async fn teams_follow_the_groups_of_the_command() {
 }
 
 #[tokio::test]
-async fn invalid_commands_and_unknown_tenants_are_dead_lettered_with_the_reason() {
+async fn invalid_commands_are_dead_lettered_and_commands_of_unknown_tenants_dropped() {
     let app = spawn_app().await;
     let mut invalid = upsert(app.tenant, "u1", 0, &[]);
     invalid.version = 0;
@@ -319,15 +319,20 @@ async fn invalid_commands_and_unknown_tenants_are_dead_lettered_with_the_reason(
         other => panic!("expected a dead letter, got {other:?}"),
     }
 
+    // An offboarded tenant's commands still queued: consumed and counted, never dead-lettered.
     let stranger = uuid::Uuid::new_v4();
     app.send(&upsert(stranger, "u1", 1, &[])).await;
-    match app.step().await {
-        Processed::DeadLettered { reason, error } => {
-            assert_eq!(reason, DeadLetterReason::Permanent);
-            assert!(error.contains("not configured"), "{error}");
-        }
-        other => panic!("expected a dead letter, got {other:?}"),
-    }
+    assert_eq!(app.step().await, Processed::Acked);
+    let dropped = app
+        .sample(
+            "cardsync_card_writer_commands_total",
+            &[
+                ("outcome", "unknown_tenant"),
+                ("tenant", stranger.to_string().as_str()),
+            ],
+        )
+        .await;
+    assert_eq!(dropped, Some(1.0));
     assert!(app.cards().await.is_empty());
     app.teardown().await;
 }

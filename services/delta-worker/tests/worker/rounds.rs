@@ -659,3 +659,124 @@ async fn a_sync_request_naming_a_run_records_its_commands_once_or_fails_it_with_
     );
     env.teardown().await;
 }
+
+#[tokio::test]
+async fn a_round_of_an_offboarded_or_unknown_tenant_is_dropped_without_writing_anything() {
+    let env = env().await;
+    env.seed(2).await;
+    let first = env.round(Cause::SafetyPoll, Mode::Full).await;
+    assert!(first.commands > 0, "{first:?}");
+    env.commands().await;
+    // What offboarding leaves for the subscription manager: a connection whose disconnect is
+    // requested, and no sync state.
+    assert!(
+        cardsync_store::subscription_slots::request_disconnect(&env.pool, env.tenant)
+            .await
+            .unwrap()
+    );
+    sqlx::query("DELETE FROM tenant_sync_state WHERE tenant_id = $1")
+        .bind(env.tenant)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let dropped = env.round(Cause::SafetyPoll, Mode::Full).await;
+    assert_eq!((dropped.pages, dropped.commands), (0, 0), "{dropped:?}");
+    assert!(env.commands().await.is_empty());
+    let state: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tenant_sync_state WHERE tenant_id = $1")
+            .bind(env.tenant)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(state, 0, "nothing of the tenant is written again");
+    // Once the manager removed the connection: still dropped, not an error.
+    cardsync_store::connections::remove(&env.pool, env.tenant)
+        .await
+        .unwrap();
+    let gone = env.round(Cause::Manual, Mode::Incremental).await;
+    assert_eq!(gone.pages, 0);
+    env.teardown().await;
+}
+
+/// The card command actions of a round, by user id.
+async fn actions_by_user(env: &crate::support::Env) -> BTreeMap<String, Action> {
+    env.commands()
+        .await
+        .iter()
+        .map(|command| (command.user_id.clone(), action(command)))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_user_filter_leaves_out_guests_and_users_failing_its_condition_and_rescopes_on_change() {
+    let env = env().await;
+    let tenant = env.tenant_text();
+    let mut ids = BTreeMap::new();
+    for (name, kind, department) in [
+        ("Ann", "Member", "Sales"),
+        ("Bob", "Member", "Legal"),
+        ("Gus", "Guest", "Sales"),
+    ] {
+        let user = json!({
+            "displayName": name, "userType": kind, "department": department,
+            "userPrincipalName": format!("{}@contoso.test", name.to_lowercase()),
+        });
+        let created = env.control.create_user(&tenant, user).await.unwrap();
+        ids.insert(name, id_of(&created));
+    }
+    env.round(Cause::Manual, Mode::Incremental).await;
+    assert!(
+        actions_by_user(&env)
+            .await
+            .values()
+            .all(|a| *a == Action::Upsert)
+    );
+
+    // Sales members only. The stored delta selects neither property: the round enumerates
+    // with them first, then Bob (Legal) and Gus (a guest) leave the scope.
+    let filter = |value: serde_json::Value| -> cardsync_rules::UserFilter {
+        serde_json::from_value(value).unwrap()
+    };
+    cardsync_store::directory::set_user_filter(
+        &env.pool,
+        env.tenant,
+        Some(&filter(json!({"exclude_guests": true,
+            "condition": {"expression": "department", "in": ["sales"]}}))),
+    )
+    .await
+    .unwrap();
+    env.round(Cause::Manual, Mode::Incremental).await;
+    let moved = actions_by_user(&env).await;
+    assert_ne!(moved[&ids["Bob"]], Action::Upsert, "{moved:?}");
+    assert_ne!(moved[&ids["Gus"]], Action::Upsert, "{moved:?}");
+    assert_eq!(
+        moved.get(&ids["Ann"]).copied().unwrap_or(Action::Upsert),
+        Action::Upsert
+    );
+
+    // A changed condition re-scopes from the snapshot: Legal in, Sales out, the guest stays out.
+    cardsync_store::directory::set_user_filter(
+        &env.pool,
+        env.tenant,
+        Some(&filter(json!({"exclude_guests": true,
+            "condition": {"expression": "department", "in": ["Legal"]}}))),
+    )
+    .await
+    .unwrap();
+    env.round(Cause::Manual, Mode::Incremental).await;
+    let moved = actions_by_user(&env).await;
+    assert_eq!(moved.get(&ids["Bob"]), Some(&Action::Upsert), "{moved:?}");
+    assert_ne!(moved[&ids["Ann"]], Action::Upsert, "{moved:?}");
+    assert!(!moved.contains_key(&ids["Gus"]), "{moved:?}");
+
+    // No filter: everyone is back.
+    cardsync_store::directory::set_user_filter(&env.pool, env.tenant, None)
+        .await
+        .unwrap();
+    env.round(Cause::Manual, Mode::Incremental).await;
+    let moved = actions_by_user(&env).await;
+    assert_eq!(moved.get(&ids["Ann"]), Some(&Action::Upsert), "{moved:?}");
+    assert_eq!(moved.get(&ids["Gus"]), Some(&Action::Upsert), "{moved:?}");
+    assert!(!moved.contains_key(&ids["Bob"]), "{moved:?}");
+    env.teardown().await;
+}

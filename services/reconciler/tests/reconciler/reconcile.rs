@@ -161,3 +161,29 @@ async fn changes_no_notification_announced_are_counted_as_unannounced() {
     assert_eq!(next.changed, 0);
     env.teardown().await;
 }
+
+#[tokio::test]
+async fn a_queued_reconcile_of_an_offboarded_tenant_is_dropped_and_records_no_run() {
+    let env = env().await;
+    env.synced_users(&["Ada"]).await;
+    let run = env.new_run().await;
+    env.request(run).await;
+    // Offboarded while the request waited in the queue: its rows go, its connection waits for
+    // the subscription manager with its disconnect requested.
+    let mut tx = env.pool.begin().await.unwrap();
+    cardsync_store::offboarding::offboard(&mut tx, env.tenant)
+        .await
+        .unwrap()
+        .expect("the tenant exists");
+    tx.commit().await.unwrap();
+
+    assert_eq!(env.reconcile_with(&env.app).await, Processed::Acked);
+    assert!(env.commands().await.is_empty());
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM sync_runs WHERE tenant_id = $1")
+        .bind(env.tenant)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(runs, 0, "no run of the offboarded tenant is recorded again");
+    env.teardown().await;
+}

@@ -396,3 +396,54 @@ async fn a_tenant_disconnected_by_an_operator_is_unsubscribed_and_subscribed_aga
     drop(conn);
     env.teardown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_offboarded_tenant_loses_its_graph_subscription_then_its_connection_and_nothing_is_left()
+{
+    let env = env().await;
+    cardsync_store::tenants::put(
+        &env.pool,
+        &cardsync_store::tenants::TenantConfig {
+            id: env.tenant,
+            name: "Contoso".into(),
+            rules: Default::default(),
+            invites_enabled: false,
+            admin_roles_enabled: false,
+        },
+    )
+    .await
+    .expect("the tenant's configuration");
+    assert_eq!(env.pass().await.created, 1);
+    assert_eq!(env.graph_subscriptions().await.len(), 1);
+
+    // `cardsync tenant offboard`: the rows go at once, the connection waits for this pass.
+    let mut tx = env.pool.begin().await.expect("tx");
+    let done = cardsync_store::offboarding::offboard(&mut tx, env.tenant)
+        .await
+        .expect("offboard")
+        .expect("the tenant exists");
+    tx.commit().await.expect("commit");
+    assert!(done.connection_pending);
+
+    let report = env.pass().await;
+    assert_eq!(report.retired, 1, "{report:?}");
+    assert_eq!(report.disconnected, 1, "{report:?}");
+    assert_eq!(
+        env.graph_subscriptions().await,
+        Vec::<serde_json::Value>::new(),
+        "deleted in Graph"
+    );
+    for table in cardsync_store::offboarding::LEFT_TO_THE_MANAGER {
+        let sql = format!("SELECT count(*) FROM {table} WHERE tenant_id = $1");
+        let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(env.tenant)
+            .fetch_one(&env.pool)
+            .await
+            .expect("count");
+        assert_eq!(left, 0, "{table}");
+    }
+    // Nothing brings it back: the next pass has nothing to subscribe.
+    assert_eq!(env.pass().await.created, 0);
+    assert!(env.graph_subscriptions().await.is_empty());
+    env.teardown().await;
+}

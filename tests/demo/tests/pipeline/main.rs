@@ -20,6 +20,7 @@ mod delivery;
 mod demo_binary;
 mod directory_changes;
 mod graph_trouble;
+mod offboard;
 mod redis_loss;
 mod rules;
 mod secrets;

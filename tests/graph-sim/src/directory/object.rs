@@ -73,6 +73,11 @@ pub struct DirObject {
 }
 
 impl DirObject {
+    /// Its directory extension values (`extension_<appid>_<name>`), by name.
+    pub fn extensions(&self) -> &BTreeMap<String, Value> {
+        &self.extensions
+    }
+
     pub(super) fn new(id: String, kind: Kind) -> Self {
         let n = kind.schema().len();
         let mut values = vec![Value::Null; n].into_boxed_slice();

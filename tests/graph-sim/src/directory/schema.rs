@@ -122,6 +122,8 @@ pub const USER_PROPS: &[PropDef] = &[
         max_len: None,
         required: true,
     },
+    // `Member` or `Guest` (B2B); not returned unless selected.
+    prop("userType", false, PropType::Str, None),
 ];
 
 /// Group properties (all returned by default, `createdDateTime` included: the group delta example shows it).

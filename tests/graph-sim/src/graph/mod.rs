@@ -7,6 +7,7 @@
 mod answers;
 mod delta_pages;
 mod error;
+mod extensions_api;
 mod identity_api;
 mod reads;
 mod subscription_api;
@@ -133,6 +134,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/v1.0/directoryRoles/{key}/members",
             web::get().to(role_members),
+        )
+        .route(
+            "/v1.0/directoryObjects/getAvailableExtensionProperties",
+            web::post().to(extensions_api::available_extension_properties),
+        )
+        .route(
+            "/v1.0/directoryObjects/microsoft.graph.getAvailableExtensionProperties",
+            web::post().to(extensions_api::available_extension_properties),
         )
         .route("/v1.0/subscriptions", web::post().to(create_subscription))
         .route("/v1.0/subscriptions", web::get().to(list_subscriptions))
