@@ -8,6 +8,7 @@ pub mod connections;
 pub mod directory;
 pub mod outbox;
 pub mod runs;
+pub mod safety;
 pub mod schedules;
 pub mod sealing;
 pub mod subscription_slots;

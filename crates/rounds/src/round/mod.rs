@@ -1,14 +1,17 @@
-//! One delta round for one tenant, under its lease: flush what a crashed round left unemitted,
-//! follow the groups delta (group-scoped tenants), then the pass its mode asks for (the users
-//! delta page by page, or a re-read of named users or of a group's members), admin roles and
-//! photos, and record the round; a reconcile then compares the snapshot with the cards and
-//! repairs what drifted. The passes live in their own files; this one holds the lease, the
-//! fence, the pass order and the report.
+//! One delta round for one tenant, under its lease: stop at once when the safety rail paused
+//! the tenant; follow the groups delta (group-scoped tenants), then the pass its mode asks for
+//! (the users delta page by page, or a re-read of named users or of a group's members), admin
+//! roles and photos; a reconcile then compares the snapshot with the cards. The passes save
+//! the snapshot and send nothing: what they saved (with what a crashed round left unemitted)
+//! is the round's plan, which the safety rail sends or holds for an admin (`rail.rs`) before
+//! the delta links are stored and the round recorded. The passes live in their own files;
+//! this one holds the lease, the fence, the pass order and the report.
 
 mod cards;
 mod emit;
 mod groups;
 mod photos;
+mod rail;
 mod users;
 
 use crate::keeper::HeldLease;
@@ -149,6 +152,11 @@ pub struct RoundReport {
     pub full: bool,
     /// Cards that differed from the snapshot and were sent a repairing command (reconcile).
     pub repaired: u64,
+    /// The run the mass-change safety rail held this round's commands under (none were sent).
+    pub held: Option<Uuid>,
+    /// The tenant was paused by the safety rail: the round did nothing but leave what it owed
+    /// for the resume.
+    pub paused: bool,
 }
 
 /// Why a round failed.
@@ -269,6 +277,11 @@ struct Round<'a> {
     emitted: Option<HashSet<String>>,
     /// Carried by every command as `notified_at` (the freshness SLO's start).
     notified_at: Option<OffsetDateTime>,
+    /// While the passes run: saved rows wait for the safety rail instead of being sent.
+    deferring: bool,
+    /// Delta links the passes ended with, stored once the round's plan is settled (sent or
+    /// held), so a link never runs ahead of the commands it covers.
+    links: Vec<(Collection, String)>,
     report: RoundReport,
 }
 
@@ -450,16 +463,20 @@ impl Rounds {
             announced: &request.announced,
             emitted: matches!(request.mode, Mode::Reconcile | Mode::Apply).then(HashSet::new),
             notified_at: request.triggers.notified_at(),
+            deferring: true,
+            links: Vec::new(),
             report: RoundReport::default(),
         };
-        let result = self.run_leased(&mut round, request, scope_groups).await;
-        let report = round.report;
+        let result = self
+            .run_leased(&mut round, request, scope_groups, run)
+            .await;
+        let mut report = round.report;
         if let Err(error) = lease.release().await {
             tracing::warn!(error = %error, "lease release failed; it expires by itself");
         }
         let cause = request.cause.as_str();
         let outcome = match &result {
-            Ok(()) => "ok",
+            Ok(_) => "ok",
             Err(RoundError::Interrupted) => "interrupted",
             Err(_) => "failed",
         };
@@ -471,8 +488,18 @@ impl Rounds {
             .round_duration
             .with_label_values(&[cause])
             .observe(started.elapsed().as_secs_f64());
-        result?;
+        // The rail's gauges exist for every tenant that had a round, at zero until held.
+        self.metrics.touch_rail(&request.tenant.to_string());
+        let settled = result?;
         directory::record_round(&self.pool, request.tenant, cause).await?;
+        match settled {
+            Ending::Paused => {
+                report.paused = true;
+                return Ok(report);
+            }
+            Ending::Settled(rail::Settled::Held(run_id)) => report.held = Some(run_id),
+            Ending::Settled(rail::Settled::Released) => {}
+        }
         match run {
             // A live run goes on for the hour: this round's figures add to it.
             Some((run_id, true)) => {
@@ -480,6 +507,8 @@ impl Rounds {
                 counts.push(("commands", count(report.commands)));
                 runs::add_counts(&self.pool, run_id, &counts).await?;
             }
+            // Held: it waits for an admin, who sends its commands or rejects them.
+            Some((_, false)) if report.held.is_some() => {}
             // Every command is out: the run ends when the card-writer has accounted for them.
             Some((run_id, false)) => {
                 let mut tx = self.pool.begin().await?;
@@ -509,20 +538,42 @@ impl Rounds {
         Ok(report)
     }
 
-    /// The passes, in order.
+    /// The passes, in order, then the safety rail on their plan, then the delta links.
     async fn run_leased(
         &self,
         round: &mut Round<'_>,
         request: &RoundRequest,
         scope_groups: Option<Vec<String>>,
-    ) -> Result<(), RoundError> {
+        run: Option<(Uuid, bool)>,
+    ) -> Result<Ending, RoundError> {
         // The tenant is this round's before anything else happens: from here on, every write
         // of an older holder that lost its lease (paused past its TTL, say) is refused.
         let mut tx = self.pool.begin().await?;
         round.fence(&mut tx).await?;
         tx.commit().await?;
-        // A crashed round may have saved versions whose commands were never confirmed.
-        self.emit_unemitted(round).await?;
+        if self.paused(round, request).await? {
+            return Ok(Ending::Paused);
+        }
+        // What a crashed round saved but never had confirmed is still unemitted: it joins this
+        // round's plan, at the versions saved (or newer, when this round changes those users).
+        self.passes(round, request, scope_groups).await?;
+        let settled = self.settle(round, request, run).await?;
+        round.check()?;
+        for (collection, link) in std::mem::take(&mut round.links) {
+            self.redis
+                .set_delta_link(round.tenant, collection, &link)
+                .await?;
+        }
+        Ok(Ending::Settled(settled))
+    }
+
+    /// The passes of `request`'s mode.
+    async fn passes(
+        &self,
+        round: &mut Round<'_>,
+        request: &RoundRequest,
+        scope_groups: Option<Vec<String>>,
+    ) -> Result<(), RoundError> {
         let full = matches!(request.mode, Mode::Full | Mode::Reconcile);
         if full {
             self.redis.forget_delta_links(round.tenant).await?;
@@ -611,6 +662,14 @@ impl Rounds {
             }
         }
     }
+}
+
+/// How a round's passes ended.
+enum Ending {
+    /// The plan was sent or held.
+    Settled(rail::Settled),
+    /// The tenant is paused: nothing was done.
+    Paused,
 }
 
 /// The counts a finished round adds to its run (besides `commands`).
