@@ -262,6 +262,17 @@ pub async fn list(
     before: Option<(OffsetDateTime, Uuid)>,
     limit: i64,
 ) -> Result<Vec<Run>, StoreError> {
+    list_with_status(executor, tenant_id, None, before, limit).await
+}
+
+/// [`list`], only the runs with `status` when given (the held runs, say).
+pub async fn list_with_status(
+    executor: impl PgExecutor<'_> + Copy,
+    tenant_id: Uuid,
+    status: Option<RunStatus>,
+    before: Option<(OffsetDateTime, Uuid)>,
+    limit: i64,
+) -> Result<Vec<Run>, StoreError> {
     let (at, id) = before.unzip();
     let rows = sqlx::query_as::<_, RunRow>(concat!(
         "SELECT ",
@@ -269,6 +280,7 @@ pub async fn list(
         " FROM sync_runs
           WHERE tenant_id = $1
             AND ($2::timestamptz IS NULL OR (created_at, run_id) < ($2, $3))
+            AND ($5::text IS NULL OR status = $5)
           ORDER BY created_at DESC, run_id DESC
           LIMIT $4"
     ))
@@ -276,6 +288,7 @@ pub async fn list(
     .bind(at)
     .bind(id)
     .bind(limit)
+    .bind(status.map(RunStatus::as_str))
     .fetch_all(executor)
     .await?;
     let ids: Vec<Uuid> = rows.iter().map(|row| row.run_id).collect();

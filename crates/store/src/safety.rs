@@ -363,6 +363,14 @@ pub async fn commands(
     .await?)
 }
 
+/// How many commands a held run keeps.
+pub async fn command_count(executor: impl PgExecutor<'_>, run_id: Uuid) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM held_commands WHERE run_id = $1")
+        .bind(run_id)
+        .fetch_one(executor)
+        .await?)
+}
+
 /// Locks a run's row and says whether it is held (`None`: no such run).
 pub async fn lock_held(conn: &mut PgConnection, run_id: Uuid) -> Result<Option<bool>, StoreError> {
     let status: Option<String> =
