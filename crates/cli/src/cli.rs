@@ -42,7 +42,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Tenants: list, show, create, update, disconnect, reconnect, audit.
+    /// Tenants: list, show, create, update, disconnect, reconnect, audit, resume, safety.
     #[command(
         subcommand,
         after_help = "Example:\n  cardsync tenant update 72f988bf-86f1-41af-91ab-2d7cd011db47 --invites true"
@@ -105,9 +105,10 @@ pub(crate) enum Command {
     /// When the reconciler reconciles a tenant or a group: list, set, pause, resume, delete.
     #[command(subcommand, after_help = SCHEDULE_EXAMPLES)]
     Schedules(SchedulesCommand),
-    /// A tenant's sync runs, newest first, or one run.
+    /// A tenant's sync runs, newest first, or one run; a held run's plan, approve, reject.
     #[command(
-        after_help = "Example:\n  cardsync runs --tenant <id>\n  cardsync runs --run <run id> -o json"
+        subcommand_negates_reqs = true,
+        after_help = "Examples:\n  cardsync runs --tenant <id>\n  cardsync runs --run <run id> -o json\n  cardsync runs --tenant <id> --held\n  cardsync runs plan <run id>\n  cardsync runs approve <run id>\n  cardsync runs reject <run id> --reason \"wrong scope group\"\n  cardsync tenant resume <tenant id>"
     )]
     Runs {
         /// The tenant whose runs are listed.
@@ -116,6 +117,11 @@ pub(crate) enum Command {
         /// Show this run only.
         #[arg(long)]
         run: Option<String>,
+        /// Only the runs held by the mass-change safety rail.
+        #[arg(long)]
+        held: bool,
+        #[command(subcommand)]
+        action: Option<RunsCommand>,
     },
     /// Dead-lettered messages: list (with their error and tenant), replay, discard.
     #[command(
@@ -289,6 +295,43 @@ pub(crate) enum TenantCommand {
     Reconnect { id: String },
     /// Who changed what in a tenant's configuration.
     Audit { id: String },
+    /// Resume a tenant the mass-change safety rail paused (after its held run was rejected):
+    /// the runs asked for meanwhile, and one round if any was asked for, run now.
+    Resume { id: String },
+    /// Show the tenant's safety rail (thresholds, paused, held runs), or change thresholds
+    /// (the others keep their values).
+    Safety {
+        id: String,
+        /// Hold a run that would deactivate or delete more than this percentage of the cards.
+        #[arg(long)]
+        removal_percent: Option<f32>,
+        /// Hold a run that would update more than this percentage of the cards.
+        #[arg(long)]
+        update_percent: Option<f32>,
+        /// Never hold fewer removals (or updates) than this.
+        #[arg(long)]
+        minimum: Option<i32>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RunsCommand {
+    /// What a held run would change and why, with its first commands.
+    Plan {
+        run: String,
+        /// Commands to show (1 to 100).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Send exactly the held run's commands and resume its tenant.
+    Approve { run: String },
+    /// Send nothing; the tenant stays paused until `cardsync tenant resume`.
+    Reject {
+        run: String,
+        /// Recorded on the run.
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 /// Percent-encodes one path segment or query value (everything but RFC 3986's unreserved
 /// characters).
-fn enc(text: &str) -> String {
+pub(crate) fn enc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
@@ -83,7 +83,7 @@ pub async fn run(cli: Cli) -> u8 {
     }
 }
 
-type Printed = (Value, &'static [&'static str]);
+pub(crate) type Printed = (Value, &'static [&'static str]);
 
 const TENANT_COLUMNS: &[&str] = &[
     "id",
@@ -224,14 +224,24 @@ async fn execute(
                 &[],
             )
         }
+        Command::Runs {
+            action: Some(action),
+            ..
+        } => crate::rail::runs(client, action).await?,
         Command::Runs { run: Some(run), .. } => {
             (client.get(&format!("/v1/runs/{}", enc(run))).await?, &[])
         }
-        Command::Runs { tenant, run: None } => {
+        Command::Runs {
+            tenant,
+            run: None,
+            held,
+            ..
+        } => {
             let tenant = tenant.as_deref().unwrap_or_default();
+            let status = if *held { "&status=held" } else { "" };
             (
                 client
-                    .get(&format!("/v1/runs?tenant={}", enc(tenant)))
+                    .get(&format!("/v1/runs?tenant={}{status}", enc(tenant)))
                     .await?,
                 RUN_COLUMNS,
             )
@@ -397,6 +407,13 @@ async fn tenant(client: &Client, command: &TenantCommand) -> Result<Printed, Cli
                 .await?,
             &[],
         ),
+        TenantCommand::Resume { id } => crate::rail::resume(client, id).await?,
+        TenantCommand::Safety {
+            id,
+            removal_percent,
+            update_percent,
+            minimum,
+        } => crate::rail::safety(client, id, *removal_percent, *update_percent, *minimum).await?,
         TenantCommand::Audit { id } => (
             client.get(&format!("{}/audit", path(id))).await?,
             &["at", "actor", "action", "target"],
