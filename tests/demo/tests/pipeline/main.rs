@@ -22,6 +22,7 @@ mod directory_changes;
 mod graph_trouble;
 mod redis_loss;
 mod rules;
+mod safety_rail;
 mod secrets;
 mod support;
 mod sync_now;
