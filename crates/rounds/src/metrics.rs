@@ -1,7 +1,8 @@
 //! The Prometheus metrics of delta rounds (`cardsync_delta_*`), registered once per process.
 
 use cardsync_telemetry::metrics::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, MetricsError, Opts, Registry, register,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, MetricsError, Opts,
+    Registry, register,
 };
 
 /// Typed handles to every metric a round records.

@@ -202,14 +202,22 @@ mod tests {
 
     fn row(id: &str, title: &str) -> UserRow {
         let item = json!({"id": id, "displayName": format!("Person {id}"), "jobTitle": title, "accountEnabled": true});
-        merge_user(None, &item, &Scope::Everyone, OffsetDateTime::UNIX_EPOCH, false).unwrap()
+        merge_user(
+            None,
+            &item,
+            &Scope::Everyone,
+            OffsetDateTime::UNIX_EPOCH,
+            false,
+        )
+        .unwrap()
     }
 
     fn card_of(row: &UserRow, rules: &FieldRules) -> Card {
         let mut card = Card::new(Uuid::nil());
         card.user_id = Some(row.user_id.clone());
         let user = cardsync_rules::DirectoryUser::from_graph(&row.data).unwrap();
-        card.fields = cardsync_rules::plan_create(rules, &cardsync_rules::map_user(rules, &user).unwrap());
+        card.fields =
+            cardsync_rules::plan_create(rules, &cardsync_rules::map_user(rules, &user).unwrap());
         card
     }
 
@@ -234,11 +242,20 @@ mod tests {
         assert_eq!(tally.causes.get("left the scope"), Some(&12));
         assert_eq!(tally.fields.get("job_title"), Some(&1));
         assert_eq!(tally.samples.len(), 13);
-        let verdict = tally.verdict(&Thresholds::default(), 20).expect("12 of 20 is held");
+        let verdict = tally
+            .verdict(&Thresholds::default(), 20)
+            .expect("12 of 20 is held");
         assert!(verdict.contains("12 of 20"), "{verdict}");
-        assert_eq!(tally.verdict(&Thresholds::default(), 200), None, "6 % passes");
+        assert_eq!(
+            tally.verdict(&Thresholds::default(), 200),
+            None,
+            "6 % passes"
+        );
         let line = tally.describe(&verdict, &["scope group Sales no longer found".into()]);
-        assert!(line.contains("12 left the scope") && line.contains("Sales"), "{line}");
+        assert!(
+            line.contains("12 left the scope") && line.contains("Sales"),
+            "{line}"
+        );
     }
 
     #[test]
@@ -257,6 +274,11 @@ mod tests {
         let card = card_of(&row("z", "Engineer"), &rules);
         tally.add(&gone, &assess(&gone, Some(&card), &rules));
         assert_eq!(tally.samples.len(), SAMPLE_PEOPLE);
-        assert!(tally.samples.iter().any(|p| p.cause == Some("deleted in the directory")));
+        assert!(
+            tally
+                .samples
+                .iter()
+                .any(|p| p.cause == Some("deleted in the directory"))
+        );
     }
 }

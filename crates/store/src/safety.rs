@@ -335,7 +335,10 @@ pub async fn keep_commands(
 }
 
 /// A held run's plan, if it has one.
-pub async fn plan(executor: impl PgExecutor<'_>, run_id: Uuid) -> Result<Option<HeldPlan>, StoreError> {
+pub async fn plan(
+    executor: impl PgExecutor<'_>,
+    run_id: Uuid,
+) -> Result<Option<HeldPlan>, StoreError> {
     Ok(sqlx::query_as(
         "SELECT run_id, tenant_id, lane, summary, created_at, decided_at, decided_by
            FROM held_plans WHERE run_id = $1",
@@ -365,10 +368,12 @@ pub async fn commands(
 
 /// How many commands a held run keeps.
 pub async fn command_count(executor: impl PgExecutor<'_>, run_id: Uuid) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM held_commands WHERE run_id = $1")
-        .bind(run_id)
-        .fetch_one(executor)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM held_commands WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_one(executor)
+            .await?,
+    )
 }
 
 /// Locks a run's row and says whether it is held (`None`: no such run).
@@ -447,7 +452,10 @@ async fn decided(conn: &mut PgConnection, run_id: Uuid, by: &str) -> Result<(), 
 }
 
 /// The held runs of a tenant, oldest first.
-pub async fn held_runs(executor: impl PgExecutor<'_>, tenant: Uuid) -> Result<Vec<Uuid>, StoreError> {
+pub async fn held_runs(
+    executor: impl PgExecutor<'_>,
+    tenant: Uuid,
+) -> Result<Vec<Uuid>, StoreError> {
     Ok(sqlx::query_scalar(
         "SELECT run_id FROM sync_runs WHERE tenant_id = $1 AND status = 'held'
           ORDER BY created_at, run_id",
@@ -485,7 +493,10 @@ pub struct Parked {
 }
 
 /// The tenant's parked requests, oldest first.
-pub async fn parked(executor: impl PgExecutor<'_>, tenant: Uuid) -> Result<Vec<Parked>, StoreError> {
+pub async fn parked(
+    executor: impl PgExecutor<'_>,
+    tenant: Uuid,
+) -> Result<Vec<Parked>, StoreError> {
     let rows: Vec<(Uuid, String, Vec<u8>)> = sqlx::query_as(
         "SELECT run_id, worker, request FROM parked_requests WHERE tenant_id = $1
           ORDER BY parked_at, run_id",
@@ -528,12 +539,12 @@ pub async fn overview(executor: impl PgExecutor<'_>) -> Result<Vec<(Uuid, i64, b
 
 /// The tenant's active cards: what the rail's shares are of.
 pub async fn active_cards(executor: impl PgExecutor<'_>, tenant: Uuid) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT count(*) FROM cards WHERE tenant_id = $1 AND status = 'active'",
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM cards WHERE tenant_id = $1 AND status = 'active'")
+            .bind(tenant)
+            .fetch_one(executor)
+            .await?,
     )
-    .bind(tenant)
-    .fetch_one(executor)
-    .await?)
 }
 
 #[cfg(test)]
@@ -545,14 +556,17 @@ mod tests {
         let rail = Thresholds::default();
         assert!(!rail.exceeds(10, 100, 10.0), "exactly 10 % is not over");
         assert!(rail.exceeds(11, 100, 10.0));
-        assert!(!rail.exceeds(1, 5, 10.0), "a small tenant losing one is under the minimum");
+        assert!(
+            !rail.exceeds(1, 5, 10.0),
+            "a small tenant losing one is under the minimum"
+        );
         assert!(!rail.exceeds(9, 9, 10.0));
         assert!(rail.exceeds(10, 10, 10.0));
-        assert!(rail.exceeds(10, 0, 50.0), "no active card: any change past the minimum");
-        let strict = Thresholds {
-            minimum: 1,
-            ..rail
-        };
+        assert!(
+            rail.exceeds(10, 0, 50.0),
+            "no active card: any change past the minimum"
+        );
+        let strict = Thresholds { minimum: 1, ..rail };
         assert!(strict.exceeds(1, 5, 10.0));
     }
 }

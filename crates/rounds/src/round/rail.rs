@@ -58,7 +58,11 @@ impl Rounds {
         round.fence(&mut tx).await?;
         // The lock orders this against a resume: either it sees the parked request or the
         // round sees the tenant resumed.
-        if safety::lock(&mut tx, round.tenant).await?.paused_at.is_none() {
+        if safety::lock(&mut tx, round.tenant)
+            .await?
+            .paused_at
+            .is_none()
+        {
             return Ok(false);
         }
         safety::defer(
@@ -107,9 +111,8 @@ impl Rounds {
         let mut after: Option<String> = None;
         loop {
             round.check()?;
-            let rows =
-                directory::unemitted_after(&self.pool, round.tenant, after.as_deref(), PAGE)
-                    .await?;
+            let rows = directory::unemitted_after(&self.pool, round.tenant, after.as_deref(), PAGE)
+                .await?;
             let Some(last) = rows.last() else {
                 return Ok(tally);
             };
@@ -276,7 +279,12 @@ fn parked_request(
 ) -> (Worker, proto::SyncRequest) {
     let (worker, scope, depth, target) = match &request.mode {
         Mode::Reconcile => (Worker::Reconcile, Scope::Tenant, Depth::Full, String::new()),
-        Mode::Apply => (Worker::Reconcile, Scope::Tenant, Depth::Cards, String::new()),
+        Mode::Apply => (
+            Worker::Reconcile,
+            Scope::Tenant,
+            Depth::Cards,
+            String::new(),
+        ),
         Mode::Group(group) => (Worker::Reconcile, Scope::Group, Depth::Full, group.clone()),
         Mode::Users(ids) => (
             Worker::Delta,

@@ -173,12 +173,7 @@ pub(crate) async fn approve(
 }
 
 /// Publishes a held run's kept commands in plan order; returns how many.
-async fn send_kept(
-    state: &AppState,
-    run: Uuid,
-    tenant: Uuid,
-    lane: &str,
-) -> Result<i64, ApiError> {
+async fn send_kept(state: &AppState, run: Uuid, tenant: Uuid, lane: &str) -> Result<i64, ApiError> {
     let tenant_text = tenant.to_string();
     let routing_key = if lane == "bulk" {
         routing::bulk_command(&tenant_text)

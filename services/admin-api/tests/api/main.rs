@@ -3,6 +3,7 @@
 
 mod auth;
 mod dead_letters;
+mod held;
 mod resources;
 mod rules;
 mod schedules;

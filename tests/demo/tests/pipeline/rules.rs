@@ -120,7 +120,13 @@ async fn a_rules_apply_changes_exactly_the_cards_its_dry_run_counted() {
         p.initial_sync(SETTLE).await?;
         // These rules change most cards on purpose: the safety rail lets such an apply through
         // only when told to (or when an admin approves it).
-        p.cardsync(&["tenant", "safety", &p.tenant_text(), "--update-percent", "100"])?;
+        p.cardsync(&[
+            "tenant",
+            "safety",
+            &p.tenant_text(),
+            "--update-percent",
+            "100",
+        ])?;
         let file = proposed(p, |rules| {
             rules["fields"]["job_title"]["source"] = json!("upper(jobTitle)");
             rules["phone_order"] = json!("business_first");
@@ -208,7 +214,13 @@ async fn a_custom_field_reading_an_unselected_property_fills_every_card_and_foll
         p.initial_sync(SETTLE).await?;
         // These rules change most cards on purpose: the safety rail lets such an apply through
         // only when told to (or when an admin approves it).
-        p.cardsync(&["tenant", "safety", &p.tenant_text(), "--update-percent", "100"])?;
+        p.cardsync(&[
+            "tenant",
+            "safety",
+            &p.tenant_text(),
+            "--update-percent",
+            "100",
+        ])?;
         let file = proposed(p, |rules| {
             rules["custom_fields"] =
                 json!({"office": {"expression": "coalesce(officeLocation, \"remote\")"}});

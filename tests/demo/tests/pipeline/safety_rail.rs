@@ -50,8 +50,8 @@ fn cli(p: &Pipeline, args: &[&str]) -> anyhow::Result<Value> {
 /// Waits for the tenant's one held run.
 async fn held_run(p: &Pipeline) -> anyhow::Result<Run> {
     support::eventually("a run is held", SETTLE, async || {
-        let held = runs::list_with_status(&p.pool, p.tenant, Some(RunStatus::Held), None, 5)
-            .await?;
+        let held =
+            runs::list_with_status(&p.pool, p.tenant, Some(RunStatus::Held), None, 5).await?;
         ensure!(held.len() <= 1, "more than one held run: {held:?}");
         Ok(held.into_iter().next())
     })
@@ -89,8 +89,22 @@ async fn a_scope_group_deleted_by_mistake_holds_the_live_round_until_approved_an
         p.initial_sync(SETTLE).await?;
         let tenant = p.tenant_text();
         // Scoping the tenant to the group touches every card's teams: let updates through.
-        let rail = cli(p, &["tenant", "safety", &tenant, "--update-percent", "100", "--minimum", "5"])?;
-        ensure!(rail["removal_percent"] == 10.0 && rail["minimum"] == 5, "{rail}");
+        let rail = cli(
+            p,
+            &[
+                "tenant",
+                "safety",
+                &tenant,
+                "--update-percent",
+                "100",
+                "--minimum",
+                "5",
+            ],
+        )?;
+        ensure!(
+            rail["removal_percent"] == 10.0 && rail["minimum"] == 5,
+            "{rail}"
+        );
         let users = support::enabled_users(p).await?;
         let ids: Vec<&str> = users.iter().map(|user| user.id.as_str()).collect();
         let group = group_of(p, "Everyone Sales", &ids).await?;
@@ -104,12 +118,16 @@ async fn a_scope_group_deleted_by_mistake_holds_the_live_round_until_approved_an
         }
         for user in &users[..2] {
             support::eventually("a leaver's card is deactivated", SETTLE, async || {
-                Ok(support::card_status(p, &user.id).await?.filter(|s| s == "deactivated"))
+                Ok(support::card_status(p, &user.id)
+                    .await?
+                    .filter(|s| s == "deactivated"))
             })
             .await?;
         }
         ensure!(
-            runs::list_with_status(&p.pool, p.tenant, Some(RunStatus::Held), None, 5).await?.is_empty(),
+            runs::list_with_status(&p.pool, p.tenant, Some(RunStatus::Held), None, 5)
+                .await?
+                .is_empty(),
             "two leavers of 30 were held"
         );
 
@@ -127,25 +145,49 @@ async fn a_scope_group_deleted_by_mistake_holds_the_live_round_until_approved_an
         let members = users.len() - 2;
         let detail = run.detail.clone().unwrap_or_default();
         ensure!(
-            detail.contains(&format!("would deactivate or delete {members} of {members} active cards"))
-                && detail.contains("Everyone Sales")
+            detail.contains(&format!(
+                "would deactivate or delete {members} of {members} active cards"
+            )) && detail.contains("Everyone Sales")
                 && detail.contains("no longer found"),
             "the reason says what and why: {detail}"
         );
-        let plan = cli(p, &["runs", "plan", &run.run_id.to_string(), "--limit", "5"])?;
+        let plan = cli(
+            p,
+            &["runs", "plan", &run.run_id.to_string(), "--limit", "5"],
+        )?;
         ensure!(plan["commands"] == members, "{plan}");
         ensure!(plan["sample"].as_array().map(Vec::len) == Some(5), "{plan}");
-        ensure!(plan["summary"]["outcomes"]["deactivated"] == members, "{plan}");
-        ensure!(plan["summary"]["causes"]["left the scope"] == members, "{plan}");
-        ensure!(plan["summary"]["samples"].as_array().is_some_and(|s| !s.is_empty()), "{plan}");
+        ensure!(
+            plan["summary"]["outcomes"]["deactivated"] == members,
+            "{plan}"
+        );
+        ensure!(
+            plan["summary"]["causes"]["left the scope"] == members,
+            "{plan}"
+        );
+        ensure!(
+            plan["summary"]["samples"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty()),
+            "{plan}"
+        );
         let paused = cli(p, &["tenant", "safety", &tenant])?;
-        ensure!(paused["paused"] == true && paused["held_runs"] == json!([run.run_id]), "{paused}");
+        ensure!(
+            paused["paused"] == true && paused["held_runs"] == json!([run.run_id]),
+            "{paused}"
+        );
         let listed = cli(p, &["runs", "--tenant", &tenant, "--held"])?;
-        ensure!(listed["items"].as_array().map(Vec::len) == Some(1), "{listed}");
+        ensure!(
+            listed["items"].as_array().map(Vec::len) == Some(1),
+            "{listed}"
+        );
 
         // Held: nothing reached the cards.
         p.wait_drained(SETTLE).await?;
-        ensure!(cards(p).await? == before, "a card changed while the run was held");
+        ensure!(
+            cards(p).await? == before,
+            "a card changed while the run was held"
+        );
 
         let kept: Vec<(String, i64, String)> = sqlx::query_as(
             "SELECT user_id, version, action FROM held_commands WHERE run_id = $1 ORDER BY seq",
@@ -155,34 +197,57 @@ async fn a_scope_group_deleted_by_mistake_holds_the_live_round_until_approved_an
         .await?;
         ensure!(kept.len() == members, "{} commands kept", kept.len());
         let approved = cli(p, &["runs", "approve", &run.run_id.to_string()])?;
-        ensure!(approved["status"] == "running" || approved["status"] == "succeeded", "{approved}");
+        ensure!(
+            approved["status"] == "running" || approved["status"] == "succeeded",
+            "{approved}"
+        );
         let ended = support::eventually("the approved run ends", SETTLE, async || {
-            let run = runs::get(&p.pool, run.run_id).await?.context("run vanished")?;
+            let run = runs::get(&p.pool, run.run_id)
+                .await?
+                .context("run vanished")?;
             Ok(run.status.is_final().then_some(run))
         })
         .await?;
         ensure!(ended.status == RunStatus::Succeeded, "{ended:?}");
         let planned = i64::try_from(members)?;
         let count = |name: &str| ended.counts.get(name).copied().unwrap_or_default();
-        ensure!(count("deactivated") == planned && count("commands") == planned, "{ended:?}");
+        ensure!(
+            count("deactivated") == planned && count("commands") == planned,
+            "{ended:?}"
+        );
 
         // Exactly the plan: each kept command's card is deactivated at the kept version; every
         // other card is as it was.
         let after = cards(p).await?;
         for (user, version, action) in &kept {
-            ensure!(action == "upsert" || action == "deactivate" || action == "delete", "{action}");
+            ensure!(
+                action == "upsert" || action == "deactivate" || action == "delete",
+                "{action}"
+            );
             let card = after.get(user).context("a planned card vanished")?;
-            ensure!(card == &("deactivated".to_owned(), *version), "{user}: {card:?} after {action} v{version}");
+            ensure!(
+                card == &("deactivated".to_owned(), *version),
+                "{user}: {card:?} after {action} v{version}"
+            );
         }
         for (user, card) in &after {
             if !kept.iter().any(|(planned, _, _)| planned == user) {
-                ensure!(before.get(user) == Some(card), "{user} changed outside the plan");
+                ensure!(
+                    before.get(user) == Some(card),
+                    "{user} changed outside the plan"
+                );
             }
         }
         let resumed = cli(p, &["tenant", "safety", &tenant])?;
-        ensure!(resumed["paused"] == false && resumed["held_runs"] == json!([]), "{resumed}");
+        ensure!(
+            resumed["paused"] == false && resumed["held_runs"] == json!([]),
+            "{resumed}"
+        );
         let again = cli(p, &["runs", "approve", &run.run_id.to_string()]);
-        ensure!(again.is_err(), "approving a run that is no longer held is refused");
+        ensure!(
+            again.is_err(),
+            "approving a run that is no longer held is refused"
+        );
         Ok(())
     })
     .await;
