@@ -12,6 +12,7 @@ use cardsync_store::runs::{self, Run, RunStatus};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
+use uuid::Uuid;
 
 const SETTLE: Duration = Duration::from_secs(90);
 
@@ -87,6 +88,19 @@ async fn a_scope_group_deleted_by_mistake_holds_the_live_round_until_approved_an
  {
     support::run(Setup::new("rail-approve", 30), async |p| {
         p.initial_sync(SETTLE).await?;
+        // Group changes reach the delta-worker once the groups subscription exists (the
+        // subscription manager makes it a moment after the users one).
+        support::eventually("the groups subscription is active", SETTLE, async || {
+            let active: Option<Option<Uuid>> = sqlx::query_scalar(
+                "SELECT subscription_id FROM subscription_slots
+                  WHERE tenant_id = $1 AND resource = '/groups' AND state = 'active'",
+            )
+            .bind(p.tenant)
+            .fetch_optional(&p.pool)
+            .await?;
+            Ok(active.flatten())
+        })
+        .await?;
         let tenant = p.tenant_text();
         // Scoping the tenant to the group touches every card's teams: let updates through.
         let rail = cli(
