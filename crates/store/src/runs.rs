@@ -389,7 +389,8 @@ pub async fn heartbeat(executor: impl PgExecutor<'_>, run_id: Uuid) -> Result<bo
 
 /// Fails the unfinished runs of `kind` that a worker started but whose heartbeat stopped more
 /// than `abandoned_after` ago (the worker died and no redelivery took the run over); returns
-/// their ids. Runs never started are left queued: they may be waiting behind others.
+/// their ids. Runs never started are left queued: they may be waiting behind others; so are runs
+/// parked by the safety rail while their tenant is paused.
 pub async fn fail_abandoned(
     executor: impl PgExecutor<'_>,
     kind: &str,
@@ -403,6 +404,8 @@ pub async fn fail_abandoned(
           WHERE kind = $1 AND finished_at IS NULL AND status IN ('queued', 'running')
             AND started_at IS NOT NULL AND emitted_at IS NULL
             AND coalesce(heartbeat_at, started_at) < now() - make_interval(secs => $3)
+            -- A run parked while its tenant is paused waits for the resume, not for a worker.
+            AND NOT EXISTS (SELECT 1 FROM parked_requests p WHERE p.run_id = sync_runs.run_id)
          RETURNING run_id",
     )
     .bind(kind)

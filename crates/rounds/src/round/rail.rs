@@ -93,7 +93,12 @@ impl Rounds {
         if planned >= i64::from(rail.thresholds.minimum) {
             let active = safety::active_cards(&self.pool, round.tenant).await?;
             let active = u64::try_from(active).unwrap_or(0);
-            let tally = self.assess_plan(round).await?;
+            // No active card (a first import): nothing to deactivate or update, nothing to hold.
+            let tally = if active == 0 {
+                Tally::default()
+            } else {
+                self.assess_plan(round).await?
+            };
             if let Some(verdict) = tally.verdict(&rail.thresholds, active) {
                 let run_id = self
                     .hold(round, request, run, &tally, &verdict, active, &rail)

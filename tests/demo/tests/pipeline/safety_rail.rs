@@ -88,19 +88,6 @@ async fn a_scope_group_deleted_by_mistake_holds_the_live_round_until_approved_an
  {
     support::run(Setup::new("rail-approve", 30), async |p| {
         p.initial_sync(SETTLE).await?;
-        // Group changes reach the delta-worker once the groups subscription exists (the
-        // subscription manager makes it a moment after the users one).
-        support::eventually("the groups subscription is active", SETTLE, async || {
-            let active: Option<Option<Uuid>> = sqlx::query_scalar(
-                "SELECT subscription_id FROM subscription_slots
-                  WHERE tenant_id = $1 AND resource = '/groups' AND state = 'active'",
-            )
-            .bind(p.tenant)
-            .fetch_optional(&p.pool)
-            .await?;
-            Ok(active.flatten())
-        })
-        .await?;
         let tenant = p.tenant_text();
         // Scoping the tenant to the group touches every card's teams: let updates through.
         let rail = cli(
@@ -123,6 +110,19 @@ async fn a_scope_group_deleted_by_mistake_holds_the_live_round_until_approved_an
         let ids: Vec<&str> = users.iter().map(|user| user.id.as_str()).collect();
         let group = group_of(p, "Everyone Sales", &ids).await?;
         cli(p, &["scope", "set", "--tenant", &tenant, "--group", &group])?;
+        // Group changes reach the delta-worker once the groups subscription exists (the
+        // subscription manager makes it for a group-scoped tenant, a moment after the scope).
+        support::eventually("the groups subscription is active", SETTLE, async || {
+            let active: Option<Option<Uuid>> = sqlx::query_scalar(
+                "SELECT subscription_id FROM subscription_slots
+                  WHERE tenant_id = $1 AND resource = '/groups' AND state = 'active'",
+            )
+            .bind(p.tenant)
+            .fetch_optional(&p.pool)
+            .await?;
+            Ok(active.flatten())
+        })
+        .await?;
         let scoped = cardsync_demo::reconcile::reconcile(p, p.tenant, SETTLE).await?;
         ensure!(scoped.status == RunStatus::Succeeded, "scoping: {scoped:?}");
 
