@@ -29,7 +29,7 @@ async fn hold(fixture: &Fixture, tenant: Uuid, users: &[&str]) -> Uuid {
         },
     )
     .await
-    .unwrap();
+    .expect("test setup");
     let kept: Vec<HeldCommand> = users
         .iter()
         .zip(7_i64..)
@@ -42,12 +42,12 @@ async fn hold(fixture: &Fixture, tenant: Uuid, users: &[&str]) -> Uuid {
                 )),
                 action: proto::card_command::Action::Deactivate as i32,
                 user_id: (*user).to_owned(),
-                version: u64::try_from(version).unwrap(),
+                version: u64::try_from(version).expect("test setup"),
                 run_id: run_id.to_string(),
                 ..Default::default()
             };
             HeldCommand {
-                seq: i64::try_from(seq).unwrap() + 1,
+                seq: i64::try_from(seq).expect("test setup") + 1,
                 user_id: (*user).to_owned(),
                 version,
                 action: "deactivate".into(),
@@ -55,8 +55,8 @@ async fn hold(fixture: &Fixture, tenant: Uuid, users: &[&str]) -> Uuid {
             }
         })
         .collect();
-    let mut tx = pool.begin().await.unwrap();
-    safety::lock(&mut tx, tenant).await.unwrap();
+    let mut tx = pool.begin().await.expect("test setup");
+    safety::lock(&mut tx, tenant).await.expect("test setup");
     let plan = HeldPlan {
         run_id,
         tenant_id: tenant,
@@ -72,9 +72,11 @@ async fn hold(fixture: &Fixture, tenant: Uuid, users: &[&str]) -> Uuid {
         "held: would deactivate or delete 2 of 2 active cards",
     )
     .await
-    .unwrap();
-    safety::keep_commands(&mut tx, run_id, &kept).await.unwrap();
-    tx.commit().await.unwrap();
+    .expect("test setup");
+    safety::keep_commands(&mut tx, run_id, &kept)
+        .await
+        .expect("test setup");
+    tx.commit().await.expect("test setup");
     run_id
 }
 
@@ -84,7 +86,7 @@ async fn audited(fixture: &Fixture, tenant: Uuid, action: &str) -> i64 {
         .bind(action)
         .fetch_one(&fixture.api.pool)
         .await
-        .unwrap()
+        .expect("test setup")
 }
 
 #[tokio::test]
@@ -103,9 +105,9 @@ async fn approving_a_held_run_sends_exactly_its_kept_commands_then_what_waited_w
         run_id: Uuid::now_v7().to_string(),
         ..Default::default()
     };
-    let parked_run = Uuid::parse_str(&parked.run_id).unwrap();
-    let mut tx = api.pool.begin().await.unwrap();
-    safety::lock(&mut tx, tenant).await.unwrap();
+    let parked_run = Uuid::parse_str(&parked.run_id).expect("test setup");
+    let mut tx = api.pool.begin().await.expect("test setup");
+    safety::lock(&mut tx, tenant).await.expect("test setup");
     let bytes = parked.encode_to_vec();
     safety::defer(
         &mut tx,
@@ -113,9 +115,11 @@ async fn approving_a_held_run_sends_exactly_its_kept_commands_then_what_waited_w
         Some((parked_run, Worker::Reconcile, &bytes)),
     )
     .await
-    .unwrap();
-    safety::defer(&mut tx, tenant, None).await.unwrap();
-    tx.commit().await.unwrap();
+    .expect("test setup");
+    safety::defer(&mut tx, tenant, None)
+        .await
+        .expect("test setup");
+    tx.commit().await.expect("test setup");
 
     let plan = api
         .get(&format!("/v1/runs/{run}/plan?limit=1"), reader)
@@ -214,7 +218,7 @@ async fn a_rejected_run_sends_nothing_and_its_tenant_stays_paused_until_resumed(
     assert!(
         rejected["detail"]
             .as_str()
-            .unwrap()
+            .expect("test setup")
             .ends_with(": scope group deleted by mistake")
     );
     let plan = api
@@ -288,7 +292,7 @@ async fn thresholds_default_then_change_within_bounds_and_are_audited() {
         ),
         (&json!(5.0), &json!(25.5), &json!(3))
     );
-    let stored = safety::state(&api.pool, tenant).await.unwrap();
+    let stored = safety::state(&api.pool, tenant).await.expect("test setup");
     assert_eq!(stored.thresholds.minimum, 3);
     assert_eq!(audited(&fixture, tenant, "safety.update").await, 1);
     api.get(&format!("/v1/tenants/{}/safety", Uuid::now_v7()), admin)
