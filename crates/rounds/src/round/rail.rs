@@ -239,7 +239,6 @@ impl Rounds {
         }
         tx.commit().await?;
         self.metrics.held.inc();
-        self.metrics.set_rail(&[(round.tenant, 1, true)]);
         tracing::warn!(tenant = %round.tenant, %run_id, commands = seq, reason = %detail, "round held by the safety rail");
         Ok(run_id)
     }

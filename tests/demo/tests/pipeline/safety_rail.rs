@@ -7,7 +7,7 @@
 
 use crate::support::{self, Setup};
 use anyhow::{Context as _, ensure};
-use cardsync_demo::Pipeline;
+use cardsync_demo::{Pipeline, Service};
 use cardsync_store::runs::{self, Run, RunStatus};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -55,6 +55,26 @@ async fn held_run(p: &Pipeline) -> anyhow::Result<Run> {
             runs::list_with_status(&p.pool, p.tenant, Some(RunStatus::Held), None, 5).await?;
         ensure!(held.len() <= 1, "more than one held run: {held:?}");
         Ok(held.into_iter().next())
+    })
+    .await
+}
+
+/// Waits until the delta-worker's rail gauges for the tenant read `held` and `paused`.
+async fn gauges(p: &Pipeline, held: f64, paused: f64) -> anyhow::Result<()> {
+    let tenant = p.tenant_text();
+    support::eventually("the rail gauges follow", SETTLE, async || {
+        let labels = [("tenant", tenant.as_str())];
+        let now = (
+            p.metric(Service::DeltaWorker, "cardsync_delta_held_runs", &labels)
+                .await?,
+            p.metric(
+                Service::DeltaWorker,
+                "cardsync_delta_tenant_paused",
+                &labels,
+            )
+            .await?,
+        );
+        Ok((now == (held, paused)).then_some(()))
     })
     .await
 }
@@ -270,7 +290,12 @@ async fn a_scope_group_deleted_by_mistake_holds_the_live_round_until_approved_an
 #[tokio::test]
 async fn a_rejected_reconcile_keeps_the_cards_and_a_change_made_while_paused_is_applied_after_resume()
  {
-    support::run(Setup::new("rail-reject", 30), async |p| {
+    // The delta-worker refreshes the rail's gauges on its safety-poll tick: a short one here.
+    let setup = Setup {
+        safety_poll: ("10m", "1s"),
+        ..Setup::new("rail-reject", 30)
+    };
+    support::run(setup, async |p| {
         p.initial_sync(SETTLE).await?;
         let tenant = p.tenant_text();
         cli(p, &["tenant", "safety", &tenant, "--minimum", "5"])?;
@@ -290,6 +315,7 @@ async fn a_rejected_reconcile_keeps_the_cards_and_a_change_made_while_paused_is_
         );
         p.wait_drained(SETTLE).await?;
         ensure!(statuses(p).await? == before, "a card changed while held");
+        gauges(p, 1.0, 1.0).await?;
 
         // A directory change while paused waits: the round that noticed it leaves a mark.
         let title = support::unique("Chair");
@@ -312,6 +338,7 @@ async fn a_rejected_reconcile_keeps_the_cards_and_a_change_made_while_paused_is_
         let rail = cli(p, &["tenant", "safety", &tenant])?;
         ensure!(rail["paused"] == true && rail["held_runs"] == json!([]), "{rail}");
         ensure!(statuses(p).await? == before, "a rejection changed a card");
+        gauges(p, 0.0, 1.0).await?;
 
         let resumed = cli(p, &["tenant", "resume", &tenant])?;
         ensure!(resumed["paused"] == false && resumed["round_pending"] == false, "{resumed}");
@@ -320,6 +347,7 @@ async fn a_rejected_reconcile_keeps_the_cards_and_a_change_made_while_paused_is_
         })
         .await?;
         p.wait_drained(SETTLE).await?;
+        gauges(p, 0.0, 0.0).await?;
         // The rejected mass change did not come back with the live round.
         let now = statuses(p).await?;
         ensure!(now == before, "cards changed after the resume: {now:?} vs {before:?}");
