@@ -12,7 +12,10 @@ mod emit;
 mod groups;
 mod photos;
 mod rail;
+mod triggers;
 mod users;
+
+pub use triggers::Triggers;
 
 use crate::keeper::HeldLease;
 use crate::lease::{Collection, RedisError, RedisState};
@@ -27,7 +30,7 @@ use cardsync_store::StoreError;
 use cardsync_store::connections::{ConnectionError, Keyring};
 use cardsync_store::directory::{self, UserRow};
 use cardsync_store::runs::{self, RunStatus};
-use cardsync_telemetry::propagation::{self, MAX_LINKS, SpanRef};
+use cardsync_telemetry::propagation;
 use sqlx::PgPool;
 use std::collections::HashSet;
 use std::future::Future;
@@ -93,48 +96,6 @@ pub struct RoundRequest {
     /// The sync run the round's commands belong to (they carry it to the card-writer, which
     /// counts their outcomes there).
     pub run_id: Option<Uuid>,
-}
-
-/// What asked for a round, as far as the round's span and the freshness SLO care: the round's
-/// span is the child of the first trigger's span and links to the next [`MAX_LINKS`], so the
-/// trace of a notification goes on through the round to the card-writer.
-#[derive(Debug, Clone, Default)]
-pub struct Triggers {
-    parent: Option<SpanRef>,
-    links: Vec<SpanRef>,
-    notified_at: Option<OffsetDateTime>,
-}
-
-impl Triggers {
-    /// Adds one trigger: its span (if traced) and, for a notification, when the webhook
-    /// received it.
-    pub fn add(&mut self, span: Option<SpanRef>, notified_at: Option<OffsetDateTime>) {
-        if let Some(span) = span {
-            if self.parent.is_none() {
-                self.parent = Some(span);
-            } else if self.links.len() < MAX_LINKS {
-                self.links.push(span);
-            }
-        }
-        if let Some(at) = notified_at {
-            self.notified_at = Some(self.notified_at.map_or(at, |earliest| earliest.min(at)));
-        }
-    }
-
-    /// When the earliest notification served arrived; none when no notification asked.
-    pub fn notified_at(&self) -> Option<OffsetDateTime> {
-        self.notified_at
-    }
-
-    /// The trace the round's span continues, when a trigger was traced.
-    pub fn parent(&self) -> Option<&SpanRef> {
-        self.parent.as_ref()
-    }
-
-    /// The other triggers' spans the round's span links to.
-    pub fn links(&self) -> &[SpanRef] {
-        &self.links
-    }
 }
 
 /// What a round did.
@@ -397,7 +358,7 @@ impl Rounds {
             tenant = %request.tenant,
             cause = request.cause.as_str(),
             mode = request.mode.as_str(),
-            triggers_linked = request.triggers.links.len(),
+            triggers_linked = request.triggers.links().len(),
         );
         propagation::follow(&span, request.triggers.parent(), request.triggers.links());
         let outcome = self.run_round(request).instrument(span).await;
@@ -693,33 +654,3 @@ fn count(n: u64) -> i64 {
 
 /// How often a round waiting for its tenant asks for the lease again.
 const LEASE_POLL: Duration = Duration::from_millis(50);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn triggers_keep_the_first_span_as_parent_cap_the_links_and_the_earliest_arrival() {
-        cardsync_telemetry::init_for_tests();
-        let mut triggers = Triggers::default();
-        let at = |s: i64| OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(s);
-        let spans: Vec<SpanRef> = (0..MAX_LINKS + 10)
-            .map(|_| {
-                tracing::info_span!("notification")
-                    .in_scope(SpanRef::current)
-                    .expect("traced")
-            })
-            .collect();
-        triggers.add(Some(spans[0].clone()), Some(at(50)));
-        triggers.add(None, Some(at(20)));
-        for span in &spans[1..] {
-            triggers.add(Some(span.clone()), Some(at(90)));
-        }
-        triggers.add(None, None);
-        assert_eq!(triggers.parent(), Some(&spans[0]));
-        assert_eq!(triggers.links().len(), MAX_LINKS);
-        assert_eq!(triggers.links()[0], spans[1]);
-        assert_eq!(triggers.notified_at(), Some(at(20)));
-        assert_eq!(Triggers::default().notified_at(), None);
-    }
-}
