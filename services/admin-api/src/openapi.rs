@@ -81,7 +81,7 @@ impl Modify for BearerAuth {
 #[openapi(
     info(title = "cardsync admin API", description = "Tenants, Graph connections, scope, field rules, cards, reconcile schedules, sync requests and runs. Every operation needs a bearer token: the `reader` role for reads, `admin` for changes."),
     modifiers(&BearerAuth),
-    components(schemas(ProblemDoc)),
+    components(schemas(ProblemDoc, routes::runs::StatusFilter)),
     security(("bearer" = [])),
     paths(
         routes::tenants::list,
