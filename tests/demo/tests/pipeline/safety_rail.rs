@@ -366,3 +366,56 @@ async fn a_rejected_reconcile_keeps_the_cards_and_a_change_made_while_paused_is_
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_rules_apply_that_rewrites_most_job_titles_is_held_naming_the_field() {
+    support::run(Setup::new("rail-rules", 30), async |p| {
+        p.initial_sync(SETTLE).await?;
+        let tenant = p.tenant_text();
+        let before = cards(p).await?;
+        // A slip: the job title mapped from the department.
+        let shown = cli(p, &["rules", "show", "--tenant", &tenant])?;
+        let mut rules = shown["rules"].clone();
+        rules["fields"]["job_title"]["source"] = json!("department");
+        let file = p.config.logs.join("rules-slip.json");
+        std::fs::write(&file, serde_json::to_vec(&rules)?)?;
+        let saved = cli(
+            p,
+            &[
+                "rules",
+                "put",
+                "--tenant",
+                &tenant,
+                &file.display().to_string(),
+            ],
+        )?;
+        let apply: uuid::Uuid = saved["apply"]["run_id"]
+            .as_str()
+            .context("no apply run")?
+            .parse()?;
+        let run = held_run(p).await?;
+        ensure!(run.run_id == apply && run.kind == "rules_apply", "{run:?}");
+        let detail = run.detail.clone().unwrap_or_default();
+        ensure!(
+            detail.contains("would update")
+                && detail.contains("updated fields: job_title")
+                && detail.contains("rules apply"),
+            "{detail}"
+        );
+        let plan = cli(p, &["runs", "plan", &run.run_id.to_string()])?;
+        let updated = plan["summary"]["outcomes"]["updated"]
+            .as_u64()
+            .unwrap_or_default();
+        ensure!(
+            plan["summary"]["fields"]["job_title"].as_u64() == Some(updated) && updated >= 10,
+            "{plan}"
+        );
+        p.wait_drained(SETTLE).await?;
+        ensure!(
+            cards(p).await? == before,
+            "a card changed while the apply was held"
+        );
+        Ok(())
+    })
+    .await;
+}
