@@ -1,7 +1,9 @@
 //! The emit pass: card commands for saved rows, published in batches with publisher confirms,
 //! then recorded as emitted. A row is recorded only after the broker confirmed its command, so
 //! a round that dies in between leaves it unemitted and the next round sends it again at the
-//! same version (the card-writer applies a version once).
+//! same version (the card-writer applies a version once). While a round's passes run, saved
+//! rows are only noted: the safety rail (`rail.rs`) sends the whole plan, or holds it, at the
+//! end of the round.
 
 use super::{Round, RoundError, Rounds};
 use crate::snapshot::{self, Skip};
@@ -87,7 +89,7 @@ impl Rounds {
             let mut outgoing = Vec::with_capacity(chunk.len());
             let mut emitted = Vec::with_capacity(chunk.len());
             for (row, version) in chunk {
-                match self.command_or_skip(round, row, *version) {
+                match self.command(round, row, *version) {
                     Ok((command, action)) => {
                         self.metrics
                             .commands
@@ -122,8 +124,8 @@ impl Rounds {
 
 impl Rounds {
     /// The command `row` calls for at `version`, as this round sends it (its run, the
-    /// freshness start), or why there is none.
-    fn command_or_skip(
+    /// freshness start), or why there is none; what the safety rail keeps, too.
+    pub(super) fn command(
         &self,
         round: &Round<'_>,
         row: &UserRow,
@@ -140,16 +142,6 @@ impl Rounds {
         command.notified_at = round.notified_at.map(cardsync_proto::timestamp);
         command.run_id.clone_from(&round.run_id);
         Ok((command, action))
-    }
-
-    /// [`Self::command_or_skip`] without the reason: what the safety rail keeps.
-    pub(super) fn command(
-        &self,
-        round: &Round<'_>,
-        row: &UserRow,
-        version: i64,
-    ) -> Option<(cardsync_proto::CardCommand, snapshot::Action)> {
-        self.command_or_skip(round, row, version).ok()
     }
 }
 

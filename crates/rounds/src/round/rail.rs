@@ -220,7 +220,7 @@ impl Rounds {
             let mut handed = Vec::with_capacity(rows.len());
             for row in &rows {
                 match self.command(round, row, row.version) {
-                    Some((command, action)) => {
+                    Ok((command, action)) => {
                         seq += 1;
                         kept.push(HeldCommand {
                             seq,
@@ -231,7 +231,7 @@ impl Rounds {
                         });
                         handed.push((row.user_id.clone(), row.version, Some(action.as_str())));
                     }
-                    None => handed.push((row.user_id.clone(), row.version, None)),
+                    Err(_) => handed.push((row.user_id.clone(), row.version, None)),
                 }
             }
             safety::keep_commands(&mut tx, run_id, &kept).await?;
