@@ -59,6 +59,10 @@ impl Pipeline {
             &["tenant", "create", "--id", &tenant_text, "--name", &name],
             &[],
         )?;
+        if let Some(args) = crate::pipeline::rail_args(&tenant_text, self.config.rail) {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cli(&args, &[])?;
+        }
         cli(
             &[
                 "connection",
