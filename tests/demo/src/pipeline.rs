@@ -358,7 +358,7 @@ impl Pipeline {
                 &[],
             )?
         );
-        if let Some(args) = rail_args(&tenant_text, config.rail) {
+        if let Some(args) = crate::tenants::rail_args(&tenant_text, config.rail) {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             println!("{}", operator.cli(&binaries, &args, &[])?);
         }
@@ -952,24 +952,4 @@ mod tests {
             "postgres://db/run_1"
         );
     }
-}
-
-/// The `cardsync` arguments that give `tenant` the safety rail `rail`, if any.
-pub(crate) fn rail_args(tenant: &str, rail: Option<(f32, f32, i32)>) -> Option<Vec<String>> {
-    let (removal, update, minimum) = rail?;
-    Some(
-        [
-            "tenant",
-            "safety",
-            tenant,
-            "--removal-percent",
-            &removal.to_string(),
-            "--update-percent",
-            &update.to_string(),
-            "--minimum",
-            &minimum.to_string(),
-        ]
-        .map(str::to_owned)
-        .to_vec(),
-    )
 }
