@@ -42,7 +42,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Tenants: list, show, create, update, disconnect, reconnect, offboard, audit.
+    /// Tenants: list, show, create, update, disconnect, reconnect, offboard, audit, resume, safety.
     #[command(
         subcommand,
         after_help = "Example:\n  cardsync tenant update 72f988bf-86f1-41af-91ab-2d7cd011db47 --invites true"
@@ -112,9 +112,11 @@ pub(crate) enum Command {
     /// When the reconciler reconciles a tenant or a group: list, set, pause, resume, delete.
     #[command(subcommand, after_help = SCHEDULE_EXAMPLES)]
     Schedules(SchedulesCommand),
-    /// Sync runs, newest first: a tenant's, every tenant's the token may see, or one run.
+    /// Sync runs, newest first: a tenant's, every tenant's the token may see, or one run; a held
+    /// run's plan, approve, reject.
     #[command(
-        after_help = "Example:\n  cardsync runs --tenant <id>\n  cardsync runs                # every tenant's\n  cardsync runs --run <run id> -o json"
+        subcommand_negates_reqs = true,
+        after_help = "Examples:\n  cardsync runs --tenant <id>\n  cardsync runs                # every tenant's\n  cardsync runs --run <run id> -o json\n  cardsync runs --held         # every tenant's held runs\n  cardsync runs plan <run id>\n  cardsync runs approve <run id>\n  cardsync runs reject <run id> --reason \"wrong scope group\"\n  cardsync tenant resume <tenant id>"
     )]
     Runs {
         /// The tenant whose runs are listed (without it: every tenant the token may see).
@@ -123,6 +125,11 @@ pub(crate) enum Command {
         /// Show this run only.
         #[arg(long)]
         run: Option<String>,
+        /// Only the runs held by the mass-change safety rail.
+        #[arg(long)]
+        held: bool,
+        #[command(subcommand)]
+        action: Option<RunsCommand>,
     },
     /// Dead-lettered messages: list (with their error and tenant), replay, discard.
     #[command(
@@ -307,6 +314,43 @@ pub(crate) enum TenantCommand {
     },
     /// Who changed what in a tenant's configuration.
     Audit { id: String },
+    /// Resume a tenant the mass-change safety rail paused (after its held run was rejected):
+    /// the runs asked for meanwhile, and one round if any was asked for, run now.
+    Resume { id: String },
+    /// Show the tenant's safety rail (thresholds, paused, held runs), or change thresholds
+    /// (the others keep their values).
+    Safety {
+        id: String,
+        /// Hold a run that would deactivate or delete more than this percentage of the cards.
+        #[arg(long)]
+        removal_percent: Option<f32>,
+        /// Hold a run that would update more than this percentage of the cards.
+        #[arg(long)]
+        update_percent: Option<f32>,
+        /// Never hold fewer removals (or updates) than this.
+        #[arg(long)]
+        minimum: Option<i32>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RunsCommand {
+    /// What a held run would change and why, with its first commands.
+    Plan {
+        run: String,
+        /// Commands to show (1 to 100).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Send exactly the held run's commands and resume its tenant.
+    Approve { run: String },
+    /// Send nothing; the tenant stays paused until `cardsync tenant resume`.
+    Reject {
+        run: String,
+        /// Recorded on the run.
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

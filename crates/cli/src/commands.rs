@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 /// Percent-encodes one path segment or query value (everything but RFC 3986's unreserved
 /// characters).
-fn enc(text: &str) -> String {
+pub(crate) fn enc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
@@ -83,7 +83,7 @@ pub async fn run(cli: Cli) -> u8 {
     }
 }
 
-type Printed = (Value, &'static [&'static str]);
+pub(crate) type Printed = (Value, &'static [&'static str]);
 
 const TENANT_COLUMNS: &[&str] = &[
     "id",
@@ -239,13 +239,30 @@ async fn execute(
                 &[],
             )
         }
+        Command::Runs {
+            action: Some(action),
+            ..
+        } => crate::rail::runs(client, action).await?,
         Command::Runs { run: Some(run), .. } => {
             (client.get(&format!("/v1/runs/{}", enc(run))).await?, &[])
         }
-        Command::Runs { tenant, run: None } => {
-            let path = match tenant {
-                Some(tenant) => format!("/v1/runs?tenant={}", enc(tenant)),
-                None => "/v1/runs".to_owned(),
+        Command::Runs {
+            tenant,
+            run: None,
+            held,
+            ..
+        } => {
+            let mut query = Vec::new();
+            if let Some(tenant) = tenant {
+                query.push(format!("tenant={}", enc(tenant)));
+            }
+            if *held {
+                query.push("status=held".to_owned());
+            }
+            let path = if query.is_empty() {
+                "/v1/runs".to_owned()
+            } else {
+                format!("/v1/runs?{}", query.join("&"))
             };
             (client.get(&path).await?, RUN_COLUMNS)
         }
@@ -420,6 +437,13 @@ async fn tenant(client: &Client, command: &TenantCommand) -> Result<Printed, Cli
                 .await?,
             &[],
         ),
+        TenantCommand::Resume { id } => crate::rail::resume(client, id).await?,
+        TenantCommand::Safety {
+            id,
+            removal_percent,
+            update_percent,
+            minimum,
+        } => crate::rail::safety(client, id, *removal_percent, *update_percent, *minimum).await?,
         TenantCommand::Audit { id } => (
             client.get(&format!("{}/audit", path(id))).await?,
             &["at", "actor", "action", "target"],

@@ -15,6 +15,7 @@ mod keeper;
 pub mod lease;
 pub mod metrics;
 pub mod preview;
+pub mod rail;
 pub mod round;
 pub mod select;
 pub mod settings;

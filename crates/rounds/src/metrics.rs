@@ -1,7 +1,8 @@
 //! The Prometheus metrics of delta rounds (`cardsync_delta_*`), registered once per process.
 
 use cardsync_telemetry::metrics::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, MetricsError, Opts, Registry, register,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, MetricsError, Opts,
+    Registry, register,
 };
 
 /// Typed handles to every metric a round records.
@@ -23,6 +24,12 @@ pub struct RoundMetrics {
     pub(crate) full_rounds: IntCounter,
     /// Cards a reconcile found drifted from the snapshot, by how (missing, status, fields).
     pub(crate) drift: IntCounterVec,
+    /// Rounds the mass-change safety rail held.
+    pub(crate) held: IntCounter,
+    /// Held runs waiting for an admin, by tenant.
+    pub(crate) held_runs: IntGaugeVec,
+    /// 1 while the tenant is paused by the safety rail, by tenant.
+    pub(crate) paused: IntGaugeVec,
 }
 
 impl RoundMetrics {
@@ -103,6 +110,52 @@ impl RoundMetrics {
                     &["drift"],
                 )?,
             )?,
+            held: register(
+                registry,
+                IntCounter::new(
+                    "cardsync_delta_rounds_held_total",
+                    "Rounds the mass-change safety rail held for an admin",
+                )?,
+            )?,
+            held_runs: register(
+                registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "cardsync_delta_held_runs",
+                        "Runs held by the mass-change safety rail, waiting for an admin",
+                    ),
+                    &["tenant"],
+                )?,
+            )?,
+            paused: register(
+                registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "cardsync_delta_tenant_paused",
+                        "1 while the tenant is paused by the mass-change safety rail",
+                    ),
+                    &["tenant"],
+                )?,
+            )?,
         })
+    }
+
+    /// Creates `tenant`'s safety-rail gauges at zero if they do not exist yet (never changes
+    /// a value).
+    pub(crate) fn touch_rail(&self, tenant: &str) {
+        self.held_runs.with_label_values(&[tenant]);
+        self.paused.with_label_values(&[tenant]);
+    }
+
+    /// Sets the safety-rail gauges from `overview` (every tenant, zeros included, from
+    /// [`cardsync_store::safety::overview`]).
+    pub fn set_rail(&self, overview: &[(uuid::Uuid, i64, bool)]) {
+        for (tenant, held, paused) in overview {
+            let tenant = tenant.to_string();
+            self.held_runs.with_label_values(&[&tenant]).set(*held);
+            self.paused
+                .with_label_values(&[&tenant])
+                .set(i64::from(*paused));
+        }
     }
 }

@@ -390,10 +390,43 @@ pub async fn unemitted(
     Ok(rows.into_iter().map(user_from).collect())
 }
 
+/// The tenant's users whose current version has no confirmed command, after `after` in user id
+/// order, at most `limit`: the safety rail assesses (and holds) a round's whole plan in pages.
+pub async fn unemitted_after(
+    executor: impl sqlx::PgExecutor<'_>,
+    tenant: Uuid,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<UserRow>, StoreError> {
+    let rows: Vec<UserTuple> = sqlx::query_as(concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM directory_users WHERE tenant_id = $1 AND version > emitted_version
+            AND ($2::text IS NULL OR user_id > $2)
+          ORDER BY user_id LIMIT $3"
+    ))
+    .bind(tenant)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(executor)
+    .await?;
+    Ok(rows.into_iter().map(user_from).collect())
+}
+
+/// How many of the tenant's users have no confirmed command for their current version.
+pub async fn count_unemitted(pool: &PgPool, tenant: Uuid) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM directory_users WHERE tenant_id = $1 AND version > emitted_version",
+    )
+    .bind(tenant)
+    .fetch_one(pool)
+    .await?)
+}
+
 /// Records that the commands for these `(user, version, action)` were confirmed by the broker.
 /// `action` is `None` when no command was needed for that version.
 pub async fn mark_emitted(
-    pool: &PgPool,
+    executor: impl sqlx::PgExecutor<'_>,
     tenant: Uuid,
     emitted: &[(String, i64, Option<&str>)],
 ) -> Result<(), StoreError> {
@@ -413,7 +446,7 @@ pub async fn mark_emitted(
     .bind(&ids)
     .bind(&versions)
     .bind(&actions)
-    .execute(pool)
+    .execute(executor)
     .await?;
     Ok(())
 }

@@ -9,6 +9,7 @@ pub mod directory;
 pub mod offboarding;
 pub mod outbox;
 pub mod runs;
+pub mod safety;
 pub mod schedules;
 pub mod sealing;
 pub mod subscription_slots;

@@ -38,6 +38,16 @@ pub const TENANT_TABLES: &[(&str, &str)] = &[
         "sync_schedules",
         "DELETE FROM sync_schedules WHERE tenant_id = $1",
     ),
+    // A held plan's commands (held_commands) go with it (ON DELETE CASCADE).
+    ("held_plans", "DELETE FROM held_plans WHERE tenant_id = $1"),
+    (
+        "parked_requests",
+        "DELETE FROM parked_requests WHERE tenant_id = $1",
+    ),
+    (
+        "tenant_safety",
+        "DELETE FROM tenant_safety WHERE tenant_id = $1",
+    ),
     ("sync_runs", "DELETE FROM sync_runs WHERE tenant_id = $1"),
     (
         "tenant_rules_history",

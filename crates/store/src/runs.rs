@@ -262,19 +262,33 @@ pub async fn list(
     before: Option<(OffsetDateTime, Uuid)>,
     limit: i64,
 ) -> Result<Vec<Run>, StoreError> {
+    list_with_status(executor, tenant_id, None, before, limit).await
+}
+
+/// [`list`], only the runs with `status` when given (the held runs, say).
+pub async fn list_with_status(
+    executor: impl PgExecutor<'_> + Copy,
+    tenant_id: Uuid,
+    status: Option<RunStatus>,
+    before: Option<(OffsetDateTime, Uuid)>,
+    limit: i64,
+) -> Result<Vec<Run>, StoreError> {
     list_of(
         executor,
         Some(std::slice::from_ref(&tenant_id)),
+        status,
         before,
         limit,
     )
     .await
 }
 
-/// The runs of `tenants` (`None`: of every tenant), newest first, paged as [`list`].
+/// The runs of `tenants` (`None`: of every tenant), only those with `status` when given,
+/// newest first, paged as [`list`].
 pub async fn list_of(
     executor: impl PgExecutor<'_> + Copy,
     tenants: Option<&[Uuid]>,
+    status: Option<RunStatus>,
     before: Option<(OffsetDateTime, Uuid)>,
     limit: i64,
 ) -> Result<Vec<Run>, StoreError> {
@@ -285,6 +299,7 @@ pub async fn list_of(
         " FROM sync_runs
           WHERE ($1::uuid[] IS NULL OR tenant_id = ANY($1))
             AND ($2::timestamptz IS NULL OR (created_at, run_id) < ($2, $3))
+            AND ($5::text IS NULL OR status = $5)
           ORDER BY created_at DESC, run_id DESC
           LIMIT $4"
     ))
@@ -292,6 +307,7 @@ pub async fn list_of(
     .bind(at)
     .bind(id)
     .bind(limit)
+    .bind(status.map(RunStatus::as_str))
     .fetch_all(executor)
     .await?;
     let ids: Vec<Uuid> = rows.iter().map(|row| row.run_id).collect();
@@ -392,7 +408,8 @@ pub async fn heartbeat(executor: impl PgExecutor<'_>, run_id: Uuid) -> Result<bo
 
 /// Fails the unfinished runs of `kind` that a worker started but whose heartbeat stopped more
 /// than `abandoned_after` ago (the worker died and no redelivery took the run over); returns
-/// their ids. Runs never started are left queued: they may be waiting behind others.
+/// their ids. Runs never started are left queued: they may be waiting behind others; so are runs
+/// parked by the safety rail while their tenant is paused.
 pub async fn fail_abandoned(
     executor: impl PgExecutor<'_>,
     kind: &str,
@@ -406,6 +423,8 @@ pub async fn fail_abandoned(
           WHERE kind = $1 AND finished_at IS NULL AND status IN ('queued', 'running')
             AND started_at IS NOT NULL AND emitted_at IS NULL
             AND coalesce(heartbeat_at, started_at) < now() - make_interval(secs => $3)
+            -- A run parked while its tenant is paused waits for the resume, not for a worker.
+            AND NOT EXISTS (SELECT 1 FROM parked_requests p WHERE p.run_id = sync_runs.run_id)
          RETURNING run_id",
     )
     .bind(kind)

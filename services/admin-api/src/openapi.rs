@@ -81,7 +81,7 @@ impl Modify for BearerAuth {
 #[openapi(
     info(title = "cardsync admin API", description = "Tenants, Graph connections, scope, field rules, cards, reconcile schedules, sync requests and runs. Every operation needs a bearer token: the `reader` role for reads, `admin` for changes."),
     modifiers(&BearerAuth),
-    components(schemas(ProblemDoc)),
+    components(schemas(ProblemDoc, routes::runs::StatusFilter)),
     security(("bearer" = [])),
     paths(
         routes::tenants::list,
@@ -120,6 +120,12 @@ impl Modify for BearerAuth {
         routes::schedules::delete,
         routes::runs::list,
         routes::runs::show,
+        routes::held::plan,
+        routes::held::approve,
+        routes::held::reject,
+        routes::held::resume,
+        routes::held::show_safety,
+        routes::held::put_safety,
         routes::dead_letters::list,
         routes::dead_letters::replay,
         routes::dead_letters::discard,

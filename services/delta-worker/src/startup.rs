@@ -216,6 +216,9 @@ async fn safety_poll(
             () = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
+        if let Err(error) = coalescer.rounds().refresh_rail_gauges().await {
+            tracing::warn!(error = %cardsync_telemetry::error_chain(&error), "safety rail gauges not refreshed");
+        }
         let idle = match cardsync_store::directory::idle_tenants(
             &pool,
             settings.worker.safety_poll_interval,

@@ -108,6 +108,9 @@ pub struct PipelineConfig {
     pub safety_poll_interval: String,
     /// How often the delta-worker looks for idle tenants.
     pub safety_poll_tick: String,
+    /// The mass-change safety rail of every tenant, `(removal %, update %, minimum)` as
+    /// `cardsync tenant safety` sets it; none keeps the defaults.
+    pub rail: Option<(f32, f32, i32)>,
     /// Further `CARDSYNC__…` settings given to every service.
     pub service_env: Vec<(String, String)>,
     /// Delete the run's exchanges and queues when the pipeline stops.
@@ -135,6 +138,7 @@ impl PipelineConfig {
             queue_type: QueueType::default(),
             safety_poll_interval: "30s".to_owned(),
             safety_poll_tick: "5s".to_owned(),
+            rail: None,
             service_env: Vec::new(),
             delete_topology: false,
         })
@@ -354,6 +358,10 @@ impl Pipeline {
                 &[],
             )?
         );
+        if let Some(args) = crate::tenants::rail_args(&tenant_text, config.rail) {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            println!("{}", operator.cli(&binaries, &args, &[])?);
+        }
         println!(
             "{}",
             operator.cli(

@@ -59,6 +59,10 @@ impl Pipeline {
             &["tenant", "create", "--id", &tenant_text, "--name", &name],
             &[],
         )?;
+        if let Some(args) = rail_args(&tenant_text, self.config.rail) {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cli(&args, &[])?;
+        }
         cli(
             &[
                 "connection",
@@ -138,4 +142,24 @@ pub(crate) async fn wait_subscription(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The `cardsync` arguments that give `tenant` the safety rail `rail`, if any.
+pub(crate) fn rail_args(tenant: &str, rail: Option<(f32, f32, i32)>) -> Option<Vec<String>> {
+    let (removal, update, minimum) = rail?;
+    Some(
+        [
+            "tenant",
+            "safety",
+            tenant,
+            "--removal-percent",
+            &removal.to_string(),
+            "--update-percent",
+            &update.to_string(),
+            "--minimum",
+            &minimum.to_string(),
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    )
 }

@@ -1,7 +1,9 @@
 //! The emit pass: card commands for saved rows, published in batches with publisher confirms,
 //! then recorded as emitted. A row is recorded only after the broker confirmed its command, so
 //! a round that dies in between leaves it unemitted and the next round sends it again at the
-//! same version (the card-writer applies a version once).
+//! same version (the card-writer applies a version once). While a round's passes run, saved
+//! rows are only noted: the safety rail (`rail.rs`) sends the whole plan, or holds it, at the
+//! end of the round.
 
 use super::{Round, RoundError, Rounds};
 use crate::snapshot::{self, Skip};
@@ -73,22 +75,22 @@ impl Rounds {
         } else {
             routing::live_command(&round.tenant_text)
         };
+        if round.deferring {
+            // The safety rail sends the round's plan once the passes are done (`rail.rs`):
+            // the rows stay unemitted until then. Their cards are about to change, so a cards
+            // pass leaves them alone.
+            if let Some(sent) = &mut round.emitted {
+                sent.extend(rows.iter().map(|(row, _)| row.user_id.clone()));
+            }
+            return Ok(());
+        }
         for chunk in rows.chunks(self.settings.emit_batch as usize) {
             round.check()?;
             let mut outgoing = Vec::with_capacity(chunk.len());
             let mut emitted = Vec::with_capacity(chunk.len());
             for (row, version) in chunk {
-                match snapshot::command_for(
-                    &round.tenant_text,
-                    row,
-                    *version,
-                    &round.rules,
-                    &round.scope,
-                    round.cause,
-                ) {
-                    Ok((mut command, action)) => {
-                        command.notified_at = round.notified_at.map(cardsync_proto::timestamp);
-                        command.run_id.clone_from(&round.run_id);
+                match self.command(round, row, *version) {
+                    Ok((command, action)) => {
                         self.metrics
                             .commands
                             .with_label_values(&[action.as_str()])
@@ -117,6 +119,29 @@ impl Rounds {
             }
         }
         Ok(())
+    }
+}
+
+impl Rounds {
+    /// The command `row` calls for at `version`, as this round sends it (its run, the
+    /// freshness start), or why there is none; what the safety rail keeps, too.
+    pub(super) fn command(
+        &self,
+        round: &Round<'_>,
+        row: &UserRow,
+        version: i64,
+    ) -> Result<(cardsync_proto::CardCommand, snapshot::Action), Skip> {
+        let (mut command, action) = snapshot::command_for(
+            &round.tenant_text,
+            row,
+            version,
+            &round.rules,
+            &round.scope,
+            round.cause,
+        )?;
+        command.notified_at = round.notified_at.map(cardsync_proto::timestamp);
+        command.run_id.clone_from(&round.run_id);
+        Ok((command, action))
     }
 }
 

@@ -72,9 +72,8 @@ impl Rounds {
         directory::save_groups(&mut tx, round.tenant, &rows).await?;
         tx.commit().await?;
         round.check()?;
-        self.redis
-            .set_delta_link(round.tenant, Collection::Groups, &link)
-            .await?;
+        // Stored once the round's plan is settled (`rail.rs`).
+        round.links.push((Collection::Groups, link.clone()));
         Ok(())
     }
 

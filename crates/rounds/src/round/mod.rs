@@ -1,16 +1,22 @@
-//! One delta round for one tenant, under its lease: flush what a crashed round left unemitted,
-//! follow the groups delta (group-scoped tenants), then the pass its mode asks for (the users
-//! delta page by page, or a re-read of named users or of a group's members), admin roles and
-//! photos, and record the round; a reconcile then compares the snapshot with the cards and
-//! repairs what drifted. The passes live in their own files; this one holds the lease, the
-//! fence, the pass order and the report.
+//! One delta round for one tenant, under its lease: stop at once when the safety rail paused
+//! the tenant; follow the groups delta (group-scoped tenants), then the pass its mode asks for
+//! (the users delta page by page, or a re-read of named users or of a group's members), admin
+//! roles and photos; a reconcile then compares the snapshot with the cards. The passes save
+//! the snapshot and send nothing: what they saved (with what a crashed round left unemitted)
+//! is the round's plan, which the safety rail sends or holds for an admin (`rail.rs`) before
+//! the delta links are stored and the round recorded. The passes live in their own files;
+//! this one holds the lease, the fence, the pass order and the report.
 
 mod cards;
 mod emit;
 mod groups;
 mod photos;
+mod rail;
 mod scoping;
+mod triggers;
 mod users;
+
+pub use triggers::Triggers;
 
 use crate::keeper::HeldLease;
 use crate::lease::{Collection, RedisError, RedisState};
@@ -25,7 +31,7 @@ use cardsync_store::StoreError;
 use cardsync_store::connections::{ConnectionError, Keyring};
 use cardsync_store::directory;
 use cardsync_store::runs::{self, RunStatus};
-use cardsync_telemetry::propagation::{self, MAX_LINKS, SpanRef};
+use cardsync_telemetry::propagation;
 use sqlx::PgPool;
 use std::collections::HashSet;
 use std::future::Future;
@@ -93,48 +99,6 @@ pub struct RoundRequest {
     pub run_id: Option<Uuid>,
 }
 
-/// What asked for a round, as far as the round's span and the freshness SLO care: the round's
-/// span is the child of the first trigger's span and links to the next [`MAX_LINKS`], so the
-/// trace of a notification goes on through the round to the card-writer.
-#[derive(Debug, Clone, Default)]
-pub struct Triggers {
-    parent: Option<SpanRef>,
-    links: Vec<SpanRef>,
-    notified_at: Option<OffsetDateTime>,
-}
-
-impl Triggers {
-    /// Adds one trigger: its span (if traced) and, for a notification, when the webhook
-    /// received it.
-    pub fn add(&mut self, span: Option<SpanRef>, notified_at: Option<OffsetDateTime>) {
-        if let Some(span) = span {
-            if self.parent.is_none() {
-                self.parent = Some(span);
-            } else if self.links.len() < MAX_LINKS {
-                self.links.push(span);
-            }
-        }
-        if let Some(at) = notified_at {
-            self.notified_at = Some(self.notified_at.map_or(at, |earliest| earliest.min(at)));
-        }
-    }
-
-    /// When the earliest notification served arrived; none when no notification asked.
-    pub fn notified_at(&self) -> Option<OffsetDateTime> {
-        self.notified_at
-    }
-
-    /// The trace the round's span continues, when a trigger was traced.
-    pub fn parent(&self) -> Option<&SpanRef> {
-        self.parent.as_ref()
-    }
-
-    /// The other triggers' spans the round's span links to.
-    pub fn links(&self) -> &[SpanRef] {
-        &self.links
-    }
-}
-
 /// What a round did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoundReport {
@@ -150,6 +114,11 @@ pub struct RoundReport {
     pub full: bool,
     /// Cards that differed from the snapshot and were sent a repairing command (reconcile).
     pub repaired: u64,
+    /// The run the mass-change safety rail held this round's commands under (none were sent).
+    pub held: Option<Uuid>,
+    /// The tenant was paused by the safety rail: the round did nothing but leave what it owed
+    /// for the resume.
+    pub paused: bool,
 }
 
 /// Why a round failed.
@@ -272,6 +241,11 @@ struct Round<'a> {
     emitted: Option<HashSet<String>>,
     /// Carried by every command as `notified_at` (the freshness SLO's start).
     notified_at: Option<OffsetDateTime>,
+    /// While the passes run: saved rows wait for the safety rail instead of being sent.
+    deferring: bool,
+    /// Delta links the passes ended with, stored once the round's plan is settled (sent or
+    /// held), so a link never runs ahead of the commands it covers.
+    links: Vec<(Collection, String)>,
     report: RoundReport,
 }
 
@@ -396,7 +370,7 @@ impl Rounds {
             tenant = %request.tenant,
             cause = request.cause.as_str(),
             mode = request.mode.as_str(),
-            triggers_linked = request.triggers.links.len(),
+            triggers_linked = request.triggers.links().len(),
         );
         propagation::follow(&span, request.triggers.parent(), request.triggers.links());
         let outcome = self.run_round(request).instrument(span).await;
@@ -475,16 +449,20 @@ impl Rounds {
             announced: &request.announced,
             emitted: matches!(request.mode, Mode::Reconcile | Mode::Apply).then(HashSet::new),
             notified_at: request.triggers.notified_at(),
+            deferring: true,
+            links: Vec::new(),
             report: RoundReport::default(),
         };
-        let result = self.run_leased(&mut round, request, scope_groups).await;
-        let report = round.report;
+        let result = self
+            .run_leased(&mut round, request, scope_groups, run)
+            .await;
+        let mut report = round.report;
         if let Err(error) = lease.release().await {
             tracing::warn!(error = %error, "lease release failed; it expires by itself");
         }
         let cause = request.cause.as_str();
         let outcome = match &result {
-            Ok(()) => "ok",
+            Ok(_) => "ok",
             Err(RoundError::Interrupted) => "interrupted",
             Err(_) => "failed",
         };
@@ -496,8 +474,18 @@ impl Rounds {
             .round_duration
             .with_label_values(&[cause])
             .observe(started.elapsed().as_secs_f64());
-        result?;
+        // The rail's gauges exist for every tenant that had a round, at zero until held.
+        self.metrics.touch_rail(&request.tenant.to_string());
+        let settled = result?;
         directory::record_round(&self.pool, request.tenant, cause).await?;
+        match settled {
+            Ending::Paused => {
+                report.paused = true;
+                return Ok(report);
+            }
+            Ending::Settled(rail::Settled::Held(run_id)) => report.held = Some(run_id),
+            Ending::Settled(rail::Settled::Released) => {}
+        }
         match run {
             // A live run goes on for the hour: this round's figures add to it.
             Some((run_id, true)) => {
@@ -505,6 +493,8 @@ impl Rounds {
                 counts.push(("commands", count(report.commands)));
                 runs::add_counts(&self.pool, run_id, &counts).await?;
             }
+            // Held: it waits for an admin, who sends its commands or rejects them.
+            Some((_, false)) if report.held.is_some() => {}
             // Every command is out: the run ends when the card-writer has accounted for them.
             Some((run_id, false)) => {
                 let mut tx = self.pool.begin().await?;
@@ -534,20 +524,42 @@ impl Rounds {
         Ok(report)
     }
 
-    /// The passes, in order.
+    /// The passes, in order, then the safety rail on their plan, then the delta links.
     async fn run_leased(
         &self,
         round: &mut Round<'_>,
         request: &RoundRequest,
         scope_groups: Option<Vec<String>>,
-    ) -> Result<(), RoundError> {
+        run: Option<(Uuid, bool)>,
+    ) -> Result<Ending, RoundError> {
         // The tenant is this round's before anything else happens: from here on, every write
         // of an older holder that lost its lease (paused past its TTL, say) is refused.
         let mut tx = self.pool.begin().await?;
         round.fence(&mut tx).await?;
         tx.commit().await?;
-        // A crashed round may have saved versions whose commands were never confirmed.
-        self.emit_unemitted(round).await?;
+        if self.paused(round, request).await? {
+            return Ok(Ending::Paused);
+        }
+        // What a crashed round saved but never had confirmed is still unemitted: it joins this
+        // round's plan, at the versions saved (or newer, when this round changes those users).
+        self.passes(round, request, scope_groups).await?;
+        let settled = self.settle(round, request, run).await?;
+        round.check()?;
+        for (collection, link) in std::mem::take(&mut round.links) {
+            self.redis
+                .set_delta_link(round.tenant, collection, &link)
+                .await?;
+        }
+        Ok(Ending::Settled(settled))
+    }
+
+    /// The passes of `request`'s mode.
+    async fn passes(
+        &self,
+        round: &mut Round<'_>,
+        request: &RoundRequest,
+        scope_groups: Option<Vec<String>>,
+    ) -> Result<(), RoundError> {
         let full = matches!(request.mode, Mode::Full | Mode::Reconcile);
         if full {
             self.redis.forget_delta_links(round.tenant).await?;
@@ -624,6 +636,14 @@ impl Rounds {
     }
 }
 
+/// How a round's passes ended.
+enum Ending {
+    /// The plan was sent or held.
+    Settled(rail::Settled),
+    /// The tenant is paused: nothing was done.
+    Paused,
+}
+
 /// The counts a finished round adds to its run (besides `commands`).
 fn run_counts(report: &RoundReport) -> [(&'static str, i64); 3] {
     [
@@ -645,33 +665,3 @@ fn count(n: u64) -> i64 {
 
 /// How often a round waiting for its tenant asks for the lease again.
 const LEASE_POLL: Duration = Duration::from_millis(50);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn triggers_keep_the_first_span_as_parent_cap_the_links_and_the_earliest_arrival() {
-        cardsync_telemetry::init_for_tests();
-        let mut triggers = Triggers::default();
-        let at = |s: i64| OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(s);
-        let spans: Vec<SpanRef> = (0..MAX_LINKS + 10)
-            .map(|_| {
-                tracing::info_span!("notification")
-                    .in_scope(SpanRef::current)
-                    .expect("traced")
-            })
-            .collect();
-        triggers.add(Some(spans[0].clone()), Some(at(50)));
-        triggers.add(None, Some(at(20)));
-        for span in &spans[1..] {
-            triggers.add(Some(span.clone()), Some(at(90)));
-        }
-        triggers.add(None, None);
-        assert_eq!(triggers.parent(), Some(&spans[0]));
-        assert_eq!(triggers.links().len(), MAX_LINKS);
-        assert_eq!(triggers.links()[0], spans[1]);
-        assert_eq!(triggers.notified_at(), Some(at(20)));
-        assert_eq!(Triggers::default().notified_at(), None);
-    }
-}

@@ -92,9 +92,8 @@ impl Rounds {
             self.save_and_emit(round, gone).await?;
         }
         round.check()?;
-        self.redis
-            .set_delta_link(round.tenant, Collection::Users, &final_link)
-            .await?;
+        // Stored once the round's plan is settled (`rail.rs`).
+        round.links.push((Collection::Users, final_link.clone()));
         if round.report.full {
             // The stored link now tracks what these rules read: a rules apply or dry run
             // compares later rules with it.

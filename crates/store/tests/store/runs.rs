@@ -188,12 +188,35 @@ async fn an_abandoned_run_fails_and_a_queued_one_waits() {
         kind: kind.clone(),
         ..new_run(tenant)
     };
+    // Started, then parked by the safety rail because its tenant was paused: it waits for the
+    // resume, however long.
+    let parked = NewRun {
+        kind: kind.clone(),
+        ..new_run(tenant)
+    };
     runs::create(&pool, &abandoned).await.unwrap();
     runs::create(&pool, &waiting).await.unwrap();
-    runs::claim(&pool, abandoned.run_id, std::time::Duration::from_secs(60))
-        .await
-        .unwrap();
-    age(&pool, abandoned.run_id, 3600.0).await;
+    runs::create(&pool, &parked).await.unwrap();
+    for run in [&abandoned, &parked] {
+        runs::claim(&pool, run.run_id, std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+        age(&pool, run.run_id, 3600.0).await;
+    }
+    let mut tx = pool.begin().await.unwrap();
+    cardsync_store::safety::lock(&mut tx, tenant).await.unwrap();
+    cardsync_store::safety::defer(
+        &mut tx,
+        tenant,
+        Some((
+            parked.run_id,
+            cardsync_store::safety::Worker::Reconcile,
+            b"request",
+        )),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
     let failed = runs::fail_abandoned(&pool, &kind, std::time::Duration::from_secs(600))
         .await
         .unwrap();
@@ -203,6 +226,9 @@ async fn an_abandoned_run_fails_and_a_queued_one_waits() {
     assert!(run.detail.unwrap().starts_with("abandoned"));
     let queued = runs::get(&pool, waiting.run_id).await.unwrap().unwrap();
     assert_eq!(queued.status, RunStatus::Queued);
+    let parked = runs::get(&pool, parked.run_id).await.unwrap().unwrap();
+    assert_eq!(parked.status, RunStatus::Queued);
+    assert!(parked.detail.unwrap().contains("paused"));
 }
 
 #[tokio::test]

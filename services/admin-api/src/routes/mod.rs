@@ -6,6 +6,7 @@
 pub(crate) mod cards;
 pub(crate) mod connections;
 pub(crate) mod dead_letters;
+pub(crate) mod held;
 pub(crate) mod mapping;
 pub(crate) mod offboard;
 pub(crate) mod rules;
@@ -45,6 +46,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
             .configure(sync::configure)
             .configure(schedules::configure)
             .configure(runs::configure)
+            .configure(held::configure)
             .configure(dead_letters::configure)
             .configure(sealing::configure)
             .configure(subscriptions::configure)

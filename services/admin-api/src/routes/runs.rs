@@ -1,5 +1,6 @@
-//! `/v1/runs`: the sync runs of a tenant (or of every tenant the caller may see) (Sync Now, per-user and per-group syncs, reconciles),
-//! newest first, and one run with its counts.
+//! `/v1/runs`: the sync runs of a tenant, or of every tenant the caller may see (Sync Now,
+//! per-user and per-group syncs, reconciles, rules applies, live rounds), newest first, and one
+//! run with its counts.
 
 use super::{Page, PageQuery, check_access, rfc3339, visible_tenant};
 use crate::error::ApiError;
@@ -7,7 +8,7 @@ use crate::openapi::Refusals;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use cardsync_auth::{Principal, TenantAccess};
-use cardsync_store::runs::{self, Run};
+use cardsync_store::runs::{self, Run, RunStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
@@ -60,12 +61,39 @@ impl From<Run> for RunView {
     }
 }
 
+/// A run status to list by.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum StatusFilter {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Held,
+    Rejected,
+}
+
+impl From<StatusFilter> for RunStatus {
+    fn from(status: StatusFilter) -> Self {
+        match status {
+            StatusFilter::Queued => RunStatus::Queued,
+            StatusFilter::Running => RunStatus::Running,
+            StatusFilter::Succeeded => RunStatus::Succeeded,
+            StatusFilter::Failed => RunStatus::Failed,
+            StatusFilter::Held => RunStatus::Held,
+            StatusFilter::Rejected => RunStatus::Rejected,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct RunsQuery {
     /// The tenant whose runs are listed; without it, the runs of every tenant the caller may
     /// see.
     tenant: Option<Uuid>,
+    /// Only runs in this status (`held`: the runs waiting for an admin).
+    status: Option<StatusFilter>,
     limit: Option<u32>,
     cursor: Option<String>,
 }
@@ -103,7 +131,8 @@ pub(crate) async fn list(
     };
     let limit = page.limit(&state)?;
     let before = page.cursor.as_deref().map(parse_cursor).transpose()?;
-    let runs = runs::list_of(&state.pool, tenants.as_deref(), before, limit).await?;
+    let status = query.status.map(RunStatus::from);
+    let runs = runs::list_of(&state.pool, tenants.as_deref(), status, before, limit).await?;
     let full = i64::try_from(runs.len()).unwrap_or(i64::MAX) >= limit;
     let last = runs.last().map(|run| (run.created_at, run.run_id));
     let items: Vec<RunView> = runs.into_iter().map(RunView::from).collect();
@@ -120,14 +149,24 @@ pub(crate) async fn show(
     caller: Principal,
     run: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    let run = runs::get(&state.pool, *run)
-        .await?
-        .ok_or_else(|| ApiError::not_found("run", *run))?;
-    // A run of a tenant the caller may not see does not exist for it.
-    if check_access(&caller, run.tenant_id).is_err() {
-        return Err(ApiError::not_found("run", run.run_id));
-    }
+    let run = visible_run(&state, &caller, *run).await?;
     Ok(HttpResponse::Ok().json(RunView::from(run)))
+}
+
+/// The run when it exists and the caller may see its tenant (a run of a tenant the caller may
+/// not see does not exist for it).
+pub(crate) async fn visible_run(
+    state: &AppState,
+    caller: &Principal,
+    run: Uuid,
+) -> Result<Run, ApiError> {
+    let found = runs::get(&state.pool, run)
+        .await?
+        .ok_or_else(|| ApiError::not_found("run", run))?;
+    if check_access(caller, found.tenant_id).is_err() {
+        return Err(ApiError::not_found("run", run));
+    }
+    Ok(found)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 mod auth;
 mod dead_letters;
+mod held;
 mod mapping;
 mod offboard;
 mod resources;

@@ -8,7 +8,6 @@ use cardsync_proto as proto;
 use cardsync_rules::{FieldName, FieldState, FieldStates, ValueSource};
 use cardsync_store::cards::{self, Card, CardStatus};
 use graph_sim::control_client::CARDSYNC_PERMISSIONS;
-use prost::Message as _;
 use serde_json::{Value, json};
 use std::time::Duration;
 use uuid::Uuid;
@@ -335,6 +334,11 @@ async fn rules_are_validated_versioned_and_kept_in_history() {
 
 /// The next `SyncRequest` on the test's queue `queue` (short name).
 async fn next_request(fixture: &Fixture, queue: &str) -> proto::SyncRequest {
+    next_message(fixture, queue).await
+}
+
+/// The next message on the test's queue `queue` (short name), decoded as `M`.
+pub(crate) async fn next_message<M: prost::Message + Default>(fixture: &Fixture, queue: &str) -> M {
     let connection = cardsync_bus::lapin::Connection::connect(
         &cardsync_testkit::amqp_url(),
         cardsync_bus::lapin::ConnectionProperties::default(),
@@ -350,12 +354,11 @@ async fn next_request(fixture: &Fixture, queue: &str) -> proto::SyncRequest {
             .await
             .expect("basic.get")
         {
-            return proto::SyncRequest::decode(message.delivery.data.as_slice())
-                .expect("a SyncRequest");
+            return M::decode(message.delivery.data.as_slice()).expect("a message of the type");
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no sync request on {queue}"
+            "no message on {queue}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

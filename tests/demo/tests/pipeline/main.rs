@@ -23,6 +23,7 @@ mod graph_trouble;
 mod offboard;
 mod redis_loss;
 mod rules;
+mod safety_rail;
 mod secrets;
 mod support;
 mod sync_now;

@@ -118,6 +118,15 @@ async fn save_and_apply(p: &Pipeline, file: &str) -> anyhow::Result<Run> {
 async fn a_rules_apply_changes_exactly_the_cards_its_dry_run_counted() {
     support::run(Setup::new("rules-apply", 150), async |p| {
         p.initial_sync(SETTLE).await?;
+        // These rules change most cards on purpose: the safety rail lets such an apply through
+        // only when told to (or when an admin approves it).
+        p.cardsync(&[
+            "tenant",
+            "safety",
+            &p.tenant_text(),
+            "--update-percent",
+            "100",
+        ])?;
         let file = proposed(p, |rules| {
             rules["fields"]["job_title"]["source"] = json!("upper(jobTitle)");
             rules["phone_order"] = json!("business_first");
@@ -203,6 +212,15 @@ async fn a_rules_apply_changes_exactly_the_cards_its_dry_run_counted() {
 async fn a_custom_field_reading_an_unselected_property_fills_every_card_and_follows_changes() {
     support::run(Setup::new("rules-custom", 100), async |p| {
         p.initial_sync(SETTLE).await?;
+        // These rules change most cards on purpose: the safety rail lets such an apply through
+        // only when told to (or when an admin approves it).
+        p.cardsync(&[
+            "tenant",
+            "safety",
+            &p.tenant_text(),
+            "--update-percent",
+            "100",
+        ])?;
         let file = proposed(p, |rules| {
             rules["custom_fields"] =
                 json!({"office": {"expression": "coalesce(officeLocation, \"remote\")"}});
