@@ -122,7 +122,7 @@ image: ## build the container image (IMAGE=cardsync:<version>; CONTAINER=podman|
 # to a scratch corpus under the fuzz project's target; the checked-in seeds are read, never
 # written. `make ci` replays the checked-in corpus on stable (cargo test -p cardsync-fuzz).
 FUZZ_DIR := tests/fuzz/cargo-fuzz
-FUZZ_TARGETS := notification_body lifecycle_body delta_page rules_document expression
+FUZZ_TARGETS := notification_body lifecycle_body delta_page rules_document expression admin_body jwt
 FUZZ_RUNS ?= 1000000
 $(VENV)/.fuzz-deps: tests/fuzz/requirements.txt
 	python3 -m venv $(VENV)

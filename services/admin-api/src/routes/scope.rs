@@ -34,6 +34,25 @@ pub(crate) struct Scope {
     groups: Vec<String>,
 }
 
+impl Scope {
+    /// The groups, checked, sorted and without duplicates.
+    pub(crate) fn checked_groups(self) -> Result<Vec<String>, ApiError> {
+        let mut groups = self.groups;
+        if groups.len() > MAX_SCOPE_GROUPS {
+            return Err(ApiError::invalid(
+                "too-many-groups",
+                format!("a scope names at most {MAX_SCOPE_GROUPS} groups"),
+            ));
+        }
+        for group in &groups {
+            check_group_id(group)?;
+        }
+        groups.sort();
+        groups.dedup();
+        Ok(groups)
+    }
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct ScopeView {
     all_users: bool,
@@ -80,18 +99,7 @@ pub(crate) async fn put_scope(
     body: web::Json<Scope>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = visible_tenant(&state, &caller, *tenant).await?.tenant_id;
-    let mut groups = body.into_inner().groups;
-    if groups.len() > MAX_SCOPE_GROUPS {
-        return Err(ApiError::invalid(
-            "too-many-groups",
-            format!("a scope names at most {MAX_SCOPE_GROUPS} groups"),
-        ));
-    }
-    for group in &groups {
-        check_group_id(group)?;
-    }
-    groups.sort();
-    groups.dedup();
+    let groups = body.into_inner().checked_groups()?;
     let before = cardsync_store::directory::scope(&state.pool, tenant).await?;
     cardsync_store::directory::set_scope(&state.pool, tenant, &groups).await?;
     let after = ScopeView::of(Some(groups));
