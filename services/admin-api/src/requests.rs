@@ -57,7 +57,8 @@ impl Body {
 
     /// Parses and checks `bytes` as this route does; the refusal is the problem it answers.
     pub fn check(self, bytes: &[u8]) -> Result<(), Box<Problem>> {
-        self.checked(bytes).map_err(|error| Box::new(error.problem()))
+        self.checked(bytes)
+            .map_err(|error| Box::new(error.problem()))
     }
 
     fn checked(self, bytes: &[u8]) -> Result<(), ApiError> {
