@@ -11,6 +11,7 @@ use anyhow::{Context as _, bail, ensure};
 use cardsync_demo::Service;
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -124,8 +125,14 @@ async fn send(port: u16, request: &[u8], cut: Option<usize>, slow: bool) -> anyh
     })
 }
 
-/// One random request at one of the two services; fails on what must never happen.
-async fn one(rng: &mut StdRng, tenant: &str, ports: (u16, u16), token: &str) -> anyhow::Result<()> {
+/// One random request at one of the two services; fails on what must never happen, else
+/// returns the status (`None`: closed without an answer).
+async fn one(
+    rng: &mut StdRng,
+    tenant: &str,
+    ports: (u16, u16),
+    token: &str,
+) -> anyhow::Result<Option<u16>> {
     let admin = rng.random_bool(0.5);
     let path = if admin {
         ADMIN_PATHS[rng.random_range(0..ADMIN_PATHS.len())].replace("{t}", tenant)
@@ -166,7 +173,7 @@ async fn one(rng: &mut StdRng, tenant: &str, ports: (u16, u16), token: &str) -> 
             cut.is_some() || answer.body.is_empty(),
             "{method} {path}: an answer without a status"
         );
-        return Ok(());
+        return Ok(None);
     };
     ensure!(
         status < 500,
@@ -188,7 +195,7 @@ async fn one(rng: &mut StdRng, tenant: &str, ports: (u16, u16), token: &str) -> 
             String::from_utf8_lossy(&answer.body)
         );
     }
-    Ok(())
+    Ok(Some(status))
 }
 
 #[tokio::test]
@@ -219,20 +226,24 @@ async fn a_hostile_client_gets_no_5xx_crashes_nothing_and_leaves_no_memory_behin
             let (tenant, token) = (p.tenant.to_string(), token.clone());
             let mut rng = StdRng::seed_from_u64(seed ^ worker);
             workers.spawn(async move {
-                let mut sent = 0u64;
+                let mut statuses = BTreeMap::<Option<u16>, u64>::new();
                 while started.elapsed() < Duration::from_secs(seconds) {
-                    one(&mut rng, &tenant, ports, &token).await?;
-                    sent += 1;
+                    *statuses
+                        .entry(one(&mut rng, &tenant, ports, &token).await?)
+                        .or_default() += 1;
                 }
-                anyhow::Ok(sent)
+                anyhow::Ok(statuses)
             });
         }
-        let mut sent = 0;
+        let mut statuses = BTreeMap::<Option<u16>, u64>::new();
         while let Some(done) = workers.join_next().await {
-            sent += done??;
+            for (status, count) in done?? {
+                *statuses.entry(status).or_default() += count;
+            }
         }
         println!(
-            "{sent} hostile requests in {:.1} s",
+            "{} hostile requests in {:.1} s; answers by status (None: closed unanswered): {statuses:?}",
+            statuses.values().sum::<u64>(),
             started.elapsed().as_secs_f64()
         );
         ensure!(
