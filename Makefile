@@ -122,7 +122,7 @@ image: ## build the container image (IMAGE=cardsync:<version>; CONTAINER=podman|
 # to a scratch corpus under the fuzz project's target; the checked-in seeds are read, never
 # written. `make ci` replays the checked-in corpus on stable (cargo test -p cardsync-fuzz).
 FUZZ_DIR := tests/fuzz/cargo-fuzz
-FUZZ_TARGETS := notification_body lifecycle_body delta_page rules_document expression
+FUZZ_TARGETS := notification_body lifecycle_body delta_page rules_document expression admin_body jwt
 FUZZ_RUNS ?= 1000000
 $(VENV)/.fuzz-deps: tests/fuzz/requirements.txt
 	python3 -m venv $(VENV)
@@ -173,9 +173,13 @@ demo: services ## the main job: seed graph-sim, initial sync, a stream of change
 # servers: leave them out (--faults) while anything else uses them.
 SOAK_BINS := -p graph-sim -p webhook -p delta-worker -p card-writer -p subscription-manager -p reconciler -p admin-api -p cardsync-cli -p cardsync-demo
 SOAK_ARGS ?=
-soak: services ## faults drawn from a seed under a change stream, then every card checked (SOAK_ARGS="--seconds 3600 --seed 7"; minutes to hours)
+# The soak ends with the hostile client against the running webhook and admin API for
+# HOSTILE_SECONDS (`make test` runs it for 20 s).
+HOSTILE_SECONDS ?= 300
+soak: services ## faults drawn from a seed under a change stream, then every card checked (SOAK_ARGS="--seconds 3600 --seed 7"; minutes to hours), then the hostile client (HOSTILE_SECONDS)
 	$(CARGO) build --locked $(SOAK_BINS) --bins
 	"$${CARGO_TARGET_DIR:-target}/debug/cardsync-soak" $(SOAK_ARGS)
+	CARDSYNC_HOSTILE_SECONDS=$(HOSTILE_SECONDS) $(CARGO) test --locked -p cardsync-demo --test pipeline hostile
 
 # `make ci`'s short soak: a fixed seed, every fault family, under five minutes with its build.
 SOAK_SHORT_ARGS ?= --seconds 150 --fault-every 6 --max-fault 4 --users 300 --seed 7 --converge-timeout 60 --settle-timeout 90

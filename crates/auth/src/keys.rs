@@ -62,7 +62,8 @@ impl RefreshRule {
 #[derive(Clone)]
 pub struct KeySet {
     url: String,
-    http: reqwest::Client,
+    /// None for fixed keys, which are never fetched.
+    http: Option<reqwest::Client>,
     rule: RefreshRule,
     cache: Arc<RwLock<Cache>>,
     fetching: Arc<tokio::sync::Mutex<()>>,
@@ -90,11 +91,30 @@ impl KeySet {
             .map_err(|error| KeysError::Unavailable(error.into()))?;
         Ok(Self {
             url,
-            http,
+            http: Some(http),
             rule,
             cache: Arc::default(),
             fetching: Arc::default(),
         })
+    }
+
+    /// The keys of a JWKS document given once and never fetched again: a verifier without
+    /// network (tests, fuzzing, an issuer whose keys are configured rather than published).
+    pub fn fixed(document: &serde_json::Value) -> Self {
+        let cache = Cache {
+            keys: parse_jwks(document),
+            fetched_at: Some(Instant::now()),
+        };
+        Self {
+            url: String::new(),
+            http: None,
+            rule: RefreshRule {
+                unknown_kid_interval: Duration::MAX,
+                max_age: Duration::MAX,
+            },
+            cache: Arc::new(RwLock::new(cache)),
+            fetching: Arc::default(),
+        }
     }
 
     fn cached(&self, kid: &str) -> (Option<SigningKey>, Option<Instant>) {
@@ -151,7 +171,8 @@ impl KeySet {
     async fn fetch(
         &self,
     ) -> Result<HashMap<String, SigningKey>, Box<dyn std::error::Error + Send + Sync>> {
-        let response = self.http.get(&self.url).send().await?.error_for_status()?;
+        let http = self.http.as_ref().ok_or("fixed keys are never fetched")?;
+        let response = http.get(&self.url).send().await?.error_for_status()?;
         let document: serde_json::Value = response.json().await?;
         Ok(parse_jwks(&document))
     }

@@ -149,16 +149,21 @@ impl Verifier {
                 )
             })
             .transpose()?;
+        Ok(Self::with_keys(settings, keys))
+    }
+
+    /// A verifier with these keys instead of the settings' JWKS URL (see [`KeySet::fixed`]).
+    pub fn with_keys(settings: &AuthSettings, keys: Option<KeySet>) -> Self {
         let hs256 = settings
             .allow_hs256
             .then_some(settings.hs256_secret.as_ref())
             .flatten()
             .map(|secret| DecodingKey::from_secret(secret.expose_secret().as_bytes()));
-        Ok(Self {
+        Self {
             settings: settings.clone(),
             keys,
             hs256,
-        })
+        }
     }
 
     /// Verifies `token` and reads its caller.

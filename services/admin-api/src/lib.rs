@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod openapi;
+pub mod requests;
 pub mod routes;
 pub mod settings;
 pub mod startup;

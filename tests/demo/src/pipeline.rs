@@ -767,6 +767,11 @@ impl Pipeline {
         self.children.pid(service.name())
     }
 
+    /// The process id of the admin API.
+    pub fn admin_api_pid(&self) -> Option<u32> {
+        self.children.pid("admin-api")
+    }
+
     /// Kills the service with SIGKILL: a crash, in the middle of whatever it was doing.
     pub fn kill(&mut self, service: Service) -> anyhow::Result<()> {
         self.children.kill(service.name())

@@ -11,7 +11,11 @@
 //! | `delta_page` | a Graph delta page, merged into a directory user and mapped to a card |
 //! | `rules_document` | a tenant's field rules document, validated and applied |
 //! | `expression` | a custom-field expression, parsed, diagnosed and evaluated |
+//! | `admin_body` | an admin API request body (first byte: which route), parsed and checked |
+//! | `jwt` | a bearer token, verified against a fixed JWKS and an HS256 secret (no network) |
 
+use admin_api::requests::Body;
+use cardsync_auth::{AuthSettings, KeySet, Verifier};
 use cardsync_rules::{DirectoryUser, Expression, FieldRules, map_user};
 use serde_json::{Value, json};
 use std::sync::LazyLock;
@@ -26,6 +30,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("delta_page", delta_page),
     ("rules_document", rules_document),
     ("expression", expression),
+    ("admin_body", admin_body),
+    ("jwt", jwt),
 ];
 
 /// The webhook's notification parser: every item of a collection is either a notification or a
@@ -108,6 +114,92 @@ pub fn expression(data: &[u8]) {
         assert!(again == parsed);
     }
 }
+
+/// An admin API request body: the first byte picks the route (modulo their number), the rest is
+/// the body, parsed and checked by the route's own code. A refusal is a client error (400, 413,
+/// 415 or 422) with a code and a detail, never a 5xx.
+pub fn admin_body(data: &[u8]) {
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    let route = Body::ALL[usize::from(selector) % Body::ALL.len()];
+    if let Err(problem) = route.check(body) {
+        assert!(
+            (400..500).contains(&problem.status),
+            "{route:?} refused with {}",
+            problem.status
+        );
+        assert!(problem.kind.starts_with("urn:cardsync:problem:"));
+        assert!(!problem.detail.is_empty());
+    }
+}
+
+/// A bearer token as the `Authorization` header carries it, verified by two verifiers (one
+/// reading a tenant claim): HS256, and RS256 and ES256 against a fixed JWKS. A refusal is a
+/// 401, 403 or 503 problem that never repeats a JWT-shaped token; an accepted token names its caller in
+/// at most 200 printable characters.
+pub fn jwt(data: &[u8]) {
+    let Ok(token) = std::str::from_utf8(data) else {
+        return;
+    };
+    for verifier in VERIFIERS.iter() {
+        match RUNTIME.block_on(verifier.verify(token)) {
+            Ok(principal) => {
+                assert!(principal.subject.chars().count() <= 200);
+                assert!(!principal.subject.chars().any(char::is_control));
+            }
+            Err(error) => {
+                let problem = cardsync_auth::middleware::problem(&error);
+                assert!(matches!(problem.status, 401 | 403 | 503), "{error:?}");
+                // A JWT-shaped token (two dots) is never echoed; a shorter text may happen
+                // to be a piece of the fixed refusal texts (the fuzzer finds those).
+                assert!(token.matches('.').count() < 2 || !problem.detail.contains(token));
+            }
+        }
+    }
+}
+
+/// The fixed JWKS the `jwt` target verifies against (an ES256 and an RS256 key; their private
+/// halves signed the corpus's seeds and were thrown away).
+pub const JWKS: &str = include_str!("jwks.json");
+
+/// The HS256 secret the `jwt` target accepts.
+pub const HS256_SECRET: &str = "fuzzing-hs256-secret-0123456789abcdef";
+
+fn auth_settings(tenant_claim: Option<&str>) -> AuthSettings {
+    AuthSettings {
+        jwks_url: None,
+        issuers: vec![
+            "https://idp.fuzz".into(),
+            "https://sts.windows.net/{tid}/".into(),
+        ],
+        audiences: vec!["api://cardsync".into()],
+        roles_claim: "roles".into(),
+        reader_role: "reader".into(),
+        admin_role: "admin".into(),
+        tenant_claim: tenant_claim.map(str::to_owned),
+        leeway: std::time::Duration::from_secs(60),
+        jwks_refresh_interval: std::time::Duration::from_secs(60),
+        jwks_max_age: std::time::Duration::from_secs(3600),
+        jwks_timeout: std::time::Duration::from_secs(1),
+        allow_hs256: true,
+        hs256_secret: Some(HS256_SECRET.to_owned().into()),
+    }
+}
+
+/// The `jwt` target's verifiers: every tenant, and tenants from the `tid` claim.
+pub static VERIFIERS: LazyLock<[Verifier; 2]> = LazyLock::new(|| {
+    let document: Value = serde_json::from_str(JWKS).expect("the fixed JWKS is JSON");
+    [None, Some("tid")]
+        .map(|claim| Verifier::with_keys(&auth_settings(claim), Some(KeySet::fixed(&document))))
+});
+
+/// Runs the verifier's futures (which never wait: the keys are fixed).
+pub static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a current-thread runtime")
+});
 
 static DEFAULT_RULES: LazyLock<FieldRules> = LazyLock::new(FieldRules::default);
 

@@ -276,6 +276,23 @@ pub(crate) struct FieldEdit {
     value: Option<String>,
 }
 
+impl FieldEdit {
+    /// The new value (`None` clears), checked.
+    pub(crate) fn checked(self) -> Result<Option<String>, ApiError> {
+        if self
+            .value
+            .as_deref()
+            .is_some_and(|text| text.contains('\0'))
+        {
+            return Err(ApiError::invalid(
+                "invalid-value",
+                "a value must not contain NUL characters",
+            ));
+        }
+        Ok(self.value)
+    }
+}
+
 fn edit_failed(error: EditError) -> ApiError {
     match error {
         EditError::UnknownTenant(id) => ApiError::not_found("tenant", id),
@@ -306,13 +323,7 @@ pub(crate) async fn edit_field(
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, card_id, field) = path.into_inner();
     let tenant = visible_tenant(&state, &caller, tenant).await?.tenant_id;
-    let value = body.into_inner().value;
-    if value.as_deref().is_some_and(|text| text.contains('\0')) {
-        return Err(ApiError::invalid(
-            "invalid-value",
-            "a value must not contain NUL characters",
-        ));
-    }
+    let value = body.into_inner().checked()?;
     let before = cards::get(&state.pool, tenant, card_id)
         .await?
         .and_then(|card| card.fields.value(&field).map(str::to_owned));

@@ -78,7 +78,7 @@ pub(crate) struct NewConnection {
 }
 
 impl NewConnection {
-    fn check(&self) -> Result<(), ApiError> {
+    pub(crate) fn check(&self) -> Result<(), ApiError> {
         let client = self.client_id.trim();
         if client.is_empty() || client.len() > 256 || client.chars().any(char::is_control) {
             return Err(ApiError::invalid(

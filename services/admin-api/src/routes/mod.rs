@@ -238,7 +238,13 @@ pub(crate) fn optional_body<T: serde::de::DeserializeOwned>(
     if text.trim().is_empty() || text.trim() == "null" {
         return Ok(None);
     }
-    serde_json::from_str(text).map(Some).map_err(|error| {
+    json_body(text.as_bytes()).map(Some)
+}
+
+/// A JSON body read as the `Json` extractor reads it, refused as [`json_error`] refuses it: a
+/// body that does not fit the request is invalid (422), one that is not JSON malformed (400).
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|error| {
         if error.is_data() {
             ApiError::invalid(
                 "invalid-body",

@@ -180,7 +180,7 @@ fn target(segment: &str) -> Result<Target, ApiError> {
     }
 }
 
-fn field_error(invalid: Invalid) -> ApiError {
+pub(crate) fn field_error(invalid: Invalid) -> ApiError {
     ApiError::InvalidField {
         code: "invalid-schedule",
         pointer: format!("/{}", invalid.field),
@@ -222,7 +222,7 @@ fn time_of_day(text: &str) -> Result<TimeOfDay, ApiError> {
     })
 }
 
-fn spec_of(body: &ScheduleBody) -> Result<Spec, ApiError> {
+pub(crate) fn spec_of(body: &ScheduleBody) -> Result<Spec, ApiError> {
     Ok(Spec {
         cadence: cadence(&body.cadence)?,
         weekday: body.weekday.as_deref().map(weekday).transpose()?,
@@ -237,7 +237,7 @@ fn spec_of(body: &ScheduleBody) -> Result<Spec, ApiError> {
     })
 }
 
-fn merged(current: &Spec, patch: &SchedulePatch) -> Result<Spec, ApiError> {
+pub(crate) fn merged(current: &Spec, patch: &SchedulePatch) -> Result<Spec, ApiError> {
     let cadence = patch
         .cadence
         .as_deref()

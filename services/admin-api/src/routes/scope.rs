@@ -53,6 +53,26 @@ pub(crate) struct ConditionBody {
     values: Vec<String>,
 }
 
+impl Scope {
+    /// The groups, checked, sorted and without duplicates, and the user filter, validated.
+    pub(crate) fn checked(self) -> Result<(Vec<String>, UserFilter), ApiError> {
+        let filter = user_filter(&self)?;
+        let mut groups = self.groups;
+        if groups.len() > MAX_SCOPE_GROUPS {
+            return Err(ApiError::invalid(
+                "too-many-groups",
+                format!("a scope names at most {MAX_SCOPE_GROUPS} groups"),
+            ));
+        }
+        for group in &groups {
+            check_group_id(group)?;
+        }
+        groups.sort();
+        groups.dedup();
+        Ok((groups, filter))
+    }
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct ScopeView {
     /// No group scope and no filter: every user of the directory.
@@ -131,20 +151,7 @@ pub(crate) async fn put_scope(
     body: web::Json<Scope>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = visible_tenant(&state, &caller, *tenant).await?.tenant_id;
-    let body = body.into_inner();
-    let filter = user_filter(&body)?;
-    let mut groups = body.groups;
-    if groups.len() > MAX_SCOPE_GROUPS {
-        return Err(ApiError::invalid(
-            "too-many-groups",
-            format!("a scope names at most {MAX_SCOPE_GROUPS} groups"),
-        ));
-    }
-    for group in &groups {
-        check_group_id(group)?;
-    }
-    groups.sort();
-    groups.dedup();
+    let (groups, filter) = body.into_inner().checked()?;
     let before = stored_scope(&state, tenant).await?;
     cardsync_store::directory::set_scope(&state.pool, tenant, &groups).await?;
     cardsync_store::directory::set_user_filter(&state.pool, tenant, Some(&filter)).await?;

@@ -152,6 +152,32 @@ pub(crate) struct NewSubscription {
     client_state: SecretString,
 }
 
+impl NewSubscription {
+    /// The expiry time and the resource, checked with the clientState.
+    pub(crate) fn checked(&self) -> Result<(OffsetDateTime, &str), ApiError> {
+        let expires_at = OffsetDateTime::parse(&self.expires_at, &Rfc3339).map_err(|_| {
+            ApiError::invalid("invalid-expires-at", "expires_at must be an RFC 3339 time")
+        })?;
+        if !(1..=128).contains(&self.client_state.expose_secret().chars().count()) {
+            return Err(ApiError::invalid(
+                "invalid-client-state",
+                "client_state must be 1 to 128 characters (Graph's limit)",
+            ));
+        }
+        let resource = self.resource.trim();
+        if !resource.starts_with('/')
+            || resource.len() > 256
+            || resource.chars().any(char::is_control)
+        {
+            return Err(ApiError::invalid(
+                "invalid-resource",
+                "resource must be a Graph path such as /users",
+            ));
+        }
+        Ok((expires_at, resource))
+    }
+}
+
 fn default_resource() -> String {
     "/users".to_owned()
 }
@@ -184,23 +210,7 @@ pub(crate) async fn register_subscription(
 ) -> Result<HttpResponse, ApiError> {
     let tenant = visible_tenant(&state, &caller, *tenant).await?.tenant_id;
     let body = body.into_inner();
-    let expires_at = OffsetDateTime::parse(&body.expires_at, &Rfc3339).map_err(|_| {
-        ApiError::invalid("invalid-expires-at", "expires_at must be an RFC 3339 time")
-    })?;
-    if !(1..=128).contains(&body.client_state.expose_secret().chars().count()) {
-        return Err(ApiError::invalid(
-            "invalid-client-state",
-            "client_state must be 1 to 128 characters (Graph's limit)",
-        ));
-    }
-    let resource = body.resource.trim();
-    if !resource.starts_with('/') || resource.len() > 256 || resource.chars().any(char::is_control)
-    {
-        return Err(ApiError::invalid(
-            "invalid-resource",
-            "resource must be a Graph path such as /users",
-        ));
-    }
+    let (expires_at, resource) = body.checked()?;
     let subscription = Subscription {
         id: body.id,
         tenant_id: tenant,

@@ -58,11 +58,21 @@ pub(crate) struct SyncTenant {
     group: Option<String>,
 }
 
+impl SyncTenant {
+    /// The group to sync, checked; none: the whole tenant.
+    pub(crate) fn checked_group(self) -> Result<Option<String>, ApiError> {
+        if let Some(group) = &self.group {
+            check_object_id(group, "group")?;
+        }
+        Ok(self.group)
+    }
+}
+
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SyncUser {
     #[serde(default)]
-    depth: SyncDepth,
+    pub(crate) depth: SyncDepth,
 }
 
 /// The answer to a sync request.
@@ -97,7 +107,7 @@ pub(crate) fn check_syncable(tenant: &TenantSummary) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_object_id(id: &str, what: &'static str) -> Result<(), ApiError> {
+pub(crate) fn check_object_id(id: &str, what: &'static str) -> Result<(), ApiError> {
     if is_object_id(id) {
         Ok(())
     } else {
@@ -223,9 +233,8 @@ pub(crate) async fn sync_tenant(
     let tenant = visible_tenant(&state, &caller, *tenant).await?;
     let body: SyncTenant = optional_body(&body)?.unwrap_or_default();
     check_syncable(&tenant)?;
-    match body.group {
+    match body.checked_group()? {
         Some(group) => {
-            check_object_id(&group, "group")?;
             let asked = RunRequest {
                 tenant: tenant.tenant_id,
                 kind: "reconcile",

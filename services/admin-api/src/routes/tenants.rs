@@ -130,6 +130,17 @@ pub(crate) struct NewTenant {
     rules: Option<FieldRules>,
 }
 
+impl NewTenant {
+    /// The name and the rules (the defaults when absent), checked.
+    pub(crate) fn check(&self) -> Result<(), ApiError> {
+        check_name(&self.name)?;
+        match &self.rules {
+            Some(rules) => check_rules(rules),
+            None => check_rules(&FieldRules::default()),
+        }
+    }
+}
+
 #[utoipa::path(post, operation_id = "tenants_create", path = "/v1/tenants", tag = "tenants", request_body = NewTenant, responses((status = 201, description = "Created", body = TenantView), Refusals))]
 pub(crate) async fn create(
     state: web::Data<AppState>,
@@ -138,9 +149,8 @@ pub(crate) async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     check_access(&caller, body.id)?;
-    check_name(&body.name)?;
+    body.check()?;
     let rules = body.rules.unwrap_or_default();
-    check_rules(&rules)?;
     let mut tx = state.pool.begin().await?;
     let created = admin::create_tenant(
         &mut tx,
@@ -195,6 +205,13 @@ pub(crate) struct TenantPatch {
     admin_roles_enabled: Option<bool>,
 }
 
+impl TenantPatch {
+    /// The new name, when given, checked.
+    pub(crate) fn check(&self) -> Result<(), ApiError> {
+        self.name.as_deref().map_or(Ok(()), check_name)
+    }
+}
+
 #[utoipa::path(patch, operation_id = "tenants_patch", path = "/v1/tenants/{tenant}", tag = "tenants", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)")), request_body = TenantPatch, responses((status = 200, description = "The tenant after the merge", body = TenantView), Refusals))]
 pub(crate) async fn patch(
     state: web::Data<AppState>,
@@ -205,9 +222,7 @@ pub(crate) async fn patch(
     let tenant = *tenant;
     check_access(&caller, tenant)?;
     let body = body.into_inner();
-    if let Some(name) = &body.name {
-        check_name(name)?;
-    }
+    body.check()?;
     let changes = TenantChanges {
         name: body.name,
         invites_enabled: body.invites_enabled,

@@ -126,6 +126,53 @@ async fn unknown_subscriptions_wrong_client_states_and_wrong_tenants_are_dropped
     app.teardown().await;
 }
 
+/// Tenant isolation (issue 19 §4): two tenants registered on one webhook, a notification
+/// carrying one tenant's subscription and clientState but the other's tenant id publishes
+/// nothing for either; the genuine one of each tenant still does.
+#[tokio::test]
+async fn a_tenants_subscription_with_another_registered_tenants_id_never_publishes() {
+    let mut app = spawn_app().await;
+    let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+    let first_subscription = app.register(first).await;
+    let second_subscription = app.register(second).await;
+    let crossed = serde_json::json!({ "value": [
+        user_change(first_subscription, second, CLIENT_STATE, "u1"),
+        user_change(second_subscription, first, CLIENT_STATE, "u2"),
+    ]});
+    assert_eq!(
+        app.post_json(NOTIFICATIONS_PATH, &crossed).await.status(),
+        202
+    );
+    assert!(app.drain("delta-worker.changes").await.is_empty());
+    assert_eq!(
+        app.metric("cardsync_webhook_notifications_rejected_total{reason=\"tenant_mismatch\"}")
+            .await,
+        2.0
+    );
+    let genuine = serde_json::json!({ "value": [
+        user_change(first_subscription, first, CLIENT_STATE, "u1"),
+        user_change(second_subscription, second, CLIENT_STATE, "u2"),
+    ]});
+    assert_eq!(
+        app.post_json(NOTIFICATIONS_PATH, &genuine).await.status(),
+        202
+    );
+    let mut tenants: Vec<String> = app
+        .drain("delta-worker.changes")
+        .await
+        .iter()
+        .map(|message| {
+            let change: proto::GraphChange = decode(message);
+            change.envelope.unwrap().tenant_id
+        })
+        .collect();
+    tenants.sort();
+    let mut expected = vec![first.to_string(), second.to_string()];
+    expected.sort();
+    assert_eq!(tenants, expected);
+    app.teardown().await;
+}
+
 #[tokio::test]
 async fn a_notification_without_client_state_is_a_mismatch() {
     let mut app = spawn_app().await;

@@ -20,6 +20,8 @@ mod delivery;
 mod demo_binary;
 mod directory_changes;
 mod graph_trouble;
+mod hostile;
+mod isolation;
 mod offboard;
 mod redis_loss;
 mod rules;
