@@ -3,8 +3,8 @@
 //! Sync Now and scope change each leave the other tenant's cards exactly as they were, row for
 //! row. A notification crossing two tenants' subscriptions and ids is refused by the webhook
 //! (services/webhook/tests/api/notifications.rs,
-//! `a_tenants_subscription_with_another_registered_tenants_id_never_publishes`). Offboarding
-//! is not covered here.
+//! `a_tenants_subscription_with_another_registered_tenants_id_never_publishes`). Last, the
+//! first tenant is offboarded: the second keeps every card and still syncs a change.
 
 use crate::support::{self, Setup};
 use anyhow::{Context as _, ensure};
@@ -189,6 +189,53 @@ async fn one_tenants_delete_policy_sync_now_and_scope_change_leave_the_others_ca
             "the scope change took effect in the first tenant: {first_after:?}"
         );
         untouched(p, second, &before, "the first tenant's scope change").await?;
+
+        // 4. The first tenant is offboarded; the second keeps its cards and keeps syncing.
+        let before = rows(p, second).await?;
+        let first_text = first.to_string();
+        p.cardsync(&["tenant", "offboard", &first_text, "--confirm", &first_text])?;
+        support::eventually(
+            "the first tenant's connection is gone",
+            SETTLE,
+            async || {
+                let left: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM tenant_connections WHERE tenant_id = $1",
+                )
+                .bind(first)
+                .fetch_one(&p.pool)
+                .await?;
+                Ok((left == 0).then_some(()))
+            },
+        )
+        .await?;
+        ensure!(
+            rows(p, first).await?.is_empty(),
+            "the offboarded tenant has no card left"
+        );
+        untouched(p, second, &before, "the first tenant's offboarding").await?;
+        // The tenants were seeded alike: an enabled user of the first is one of the second.
+        let user = support::enabled_users(p)
+            .await?
+            .into_iter()
+            .map(|user| user.id)
+            .find(|user| *user != victim)
+            .context("an enabled user")?;
+        let title = support::unique("After offboarding");
+        p.control
+            .update_user(&second.to_string(), &user, json!({"jobTitle": title}))
+            .await?;
+        support::eventually("the second tenant's change lands", SETTLE, async || {
+            let field: Option<Option<String>> = sqlx::query_scalar(
+                "SELECT fields->'job_title'->>'value' FROM cards
+                  WHERE tenant_id = $1 AND user_id = $2",
+            )
+            .bind(second)
+            .bind(&user)
+            .fetch_optional(&p.pool)
+            .await?;
+            Ok((field.flatten().as_deref() == Some(title.as_str())).then_some(()))
+        })
+        .await?;
         Ok(())
     })
     .await;
