@@ -194,7 +194,7 @@ soak-servers: services ## start a RabbitMQ node and a PostgreSQL cluster for the
 
 SOAK_ISOLATED := --amqp-url amqp://guest:guest@127.0.0.1:5673/%2f --rabbitmq-node cardsync-soak@localhost \
 	--postgres-url postgres://postgres@127.0.0.1:5433/postgres --postgres-cluster soak --redis-url redis://127.0.0.1:6379/13
-soak-isolated: soak-servers ## make soak against its own servers, while other work uses the machine's (SOAK_ARGS as for soak)
+soak-isolated: soak-servers ## the soak (without the hostile client) against its own servers, while other work uses the machine's (SOAK_ARGS as for soak)
 	$(CARGO) build --locked $(SOAK_BINS) --bins
 	"$${CARGO_TARGET_DIR:-target}/debug/cardsync-soak" $(SOAK_ISOLATED) $(SOAK_ARGS)
 
