@@ -7,6 +7,7 @@ pub mod cards;
 pub mod connections;
 pub mod directory;
 pub mod outbox;
+pub mod photos;
 pub mod runs;
 pub mod schedules;
 pub mod sealing;
