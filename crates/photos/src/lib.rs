@@ -3,7 +3,7 @@
 //! image no row names any more can be swept away (see [`sweep`]).
 //!
 //! The store is an [`object_store::ObjectStore`]: a local directory by default, S3 or Azure
-//! Blob Storage when the crate is built with the `s3` or `azure` feature and `[photos] store`
+//! Blob Storage when the crate is built with the `s3` or `azure` feature and `[photos] url`
 //! names a bucket or container (credentials from the cloud's usual environment variables,
 //! never from the settings file).
 

@@ -17,7 +17,7 @@ pub const GRAPH_SIZES: [u32; 9] = [48, 64, 96, 120, 240, 360, 432, 504, 648];
 pub struct PhotoSettings {
     /// Where images live: a directory path or `file:///dir` (the default), `s3://bucket/prefix`
     /// (feature `s3`) or `az://container/prefix` (feature `azure`).
-    pub store: String,
+    pub url: String,
     /// The square size rounds download, one of Graph's HD sizes; a photo uploaded smaller is
     /// downloaded as it is.
     pub size: u32,
@@ -30,7 +30,7 @@ pub struct PhotoSettings {
 impl Validate for PhotoSettings {
     fn validate(&self, problems: &mut Vec<String>) {
         if let Err(error) = self.location() {
-            problems.push(format!("photos.store: {error}"));
+            problems.push(format!("photos.url: {error}"));
         }
         if !GRAPH_SIZES.contains(&self.size) {
             problems.push(format!(
@@ -57,7 +57,7 @@ pub enum StoreLocation {
 impl PhotoSettings {
     /// Where the store is, or why the setting names none this build can open.
     pub fn location(&self) -> Result<StoreLocation, PhotoStoreError> {
-        let text = self.store.trim();
+        let text = self.url.trim();
         let Some((scheme, rest)) = text.split_once("://") else {
             if text.is_empty() {
                 return Err(PhotoStoreError::Open("empty".into()));
@@ -130,7 +130,7 @@ mod tests {
 
     fn with_store(store: &str) -> PhotoSettings {
         PhotoSettings {
-            store: store.into(),
+            url: store.into(),
             size: 240,
             sweep_grace: Duration::from_secs(3600),
         }
@@ -156,7 +156,7 @@ mod tests {
         let mut problems = Vec::new();
         settings.validate(&mut problems);
         assert_eq!(problems.len(), 3, "{problems:?}");
-        assert!(problems[0].starts_with("photos.store"));
+        assert!(problems[0].starts_with("photos.url"));
     }
 
     #[cfg(not(feature = "s3"))]

@@ -45,7 +45,7 @@ fn png(size: u32, fg: [u8; 3], bg: [u8; 3]) -> Vec<u8> {
             let mut byte = 0u8;
             for bit in 0..8 {
                 let x = chunk as u32 * 8 + bit;
-                if x < size && ((x + y) / 8) % 2 == 0 {
+                if x < size && ((x + y) / 8).is_multiple_of(2) {
                     byte |= 0x80 >> bit;
                 }
             }
