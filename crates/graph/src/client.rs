@@ -36,6 +36,8 @@ pub struct PhotoMeta {
     pub etag: Option<String>,
     /// `@odata.mediaContentType`.
     pub content_type: Option<String>,
+    /// The largest available size's width in pixels, when reported.
+    pub width: Option<u32>,
 }
 
 /// One cached token; the async mutex makes its refresh single-flight.
@@ -253,19 +255,28 @@ impl GraphClient {
                     .get("@odata.mediaContentType")
                     .and_then(Value::as_str)
                     .map(str::to_owned),
+                width: meta
+                    .get("width")
+                    .and_then(Value::as_u64)
+                    .and_then(|w| u32::try_from(w).ok()),
             })),
             Err(GraphError::NotFound) => Ok(None),
             Err(error) => Err(error),
         }
     }
 
-    /// A user's photo bytes and content type, `None` when the user has no photo.
+    /// A user's photo bytes and content type, `None` when the user has no photo (or none of
+    /// that size): `size` picks `/photos/{n}x{n}/$value`, `None` the largest (`/photo/$value`).
     pub async fn photo_bytes(
         &self,
         connection: &TenantConnection,
         user_id: &str,
+        size: Option<u32>,
     ) -> Result<Option<(bytes::Bytes, String)>, GraphError> {
-        let url = self.url(&format!("/users/{user_id}/photo/$value"));
+        let url = self.url(&match size {
+            Some(n) => format!("/users/{user_id}/photos/{n}x{n}/$value"),
+            None => format!("/users/{user_id}/photo/$value"),
+        });
         match self.send(connection, &url, RequestCost::LIGHT, None).await {
             Ok(response) => {
                 let content_type = response

@@ -142,6 +142,7 @@ pub fn merge_user(
         in_scope,
         team_ids,
         photo_etag: existing.and_then(|row| row.photo_etag.clone()),
+        photo: existing.and_then(|row| row.photo.clone()),
         version: existing.map_or(0, |row| row.version),
         emitted_version: existing.map_or(0, |row| row.emitted_version),
         emitted_action: existing.and_then(|row| row.emitted_action.clone()),
@@ -294,6 +295,16 @@ pub fn command_for(
         fields,
         team_ids: row.team_ids.clone(),
         photo_etag: row.photo_etag.clone().unwrap_or_default(),
+        photo_sha256: row
+            .photo
+            .as_ref()
+            .map(|p| p.sha256.clone())
+            .unwrap_or_default(),
+        photo_content_type: row
+            .photo
+            .as_ref()
+            .map(|p| p.content_type.clone())
+            .unwrap_or_default(),
         observed_at: Some(proto::timestamp(row.observed_at)),
         // Set by the emit pass for the rounds notifications asked for.
         notified_at: None,

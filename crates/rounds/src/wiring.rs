@@ -6,6 +6,7 @@ use crate::{RedisState, RoundMetrics, RoundParts, RoundSettings, Rounds};
 use cardsync_bus::{BusSettings, Publisher, Topology, names};
 use cardsync_config::{PostgresSettings, RedisSettings};
 use cardsync_graph::{GraphClient, GraphMetrics, GraphSettings};
+use cardsync_photos::{PhotoSettings, PhotoStore};
 use cardsync_store::sealing::SecretsSettings;
 use cardsync_telemetry::metrics::Registry;
 use redis::aio::ConnectionManager;
@@ -30,6 +31,8 @@ pub struct RoundsConfig<'a> {
     pub secrets: &'a SecretsSettings,
     /// Lease, photo budget, publish batch.
     pub rounds: &'a RoundSettings,
+    /// Where photo images are stored, and their size.
+    pub photos: &'a PhotoSettings,
 }
 
 /// What [`wire`] built: the rounds and the connections the service also needs (for its own
@@ -94,6 +97,8 @@ pub fn wire(config: RoundsConfig<'_>, registry: &Registry) -> Result<Wired, Wire
         settings: config.rounds.clone(),
         metrics,
         cards_exchange: config.topology.name(names::CARDS),
+        photos: PhotoStore::open(config.photos).map_err(failed("the photo store"))?,
+        photo_size: config.photos.size,
     }));
     Ok(Wired {
         rounds,

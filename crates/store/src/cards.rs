@@ -4,6 +4,7 @@
 //! The card-writer reads and writes cards inside one transaction per command; every `lock_*`
 //! query takes the row lock (`FOR UPDATE`), so the version check and the write are atomic.
 
+use crate::photos::PhotoImage;
 use crate::{StoreError, json_text};
 use cardsync_rules::FieldStates;
 use sqlx::postgres::PgRow;
@@ -13,6 +14,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+mod bulk;
+pub use bulk::{insert_all, update_all};
 
 /// A card's lifecycle state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -114,6 +118,8 @@ pub struct Card {
     pub fields: FieldStates,
     /// The directory photo's etag as last reported.
     pub photo_etag: Option<String>,
+    /// The stored image the card shows, when its photo came from the directory.
+    pub photo: Option<PhotoImage>,
     /// The directory version of `user_id` last applied (0: none).
     pub applied_version: i64,
     /// Role in the team.
@@ -137,6 +143,7 @@ impl Card {
             status: CardStatus::Active,
             fields: FieldStates::new(),
             photo_etag: None,
+            photo: None,
             applied_version: 0,
             role: CardRole::Member,
             created_at: now,
@@ -156,6 +163,7 @@ impl Card {
             status: self.status,
             fields,
             photo_etag: self.photo_etag.clone(),
+            photo: self.photo.clone(),
             applied_version: self.applied_version,
             role: self.role,
             created_at: self.created_at,
@@ -185,6 +193,10 @@ impl<'r> FromRow<'r, PgRow> for Card {
             status: CardStatus::parse(&status).ok_or_else(|| decode_error("status", &status))?,
             fields,
             photo_etag: row.try_get("photo_etag")?,
+            photo: PhotoImage::from_columns(
+                row.try_get("photo_sha256")?,
+                row.try_get("photo_content_type")?,
+            ),
             applied_version: row.try_get("applied_version")?,
             role: CardRole::parse(&role).ok_or_else(|| decode_error("role", &role))?,
             created_at: row.try_get("created_at")?,
@@ -444,8 +456,9 @@ pub async fn of_users(
 pub async fn insert(conn: &mut PgConnection, card: &Card) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO cards (tenant_id, card_id, user_id, uid, email, status, fields, photo_etag,
-                            applied_version, role, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7::json, $8, $9, $10, now(), now())",
+                            applied_version, role, photo_sha256, photo_content_type,
+                            created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7::json, $8, $9, $10, $11, $12, now(), now())",
     )
     .bind(card.tenant_id)
     .bind(card.card_id)
@@ -457,6 +470,8 @@ pub async fn insert(conn: &mut PgConnection, card: &Card) -> Result<(), StoreErr
     .bind(&card.photo_etag)
     .bind(card.applied_version)
     .bind(card.role.as_str())
+    .bind(card.photo.as_ref().map(|p| &p.sha256))
+    .bind(card.photo.as_ref().map(|p| &p.content_type))
     .execute(conn)
     .await?;
     Ok(())
@@ -467,7 +482,8 @@ pub async fn update(conn: &mut PgConnection, card: &Card) -> Result<(), StoreErr
     sqlx::query(
         "UPDATE cards
             SET user_id = $3, uid = $4, email = $5, status = $6, fields = $7::json, photo_etag = $8,
-                applied_version = $9, role = $10, updated_at = now()
+                applied_version = $9, role = $10, photo_sha256 = $11, photo_content_type = $12,
+                updated_at = now()
           WHERE tenant_id = $1 AND card_id = $2",
     )
     .bind(card.tenant_id)
@@ -480,111 +496,10 @@ pub async fn update(conn: &mut PgConnection, card: &Card) -> Result<(), StoreErr
     .bind(&card.photo_etag)
     .bind(card.applied_version)
     .bind(card.role.as_str())
+    .bind(card.photo.as_ref().map(|p| &p.sha256))
+    .bind(card.photo.as_ref().map(|p| &p.content_type))
     .execute(conn)
     .await?;
-    Ok(())
-}
-
-/// The columns of several cards, one array per column, for set-based statements.
-struct Columns {
-    tenant_ids: Vec<Uuid>,
-    card_ids: Vec<Uuid>,
-    user_ids: Vec<Option<String>>,
-    uids: Vec<Option<String>>,
-    emails: Vec<Option<String>>,
-    statuses: Vec<&'static str>,
-    fields: Vec<String>,
-    photo_etags: Vec<Option<String>>,
-    versions: Vec<i64>,
-    roles: Vec<&'static str>,
-}
-
-impl Columns {
-    fn of(cards: &[&Card]) -> Result<Self, StoreError> {
-        let mut columns = Self {
-            tenant_ids: Vec::with_capacity(cards.len()),
-            card_ids: Vec::with_capacity(cards.len()),
-            user_ids: Vec::with_capacity(cards.len()),
-            uids: Vec::with_capacity(cards.len()),
-            emails: Vec::with_capacity(cards.len()),
-            statuses: Vec::with_capacity(cards.len()),
-            fields: Vec::with_capacity(cards.len()),
-            photo_etags: Vec::with_capacity(cards.len()),
-            versions: Vec::with_capacity(cards.len()),
-            roles: Vec::with_capacity(cards.len()),
-        };
-        for card in cards {
-            columns.tenant_ids.push(card.tenant_id);
-            columns.card_ids.push(card.card_id);
-            columns.user_ids.push(card.user_id.clone());
-            columns.uids.push(card.uid.clone());
-            columns.emails.push(card.email.clone());
-            columns.statuses.push(card.status.as_str());
-            columns.fields.push(json_text(&card.fields)?);
-            columns.photo_etags.push(card.photo_etag.clone());
-            columns.versions.push(card.applied_version);
-            columns.roles.push(card.role.as_str());
-        }
-        Ok(columns)
-    }
-}
-
-/// Stores several new cards in one statement.
-pub async fn insert_all(conn: &mut PgConnection, cards: &[&Card]) -> Result<(), StoreError> {
-    execute_with_columns(
-        conn,
-        "INSERT INTO cards (tenant_id, card_id, user_id, uid, email, status, fields, photo_etag,
-                            applied_version, role, created_at, updated_at)
-         SELECT t, c, u, uid, e, s, f::json, p, v, r, now(), now()
-           FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
-                       $7::text[], $8::text[], $9::int8[], $10::text[])
-                AS n(t, c, u, uid, e, s, f, p, v, r)",
-        cards,
-    )
-    .await
-}
-
-/// Writes every mutable column of several existing cards in one statement (each card at most
-/// once).
-pub async fn update_all(conn: &mut PgConnection, cards: &[&Card]) -> Result<(), StoreError> {
-    execute_with_columns(
-        conn,
-        "UPDATE cards
-            SET user_id = n.u, uid = n.uid, email = n.e, status = n.s, fields = n.f::json,
-                photo_etag = n.p, applied_version = n.v, role = n.r, updated_at = now()
-           FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
-                       $7::text[], $8::text[], $9::int8[], $10::text[])
-                AS n(t, c, u, uid, e, s, f, p, v, r)
-          WHERE cards.tenant_id = n.t AND cards.card_id = n.c",
-        cards,
-    )
-    .await
-}
-
-/// Runs `statement` with the columns of `cards` as `$1`…`$10`, in [`Columns`] order; nothing
-/// for no cards.
-async fn execute_with_columns(
-    conn: &mut PgConnection,
-    statement: &'static str,
-    cards: &[&Card],
-) -> Result<(), StoreError> {
-    if cards.is_empty() {
-        return Ok(());
-    }
-    let c = Columns::of(cards)?;
-    sqlx::query(statement)
-        .bind(&c.tenant_ids)
-        .bind(&c.card_ids)
-        .bind(&c.user_ids)
-        .bind(&c.uids)
-        .bind(&c.emails)
-        .bind(&c.statuses)
-        .bind(&c.fields)
-        .bind(&c.photo_etags)
-        .bind(&c.versions)
-        .bind(&c.roles)
-        .execute(conn)
-        .await?;
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! memberships, per-tenant sync bookkeeping (fencing) and scope.
 
 use crate::StoreError;
+use crate::photos::PhotoImage;
 use serde_json::Value;
 use sqlx::{PgPool, Postgres, Transaction};
 use std::collections::HashMap;
@@ -52,6 +53,8 @@ pub struct UserRow {
     pub team_ids: Vec<String>,
     /// Last seen photo etag.
     pub photo_etag: Option<String>,
+    /// The stored image of that photo, once downloaded (`None`: no photo, or not yet fetched).
+    pub photo: Option<PhotoImage>,
     /// Current version (0 for a row not yet stored).
     pub version: i64,
     /// Last confirmed version.
@@ -108,6 +111,8 @@ type UserTuple = (
     Option<String>,
     OffsetDateTime,
     Option<String>,
+    Option<String>,
+    Option<String>,
 );
 
 fn user_from(
@@ -123,6 +128,8 @@ fn user_from(
         emitted_action,
         observed_at,
         admin_role,
+        photo_sha256,
+        photo_content_type,
     ): UserTuple,
 ) -> UserRow {
     UserRow {
@@ -132,6 +139,7 @@ fn user_from(
         in_scope,
         team_ids,
         photo_etag,
+        photo: PhotoImage::from_columns(photo_sha256, photo_content_type),
         version,
         emitted_version,
         emitted_action,
@@ -143,7 +151,7 @@ fn user_from(
 /// The user columns, as a macro so queries stay `&'static str` (sqlx refuses dynamic SQL).
 macro_rules! user_columns {
     () => {
-        "user_id, data, presence, in_scope, team_ids, photo_etag, version, emitted_version, emitted_action, observed_at, admin_role"
+        "user_id, data, presence, in_scope, team_ids, photo_etag, version, emitted_version, emitted_action, observed_at, admin_role, photo_sha256, photo_content_type"
     };
 }
 
@@ -340,20 +348,30 @@ pub async fn save_users(
         .map(|r| Value::from(r.team_ids.clone()))
         .collect();
     let photos: Vec<Option<&str>> = rows.iter().map(|r| r.photo_etag.as_deref()).collect();
+    let hashes: Vec<Option<&str>> = rows
+        .iter()
+        .map(|r| r.photo.as_ref().map(|p| p.sha256.as_str()))
+        .collect();
+    let types: Vec<Option<&str>> = rows
+        .iter()
+        .map(|r| r.photo.as_ref().map(|p| p.content_type.as_str()))
+        .collect();
     let observed: Vec<OffsetDateTime> = rows.iter().map(|r| r.observed_at).collect();
     let roles: Vec<Option<&str>> = rows
         .iter()
         .map(|r| r.admin_role.map(AdminRole::as_str))
         .collect();
     let saved: Vec<(String, i64)> = sqlx::query_as(
-        "INSERT INTO directory_users (tenant_id, user_id, data, presence, in_scope, team_ids, photo_etag, version, observed_at, admin_role)
+        "INSERT INTO directory_users (tenant_id, user_id, data, presence, in_scope, team_ids, photo_etag, version, observed_at, admin_role, photo_sha256, photo_content_type)
          SELECT $1, u.id, u.data, u.presence, u.in_scope,
-                ARRAY(SELECT jsonb_array_elements_text(u.teams)), u.photo, nextval('directory_version_seq'), u.observed, u.role
-           FROM UNNEST($2::text[], $3::jsonb[], $4::text[], $5::bool[], $6::jsonb[], $7::text[], $8::timestamptz[], $9::text[])
-             AS u(id, data, presence, in_scope, teams, photo, observed, role)
+                ARRAY(SELECT jsonb_array_elements_text(u.teams)), u.photo, nextval('directory_version_seq'), u.observed, u.role,
+                u.hash, u.ctype
+           FROM UNNEST($2::text[], $3::jsonb[], $4::text[], $5::bool[], $6::jsonb[], $7::text[], $8::timestamptz[], $9::text[], $10::text[], $11::text[])
+             AS u(id, data, presence, in_scope, teams, photo, observed, role, hash, ctype)
          ON CONFLICT (tenant_id, user_id) DO UPDATE SET
              data = EXCLUDED.data, presence = EXCLUDED.presence, in_scope = EXCLUDED.in_scope,
              team_ids = EXCLUDED.team_ids, photo_etag = EXCLUDED.photo_etag,
+             photo_sha256 = EXCLUDED.photo_sha256, photo_content_type = EXCLUDED.photo_content_type,
              version = EXCLUDED.version, observed_at = EXCLUDED.observed_at,
              admin_role = EXCLUDED.admin_role
          RETURNING user_id, version",
@@ -367,6 +385,8 @@ pub async fn save_users(
     .bind(&photos)
     .bind(&observed)
     .bind(&roles)
+    .bind(&hashes)
+    .bind(&types)
     .fetch_all(&mut **tx)
     .await?;
     Ok(saved.into_iter().collect())

@@ -8,6 +8,7 @@ pub mod connections;
 pub mod directory;
 pub mod offboarding;
 pub mod outbox;
+pub mod photos;
 pub mod runs;
 pub mod safety;
 pub mod schedules;

@@ -5,6 +5,7 @@
 use cardsync_proto::{CardCommand, Cause, Role, card_command::Action as WireAction};
 use cardsync_rules::{FieldName, MAX_VALUE_BYTES, MappedCard, StandardField};
 use cardsync_store::cards::CardRole;
+use cardsync_store::photos::PhotoImage;
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -73,6 +74,8 @@ pub struct ValidCommand {
     pub notified_at: Option<OffsetDateTime>,
     /// The sync run whose counts its outcome adds to.
     pub run_id: Option<Uuid>,
+    /// The stored image of the reported photo (`None`: no photo, or not downloaded).
+    pub photo: Option<PhotoImage>,
 }
 
 /// Why a command was refused.
@@ -115,6 +118,9 @@ pub enum InvalidCommand {
     /// The same field twice.
     #[error("field {0:?} appears twice")]
     DuplicateField(String),
+    /// A photo hash that is not 64 lowercase hex digits, or a hash without a content type.
+    #[error("the photo image reference is malformed")]
+    BadPhotoImage,
     /// A value, id or list over its limit.
     #[error("{0} is too long")]
     TooLong(&'static str),
@@ -124,6 +130,27 @@ pub enum InvalidCommand {
     /// A run id that is not a UUID.
     #[error("run id {0:?} is not a UUID")]
     BadRunId(String),
+}
+
+/// The image a command names: both parts or neither.
+fn photo_image(sha256: &str, content_type: &str) -> Result<Option<PhotoImage>, InvalidCommand> {
+    let content_type = content_type.trim();
+    match (sha256.is_empty(), content_type.is_empty()) {
+        (true, true) => Ok(None),
+        (false, false)
+            if sha256.len() == 64
+                && sha256
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                && content_type.len() <= 255 =>
+        {
+            Ok(Some(PhotoImage {
+                sha256: sha256.to_owned(),
+                content_type: content_type.to_owned(),
+            }))
+        }
+        _ => Err(InvalidCommand::BadPhotoImage),
+    }
 }
 
 fn check_len(value: &str, limit: usize, what: &'static str) -> Result<(), InvalidCommand> {
@@ -215,6 +242,7 @@ pub fn validate(command: CardCommand, origin: Origin<'_>) -> Result<ValidCommand
         }
     }
     check_len(&command.photo_etag, MAX_ID_BYTES, "the photo etag")?;
+    let image = photo_image(&command.photo_sha256, &command.photo_content_type)?;
     let mut incoming =
         MappedCard::from_parts(user_id.clone(), uid.clone().unwrap_or_default(), fields);
     // An explicit `photo` field wins; otherwise a non-empty etag reports the photo. An empty
@@ -262,6 +290,7 @@ pub fn validate(command: CardCommand, origin: Origin<'_>) -> Result<ValidCommand
         ),
     };
     Ok(ValidCommand {
+        photo: image,
         run_id,
         tenant_id,
         message_id: envelope.message_id,

@@ -3,6 +3,7 @@
 use cardsync_bus::{BusSettings, TopologySettings};
 use cardsync_config::{HttpSettings, PostgresSettings, RedisSettings, TelemetrySettings, Validate};
 use cardsync_graph::GraphSettings;
+use cardsync_photos::PhotoSettings;
 use cardsync_rounds::RoundSettings;
 pub use cardsync_store::sealing::SecretsSettings;
 use serde::Deserialize;
@@ -32,6 +33,8 @@ pub struct Settings {
     pub secrets: SecretsSettings,
     /// Logs and traces.
     pub telemetry: TelemetrySettings,
+    /// Photo images: where they are stored and the size downloaded.
+    pub photos: PhotoSettings,
 }
 
 /// The `[worker]` section: how rounds behave, and when idle tenants get one.
@@ -58,6 +61,7 @@ impl Validate for Settings {
         self.redis.validate(problems);
         self.graph.validate(problems);
         self.telemetry.validate(problems);
+        self.photos.validate(problems);
         self.worker.rounds.validate(problems);
         if self.worker.safety_poll_interval.is_zero() || self.worker.safety_poll_tick.is_zero() {
             problems.push(

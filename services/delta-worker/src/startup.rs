@@ -52,6 +52,7 @@ impl Application {
                 topology: &topology,
                 secrets: &settings.secrets,
                 rounds: &settings.worker.rounds,
+                photos: &settings.photos,
             },
             &registry,
         )

@@ -3,6 +3,7 @@
 use cardsync_bus::{BusSettings, TopologySettings};
 use cardsync_config::{HttpSettings, PostgresSettings, RedisSettings, TelemetrySettings, Validate};
 use cardsync_graph::GraphSettings;
+use cardsync_photos::PhotoSettings;
 use cardsync_rounds::RoundSettings;
 pub use cardsync_store::sealing::SecretsSettings;
 use serde::Deserialize;
@@ -34,6 +35,8 @@ pub struct Settings {
     pub secrets: SecretsSettings,
     /// Logs and traces.
     pub telemetry: TelemetrySettings,
+    /// Photo images: where they are stored and the size downloaded.
+    pub photos: PhotoSettings,
 }
 
 /// The `[reconciler]` section: how a run proves it is alive, and what happens when it is not.
@@ -70,6 +73,7 @@ impl Validate for Settings {
         self.redis.validate(problems);
         self.graph.validate(problems);
         self.telemetry.validate(problems);
+        self.photos.validate(problems);
         self.worker.validate(problems);
         let runs = &self.reconciler;
         if runs.heartbeat.is_zero() {

@@ -53,6 +53,7 @@ impl Application {
                 topology: &topology,
                 secrets: &settings.secrets,
                 rounds: &settings.worker,
+                photos: &settings.photos,
             },
             &registry,
         )

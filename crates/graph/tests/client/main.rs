@@ -434,7 +434,7 @@ async fn photos_transitive_members_and_role_members_are_read() {
     assert!(meta.etag.is_some());
     let (bytes, content_type) = env
         .graph
-        .photo_bytes(&env.connection, &user_id)
+        .photo_bytes(&env.connection, &user_id, None)
         .await
         .unwrap()
         .unwrap();

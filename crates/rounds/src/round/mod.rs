@@ -25,6 +25,7 @@ use crate::settings::RoundSettings;
 use crate::snapshot::Scope;
 use cardsync_bus::{PublishError, Publisher, Transience};
 use cardsync_graph::{DeltaPage, GraphClient, GraphError, TenantConnection};
+use cardsync_photos::PhotoStore;
 use cardsync_proto as proto;
 use cardsync_rules::FieldRules;
 use cardsync_store::StoreError;
@@ -152,6 +153,9 @@ pub enum RoundError {
     /// Redis failed.
     #[error("redis failed")]
     Redis(#[from] RedisError),
+    /// A downloaded photo could not be stored (retried: the store may be back soon).
+    #[error("storing a photo failed")]
+    PhotoStore(#[from] cardsync_photos::PhotoStoreError),
 }
 
 impl Transience for RoundError {
@@ -167,7 +171,8 @@ impl Transience for RoundError {
             | RoundError::LeaseLost
             | RoundError::Interrupted
             | RoundError::Publish(_)
-            | RoundError::Redis(_) => true,
+            | RoundError::Redis(_)
+            | RoundError::PhotoStore(_) => true,
         }
     }
 
@@ -201,6 +206,10 @@ pub struct RoundParts {
     pub metrics: RoundMetrics,
     /// The `cards` exchange's full name.
     pub cards_exchange: String,
+    /// Where downloaded photo images are stored.
+    pub photos: PhotoStore,
+    /// The square size photos are downloaded at (`[photos] size`).
+    pub photo_size: u32,
 }
 
 /// Everything a round needs; shared by every round of the process.
@@ -214,6 +223,8 @@ pub struct Rounds {
     settings: RoundSettings,
     metrics: RoundMetrics,
     cards_exchange: String,
+    photos: PhotoStore,
+    photo_size: u32,
     /// Cancelled by [`Rounds::stop`].
     stop: CancellationToken,
 }
@@ -336,6 +347,8 @@ impl Rounds {
             settings: parts.settings,
             metrics: parts.metrics,
             cards_exchange: parts.cards_exchange,
+            photos: parts.photos,
+            photo_size: parts.photo_size,
             stop: CancellationToken::new(),
         }
     }

@@ -5,6 +5,7 @@
 use super::{Round, RoundError, Rounds};
 use cardsync_proto as proto;
 use cardsync_store::directory::{self, UserRow};
+use cardsync_store::photos::PhotoImage;
 use time::OffsetDateTime;
 
 impl Rounds {
@@ -45,16 +46,24 @@ impl Rounds {
                 .read(self.graph.photo_meta(&round.connection, &row.user_id))
                 .await?;
             let etag = Some(
-                meta.map(|meta| meta.etag.unwrap_or_else(|| "present".into()))
+                meta.as_ref()
+                    .map(|meta| meta.etag.clone().unwrap_or_else(|| "present".into()))
                     .unwrap_or_default(),
             );
             // Learning that a user never had a photo changes nothing on the card.
             let news = etag != row.photo_etag
                 && !(row.photo_etag.is_none() && etag.as_deref() == Some(""));
             if news {
+                // The image is stored before the row that names it is saved and its command
+                // sent, so a card never names an image the store lacks.
+                let photo = match meta.as_ref().filter(|_| etag.as_deref() != Some("")) {
+                    Some(meta) => self.store_photo(round, &row.user_id, meta.width).await?,
+                    None => None,
+                };
                 checked.push((row.user_id.clone(), None));
                 changed.push(UserRow {
                     photo_etag: etag,
+                    photo,
                     observed_at: now,
                     ..row
                 });
@@ -67,5 +76,35 @@ impl Rounds {
         self.save_and_emit(round, changed).await?;
         directory::mark_photos_checked(&self.pool, round.tenant, &checked).await?;
         Ok(())
+    }
+
+    /// Downloads a user's photo at the configured size (the largest one when the upload is
+    /// smaller: Graph serves no size above the upload) and stores it; `None` when the photo
+    /// went away between the metadata and the download.
+    async fn store_photo(
+        &self,
+        round: &Round<'_>,
+        user_id: &str,
+        width: Option<u32>,
+    ) -> Result<Option<PhotoImage>, RoundError> {
+        let size = width
+            .is_none_or(|w| w >= self.photo_size)
+            .then_some(self.photo_size);
+        let download = round
+            .read(self.graph.photo_bytes(&round.connection, user_id, size))
+            .await?;
+        let download = match download {
+            None if size.is_some() => {
+                round
+                    .read(self.graph.photo_bytes(&round.connection, user_id, None))
+                    .await?
+            }
+            other => other,
+        };
+        let Some((bytes, content_type)) = download else {
+            return Ok(None);
+        };
+        round.check()?;
+        Ok(Some(self.photos.put(bytes, &content_type).await?))
     }
 }

@@ -258,11 +258,17 @@ fn merged(tenant: &Tenant, card: &Card, command: &ValidCommand) -> (Card, Vec<St
 }
 
 /// The columns that follow the card's fields: the email (what links a card) is the merged
-/// `email` value; the photo etag moves only when the command reports the photo.
+/// `email` value; the photo etag moves only when the command reports the photo, and the
+/// card's image only when its photo is the directory's (a local photo keeps its image, and a
+/// photo removed from the directory clears only a directory-managed one).
 fn follow_fields(card: &mut Card, command: &ValidCommand) {
     card.email = card.fields.value("email").map(str::to_owned);
     if command.incoming.fields.contains_key("photo") {
-        card.photo_etag = command.incoming.value("photo").map(str::to_owned);
+        let reported = command.incoming.value("photo");
+        card.photo_etag = reported.map(str::to_owned);
+        if card.fields.value("photo") == reported {
+            card.photo = reported.and(command.photo.clone());
+        }
     }
 }
 
@@ -273,6 +279,7 @@ mod tests {
     use cardsync_proto::card_command::Action as WireAction;
     use cardsync_proto::{CardCommand, Cause, Envelope, FieldValue};
     use cardsync_rules::FieldRules;
+    use cardsync_store::photos::PhotoImage;
     use time::OffsetDateTime;
     use uuid::Uuid;
 
@@ -491,6 +498,46 @@ mod tests {
         let reported = upsert_of(2, &[("name", "Ann"), ("photo", "etag-2")]);
         let change = upsert(&tenant(), &reported, Some(card), false, &none());
         assert_eq!(change.after.photo_etag.as_deref(), Some("etag-2"));
+    }
+
+    fn with_image(mut command: ValidCommand, sha: char) -> ValidCommand {
+        command.photo = Some(PhotoImage {
+            sha256: sha.to_string().repeat(64),
+            content_type: "image/png".into(),
+        });
+        command
+    }
+
+    #[test]
+    fn the_image_follows_a_directory_photo_and_a_removal_clears_only_a_directory_one() {
+        let first = with_image(upsert_of(1, &[("name", "Ann"), ("photo", "etag-1")]), 'a');
+        let card = created_by(&first);
+        assert_eq!(card.photo, first.photo);
+        let removed = command(WireAction::Upsert, 2, &[("name", "Ann")]);
+        let mut removed = removed;
+        removed.incoming.set_photo(None);
+        let cleared = upsert(&tenant(), &removed, Some(card.clone()), false, &none());
+        assert_eq!(
+            cleared.after.photo, None,
+            "a directory photo goes with the directory"
+        );
+
+        let mut local = card;
+        local.fields = cardsync_rules::apply_local_edit(
+            &tenant().rules,
+            &local.fields,
+            &"photo".into(),
+            Some("local-1"),
+        )
+        .expect("a local photo");
+        let kept = upsert(&tenant(), &removed, Some(local.clone()), false, &none());
+        assert_eq!(kept.after.photo, local.photo, "a local photo stays");
+        let newer = with_image(upsert_of(3, &[("name", "Ann"), ("photo", "etag-2")]), 'b');
+        let kept = upsert(&tenant(), &newer, Some(local.clone()), false, &none());
+        assert_eq!(
+            kept.after.photo, local.photo,
+            "a local photo wins over a new one"
+        );
     }
 
     #[test]

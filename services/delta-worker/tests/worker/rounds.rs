@@ -360,6 +360,20 @@ async fn photo_changes_are_found_by_the_budgeted_scan() {
         crate::support::field(&commands[0], "photo"),
         Some(commands[0].photo_etag.as_str())
     );
+    // The image was downloaded at the configured size and stored before the command was sent.
+    assert_eq!(
+        commands[0].photo_content_type, "image/png",
+        "graph-sim's 240x240 rendition"
+    );
+    let settings = crate::support::load(&env.settings, &[]);
+    let photos = cardsync_photos::PhotoStore::open(&settings.photos).unwrap();
+    let stored = photos
+        .get(&commands[0].photo_sha256)
+        .await
+        .unwrap()
+        .expect("the image is in the store");
+    assert!(stored.starts_with(b"\x89PNG"));
+    assert_eq!(&stored[16..24], &[0, 0, 0, 240, 0, 0, 0, 240]);
 
     env.control.clear_photo(&tenant, &ada).await.unwrap();
     env.round(Cause::SafetyPoll, Mode::Incremental).await;
@@ -372,6 +386,7 @@ async fn photo_changes_are_found_by_the_budgeted_scan() {
             .any(|f| f.name == "photo" && f.value.is_none()),
         "a removed photo is cleared"
     );
+    assert!(cleared[0].photo_sha256.is_empty(), "and names no image");
     env.teardown().await;
 }
 

@@ -22,7 +22,7 @@ pub struct Env {
     pub pool: sqlx::PgPool,
     amqp: lapin::Connection,
     /// The settings every worker of this environment is built from.
-    settings: Vec<(String, String)>,
+    pub settings: Vec<(String, String)>,
 }
 
 pub async fn env() -> Env {
@@ -117,7 +117,7 @@ pub async fn env_with(overrides: &[(&str, &str)]) -> Env {
     }
 }
 
-fn load(env: &[(String, String)], overrides: &[(&str, &str)]) -> Settings {
+pub fn load(env: &[(String, String)], overrides: &[(&str, &str)]) -> Settings {
     let env = env
         .iter()
         .cloned()

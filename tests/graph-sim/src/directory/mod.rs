@@ -8,6 +8,7 @@
 mod log;
 mod membership;
 mod object;
+mod rendition;
 mod schema;
 
 use std::collections::{BTreeMap, HashMap};
@@ -17,6 +18,7 @@ use serde_json::{Map, Value, json};
 pub use log::ChangeLog;
 pub use membership::{KNOWN_ROLES, Role};
 pub use object::{DirObject, LifeState, Membership, Photo, make_photo};
+pub use rendition::{HD_SIZES, RENDITION_CONTENT_TYPE, parse_size, render};
 pub use schema::{
     GROUP_PROPS, Kind, ON_PREM_SLOTS, PropDef, PropType, Select, USER_PROPS, prop_index,
 };

@@ -20,8 +20,8 @@ use error::error_response;
 use identity_api::{instance_discovery, jwks, openid_configuration, token};
 use reads::{
     count_groups, count_transitive_members, count_transitive_users, count_users, get_group,
-    get_user, list_groups, list_users, photo_meta, photo_value, role_members, transitive_members,
-    transitive_users,
+    get_user, list_groups, list_users, photo_meta, photo_size_value, photo_value, role_members,
+    transitive_members, transitive_users,
 };
 use subscription_api::{
     create_subscription, delete_subscription, get_subscription, list_subscriptions,
@@ -101,6 +101,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1.0/users/{id}", web::get().to(get_user))
         .route("/v1.0/users/{id}/photo", web::get().to(photo_meta))
         .route("/v1.0/users/{id}/photo/$value", web::get().to(photo_value))
+        .route(
+            "/v1.0/users/{id}/photos/{size}/$value",
+            web::get().to(photo_size_value),
+        )
         .route("/v1.0/groups", web::get().to(list_groups))
         .route("/v1.0/groups/$count", web::get().to(count_groups))
         .route("/v1.0/groups/delta", web::get().to(groups_delta))

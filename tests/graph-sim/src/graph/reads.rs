@@ -7,7 +7,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value, json};
 
-use crate::directory::{DirObject, DirectoryError, Kind, LifeState, Select};
+use crate::directory::{
+    DirObject, DirectoryError, Kind, LifeState, RENDITION_CONTENT_TYPE, Select, parse_size, render,
+};
 use crate::state::{MissingPhoto, Sim, lock, read};
 
 use super::{
@@ -446,30 +448,55 @@ pub(super) async fn photo_value(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> HttpResponse {
+    serve_photo(&sim, &req, "users.photo.value", &id, None).await
+}
+
+/// `/users/{id}/photos/{size}/$value`: a supported HD size no larger than the upload, else 404
+/// `ImageNotFound` (see [`crate::directory::render`]).
+pub(super) async fn photo_size_value(
+    sim: Data<Sim>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (id, size) = path.into_inner();
+    serve_photo(&sim, &req, "users.photos.value", &id, Some(&size)).await
+}
+
+/// The photo's bytes (`size` = `None`: the upload as stored) or its sized rendition.
+async fn serve_photo(
+    sim: &Sim,
+    req: &HttpRequest,
+    endpoint: &str,
+    id: &str,
+    size: Option<&str>,
+) -> HttpResponse {
     let c = Cost {
         base: 1,
         has_select: false,
         top: None,
     };
-    run(
-        &sim,
-        &req,
-        "users.photo.value",
-        PHOTO_READ,
-        Some(c),
-        |ctx| {
-            let dir = read(&ctx.tenant.dir);
-            let user = dir
-                .get_active(Kind::User, &id)
-                .ok_or_else(|| DirectoryError::NotFound(id.to_string()))?;
-            let photo = user.photo.as_ref().ok_or(GraphError::NoPhoto)?;
-            Ok(Reply::Bytes(
+    run(sim, req, endpoint, PHOTO_READ, Some(c), |ctx| {
+        let dir = read(&ctx.tenant.dir);
+        let user = dir
+            .get_active(Kind::User, id)
+            .ok_or_else(|| DirectoryError::NotFound(id.to_string()))?;
+        let photo = user.photo.as_ref().ok_or(GraphError::NoPhoto)?;
+        let Some(size) = size else {
+            return Ok(Reply::Bytes(
                 photo.bytes.clone(),
                 photo.content_type.clone(),
                 photo.etag.clone(),
-            ))
-        },
-    )
+            ));
+        };
+        let bytes = parse_size(size)
+            .and_then(|size| render(photo, size))
+            .ok_or(GraphError::NoPhoto)?;
+        Ok(Reply::Bytes(
+            bytes,
+            RENDITION_CONTENT_TYPE.to_owned(),
+            photo.etag.clone(),
+        ))
+    })
     .await
 }
 

@@ -157,6 +157,63 @@ async fn a_photo_once_set_is_served_with_metadata_and_bytes_and_gone_once_remove
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn sized_photos_are_pngs_of_the_size_that_follow_the_photo_and_stop_at_the_upload_size() {
+    let env = env(ALL_READ).await;
+    let id = env.create_user("Sized").await;
+    let token = env.token().await;
+    let sized = |size: &str| format!("/v1.0/users/{id}/photos/{size}/$value");
+    assert_eq!(
+        env.get(&token, &sized("240x240")).await.status(),
+        StatusCode::NOT_FOUND,
+        "no photo, no rendition"
+    );
+    let upload = |bytes: Vec<u8>| {
+        env.http
+            .put(env.tenant_url(&format!("/users/{id}/photo?width=504&height=504")))
+            .header("Content-Type", "image/jpeg")
+            .body(bytes)
+            .send()
+    };
+    assert_eq!(
+        upload(vec![1, 2, 3]).await.expect("set").status(),
+        StatusCode::OK
+    );
+    let first = env.get(&token, &sized("240x240")).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(first.headers()["content-type"], "image/png");
+    let first = first.bytes().await.expect("bytes").to_vec();
+    assert!(first.starts_with(b"\x89PNG\r\n\x1a\n"));
+    assert_eq!(
+        &first[16..24],
+        &[0, 0, 0, 240, 0, 0, 0, 240],
+        "IHDR says 240x240"
+    );
+    let again = env.get(&token, &sized("240x240")).await;
+    assert_eq!(
+        again.bytes().await.expect("bytes").to_vec(),
+        first,
+        "same photo, same bytes"
+    );
+    for too_big_or_unknown in ["648x648", "100x100", "240x120"] {
+        assert_eq!(
+            env.get(&token, &sized(too_big_or_unknown)).await.status(),
+            StatusCode::NOT_FOUND,
+            "{too_big_or_unknown}"
+        );
+    }
+    assert_eq!(
+        upload(vec![4, 5, 6]).await.expect("set").status(),
+        StatusCode::OK
+    );
+    let second = env.get(&token, &sized("240x240")).await;
+    assert_ne!(
+        second.bytes().await.expect("bytes").to_vec(),
+        first,
+        "a new photo renders anew"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn transitive_members_flatten_nested_groups_and_the_user_cast_keeps_only_users() {
     let env = env(ALL_READ).await;
     let (a, b) = (env.create_user("A").await, env.create_user("B").await);
