@@ -147,6 +147,10 @@ CARDSYNC__PHOTOS__URL: {{ printf "az://%s/%s" $p.azureBlob.container $p.azureBlo
 AZURE_STORAGE_ACCOUNT_NAME: {{ $p.azureBlob.account | quote }}
 {{- else if eq $p.backend "volume" }}
 CARDSYNC__PHOTOS__URL: {{ printf "file://%s" $p.volume.mountPath | quote }}
+{{- else }}
+{{- /* none: the pod's scratch /tmp (the root filesystem is read-only); lost with the pod, and
+one per pod: for trying cardsync out with one replica, not for production. */}}
+CARDSYNC__PHOTOS__URL: "file:///tmp/cardsync-photos"
 {{- end }}
 {{- end }}
 

@@ -22,7 +22,7 @@ what an operator tunes lives in values under `key`:
 {{- $name := include "cardsync.componentName" (dict "root" $root "name" .name) }}
 {{- include "cardsync.assertGracePeriod" (dict "root" $root "values" $v "key" .key) }}
 {{- include "cardsync.assertNoSecrets" (dict "scope" (printf "%s.env" .key) "env" $v.env) }}
-{{- $photos := and .photos (ne $root.Values.photos.backend "none") }}
+{{- $photos := .photos }}
 apiVersion: apps/v1
 kind: Deployment
 metadata:

@@ -4,7 +4,8 @@
 //!   is one run, claimed once, kept alive by a heartbeat, ended with its counts
 //!   ([`handler`]).
 //! - `reconciler due` (a CronJob) records and enqueues the runs whose schedule is due, fails
-//!   runs whose reconciler died, and re-enqueues lost requests ([`due`]).
+//!   runs whose reconciler died, and re-enqueues lost requests ([`due`]); then it deletes the
+//!   photo images nothing names any more ([`sweep_photos`]).
 //!
 //! The reconcile itself is a round of `crates/rounds` ([`cardsync_rounds::Mode::Reconcile`]):
 //! under the tenant's lease and fence, with versions from the delta-worker's sequence.
@@ -15,4 +16,4 @@ pub mod settings;
 pub mod startup;
 
 pub use settings::Settings;
-pub use startup::{Application, due as run_due};
+pub use startup::{Application, due as run_due, sweep_photos};

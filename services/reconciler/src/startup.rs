@@ -206,5 +206,24 @@ pub async fn due(settings: Settings) -> anyhow::Result<()> {
         live_ended = report.live_ended,
         "due runs enqueued"
     );
+    sweep_photos(&settings, &pool).await
+}
+
+/// The due job's second task: delete the stored photo images no card and no snapshot row names
+/// any more (a photo replaced or removed, a card deleted, a tenant offboarded), past the grace
+/// period that protects an image a round has just stored.
+pub async fn sweep_photos(settings: &Settings, pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    let store =
+        cardsync_photos::PhotoStore::open(&settings.photos).context("opening the photo store")?;
+    let swept = cardsync_photos::sweep(&store, pool, settings.photos.sweep_grace)
+        .await
+        .context("sweeping unreferenced photo images")?;
+    tracing::info!(
+        examined = swept.examined,
+        young = swept.young,
+        referenced = swept.referenced,
+        deleted = swept.deleted,
+        "photo images swept"
+    );
     Ok(())
 }

@@ -6,6 +6,7 @@
 )]
 
 mod due;
+mod photos;
 mod reconcile;
 mod runs;
 mod schedules;

@@ -156,6 +156,11 @@ impl Env {
     }
 
     /// Another reconciler replica of this environment (same tenant, database, keys, queues).
+    /// The settings of this environment's reconcilers, with `overrides` on top.
+    pub fn settings_with(&self, overrides: &[(&str, &str)]) -> Settings {
+        load(&self.settings, overrides)
+    }
+
     pub async fn replica(&self) -> Application {
         Application::build(load(&self.settings, &[])).await.unwrap()
     }
