@@ -54,6 +54,24 @@ async fn seed_rows(pool: &PgPool, tenant: Uuid) {
         .execute(pool)
         .await
         .expect("run counts");
+    // The safety rail's: the tenant paused by a held run whose plan keeps a command, and a
+    // request parked behind it.
+    let rail = [
+        "INSERT INTO tenant_safety (tenant_id, paused_at, paused_by_run) VALUES ($1, now(), $2)",
+        "INSERT INTO held_plans (run_id, tenant_id, lane, summary) VALUES ($2, $1, 'bulk', '{}')",
+        "INSERT INTO held_commands (run_id, seq, user_id, version, action, command)
+         VALUES ($2, 1, 'u1', 1, 'upsert', '\\x00')",
+        "INSERT INTO parked_requests (run_id, tenant_id, worker, request)
+         VALUES (gen_random_uuid(), $1, 'delta', '\\x00')",
+    ];
+    for statement in rail {
+        sqlx::query(statement)
+            .bind(tenant)
+            .bind(run)
+            .execute(pool)
+            .await
+            .unwrap_or_else(|error| panic!("{statement}: {error}"));
+    }
 }
 
 /// The tables this build's migrations create that have a `tenant_id` column (the shared test

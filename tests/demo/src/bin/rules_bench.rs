@@ -179,6 +179,7 @@ async fn list_load(pipeline: &Pipeline, cli: &Cli) -> anyhow::Result<Value> {
     .await?;
     ensure!(!cursors.is_empty(), "no cards to list");
     let operator = pipeline.operator();
+    let token = operator.token()?;
     let base = format!(
         "{}/v1/tenants/{}/cards",
         operator.server,
@@ -201,7 +202,7 @@ async fn list_load(pipeline: &Pipeline, cli: &Cli) -> anyhow::Result<Value> {
         } else {
             format!("{base}?limit=100&status=active&cursor={cursor}")
         };
-        let request = http.get(url).bearer_auth(operator.token());
+        let request = http.get(url).bearer_auth(&token);
         requests.spawn(async move {
             // The whole answer, body included, counts.
             let ok = match request.send().await {

@@ -217,7 +217,7 @@ async fn a_hostile_client_gets_no_5xx_crashes_nothing_and_leaves_no_memory_behin
             p.admin_api_pid().context("the admin API runs")?,
         );
         let baseline = (rss_kib(pids.0)?, rss_kib(pids.1)?);
-        let token = p.operator().token().to_owned();
+        let token = p.operator().token()?;
         let seed: u64 = rand::random();
         println!("hostile client: seed {seed}, {seconds} s");
         let started = Instant::now();
