@@ -35,11 +35,6 @@ impl AuthMetrics {
     pub fn refused(&self, error: &AuthError) {
         self.refusals.with_label_values(&[error.code()]).inc();
     }
-
-    /// The count of one reason so far (for tests).
-    pub fn count(&self, reason: &str) -> u64 {
-        self.refusals.with_label_values(&[reason]).get()
-    }
 }
 
 #[cfg(test)]
