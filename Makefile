@@ -159,6 +159,8 @@ bench: services ## benchmarks (about 10 minutes); figures go to BENCHMARKS.md
 	"$(RELEASE_DIR)/cardsync-demo" --bin-dir "$(RELEASE_DIR)" --postgres-url "$(BENCH_PG)" --users 100000 --seconds 0
 	@echo "== field rules: dry run and apply of two rule changes over a 100,000-user tenant"
 	"$(RELEASE_DIR)/rules_bench" --bin-dir "$(RELEASE_DIR)" --postgres-url "$(BENCH_PG)" --users 100000
+	@echo "== full reconcile of a 100,000-user tenant after 1 % drift that no notification announced"
+	"$(RELEASE_DIR)/reconcile_bench" --bin-dir "$(RELEASE_DIR)" --postgres-url "$(BENCH_PG)" --users 100000 --drift 0.01
 
 DEMO_ARGS ?=
 demo: services ## the main job: seed graph-sim, initial sync, a stream of changes, cards converge (DEMO_ARGS="--users 5000 --seconds 60")

@@ -803,6 +803,15 @@ impl Pipeline {
             .collect()
     }
 
+    /// Peak resident memory of one process of the pipeline (`reconciler`, `admin-api`, …), MiB
+    /// to one decimal; 0 when it is not running.
+    pub fn peak_mib_of(&self, name: &str) -> f64 {
+        self.peak_memory_mib()
+            .into_iter()
+            .find(|(process, _)| process == name)
+            .map_or(0.0, |(_, mib)| (mib * 10.0).round() / 10.0)
+    }
+
     /// Starts again every service that exited on its own (see [`Children::supervise`]); fails
     /// if one cannot be restarted or keeps exiting.
     pub fn supervise(&mut self) -> anyhow::Result<Vec<String>> {

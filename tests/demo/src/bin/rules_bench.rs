@@ -61,14 +61,6 @@ fn changes() -> [Change; 2] {
     ]
 }
 
-fn peak(pipeline: &Pipeline, name: &str) -> f64 {
-    pipeline
-        .peak_memory_mib()
-        .into_iter()
-        .find(|(process, _)| process == name)
-        .map_or(0.0, |(_, mib)| (mib * 10.0).round() / 10.0)
-}
-
 async fn measure(pipeline: &Pipeline, cli: &Cli) -> anyhow::Result<Value> {
     let tenant = pipeline.tenant_text();
     let mut results = Vec::new();
@@ -104,10 +96,10 @@ async fn measure(pipeline: &Pipeline, cli: &Cli) -> anyhow::Result<Value> {
             );
             dry_runs.push(json!({"wall_s": round(wall), "api_ms": preview["elapsed_ms"]}));
         }
-        let dry_run_peak = peak(pipeline, "admin-api");
+        let dry_run_peak = pipeline.peak_mib_of("admin-api");
 
-        let reconciler_before = peak(pipeline, "reconciler");
-        let writer_before = peak(pipeline, "card-writer");
+        let reconciler_before = pipeline.peak_mib_of("reconciler");
+        let writer_before = pipeline.peak_mib_of("card-writer");
         let started = Instant::now();
         let saved: Value = serde_json::from_str(
             &pipeline.cardsync(&["rules", "put", "--tenant", &tenant, &file, "-o", "json"])?,
@@ -151,8 +143,8 @@ async fn measure(pipeline: &Pipeline, cli: &Cli) -> anyhow::Result<Value> {
             "admin_api_peak_mib": dry_run_peak,
             "apply_converged_s": round(applied),
             "apply_counts": run.counts,
-            "reconciler_peak_mib": [reconciler_before, peak(pipeline, "reconciler")],
-            "card_writer_peak_mib": [writer_before, peak(pipeline, "card-writer")],
+            "reconciler_peak_mib": [reconciler_before, pipeline.peak_mib_of("reconciler")],
+            "card_writer_peak_mib": [writer_before, pipeline.peak_mib_of("card-writer")],
         }));
     }
     let list = if cli.list_rate > 0 {
@@ -233,7 +225,7 @@ async fn list_load(pipeline: &Pipeline, cli: &Cli) -> anyhow::Result<Value> {
         "rate": cli.list_rate, "requests": total, "failed": failed,
         "p50_ms": at(0.50), "p99_ms": at(0.99), "max_ms": at(1.0),
         "seconds": round(sent_for),
-        "admin_api_peak_mib": peak(pipeline, "admin-api"),
+        "admin_api_peak_mib": pipeline.peak_mib_of("admin-api"),
     });
     println!("card list: {summary}");
     Ok(summary)
