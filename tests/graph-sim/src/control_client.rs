@@ -82,7 +82,11 @@ impl Control {
     /// A client for the control API at `control_url` (as [`crate::RunningSim::control_url`] gives it).
     pub fn new(control_url: &str) -> Self {
         Self {
-            http: reqwest::Client::new(),
+            // Idle connections go before the server's keep-alive (120 s) closes them.
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(std::time::Duration::from_secs(30))
+                .build()
+                .unwrap_or_default(),
             base: format!("{}/control", control_url.trim_end_matches('/')),
         }
     }
@@ -94,11 +98,24 @@ impl Control {
         path: &str,
         body: Option<Value>,
     ) -> Result<Value, ControlError> {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await?;
+        let url = format!("{}{path}", self.base);
+        let mut attempt = 0;
+        let response = loop {
+            let mut request = self.http.request(method.clone(), &url);
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            match request.send().await {
+                Ok(response) => break response,
+                // A read is sent again when the connection failed under it (reset, refused);
+                // a change is not, as the simulator may have made it.
+                Err(error) if method == Method::GET && attempt < 2 && !error.is_timeout() => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        };
         let status = response.status();
         let text = response.text().await?;
         if !status.is_success() {

@@ -276,6 +276,12 @@ pub async fn spawn(config: SimConfig) -> Result<RunningSim, SpawnError> {
             .configure(control::configure)
     })
     .workers(config.workers.max(1))
+    // The control API's clients (tests, the demo, the soak) keep connections idle for longer
+    // than actix's 5 s default, and a server closing an idle connection as a client reuses it
+    // resets that request: the keep-alive outlasts the clients' pools (see `Control::new`).
+    .keep_alive(Duration::from_secs(120))
+    // A busy 2-core machine can take seconds to send a large request.
+    .client_request_timeout(Duration::from_secs(60))
     .disable_signals()
     .listen(control_listener)
     .map_err(SpawnError::Serve)?
