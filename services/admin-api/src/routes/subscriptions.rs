@@ -114,7 +114,7 @@ pub(crate) async fn recreate(
     body: web::Json<RecreateRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = visible_tenant(&state, &caller, *tenant).await?.tenant_id;
-    let resource = body.into_inner().resource;
+    let resource = checked_resource(&body.resource)?.to_owned();
     let now = OffsetDateTime::now_utc();
     if !subscription_slots::request_recreate(&state.pool, tenant, &resource, now).await? {
         return Err(ApiError::not_found(
@@ -164,18 +164,21 @@ impl NewSubscription {
                 "client_state must be 1 to 128 characters (Graph's limit)",
             ));
         }
-        let resource = self.resource.trim();
-        if !resource.starts_with('/')
-            || resource.len() > 256
-            || resource.chars().any(char::is_control)
-        {
-            return Err(ApiError::invalid(
-                "invalid-resource",
-                "resource must be a Graph path such as /users",
-            ));
-        }
-        Ok((expires_at, resource))
+        Ok((expires_at, checked_resource(&self.resource)?))
     }
+}
+
+/// A subscription's resource as a request names it: a Graph path such as `/users`, trimmed.
+fn checked_resource(resource: &str) -> Result<&str, ApiError> {
+    let resource = resource.trim();
+    if !resource.starts_with('/') || resource.len() > 256 || resource.chars().any(char::is_control)
+    {
+        return Err(ApiError::invalid(
+            "invalid-resource",
+            "resource must be a Graph path such as /users",
+        ));
+    }
+    Ok(resource)
 }
 
 fn default_resource() -> String {

@@ -86,6 +86,10 @@ async fn the_subscriptions_show_state_expiry_last_notification_and_error_and_a_r
     api.post(&recreate, admin, json!({"resource": "/users", "now": true}))
         .await
         .assert_problem(422, "invalid-body");
+    // A NUL, which PostgreSQL cannot store in text, is refused before any query (it was a 503).
+    api.post(&recreate, admin, json!({"resource": "/us\u{0}ers"}))
+        .await
+        .assert_problem(422, "invalid-resource");
     let accepted = api
         .post(&recreate, admin, json!({"resource": "/users"}))
         .await
