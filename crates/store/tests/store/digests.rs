@@ -18,7 +18,7 @@ pub struct Capture(Mutex<Vec<Digest>>);
 
 impl DigestEncoder for Capture {
     fn encode(&self, digest: &Digest) -> NewMessage {
-        self.0.lock().unwrap().push(digest.clone());
+        self.0.lock().expect("not poisoned").push(digest.clone());
         NewMessage {
             tenant_id: digest.tenant_id,
             message_id: Uuid::now_v7(),
@@ -33,7 +33,7 @@ impl DigestEncoder for Capture {
 
 impl Capture {
     fn of(&self, tenant: Uuid) -> Vec<Digest> {
-        let digests = self.0.lock().unwrap();
+        let digests = self.0.lock().expect("not poisoned");
         digests
             .iter()
             .filter(|d| d.tenant_id == tenant)
@@ -61,10 +61,12 @@ async fn running_run(pool: &PgPool, tenant: Uuid) -> Uuid {
         started_by: "admin@contoso.example".into(),
         target: None,
     };
-    runs::create(pool, &run).await.unwrap();
+    runs::create(pool, &run)
+        .await
+        .expect("the test database answers");
     runs::set_status(pool, run.run_id, RunStatus::Running, None)
         .await
-        .unwrap();
+        .expect("the test database answers");
     run.run_id
 }
 
@@ -75,19 +77,19 @@ async fn applied(
     people: &[NewPerson],
     digests: &Capture,
 ) {
-    let mut tx = pool.begin().await.unwrap();
+    let mut tx = pool.begin().await.expect("the test database answers");
     runs::record_applied(&mut tx, run, counts, people, digests)
         .await
-        .unwrap();
-    tx.commit().await.unwrap();
+        .expect("the test database answers");
+    tx.commit().await.expect("the test database answers");
 }
 
 async fn emitted(pool: &PgPool, run: Uuid, commands: i64, digests: &Capture) -> bool {
-    let mut tx = pool.begin().await.unwrap();
+    let mut tx = pool.begin().await.expect("the test database answers");
     let ended = runs::emission_done(&mut tx, run, commands, &[], digests)
         .await
-        .unwrap();
-    tx.commit().await.unwrap();
+        .expect("the test database answers");
+    tx.commit().await.expect("the test database answers");
     ended
 }
 
