@@ -1,6 +1,8 @@
 //! Sync runs: the one record of every piece of sync work (migration 0027). A run is created when
 //! the work is asked for, moves `queued → running → succeeded | failed` (or `held`, then
 //! `running` again or `rejected`), and collects counts by name from whoever does the work.
+//! How runs end (and announce their digest) is in `ending`; the digests and the people a run
+//! added and removed are in `digest`.
 
 mod digest;
 mod ending;
