@@ -448,7 +448,9 @@ async fn a_runs_commands_count_their_outcomes_and_end_the_run_once_all_are_appli
     };
     let mut tx = app.pool.begin().await.expect("tx");
     // Three commands went out: a new card, its update, and an older version overtaken by it.
-    runs::emission_done(&mut tx, run_id, 3, &[])
+    let digests =
+        cardsync_cards::DigestEvents::new(app.topology.name(cardsync_bus::names::CARD_EVENTS));
+    runs::emission_done(&mut tx, run_id, 3, &[], &digests)
         .await
         .expect("emission recorded");
     tx.commit().await.expect("commit");
