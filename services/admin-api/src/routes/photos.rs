@@ -33,7 +33,8 @@ const CACHE_CONTROL: &str = "private, no-cache";
         ("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier answer: 304 when the card still shows that image"),
     ),
     responses(
-        (status = 200, description = "The image's bytes with its stored content type (e.g. image/jpeg); ETag is the quoted SHA-256 of the bytes", content_type = "application/octet-stream", body = Vec<u8>,
+        (status = 200, description = "The image's bytes with its stored content type (image/jpeg, image/png, …; application/octet-stream when the stored type is not an image type); ETag is the quoted SHA-256 of the bytes",
+            content((Vec<u8> = "image/*"), (Vec<u8> = "application/octet-stream")),
             headers(("ETag" = String, description = "\"<sha256 hex>\""), ("Cache-Control" = String, description = "private, no-cache"))),
         (status = 304, description = "The card still shows the image the If-None-Match tag names"),
         Refusals
@@ -139,6 +140,26 @@ mod tests {
             &TestRequest::default().to_http_request(),
             &hash
         ));
+    }
+
+    #[test]
+    fn the_openapi_document_describes_the_photo_as_binary_image_content() {
+        use utoipa::OpenApi as _;
+        let document = serde_json::to_value(crate::openapi::ApiDoc::openapi()).unwrap();
+        let operation = &document["paths"]["/v1/tenants/{tenant}/cards/{card}/photo"]["get"];
+        let content = &operation["responses"]["200"]["content"];
+        assert!(content.get("image/*").is_some(), "{content}");
+        assert!(
+            content.get("application/octet-stream").is_some(),
+            "{content}"
+        );
+        assert!(
+            operation["responses"]["200"]["headers"]
+                .get("ETag")
+                .is_some()
+        );
+        assert!(operation["responses"].get("304").is_some());
+        assert!(operation["responses"].get("404").is_some());
     }
 
     #[test]
