@@ -187,8 +187,9 @@ async fn a_tenant_changed_every_second_still_gets_its_photo_check_within_the_cad
         bob_updates >= 2,
         "the tenant was busy: bob's changes kept coming"
     );
-    // Within the cadence (3 s) plus a round or two of slack, never only when the tenant idles.
-    assert!(elapsed < Duration::from_secs(15), "took {elapsed:?}");
+    // Within the cadence (3 s) plus generous slack for a loaded machine; without a cadence of
+    // its own the check never comes while the tenant stays busy (the wait above fails).
+    assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
     shutdown.cancel();
     running.await.unwrap().unwrap();
     env.teardown().await;
