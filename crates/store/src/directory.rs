@@ -471,20 +471,25 @@ pub async fn mark_emitted(
     Ok(())
 }
 
-/// Users whose photo was checked longest ago (never first), for the budgeted photo scan.
+/// Users whose photo was checked longest ago (never first) and not within `recheck_after`, for
+/// the budgeted photo check.
 pub async fn photo_scan_candidates(
     pool: &PgPool,
     tenant: Uuid,
     limit: i64,
+    recheck_after: std::time::Duration,
 ) -> Result<Vec<UserRow>, StoreError> {
     let rows: Vec<UserTuple> = sqlx::query_as(concat!(
         "SELECT ",
         user_columns!(),
         " FROM directory_users WHERE tenant_id = $1 AND presence = 'present' AND in_scope
+            AND (photo_checked_at IS NULL
+                 OR photo_checked_at <= now() - make_interval(secs => $3))
           ORDER BY photo_checked_at NULLS FIRST LIMIT $2"
     ))
     .bind(tenant)
     .bind(limit)
+    .bind(recheck_after.as_secs_f64())
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().map(user_from).collect())

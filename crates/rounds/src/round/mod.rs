@@ -616,10 +616,29 @@ impl Rounds {
             }
             Mode::Incremental | Mode::Full | Mode::Reconcile => {
                 let created = self.users_pass(round, full).await?;
-                let scheduled = round.cause != proto::Cause::Notification;
-                self.roles_pass(round, scheduled || !created.is_empty())
+                // Photos and roles on their own cadence per tenant, whatever caused the round.
+                // A full round and a reconcile always check (photos: those not re-checked for
+                // `photo_recheck_after`); an operator's request re-checks any photo.
+                let due = cardsync_store::checks::due(
+                    &self.pool,
+                    round.tenant,
+                    self.settings.photo_check_interval,
+                    self.settings.roles_check_interval,
+                )
+                .await?;
+                let asked = round.cause == proto::Cause::Manual;
+                let roles_due = due.roles || full || asked;
+                self.roles_pass(round, roles_due || !created.is_empty())
                     .await?;
-                self.photos_pass(round, created).await?;
+                if roles_due && round.admin_roles {
+                    cardsync_store::checks::record_roles_checked(&self.pool, round.tenant).await?;
+                }
+                let check = if asked {
+                    Some(photos::PhotoCheck::Asked)
+                } else {
+                    (due.photos || full).then_some(photos::PhotoCheck::Due)
+                };
+                self.photos_pass(round, created, check).await?;
                 if request.mode == Mode::Reconcile {
                     self.cards_pass(round).await?;
                 }

@@ -43,6 +43,9 @@ pub(crate) struct CardView {
     #[schema(value_type = String)]
     role: &'static str,
     fields: std::collections::BTreeMap<String, Option<String>>,
+    /// The SHA-256 of the image the card shows (`GET …/photo` serves it); absent without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    photo_sha256: Option<String>,
     applied_version: i64,
     created_at: String,
     updated_at: String,
@@ -62,6 +65,7 @@ impl From<&Card> for CardView {
                 .iter()
                 .map(|(name, state)| (name.as_str().to_owned(), state.value.clone()))
                 .collect(),
+            photo_sha256: card.photo.as_ref().map(|photo| photo.sha256.clone()),
             applied_version: card.applied_version,
             created_at: rfc3339(card.created_at),
             updated_at: rfc3339(card.updated_at),

@@ -23,6 +23,7 @@ mod graph_trouble;
 mod hostile;
 mod isolation;
 mod offboard;
+mod photos;
 mod redis_loss;
 mod rules;
 mod safety_rail;
