@@ -1,6 +1,7 @@
 //! Teams: the tenant's groups in scope, by group object id, with the group's current name and
-//! description. The card-writer creates a team when a card first joins it; the rounds keep its
-//! name and description in step with the directory snapshot ([`follow_groups`]).
+//! description. The card-writer creates a team when a card first joins it, named from the
+//! directory snapshot; the rounds keep its name and description in step with the snapshot
+//! ([`follow_groups`]).
 
 use crate::StoreError;
 use sqlx::{FromRow, PgConnection, PgExecutor};
@@ -19,12 +20,13 @@ pub struct Team {
     pub description: Option<String>,
 }
 
-/// Makes sure the teams exist, in one statement. A known name names a new team or one without a
-/// name; it never replaces a stored name: renames come from the directory snapshot
-/// ([`follow_groups`]), so a command emitted before a rename and applied after it cannot bring
-/// the old name back. Teams already stored as asked are left alone, so concurrent writers of
-/// the same teams do not queue behind each other's row locks. Each `(tenant_id, group_id)` must
-/// appear once.
+/// Makes sure the teams exist, in one statement. A new team (or one stored without a name) is
+/// named from the directory snapshot when the snapshot knows its group, with the group's
+/// description, else from the name the command knew; a stored name is never replaced: renames
+/// come from the snapshot ([`follow_groups`]), so a command emitted before a rename and applied
+/// after it cannot bring the old name back. Teams already stored as asked are left alone, so
+/// concurrent writers of the same teams do not queue behind each other's row locks. Each
+/// `(tenant_id, group_id)` must appear once.
 pub async fn upsert_all(
     conn: &mut PgConnection,
     teams: &[(Uuid, &str, Option<&str>)],
@@ -39,15 +41,18 @@ pub async fn upsert_all(
     let group_ids: Vec<&str> = sorted.iter().map(|team| team.1).collect();
     let names: Vec<Option<&str>> = sorted.iter().map(|team| team.2).collect();
     sqlx::query(
-        "INSERT INTO teams (tenant_id, group_id, name)
-         SELECT n.t, n.g, n.name
-           FROM unnest($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY AS n(t, g, name, i)
+        "INSERT INTO teams (tenant_id, group_id, name, description)
+         SELECT n.tid, n.gid, coalesce(dg.display_name, n.name), dg.description
+           FROM unnest($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY AS n(tid, gid, name, i)
+           LEFT JOIN directory_groups dg
+                  ON dg.tenant_id = n.tid AND dg.group_id = n.gid AND dg.present
           WHERE NOT EXISTS (SELECT 1 FROM teams
-                             WHERE teams.tenant_id = n.t AND teams.group_id = n.g
-                               AND (n.name IS NULL OR teams.name IS NOT NULL))
+                             WHERE teams.tenant_id = n.tid AND teams.group_id = n.gid
+                               AND (teams.name IS NOT NULL
+                                    OR coalesce(dg.display_name, n.name) IS NULL))
           ORDER BY n.i
          ON CONFLICT (tenant_id, group_id) DO UPDATE
-            SET name = EXCLUDED.name, updated_at = now()
+            SET name = EXCLUDED.name, description = EXCLUDED.description, updated_at = now()
           WHERE EXCLUDED.name IS NOT NULL AND teams.name IS NULL",
     )
     .bind(&tenant_ids)

@@ -323,6 +323,60 @@ async fn teams_follow_the_groups_of_the_command_and_a_late_command_keeps_the_sto
 }
 
 #[tokio::test]
+async fn a_new_team_takes_its_name_and_description_from_the_directory_snapshot() {
+    let mut app = spawn_app().await;
+    // The round saved the group, renamed since the command left, before the command arrives.
+    sqlx::query(
+        "INSERT INTO directory_groups (tenant_id, group_id, display_name, description)
+         VALUES ($1, 'g-sales', 'Sales & Marketing', 'Everyone who sells')",
+    )
+    .bind(app.tenant)
+    .execute(&app.pool)
+    .await
+    .expect("group");
+    let mut ann = upsert(app.tenant, "u1", 1, &[("name", Some("Ann"))]);
+    ann.team_ids = vec!["g-sales".into(), "g-unknown".into()];
+    ann.teams = vec![
+        cardsync_proto::Team {
+            group_id: "g-sales".into(),
+            name: "Sales".into(),
+        },
+        cardsync_proto::Team {
+            group_id: "g-unknown".into(),
+            name: "Unknown".into(),
+        },
+    ];
+    app.apply(&ann).await;
+
+    let stored = cardsync_store::teams::list(&app.pool, app.tenant)
+        .await
+        .expect("teams");
+    let named: Vec<(&str, Option<&str>, Option<&str>)> = stored
+        .iter()
+        .map(|t| {
+            (
+                t.group_id.as_str(),
+                t.name.as_deref(),
+                t.description.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        named,
+        vec![
+            (
+                "g-sales",
+                Some("Sales & Marketing"),
+                Some("Everyone who sells")
+            ),
+            ("g-unknown", Some("Unknown"), None),
+        ],
+        "the snapshot names a team it knows; the command names one it does not"
+    );
+    app.teardown().await;
+}
+
+#[tokio::test]
 async fn invalid_commands_are_dead_lettered_and_commands_of_unknown_tenants_dropped() {
     let app = spawn_app().await;
     let mut invalid = upsert(app.tenant, "u1", 0, &[]);
