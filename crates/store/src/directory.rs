@@ -569,7 +569,9 @@ pub struct GroupRow {
 
 /// Every group of a tenant.
 pub async fn groups(pool: &PgPool, tenant: Uuid) -> Result<Vec<GroupRow>, StoreError> {
-    let rows: Vec<(String, Option<String>, Option<String>, Value, bool)> =
+    /// `group_id, display_name, description, members, present`.
+    type Stored = (String, Option<String>, Option<String>, Value, bool);
+    let rows: Vec<Stored> =
         sqlx::query_as("SELECT group_id, display_name, description, members, present FROM directory_groups WHERE tenant_id = $1")
             .bind(tenant)
             .fetch_all(pool)

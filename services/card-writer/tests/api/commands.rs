@@ -324,7 +324,7 @@ async fn teams_follow_the_groups_of_the_command_and_a_late_command_keeps_the_sto
 
 #[tokio::test]
 async fn a_new_team_takes_its_name_and_description_from_the_directory_snapshot() {
-    let mut app = spawn_app().await;
+    let app = spawn_app().await;
     // The round saved the group, renamed since the command left, before the command arrives.
     sqlx::query(
         "INSERT INTO directory_groups (tenant_id, group_id, display_name, description)
