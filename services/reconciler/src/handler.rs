@@ -55,7 +55,7 @@ pub fn register_runs(registry: &Registry) -> Result<IntCounterVec, MetricsError>
         )?,
     )?;
     // Every outcome from the start, so the failed-run alert and the dashboards see zeros.
-    for outcome in ["succeeded", "retried", "failed", "dropped"] {
+    for outcome in ["emitted", "retried", "failed", "dropped"] {
         runs.with_label_values(&[outcome]);
     }
     Ok(runs)

@@ -333,6 +333,71 @@ async fn group_scope_follows_nested_membership_in_and_out() {
 }
 
 #[tokio::test]
+async fn a_group_rename_renames_its_team_and_keeps_its_description_without_a_command() {
+    let env = env().await;
+    let tenant = env.tenant_text();
+    let alice = env.create_user("Alice").await;
+    let sales = env.create_group("Sales", &[&alice]).await;
+    cardsync_store::directory::set_scope(&env.pool, env.tenant, std::slice::from_ref(&sales))
+        .await
+        .unwrap();
+    env.round(Cause::Manual, Mode::Incremental).await;
+    assert_eq!(env.commands().await.len(), 1, "Alice's card");
+    // The card-writer creates the team when Alice's card joins it (a tenant with the rules a
+    // round uses when it has none stored).
+    cardsync_store::tenants::put(
+        &env.pool,
+        &cardsync_store::tenants::TenantConfig {
+            id: env.tenant,
+            name: "teams".into(),
+            rules: Default::default(),
+            invites_enabled: false,
+            admin_roles_enabled: false,
+        },
+    )
+    .await
+    .unwrap();
+    let mut conn = env.pool.acquire().await.unwrap();
+    cardsync_store::teams::upsert_all(&mut conn, &[(env.tenant, sales.as_str(), Some("Sales"))])
+        .await
+        .unwrap();
+    drop(conn);
+
+    env.control
+        .update_group(
+            &tenant,
+            &sales,
+            json!({"displayName": "Sales & Marketing", "description": "Everyone who sells"}),
+        )
+        .await
+        .unwrap();
+    env.round(Cause::Notification, Mode::Incremental).await;
+    assert!(
+        env.commands().await.is_empty(),
+        "no member moved: no command"
+    );
+    let teams = cardsync_store::teams::list(&env.pool, env.tenant)
+        .await
+        .unwrap();
+    assert_eq!(teams.len(), 1);
+    assert_eq!(teams[0].name.as_deref(), Some("Sales & Marketing"));
+    assert_eq!(teams[0].description.as_deref(), Some("Everyone who sells"));
+
+    // A cleared description is cleared on the team too; the name stays.
+    env.control
+        .update_group(&tenant, &sales, json!({"description": null}))
+        .await
+        .unwrap();
+    env.round(Cause::Notification, Mode::Incremental).await;
+    let teams = cardsync_store::teams::list(&env.pool, env.tenant)
+        .await
+        .unwrap();
+    assert_eq!(teams[0].name.as_deref(), Some("Sales & Marketing"));
+    assert_eq!(teams[0].description, None);
+    env.teardown().await;
+}
+
+#[tokio::test]
 async fn photo_changes_are_found_by_the_budgeted_scan() {
     // Every round is due for its photo check, and every photo for a re-check.
     let env = env_with(&[

@@ -30,4 +30,5 @@ mod safety_rail;
 mod secrets;
 mod support;
 mod sync_now;
+mod teams;
 mod traces;
