@@ -22,7 +22,8 @@ pub mod names {
     pub const SYNC: &str = "sync";
     /// Topic exchange of card commands (`command.live.<tenant>`, `command.bulk.<tenant>`).
     pub const CARDS: &str = "cards";
-    /// Topic exchange of card events (`event.<kind>.<tenant>`).
+    /// Topic exchange of card events (`event.<kind>.<tenant>`) and run digests
+    /// (`digest.run.<tenant>`, `digest.daily.<tenant>`).
     pub const CARD_EVENTS: &str = "card-events";
     /// Direct exchange every work queue dead-letters to, keyed by the work queue's full name.
     pub const DEAD_LETTER: &str = "dlx";
@@ -42,7 +43,7 @@ pub mod names {
     pub const CARD_WRITER_LIVE: &str = "card-writer.live";
     /// Reconcile (bulk) card commands, consumed by the card-writer apart from live ones.
     pub const CARD_WRITER_BULK: &str = "card-writer.bulk";
-    /// Every card event, so an event is never unroutable. Nothing consumes it: a bounded sink
+    /// Every card event and run digest, so neither is ever unroutable. Nothing consumes it: a bounded sink
     /// (`.v2`: the unbounded `card-events.audit` of earlier releases is retired).
     pub const CARD_EVENTS_AUDIT: &str = "card-events.audit.v2";
     /// Queues of earlier releases, declared without a length limit. A queue's arguments cannot
@@ -90,6 +91,16 @@ pub mod routing {
     /// `event.<kind>.<tenant>` on [`super::names::CARD_EVENTS`], carrying a `CardEvent`.
     pub fn card_event(kind: &str, tenant: &str) -> String {
         format!("event.{kind}.{tenant}")
+    }
+    /// `digest.run.<tenant>` on [`super::names::CARD_EVENTS`], carrying the `RunDigest` of one
+    /// finished run.
+    pub fn run_digest(tenant: &str) -> String {
+        format!("digest.run.{tenant}")
+    }
+    /// `digest.daily.<tenant>` on [`super::names::CARD_EVENTS`], carrying the `RunDigest` of a
+    /// tenant's live runs of one UTC day.
+    pub fn daily_digest(tenant: &str) -> String {
+        format!("digest.daily.{tenant}")
     }
 }
 
@@ -204,7 +215,10 @@ impl Topology {
             )
             .with_queue(CARD_WRITER_LIVE, &[(CARDS, "command.live.*")])
             .with_queue(CARD_WRITER_BULK, &[(CARDS, "command.bulk.*")])
-            .with_queue(CARD_EVENTS_AUDIT, &[(CARD_EVENTS, "event.#")])
+            .with_queue(
+                CARD_EVENTS_AUDIT,
+                &[(CARD_EVENTS, "event.#"), (CARD_EVENTS, "digest.#")],
+            )
             .with_queue_limit(CARD_EVENTS_AUDIT, QueueLimit::DropHead(AUDIT_MAX_LENGTH))
             .with_retired_queues(&RETIRED_QUEUES)
     }

@@ -6,11 +6,14 @@
 //! - [`journal`]: what every change to a card records and announces.
 //! - [`edit`]: a local field edit and a card created before any sync.
 //! - [`events`]: one card event as an outbox row.
+//! - [`digest`]: a finished run's digest as an outbox row.
 
+pub mod digest;
 pub mod edit;
 pub mod events;
 pub mod journal;
 
+pub use digest::DigestEvents;
 pub use edit::{EditError, create_local_card, edit_field};
 pub use events::{EventSpec, outbox_message};
 pub use journal::{Entry, Journal, Source};

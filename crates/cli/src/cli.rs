@@ -489,6 +489,18 @@ pub(crate) enum CardsCommand {
         /// The new value; omit to clear the field.
         value: Option<String>,
     },
+    /// Save the image a card shows (its directory photo) to a file.
+    #[command(
+        after_help = "Example:\n  cardsync cards photo --tenant <id> <card id> --file ann.jpg"
+    )]
+    Photo {
+        #[command(flatten)]
+        tenant: TenantArg,
+        card: String,
+        /// Where to write the image (`-` for standard output).
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

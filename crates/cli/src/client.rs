@@ -116,30 +116,65 @@ impl Client {
         if status.is_success() {
             return Ok(body);
         }
-        let detail = body["detail"]
-            .as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| body.to_string());
-        let errors = body["errors"]
-            .as_array()
-            .map(|errors| {
-                errors
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
-        Err(ClientError::Refused {
-            status,
-            detail,
-            errors,
-        })
+        Err(refusal(status, &body))
+    }
+
+    /// GET of a binary answer: its bytes and content type.
+    pub async fn get_bytes(&self, path: &str) -> Result<(Vec<u8>, String), ClientError> {
+        let token = self.token.as_deref().ok_or(ClientError::NoToken)?;
+        let unreachable = |source| ClientError::Unreachable {
+            server: self.server.clone(),
+            source,
+        };
+        let response = self
+            .http
+            .get(format!("{}{path}", self.server))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let bytes = response.bytes().await.map_err(unreachable)?;
+        if status.is_success() {
+            return Ok((bytes.to_vec(), content_type));
+        }
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Err(refusal(status, &body))
     }
 
     /// GET.
     pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
         self.call(Method::GET, path, None).await
+    }
+}
+
+/// The error a non-success answer is: the problem's `detail` and `errors`.
+fn refusal(status: StatusCode, body: &Value) -> ClientError {
+    let detail = body["detail"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| body.to_string());
+    let errors = body["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    ClientError::Refused {
+        status,
+        detail,
+        errors,
     }
 }
 

@@ -628,6 +628,10 @@ async fn cards(client: &Client, command: &CardsCommand) -> Result<Printed, Clien
                 .await?,
             &[],
         ),
+        CardsCommand::Photo { tenant, card, file } => {
+            let path = format!("{}/{}/photo", base(tenant), enc(card));
+            (crate::photo::save(client, &path, file).await?, &[])
+        }
     })
 }
 

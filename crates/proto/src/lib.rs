@@ -37,7 +37,8 @@ bus_message!(
     LifecycleEvent,
     SyncRequest,
     CardCommand,
-    CardEvent
+    CardEvent,
+    RunDigest
 );
 
 impl Cause {
@@ -52,6 +53,23 @@ impl Cause {
             Cause::Lifecycle => "lifecycle",
             Cause::Resync => "resync",
         }
+    }
+}
+
+impl Cause {
+    /// The cause of a stored name ([`Cause::as_str`]); unknown names are `Unspecified`.
+    pub fn parse(name: &str) -> Self {
+        [
+            Cause::Notification,
+            Cause::SafetyPoll,
+            Cause::Reconcile,
+            Cause::Manual,
+            Cause::Lifecycle,
+            Cause::Resync,
+        ]
+        .into_iter()
+        .find(|cause| cause.as_str() == name)
+        .unwrap_or(Cause::Unspecified)
     }
 }
 
@@ -130,6 +148,19 @@ mod tests {
         let b = Envelope::new("t", Cause::Manual);
         assert_ne!(a.message_id, b.message_id);
         assert!(a.message_id < b.message_id);
+    }
+
+    #[test]
+    fn every_cause_reads_back_from_its_name() {
+        for cause in [
+            Cause::Notification,
+            Cause::Reconcile,
+            Cause::Manual,
+            Cause::Resync,
+        ] {
+            assert_eq!(Cause::parse(cause.as_str()), cause);
+        }
+        assert_eq!(Cause::parse("nonsense"), Cause::Unspecified);
     }
 
     #[test]

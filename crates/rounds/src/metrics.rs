@@ -1,5 +1,6 @@
 //! The Prometheus metrics of delta rounds (`cardsync_delta_*`), registered once per process.
 
+use crate::drift::Drift;
 use cardsync_telemetry::metrics::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, MetricsError, Opts,
     Registry, register,
@@ -35,7 +36,7 @@ pub struct RoundMetrics {
 impl RoundMetrics {
     /// Registers every metric on `registry`.
     pub fn register(registry: &Registry) -> Result<Self, MetricsError> {
-        Ok(Self {
+        let metrics = Self {
             rounds: register(
                 registry,
                 IntCounterVec::new(
@@ -137,7 +138,13 @@ impl RoundMetrics {
                     &["tenant"],
                 )?,
             )?,
-        })
+        };
+        // Every kind of drift from the start, so a scrape (and the dashboards) show zeros
+        // before the first reconcile that finds any.
+        for drift in [Drift::Missing, Drift::Status, Drift::Fields] {
+            metrics.drift.with_label_values(&[drift.as_str()]);
+        }
+        Ok(metrics)
     }
 
     /// Creates `tenant`'s safety-rail gauges at zero if they do not exist yet (never changes
@@ -156,6 +163,26 @@ impl RoundMetrics {
             self.paused
                 .with_label_values(&[&tenant])
                 .set(i64::from(*paused));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_of_drift_is_exported_at_zero_before_any_reconcile() {
+        let registry = Registry::new();
+        RoundMetrics::register(&registry).expect("registered");
+        let scrape = cardsync_telemetry::metrics::render(&registry);
+        for drift in ["missing", "status", "fields"] {
+            assert!(
+                scrape.contains(&format!(
+                    "cardsync_delta_card_drift_total{{drift=\"{drift}\"}} 0"
+                )),
+                "{drift} missing from:\n{scrape}"
+            );
         }
     }
 }

@@ -464,6 +464,7 @@ mod tests {
         GroupRow {
             group_id: id.into(),
             display_name: Some(name.into()),
+            description: None,
             members: members
                 .iter()
                 .map(|(m, k)| (m.to_string(), k.to_string()))

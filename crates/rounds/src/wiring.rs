@@ -97,6 +97,7 @@ pub fn wire(config: RoundsConfig<'_>, registry: &Registry) -> Result<Wired, Wire
         settings: config.rounds.clone(),
         metrics,
         cards_exchange: config.topology.name(names::CARDS),
+        events_exchange: config.topology.name(names::CARD_EVENTS),
         photos: PhotoStore::open(config.photos).map_err(failed("the photo store"))?,
         photo_size: config.photos.size,
     }));

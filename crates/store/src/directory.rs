@@ -471,20 +471,25 @@ pub async fn mark_emitted(
     Ok(())
 }
 
-/// Users whose photo was checked longest ago (never first), for the budgeted photo scan.
+/// Users whose photo was checked longest ago (never first) and not within `recheck_after`, for
+/// the budgeted photo check.
 pub async fn photo_scan_candidates(
     pool: &PgPool,
     tenant: Uuid,
     limit: i64,
+    recheck_after: std::time::Duration,
 ) -> Result<Vec<UserRow>, StoreError> {
     let rows: Vec<UserTuple> = sqlx::query_as(concat!(
         "SELECT ",
         user_columns!(),
         " FROM directory_users WHERE tenant_id = $1 AND presence = 'present' AND in_scope
+            AND (photo_checked_at IS NULL
+                 OR photo_checked_at <= now() - make_interval(secs => $3))
           ORDER BY photo_checked_at NULLS FIRST LIMIT $2"
     ))
     .bind(tenant)
     .bind(limit)
+    .bind(recheck_after.as_secs_f64())
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().map(user_from).collect())
@@ -559,6 +564,8 @@ pub struct GroupRow {
     pub group_id: String,
     /// Its name (teams follow renames).
     pub display_name: Option<String>,
+    /// Its description (kept with the team).
+    pub description: Option<String>,
     /// Direct members by id, with their kind (`user`, `group`, `other`).
     pub members: HashMap<String, String>,
     /// Still exists.
@@ -567,19 +574,24 @@ pub struct GroupRow {
 
 /// Every group of a tenant.
 pub async fn groups(pool: &PgPool, tenant: Uuid) -> Result<Vec<GroupRow>, StoreError> {
-    let rows: Vec<(String, Option<String>, Value, bool)> =
-        sqlx::query_as("SELECT group_id, display_name, members, present FROM directory_groups WHERE tenant_id = $1")
+    /// `group_id, display_name, description, members, present`.
+    type Stored = (String, Option<String>, Option<String>, Value, bool);
+    let rows: Vec<Stored> =
+        sqlx::query_as("SELECT group_id, display_name, description, members, present FROM directory_groups WHERE tenant_id = $1")
             .bind(tenant)
             .fetch_all(pool)
             .await?;
     Ok(rows
         .into_iter()
-        .map(|(group_id, display_name, members, present)| GroupRow {
-            group_id,
-            display_name,
-            members: serde_json::from_value(members).unwrap_or_default(),
-            present,
-        })
+        .map(
+            |(group_id, display_name, description, members, present)| GroupRow {
+                group_id,
+                display_name,
+                description,
+                members: serde_json::from_value(members).unwrap_or_default(),
+                present,
+            },
+        )
         .collect())
 }
 
@@ -591,13 +603,15 @@ pub async fn save_groups(
 ) -> Result<(), StoreError> {
     for row in rows {
         sqlx::query(
-            "INSERT INTO directory_groups (tenant_id, group_id, display_name, members, present) VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO directory_groups (tenant_id, group_id, display_name, description, members, present) VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (tenant_id, group_id) DO UPDATE SET
-                 display_name = EXCLUDED.display_name, members = EXCLUDED.members, present = EXCLUDED.present",
+                 display_name = EXCLUDED.display_name, description = EXCLUDED.description,
+                 members = EXCLUDED.members, present = EXCLUDED.present",
         )
         .bind(tenant)
         .bind(&row.group_id)
         .bind(&row.display_name)
+        .bind(&row.description)
         .bind(serde_json::to_value(&row.members).unwrap_or_default())
         .bind(row.present)
         .execute(&mut **tx)

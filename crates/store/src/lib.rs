@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod audit;
 pub mod cards;
+pub mod checks;
 pub mod connections;
 pub mod directory;
 pub mod offboarding;

@@ -48,7 +48,12 @@ pub const TENANT_TABLES: &[(&str, &str)] = &[
         "tenant_safety",
         "DELETE FROM tenant_safety WHERE tenant_id = $1",
     ),
+    // A run's counts, people and failed commands go with it (ON DELETE CASCADE).
     ("sync_runs", "DELETE FROM sync_runs WHERE tenant_id = $1"),
+    (
+        "live_digests",
+        "DELETE FROM live_digests WHERE tenant_id = $1",
+    ),
     (
         "tenant_rules_history",
         "DELETE FROM tenant_rules_history WHERE tenant_id = $1",

@@ -1,9 +1,20 @@
 //! Sync runs: the one record of every piece of sync work (migration 0027). A run is created when
 //! the work is asked for, moves `queued → running → succeeded | failed` (or `held`, then
 //! `running` again or `rejected`), and collects counts by name from whoever does the work.
+//! How runs end (and announce their digest) is in `ending`; the digests and the people a run
+//! added and removed are in `digest`.
+
+mod digest;
+mod ending;
+
+pub use digest::{DIGEST_KINDS, Digest, DigestEncoder, DigestPerson, MAX_DIGEST_PEOPLE, NewPerson};
+pub use ending::{
+    FailedCommand, delete_finished_before, emission_done, end, end_live_before, fail_abandoned,
+    fail_unsettled, live, record_applied, record_failed,
+};
 
 use crate::StoreError;
-use sqlx::{FromRow, PgConnection, PgExecutor};
+use sqlx::{FromRow, PgExecutor};
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -180,7 +191,7 @@ pub async fn create(executor: impl PgExecutor<'_>, run: &NewRun) -> Result<(), S
 
 /// Moves an unfinished run to `status` (setting `started_at` the first time it runs and
 /// `finished_at` when the status is final). A finished run never changes: returns whether the
-/// run was moved.
+/// run was moved. Workers end runs with [`end`], which also announces the run's digest.
 pub async fn set_status(
     executor: impl PgExecutor<'_>,
     run_id: Uuid,
@@ -406,34 +417,6 @@ pub async fn heartbeat(executor: impl PgExecutor<'_>, run_id: Uuid) -> Result<bo
     Ok(renewed.rows_affected() == 1)
 }
 
-/// Fails the unfinished runs of `kind` that a worker started but whose heartbeat stopped more
-/// than `abandoned_after` ago (the worker died and no redelivery took the run over); returns
-/// their ids. Runs never started are left queued: they may be waiting behind others; so are runs
-/// parked by the safety rail while their tenant is paused.
-pub async fn fail_abandoned(
-    executor: impl PgExecutor<'_>,
-    kind: &str,
-    abandoned_after: std::time::Duration,
-) -> Result<Vec<Uuid>, StoreError> {
-    Ok(sqlx::query_scalar(
-        "UPDATE sync_runs
-            SET status = 'failed', finished_at = now(),
-                detail = 'abandoned: no worker renewed its heartbeat for '
-                         || $2::text || ' seconds'
-          WHERE kind = $1 AND finished_at IS NULL AND status IN ('queued', 'running')
-            AND started_at IS NOT NULL AND emitted_at IS NULL
-            AND coalesce(heartbeat_at, started_at) < now() - make_interval(secs => $3)
-            -- A run parked while its tenant is paused waits for the resume, not for a worker.
-            AND NOT EXISTS (SELECT 1 FROM parked_requests p WHERE p.run_id = sync_runs.run_id)
-         RETURNING run_id",
-    )
-    .bind(kind)
-    .bind(abandoned_after.as_secs().to_string())
-    .bind(abandoned_after.as_secs_f64())
-    .fetch_all(executor)
-    .await?)
-}
-
 /// Records a scheduled run for the schedule occurrence `scheduled_for`; `false` (and nothing
 /// recorded) when the tenant already has a run of this kind for that occurrence.
 pub async fn create_scheduled(
@@ -486,165 +469,6 @@ pub async fn stale_queued(
     .bind(older_than.as_secs_f64())
     .fetch_all(executor)
     .await?)
-}
-
-/// The counts of a run's commands once applied (a card-writer outcome each: `created`,
-/// `updated`, …, `superseded` for a version an even newer one overtook) or dead-lettered
-/// (`error:<reason>`). When they add up to the run's `commands` count, the run is over.
-macro_rules! accounted {
-    () => {
-        "(name IN ('created', 'linked', 'updated', 'unchanged', 'superseded', 'deactivated', \
-          'reactivated', 'deleted', 'tombstoned') OR name LIKE 'error:%')"
-    };
-}
-
-/// Locks the run's row for the rest of the transaction; `false` when there is no such run.
-/// Every writer of a run's counts that may end it takes this lock first, so concurrent writers
-/// see each other's counts and exactly one of them ends the run.
-async fn lock(conn: &mut PgConnection, run_id: Uuid) -> Result<bool, StoreError> {
-    let found: Option<Uuid> =
-        sqlx::query_scalar("SELECT run_id FROM sync_runs WHERE run_id = $1 FOR UPDATE")
-            .bind(run_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    Ok(found.is_some())
-}
-
-/// Ends the run, succeeded, if its worker finished emitting and every command is accounted for.
-async fn settle(conn: &mut PgConnection, run_id: Uuid) -> Result<bool, StoreError> {
-    let settled = sqlx::query(concat!(
-        "UPDATE sync_runs r SET status = 'succeeded', finished_at = now()
-          WHERE r.run_id = $1 AND r.status = 'running' AND r.finished_at IS NULL
-            AND r.emitted_at IS NOT NULL
-            AND coalesce((SELECT count FROM sync_run_counts
-                           WHERE run_id = $1 AND name = 'commands'), 0)
-                <= coalesce((SELECT sum(count) FROM sync_run_counts WHERE run_id = $1 AND ",
-        accounted!(),
-        "), 0)"
-    ))
-    .bind(run_id)
-    .execute(&mut *conn)
-    .await?;
-    Ok(settled.rows_affected() == 1)
-}
-
-/// Records the outcomes of some of a run's commands (in the transaction that applied them) and
-/// ends the run when that accounts for all of them. A run this database does not know (deleted
-/// by retention) is left alone.
-pub async fn record_applied(
-    conn: &mut PgConnection,
-    run_id: Uuid,
-    counts: &[(&str, i64)],
-) -> Result<(), StoreError> {
-    if lock(conn, run_id).await? {
-        add_counts(&mut *conn, run_id, counts).await?;
-        settle(conn, run_id).await?;
-    }
-    Ok(())
-}
-
-/// Records that the run's worker emitted its last command, `commands` in all, with its other
-/// `counts`; returns whether that ended the run (nothing left for the card-writer to apply).
-pub async fn emission_done(
-    conn: &mut PgConnection,
-    run_id: Uuid,
-    commands: i64,
-    counts: &[(&str, i64)],
-) -> Result<bool, StoreError> {
-    if !lock(conn, run_id).await? {
-        return Ok(false);
-    }
-    // A redelivered request runs its round again: the run keeps the first emission's figures.
-    let emitted: Option<OffsetDateTime> =
-        sqlx::query_scalar("SELECT emitted_at FROM sync_runs WHERE run_id = $1")
-            .bind(run_id)
-            .fetch_one(&mut *conn)
-            .await?;
-    if emitted.is_some() {
-        return settle(conn, run_id).await;
-    }
-    add_counts(&mut *conn, run_id, counts).await?;
-    add_counts(&mut *conn, run_id, &[("commands", commands)]).await?;
-    sqlx::query("UPDATE sync_runs SET emitted_at = coalesce(emitted_at, now()) WHERE run_id = $1")
-        .bind(run_id)
-        .execute(&mut *conn)
-        .await?;
-    settle(conn, run_id).await
-}
-
-/// Fails the unfinished runs of `kind` whose commands went out more than `older_than` ago and
-/// are still not all accounted for (a command lost without a dead letter); returns their ids.
-pub async fn fail_unsettled(
-    executor: impl PgExecutor<'_>,
-    kind: &str,
-    older_than: std::time::Duration,
-) -> Result<Vec<Uuid>, StoreError> {
-    Ok(sqlx::query_scalar(
-        "UPDATE sync_runs
-            SET status = 'failed', finished_at = now(),
-                detail = 'unsettled: not every card command was applied or dead-lettered within '
-                         || $2::text || ' seconds'
-          WHERE kind = $1 AND finished_at IS NULL AND status = 'running'
-            AND emitted_at < now() - make_interval(secs => $3)
-         RETURNING run_id",
-    )
-    .bind(kind)
-    .bind(older_than.as_secs().to_string())
-    .bind(older_than.as_secs_f64())
-    .fetch_all(executor)
-    .await?)
-}
-
-/// Retention: deletes every run that ended before `before`, with its counts; returns how many.
-pub async fn delete_finished_before(
-    executor: impl PgExecutor<'_>,
-    before: OffsetDateTime,
-) -> Result<u64, StoreError> {
-    let deleted = sqlx::query("DELETE FROM sync_runs WHERE finished_at < $1")
-        .bind(before)
-        .execute(executor)
-        .await?;
-    Ok(deleted.rows_affected())
-}
-
-/// The live run of `tenant` for the hour starting at `hour`: notification and safety-poll rounds
-/// add up into one run per tenant and hour, created by the first round of the hour (running)
-/// and ended by `reconciler due` once the hour is over.
-pub async fn live(
-    executor: impl PgExecutor<'_>,
-    tenant_id: Uuid,
-    hour: OffsetDateTime,
-) -> Result<Uuid, StoreError> {
-    Ok(sqlx::query_scalar(
-        "INSERT INTO sync_runs (run_id, tenant_id, kind, cause, started_by, status, started_at,
-                               scheduled_for)
-         VALUES ($1, $2, 'live', 'notification', 'system', 'running', now(), $3)
-         ON CONFLICT (tenant_id, kind, scheduled_for) WHERE scheduled_for IS NOT NULL
-            DO UPDATE SET kind = EXCLUDED.kind
-         RETURNING run_id",
-    )
-    .bind(Uuid::now_v7())
-    .bind(tenant_id)
-    .bind(hour)
-    .fetch_one(executor)
-    .await?)
-}
-
-/// Ends, succeeded, the live runs whose hour ended before `before`; returns how many.
-pub async fn end_live_before(
-    executor: impl PgExecutor<'_>,
-    before: OffsetDateTime,
-) -> Result<u64, StoreError> {
-    let ended = sqlx::query(
-        "UPDATE sync_runs SET status = 'succeeded', finished_at = now(),
-                emitted_at = coalesce(emitted_at, now())
-          WHERE kind = 'live' AND finished_at IS NULL
-            AND scheduled_for + interval '1 hour' <= $1",
-    )
-    .bind(before)
-    .execute(executor)
-    .await?;
-    Ok(ended.rows_affected())
 }
 
 #[cfg(test)]

@@ -395,6 +395,7 @@ pub async fn approved(
     tenant: Uuid,
     by: &str,
     commands: i64,
+    digests: &dyn crate::runs::DigestEncoder,
 ) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE sync_runs SET status = 'running', detail = 'approved by ' || $2
@@ -404,7 +405,7 @@ pub async fn approved(
     .bind(by)
     .execute(&mut *conn)
     .await?;
-    crate::runs::emission_done(conn, run_id, commands, &[]).await?;
+    crate::runs::emission_done(conn, run_id, commands, &[], digests).await?;
     decided(conn, run_id, by).await?;
     sqlx::query(
         "UPDATE tenant_safety SET paused_at = NULL, paused_by_run = NULL, updated_at = now(),

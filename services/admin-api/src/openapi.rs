@@ -111,6 +111,7 @@ impl Modify for BearerAuth {
         routes::cards::list,
         routes::cards::show,
         routes::cards::edit_field,
+        routes::photos::card_photo,
         routes::sync::sync_tenant,
         routes::sync::sync_user,
         routes::schedules::list,

@@ -33,6 +33,8 @@ pub struct Settings {
     pub graph: GraphSettings,
     /// The key that seals Graph credentials.
     pub secrets: SecretsSettings,
+    /// The photo store the rounds write images to (`url`; the API only reads it).
+    pub photos: cardsync_photos::PhotoSettings,
     /// Logs and traces.
     pub telemetry: TelemetrySettings,
 }
@@ -64,6 +66,7 @@ impl Validate for Settings {
             problems.push("admin.connection_test_timeout: must be greater than 0".into());
         }
         self.secrets.validate(problems);
+        self.photos.validate(problems);
     }
 }
 

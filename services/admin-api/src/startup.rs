@@ -46,6 +46,8 @@ impl Application {
             .map_err(|error| StartupError::dependency("the credential sealing key", error))?;
         let redis = crate::tenant_keys::TenantKeys::lazy(&settings.redis)
             .map_err(|error| StartupError::dependency("the Redis client", error))?;
+        let photos = cardsync_photos::PhotoStore::open(&settings.photos)
+            .map_err(|error| StartupError::dependency("the photo store", error))?;
         let verifier = Verifier::new(&settings.auth)
             .map_err(|error| StartupError::dependency("the token verifier", error))?;
         let state = web::Data::new(AppState {
@@ -61,6 +63,7 @@ impl Application {
                 topology.clone(),
                 publisher.clone(),
             ),
+            photos,
         });
         let verifier = web::Data::new(verifier);
         let schema = SchemaGate::new(pool.clone());

@@ -26,4 +26,6 @@ pub struct AppState {
     pub redis: crate::tenant_keys::TenantKeys,
     /// The work queues' dead letters.
     pub dead_letters: cardsync_bus::DeadLetters,
+    /// The photo images cards name (the store the rounds write).
+    pub photos: cardsync_photos::PhotoStore,
 }

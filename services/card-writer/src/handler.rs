@@ -13,7 +13,10 @@ use crate::command::{Origin, ValidCommand, validate};
 use crate::dedup::Dedup;
 use crate::metrics::Metrics;
 use cardsync_bus::{Delivery, Handler, HandlerError, Transience as _, names};
+use cardsync_cards::DigestEvents;
 use cardsync_proto::CardCommand;
+use cardsync_store::StoreError;
+use cardsync_store::runs::{self, FailedCommand};
 use futures_util::FutureExt as _;
 use sqlx::PgPool;
 use std::panic::AssertUnwindSafe;
@@ -21,6 +24,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 use tracing::Instrument as _;
+use uuid::Uuid;
 
 /// Which command queue a handler serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,6 +227,7 @@ async fn skip_known(fast_path: &FastPath, batch: Vec<Job>) -> Vec<Job> {
                 outcome: Outcome::DuplicateFast,
                 card_id: None,
                 events: 0,
+                person: None,
             }));
         } else {
             rest.push(job);
@@ -266,6 +271,32 @@ async fn apply_batch(
     answered
 }
 
+/// When the consumer gives up on a transiently failing message (as `cardsync_bus::decide`
+/// decides with the same settings): the card-writer accounts for a run's command before its
+/// last failure dead-letters it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retries {
+    /// The bus's `max_attempts`.
+    pub max_attempts: u32,
+    /// The bus's `retry_delays`.
+    pub delays: Vec<std::time::Duration>,
+}
+
+impl Retries {
+    /// Whether a transient failure on `attempt` dead-letters the message.
+    pub fn exhausted(&self, attempt: u32) -> bool {
+        matches!(
+            cardsync_bus::decide(
+                cardsync_bus::Outcome::Transient(String::new()),
+                attempt,
+                self.max_attempts,
+                &self.delays,
+            ),
+            cardsync_bus::Decision::DeadLetter { .. }
+        )
+    }
+}
+
 /// Applies card commands from one queue.
 #[derive(Debug, Clone)]
 pub struct CommandHandler {
@@ -273,12 +304,19 @@ pub struct CommandHandler {
     batcher: Batcher,
     metrics: Metrics,
     relay_wake: Arc<Notify>,
+    pool: PgPool,
+    events_exchange: String,
+    retries: Retries,
 }
 
 impl CommandHandler {
     /// A handler for `queue` writing through `pool` in batches as `batching` says; card events
     /// go to `events_exchange` (full name). Starts the batch workers, so it needs a Tokio
     /// runtime.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "each is a separately built part of the service; startup names them all"
+    )]
     pub fn new(
         queue: CommandQueue,
         pool: PgPool,
@@ -287,9 +325,13 @@ impl CommandHandler {
         relay_wake: Arc<Notify>,
         events_exchange: String,
         batching: Batching,
+        retries: Retries,
     ) -> Self {
         Self {
             queue,
+            pool: pool.clone(),
+            events_exchange: events_exchange.clone(),
+            retries,
             batcher: Batcher::start(
                 pool,
                 events_exchange,
@@ -310,6 +352,75 @@ impl CommandHandler {
             .with_label_values(&[self.queue.as_str(), outcome, tenant])
             .inc();
     }
+
+    /// Accounts for a run's command that will never be applied as `error:<reason>` on its run,
+    /// durably and before the message is dead-lettered or dropped (once per message, however
+    /// often it is delivered). When PostgreSQL cannot take it now, the message is retried
+    /// instead, so that it is counted when it is dead-lettered.
+    async fn account_failed(
+        &self,
+        failed: Option<&(Uuid, String)>,
+        reason: &str,
+    ) -> Result<(), HandlerError> {
+        let Some((run_id, message_key)) = failed else {
+            return Ok(());
+        };
+        let failed = FailedCommand {
+            run_id: *run_id,
+            message_key,
+            reason,
+        };
+        let digests = DigestEvents::new(self.events_exchange.as_str());
+        let recorded = async {
+            let mut tx = self.pool.begin().await?;
+            runs::record_failed(&mut tx, &failed, &digests).await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        match recorded {
+            Ok(()) => {
+                // The run may have ended: its digest waits in the outbox.
+                self.relay_wake.notify_one();
+                Ok(())
+            }
+            Err(error) if error.is_transient() => Err(HandlerError::transient(error)),
+            Err(error) => {
+                tracing::warn!(%run_id, reason, error = %cardsync_telemetry::error_chain(&error), "failed command not counted on its run");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The run of a command and what identifies its message across deliveries (its envelope's
+/// message id, else the AMQP one, else its user, version and action), read before validation
+/// so an invalid command is accounted for too. `None` when it names no run.
+fn failed_key(delivery: &Delivery<CardCommand>) -> Option<(Uuid, String)> {
+    let command = &delivery.message;
+    let run_id = Uuid::parse_str(&command.run_id).ok()?;
+    let from_envelope = command
+        .envelope
+        .as_ref()
+        .map(|envelope| envelope.message_id.as_str())
+        .filter(|id| !id.is_empty());
+    let key = match from_envelope.or(delivery.message_id.as_deref()) {
+        Some(id) => id.to_owned(),
+        None => format!("{}:{}:{}", command.user_id, command.version, command.action),
+    };
+    Some((run_id, clip_key(key)))
+}
+
+/// At most 256 bytes (the column's bound), cut on a character boundary.
+fn clip_key(mut key: String) -> String {
+    if key.len() > 256 {
+        let mut end = 256;
+        while !key.is_char_boundary(end) {
+            end -= 1;
+        }
+        key.truncate(end);
+    }
+    key
 }
 
 impl Handler for CommandHandler {
@@ -322,10 +433,14 @@ impl Handler for CommandHandler {
             tenant_header: delivery.tenant_id.as_deref(),
             routing_key,
         };
+        let failed = failed_key(&delivery);
+        let attempt = delivery.attempt;
         let command = match validate(delivery.message, origin) {
             Ok(command) => Arc::new(command),
             Err(error) => {
                 self.count("invalid", "unknown");
+                self.account_failed(failed.as_ref(), "invalid_command")
+                    .await?;
                 return Err(error.into());
             }
         };
@@ -340,11 +455,17 @@ impl Handler for CommandHandler {
                     failed_outcome(&ApplyError::UnknownTenant(command.tenant_id)),
                     &tenant,
                 );
+                self.account_failed(failed.as_ref(), "unknown_tenant")
+                    .await?;
                 tracing::warn!(%tenant, user_id = %command.user_id, "card command of an unknown tenant dropped");
                 return Ok(());
             }
             Err(error) => {
                 self.count(failed_outcome(&error), &tenant);
+                if !error.is_transient() || self.retries.exhausted(attempt) {
+                    self.account_failed(failed.as_ref(), failure_reason(&error))
+                        .await?;
+                }
                 return Err(error.into());
             }
         };
@@ -397,9 +518,64 @@ fn failed_outcome(error: &ApplyError) -> &'static str {
     }
 }
 
+/// The run count reason (`error:<reason>`) of a command that could not be applied.
+fn failure_reason(error: &ApplyError) -> &'static str {
+    match error {
+        ApplyError::UnknownTenant(_) => "unknown_tenant",
+        ApplyError::EmailHeld { .. } => "email_held",
+        ApplyError::Store(_) => "store_failed",
+        ApplyError::WorkerStopped => "worker_stopped",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_transient_failure_dead_letters_only_on_the_last_attempt() {
+        let retries = Retries {
+            max_attempts: 3,
+            delays: vec![std::time::Duration::from_secs(1)],
+        };
+        assert!(!retries.exhausted(1) && !retries.exhausted(2));
+        assert!(retries.exhausted(3));
+    }
+
+    #[test]
+    fn a_failed_commands_key_is_its_message_id_clipped_to_the_column() {
+        let mut command = CardCommand {
+            run_id: Uuid::nil().to_string(),
+            user_id: "u1".into(),
+            version: 2,
+            ..Default::default()
+        };
+        let delivery = |command: CardCommand, amqp: Option<&str>| Delivery {
+            message: command,
+            attempt: 1,
+            redelivered: false,
+            message_id: amqp.map(str::to_owned),
+            tenant_id: None,
+            exchange: String::new(),
+            routing_key: String::new(),
+        };
+        assert_eq!(
+            failed_key(&delivery(command.clone(), None)),
+            Some((Uuid::nil(), "u1:2:0".to_owned()))
+        );
+        assert_eq!(
+            failed_key(&delivery(command.clone(), Some("amqp-1"))).map(|(_, key)| key),
+            Some("amqp-1".to_owned())
+        );
+        command.envelope = Some(cardsync_proto::Envelope {
+            message_id: "é".repeat(200),
+            ..Default::default()
+        });
+        let (_, key) = failed_key(&delivery(command.clone(), Some("amqp-1"))).unwrap();
+        assert!(key.len() <= 256 && key.starts_with('é'));
+        command.run_id = "not a uuid".into();
+        assert_eq!(failed_key(&delivery(command, None)), None);
+    }
 
     #[test]
     fn a_failed_command_is_counted_as_unknown_tenant_failed_or_invalid() {

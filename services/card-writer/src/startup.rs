@@ -4,7 +4,7 @@
 //! [`Application::relay`].
 
 use crate::dedup::Dedup;
-use crate::handler::{Batching, CommandHandler, CommandQueue};
+use crate::handler::{Batching, CommandHandler, CommandQueue, Retries};
 use crate::metrics::Metrics;
 use crate::relay::Relay;
 use crate::settings::Settings;
@@ -55,6 +55,10 @@ impl Application {
         let wake = Arc::new(Notify::new());
         let events_exchange = topology.name(names::CARD_EVENTS);
         let writer = &settings.card_writer;
+        let retries = Retries {
+            max_attempts: settings.bus.max_attempts,
+            delays: settings.bus.retry_delays.clone(),
+        };
         let live = Arc::new(CommandHandler::new(
             CommandQueue::Live,
             pool.clone(),
@@ -66,6 +70,7 @@ impl Application {
                 transactions: writer.live_transactions,
                 max_commands: writer.max_batch,
             },
+            retries.clone(),
         ));
         let bulk = Arc::new(CommandHandler::new(
             CommandQueue::Bulk,
@@ -78,6 +83,7 @@ impl Application {
                 transactions: writer.bulk_transactions,
                 max_commands: writer.max_batch,
             },
+            retries,
         ));
         let relay = Relay::new(
             pool.clone(),

@@ -153,9 +153,14 @@ impl SyncRequestHandler {
             Ok(_) => Ok(()),
             Err(HandlerError::Permanent(error)) => {
                 let detail = cardsync_telemetry::error_chain(error.as_ref());
-                runs::set_status(&self.pool, run, RunStatus::Failed, Some(&detail))
-                    .await
-                    .map(|_| ())
+                let digests = self.coalescer.rounds().digests();
+                async {
+                    let mut tx = self.pool.begin().await?;
+                    runs::end(&mut tx, run, RunStatus::Failed, Some(&detail), digests).await?;
+                    tx.commit().await?;
+                    Ok::<_, cardsync_store::StoreError>(())
+                }
+                .await
             }
             Err(_) => Ok(()),
         };

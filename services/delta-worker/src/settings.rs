@@ -40,8 +40,8 @@ pub struct Settings {
 /// The `[worker]` section: how rounds behave, and when idle tenants get one.
 #[derive(Debug, Clone, Deserialize)]
 pub struct WorkerSettings {
-    /// Lease, photo budget and publish batch (`lease_ttl`, `lease_wait`,
-    /// `photo_checks_per_round`, `emit_batch`).
+    /// Lease, the photo and role checks' cadence and budget, publish batch (`lease_ttl`,
+    /// `lease_wait`, `photo_check_*`, `roles_check_interval`, `emit_batch`).
     #[serde(flatten)]
     pub rounds: RoundSettings,
     /// A tenant without a round for this long gets one (Graph never reports lost notifications).

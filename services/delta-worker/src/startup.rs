@@ -196,8 +196,33 @@ async fn run_work(
     poll.abort();
 }
 
+/// The tenants the safety poll starts a round for: those idle longer than
+/// `safety_poll_interval`, and those whose photo or admin-role check is due and that had no
+/// round for that check's interval (a busy tenant's own rounds run its checks).
+async fn poll_due(
+    pool: &PgPool,
+    settings: &Settings,
+) -> Result<Vec<uuid::Uuid>, cardsync_store::StoreError> {
+    let mut tenants =
+        cardsync_store::directory::idle_tenants(pool, settings.worker.safety_poll_interval).await?;
+    let rounds = &settings.worker.rounds;
+    for tenant in cardsync_store::checks::tenants_due(
+        pool,
+        rounds.photo_check_interval,
+        rounds.roles_check_interval,
+    )
+    .await?
+    {
+        if !tenants.contains(&tenant) {
+            tenants.push(tenant);
+        }
+    }
+    Ok(tenants)
+}
+
 /// Every `safety_poll_tick`, starts a round for each tenant idle longer than
-/// `safety_poll_interval`: Graph never says when user notifications were lost.
+/// `safety_poll_interval` (Graph never says when user notifications were lost) or due for its
+/// photo or admin-role check.
 ///
 /// The first sweep comes one tick after start, not at once: a tenant that never had a round
 /// counts as idle, and a sweep at start would race whatever the operator or the notifications
@@ -220,19 +245,14 @@ async fn safety_poll(
         if let Err(error) = coalescer.rounds().refresh_rail_gauges().await {
             tracing::warn!(error = %cardsync_telemetry::error_chain(&error), "safety rail gauges not refreshed");
         }
-        let idle = match cardsync_store::directory::idle_tenants(
-            &pool,
-            settings.worker.safety_poll_interval,
-        )
-        .await
-        {
-            Ok(idle) => idle,
+        let tenants = match poll_due(&pool, &settings).await {
+            Ok(tenants) => tenants,
             Err(error) => {
                 tracing::warn!(error = %cardsync_telemetry::error_chain(&error), "safety poll cannot list tenants");
                 continue;
             }
         };
-        for tenant in idle {
+        for tenant in tenants {
             let coalescer = coalescer.clone();
             tokio::spawn(async move {
                 if let Covered::Failed(error) = coalescer

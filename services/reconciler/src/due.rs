@@ -17,6 +17,7 @@
 use crate::handler::{APPLY_KIND, KIND};
 use crate::settings::ReconcilerSettings;
 use cardsync_bus::{Outgoing, PublishError, Publisher, Topology, names, routing};
+use cardsync_cards::DigestEvents;
 use cardsync_proto as proto;
 use cardsync_schedule::Schedule;
 use cardsync_store::StoreError;
@@ -69,12 +70,18 @@ pub async fn enqueue_due(
     now: OffsetDateTime,
 ) -> Result<DueReport, DueError> {
     // Rules applies run in the reconciler too: they end the same ways.
+    // Every run that ends here has its digest put in the outbox in the same transaction.
+    let digests = DigestEvents::new(topology.name(names::CARD_EVENTS));
     let mut abandoned = Vec::new();
     let mut unsettled = Vec::new();
+    let mut tx = pool.begin().await.map_err(StoreError::from)?;
     for kind in [KIND, APPLY_KIND] {
-        abandoned.extend(runs::fail_abandoned(pool, kind, settings.abandon_after).await?);
-        unsettled.extend(runs::fail_unsettled(pool, kind, settings.settle_within).await?);
+        abandoned
+            .extend(runs::fail_abandoned(&mut tx, kind, settings.abandon_after, &digests).await?);
+        unsettled
+            .extend(runs::fail_unsettled(&mut tx, kind, settings.settle_within, &digests).await?);
     }
+    tx.commit().await.map_err(StoreError::from)?;
     for run_id in &abandoned {
         tracing::warn!(%run_id, "abandoned reconcile run failed");
     }
@@ -86,7 +93,9 @@ pub async fn enqueue_due(
         .checked_sub(retention)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let deleted = runs::delete_finished_before(pool, horizon).await?;
-    let live_ended = runs::end_live_before(pool, now).await?;
+    let mut tx = pool.begin().await.map_err(StoreError::from)?;
+    let live_ended = runs::end_live_before(&mut tx, now, &digests).await?;
+    tx.commit().await.map_err(StoreError::from)?;
     // Lost requests first, so a run recorded just below is not published twice.
     let mut requests = runs::stale_queued(pool, KIND, settings.requeue_after).await?;
     let requeued = requests.len();

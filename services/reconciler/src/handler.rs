@@ -55,7 +55,7 @@ pub fn register_runs(registry: &Registry) -> Result<IntCounterVec, MetricsError>
         )?,
     )?;
     // Every outcome from the start, so the failed-run alert and the dashboards see zeros.
-    for outcome in ["succeeded", "retried", "failed", "dropped"] {
+    for outcome in ["emitted", "retried", "failed", "dropped"] {
         runs.with_label_values(&[outcome]);
     }
     Ok(runs)
@@ -120,9 +120,15 @@ impl ReconcileHandler {
         } else {
             (RunStatus::Failed, "failed")
         };
-        if let Err(store_error) =
-            runs::set_status(&self.pool, run_id, status, Some(detail.as_str())).await
-        {
+        let recorded = async {
+            let mut tx = self.pool.begin().await?;
+            let digests = self.rounds.digests();
+            runs::end(&mut tx, run_id, status, Some(detail.as_str()), digests).await?;
+            tx.commit().await?;
+            Ok::<_, cardsync_store::StoreError>(())
+        }
+        .await;
+        if let Err(store_error) = recorded {
             // The heartbeat has stopped: the retry takes the run over once it is stale.
             tracing::warn!(%run_id, error = %store_error, "run status not recorded");
         }

@@ -35,6 +35,8 @@ struct CardRow {
     user_id: Option<String>,
     status: String,
     fields: Value,
+    /// The stored image the card names.
+    photo_sha256: Option<String>,
 }
 
 fn card_value<'a>(fields: &'a Value, field: &str) -> Option<&'a str> {
@@ -55,19 +57,21 @@ pub async fn compare(pool: &PgPool, tenant: Uuid, snapshot: &Value) -> anyhow::R
         .unwrap_or_default();
     let scope = cardsync_store::directory::scope(pool, tenant).await?;
     let in_scope = scope.map(|groups| members_of(snapshot, &groups));
-    let rows: Vec<(Option<String>, String, Value)> =
-        sqlx::query_as("SELECT user_id, status, fields FROM cards WHERE tenant_id = $1")
-            .bind(tenant)
-            .fetch_all(pool)
-            .await?;
+    let rows: Vec<(Option<String>, String, Value, Option<String>)> = sqlx::query_as(
+        "SELECT user_id, status, fields, photo_sha256 FROM cards WHERE tenant_id = $1",
+    )
+    .bind(tenant)
+    .fetch_all(pool)
+    .await?;
     let mut report = Report::default();
     let mut cards: HashMap<String, CardRow> = HashMap::new();
-    for (user_id, status, fields) in rows {
+    for (user_id, status, fields, photo_sha256) in rows {
         *report.statuses.entry(status.clone()).or_default() += 1;
         let row = CardRow {
             user_id: user_id.clone(),
             status,
             fields,
+            photo_sha256,
         };
         match user_id {
             Some(user_id) => {
@@ -138,8 +142,22 @@ pub async fn compare(pool: &PgPool, tenant: Uuid, snapshot: &Value) -> anyhow::R
                 continue;
             }
         };
-        mapped.set_photo(user["photo"]["etag"].as_str().map(str::to_owned));
+        let photo_etag = user["photo"]["etag"]
+            .as_str()
+            .filter(|etag| !etag.trim().is_empty())
+            .map(str::to_owned);
+        mapped.set_photo(photo_etag.clone());
         let mut differences = Vec::new();
+        // A card that names the directory's photo version must name a stored image too (and
+        // none once the photo is gone): the version alone is not the photo.
+        if card_value(&card.fields, "photo") == photo_etag.as_deref()
+            && photo_etag.is_some() != card.photo_sha256.is_some()
+        {
+            differences.push(format!(
+                "photo: card names image {:?} for directory photo {:?}",
+                card.photo_sha256, photo_etag
+            ));
+        }
         for (field, value) in &mapped.fields {
             let have = card_value(&card.fields, field.as_str());
             if have != value.as_deref() {

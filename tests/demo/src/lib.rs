@@ -22,6 +22,7 @@ pub mod drain;
 pub mod metrics;
 pub mod operator;
 pub mod otlp;
+pub mod photos;
 pub mod pipeline;
 pub mod procs;
 pub mod reconcile;

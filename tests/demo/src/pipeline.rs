@@ -307,6 +307,12 @@ impl Pipeline {
             ("CARDSYNC__REDIS__URL", config.redis_url.clone()),
             ("CARDSYNC__REDIS__KEY_PREFIX", format!("{name}:")),
             ("CARDSYNC__TELEMETRY__LOG_FILTER", "info".to_owned()),
+            // The run's own photo store, shared by the services that write and serve images
+            // (another run's sweep never sees them).
+            (
+                "CARDSYNC__PHOTOS__URL",
+                config.logs.join("photos").display().to_string(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

@@ -280,6 +280,21 @@ impl Control {
         .await
     }
 
+    /// Patches a group (a rename, a description; `null` clears a property).
+    pub async fn update_group(
+        &self,
+        tenant: &str,
+        group: &str,
+        properties: Value,
+    ) -> Result<Value, ControlError> {
+        self.call(
+            Method::PATCH,
+            &format!("/tenants/{tenant}/groups/{group}"),
+            Some(properties),
+        )
+        .await
+    }
+
     /// Adds a user or group to a group.
     pub async fn add_member(
         &self,

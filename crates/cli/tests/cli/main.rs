@@ -15,6 +15,8 @@ struct Setup {
     server: String,
     admin: String,
     reader: String,
+    /// The admin-api's photo store (a directory).
+    photos: cardsync_photos::PhotoSettings,
     shutdown: CancellationToken,
 }
 
@@ -50,15 +52,18 @@ async fn setup() -> Setup {
                 .expect("token"),
         );
     }
+    let prefix = unique_prefix("tcli");
+    let photos = std::env::temp_dir().join(format!("cardsync-cli-photos-{prefix}"));
     let env = vec![
+        (
+            "CARDSYNC__PHOTOS__URL".to_owned(),
+            photos.to_string_lossy().into_owned(),
+        ),
         (
             "CARDSYNC__HTTP__LISTEN".to_owned(),
             "127.0.0.1:0".to_owned(),
         ),
-        (
-            "CARDSYNC__TOPOLOGY__PREFIX".to_owned(),
-            unique_prefix("tcli"),
-        ),
+        ("CARDSYNC__TOPOLOGY__PREFIX".to_owned(), prefix),
         ("CARDSYNC__POSTGRES__URL".to_owned(), database_url()),
         (
             "CARDSYNC__SECRETS__DEVELOPMENT".to_owned(),
@@ -89,6 +94,7 @@ async fn setup() -> Setup {
         server,
         admin,
         reader,
+        photos: settings.photos.clone(),
         shutdown,
     }
 }
@@ -739,4 +745,80 @@ async fn the_cli_sets_lists_pauses_resumes_and_deletes_schedules() {
     );
     assert_eq!(listed["items"].as_array().expect("items").len(), 1);
     assert_eq!(listed["items"][0]["default"], true, "the default is back");
+}
+
+#[tokio::test]
+async fn the_cli_saves_a_cards_photo_to_a_file_and_says_when_there_is_none() {
+    let setup = setup().await;
+    let server = setup.server.as_str();
+    let tenant = Uuid::new_v4();
+    let created = cardsync(
+        server,
+        Some(&setup.admin),
+        &[
+            "tenant",
+            "create",
+            "--id",
+            &tenant.to_string(),
+            "--name",
+            "Contoso",
+        ],
+    )
+    .await;
+    assert_eq!(created.status.code(), Some(0), "{created:?}");
+    let store = cardsync_photos::PhotoStore::open(&setup.photos).expect("photo store");
+    let bytes = bytes::Bytes::from_static(b"\x89PNG\r\n\x1a\n not really a png");
+    let image = store.put(bytes.clone(), "image/png").await.expect("stored");
+    let pool = cardsync_testkit::test_pool().await;
+    let mut with_photo = cardsync_store::cards::Card::new(tenant);
+    with_photo.photo = Some(image);
+    let without = cardsync_store::cards::Card::new(tenant);
+    let mut tx = pool.begin().await.expect("tx");
+    for card in [&with_photo, &without] {
+        cardsync_store::cards::insert(&mut tx, card)
+            .await
+            .expect("card");
+    }
+    tx.commit().await.expect("commit");
+
+    let file = std::env::temp_dir().join(format!("cardsync-cli-photo-{}.png", Uuid::new_v4()));
+    let file_text = file.to_string_lossy().into_owned();
+    let card = with_photo.card_id.to_string();
+    let saved = cardsync(
+        server,
+        Some(&setup.reader),
+        &[
+            "cards",
+            "photo",
+            "--tenant",
+            &tenant.to_string(),
+            &card,
+            "--file",
+            &file_text,
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(saved.status.code(), Some(0), "{saved:?}");
+    assert_eq!(json(&saved)["content_type"], "image/png");
+    assert_eq!(std::fs::read(&file).expect("written"), bytes.to_vec());
+    let _ = std::fs::remove_file(&file);
+
+    let none = cardsync(
+        server,
+        Some(&setup.reader),
+        &[
+            "cards",
+            "photo",
+            "--tenant",
+            &tenant.to_string(),
+            &without.card_id.to_string(),
+            "--file",
+            &file_text,
+        ],
+    )
+    .await;
+    assert_eq!(none.status.code(), Some(3), "{none:?}");
+    assert!(!file.exists(), "nothing is written without a photo");
 }

@@ -1,19 +1,23 @@
 //! Groups and roles: the groups delta of group-scoped tenants (members merged across pages,
-//! nested groups kept so the scope resolves locally), a group's transitive members for a
-//! per-group sync, and the admin-role pass that moves users between team roles.
+//! nested groups kept so the scope resolves locally, names and descriptions copied onto their
+//! teams), a group's transitive members for a per-group sync, and the admin-role pass that
+//! moves users between team roles.
 
 use super::{Round, RoundError, Rounds};
 use crate::lease::Collection;
 use cardsync_graph::PageLink;
 use cardsync_graph::role_templates::{GLOBAL_ADMINISTRATOR, GROUPS_ADMINISTRATOR};
 use cardsync_store::directory::{self, GroupRow, UserRow};
+use cardsync_store::teams;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use time::OffsetDateTime;
 
 impl Rounds {
     /// Follows the groups delta (group-scoped tenants only) and stores every group with its
-    /// members, so the scope's nested membership is resolved locally.
+    /// members, so the scope's nested membership is resolved locally. In the same transaction
+    /// the teams take their groups' current names and descriptions: a rename reaches every card
+    /// of the team without a command, since cards name their teams by group id.
     pub(super) async fn groups_pass(
         &self,
         round: &mut Round<'_>,
@@ -23,7 +27,7 @@ impl Rounds {
             .stored_link(round.tenant, Collection::Groups, full)
             .await?;
         let start = format!(
-            "{}?$select=displayName,members",
+            "{}?$select=displayName,description,members",
             self.graph.url("/groups/delta")
         );
         let rebuild = stored.is_none();
@@ -70,7 +74,11 @@ impl Rounds {
         let mut tx = self.pool.begin().await?;
         round.fence(&mut tx).await?;
         directory::save_groups(&mut tx, round.tenant, &rows).await?;
+        let renamed = teams::follow_groups(&mut tx, round.tenant).await?;
         tx.commit().await?;
+        if renamed > 0 {
+            tracing::info!(tenant = %round.tenant, teams = renamed, "teams follow their groups");
+        }
         round.check()?;
         // Stored once the round's plan is settled (`rail.rs`).
         round.links.push((Collection::Groups, link.clone()));
@@ -137,6 +145,7 @@ fn merge_group(groups: &mut HashMap<String, GroupRow>, item: &Value) {
     let group = groups.entry(id.to_owned()).or_insert_with(|| GroupRow {
         group_id: id.to_owned(),
         display_name: None,
+        description: None,
         members: HashMap::new(),
         present: true,
     });
@@ -148,6 +157,12 @@ fn merge_group(groups: &mut HashMap<String, GroupRow>, item: &Value) {
     group.present = true;
     if let Some(name) = item.get("displayName").and_then(Value::as_str) {
         group.display_name = Some(name.to_owned());
+    }
+    // Absent: unchanged (a members-only slice, or `return=minimal`); `null`: cleared.
+    match item.get("description") {
+        Some(Value::String(description)) => group.description = Some(description.clone()),
+        Some(Value::Null) => group.description = None,
+        _ => {}
     }
     for member in item
         .get("members@delta")
@@ -186,7 +201,7 @@ mod tests {
         let mut groups = HashMap::new();
         merge_group(
             &mut groups,
-            &json!({"id": "g", "displayName": "Sales", "members@delta": [{"@odata.type": "#microsoft.graph.user", "id": "a"}]}),
+            &json!({"id": "g", "displayName": "Sales", "description": "EMEA sales", "members@delta": [{"@odata.type": "#microsoft.graph.user", "id": "a"}]}),
         );
         merge_group(
             &mut groups,
@@ -198,6 +213,11 @@ mod tests {
         );
         let g = &groups["g"];
         assert_eq!(g.display_name.as_deref(), Some("Sales"));
+        assert_eq!(
+            g.description.as_deref(),
+            Some("EMEA sales"),
+            "a slice keeps it"
+        );
         assert_eq!(g.members.get("inner").map(String::as_str), Some("group"));
         assert!(!g.members.contains_key("a"));
         merge_group(
@@ -205,5 +225,26 @@ mod tests {
             &json!({"id": "g", "@removed": {"reason": "deleted"}}),
         );
         assert!(!groups["g"].present);
+    }
+
+    #[test]
+    fn a_rename_alone_replaces_the_name_and_a_null_description_clears_it() {
+        let mut groups = HashMap::new();
+        merge_group(
+            &mut groups,
+            &json!({"id": "g", "displayName": "Sales", "description": "old", "members@delta": [{"@odata.type": "#microsoft.graph.user", "id": "a"}]}),
+        );
+        merge_group(
+            &mut groups,
+            &json!({"id": "g", "displayName": "Sales & Marketing"}),
+        );
+        assert_eq!(
+            groups["g"].display_name.as_deref(),
+            Some("Sales & Marketing")
+        );
+        assert_eq!(groups["g"].description.as_deref(), Some("old"));
+        assert!(groups["g"].members.contains_key("a"), "members unchanged");
+        merge_group(&mut groups, &json!({"id": "g", "description": null}));
+        assert_eq!(groups["g"].description, None);
     }
 }

@@ -24,6 +24,7 @@ use crate::metrics::RoundMetrics;
 use crate::settings::RoundSettings;
 use crate::snapshot::Scope;
 use cardsync_bus::{PublishError, Publisher, Transience};
+use cardsync_cards::DigestEvents;
 use cardsync_graph::{DeltaPage, GraphClient, GraphError, TenantConnection};
 use cardsync_photos::PhotoStore;
 use cardsync_proto as proto;
@@ -206,6 +207,8 @@ pub struct RoundParts {
     pub metrics: RoundMetrics,
     /// The `cards` exchange's full name.
     pub cards_exchange: String,
+    /// The `card-events` exchange's full name: the digest of a run a round ends goes there.
+    pub events_exchange: String,
     /// Where downloaded photo images are stored.
     pub photos: PhotoStore,
     /// The square size photos are downloaded at (`[photos] size`).
@@ -223,6 +226,7 @@ pub struct Rounds {
     settings: RoundSettings,
     metrics: RoundMetrics,
     cards_exchange: String,
+    digests: DigestEvents,
     photos: PhotoStore,
     photo_size: u32,
     /// Cancelled by [`Rounds::stop`].
@@ -347,10 +351,17 @@ impl Rounds {
             settings: parts.settings,
             metrics: parts.metrics,
             cards_exchange: parts.cards_exchange,
+            digests: DigestEvents::new(parts.events_exchange),
             photos: parts.photos,
             photo_size: parts.photo_size,
             stop: CancellationToken::new(),
         }
+    }
+
+    /// How this deployment's run digests are encoded: what a worker that ends a run hands to
+    /// `cardsync_store::runs::end`.
+    pub fn digests(&self) -> &DigestEvents {
+        &self.digests
     }
 
     /// Stops every round of this process at its next safe point (before its next effect, or
@@ -516,6 +527,7 @@ impl Rounds {
                     run_id,
                     count(report.commands),
                     &run_counts(&report),
+                    &self.digests,
                 )
                 .await?;
                 tx.commit().await?;
@@ -604,10 +616,29 @@ impl Rounds {
             }
             Mode::Incremental | Mode::Full | Mode::Reconcile => {
                 let created = self.users_pass(round, full).await?;
-                let scheduled = round.cause != proto::Cause::Notification;
-                self.roles_pass(round, scheduled || !created.is_empty())
+                // Photos and roles on their own cadence per tenant, whatever caused the round.
+                // A full round and a reconcile always check (photos: those not re-checked for
+                // `photo_recheck_after`); an operator's request re-checks any photo.
+                let due = cardsync_store::checks::due(
+                    &self.pool,
+                    round.tenant,
+                    self.settings.photo_check_interval,
+                    self.settings.roles_check_interval,
+                )
+                .await?;
+                let asked = round.cause == proto::Cause::Manual;
+                let roles_due = due.roles || full || asked;
+                self.roles_pass(round, roles_due || !created.is_empty())
                     .await?;
-                self.photos_pass(round, created).await?;
+                if roles_due && round.admin_roles {
+                    cardsync_store::checks::record_roles_checked(&self.pool, round.tenant).await?;
+                }
+                let check = if asked {
+                    Some(photos::PhotoCheck::Asked)
+                } else {
+                    (due.photos || full).then_some(photos::PhotoCheck::Due)
+                };
+                self.photos_pass(round, created, check).await?;
                 if request.mode == Mode::Reconcile {
                     self.cards_pass(round).await?;
                 }

@@ -217,9 +217,17 @@ async fn an_abandoned_run_fails_and_a_queued_one_waits() {
     .await
     .unwrap();
     tx.commit().await.unwrap();
-    let failed = runs::fail_abandoned(&pool, &kind, std::time::Duration::from_secs(600))
-        .await
-        .unwrap();
+    let digests = crate::digests::Capture::default();
+    let mut tx = pool.begin().await.unwrap();
+    let failed = runs::fail_abandoned(
+        &mut tx,
+        &kind,
+        std::time::Duration::from_secs(600),
+        &digests,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
     assert_eq!(failed, vec![abandoned.run_id]);
     let run = runs::get(&pool, abandoned.run_id).await.unwrap().unwrap();
     assert_eq!(run.status, RunStatus::Failed);
@@ -270,12 +278,13 @@ async fn a_run_ends_when_every_command_it_emitted_is_accounted_for() {
         .unwrap();
     // The card-writer may apply a command before its worker says they are all out.
     let mut tx = pool.begin().await.unwrap();
-    runs::record_applied(&mut tx, run.run_id, &[("created", 1)])
+    let digests = crate::digests::Capture::default();
+    runs::record_applied(&mut tx, run.run_id, &[("created", 1)], &[], &digests)
         .await
         .unwrap();
     tx.commit().await.unwrap();
     let mut tx = pool.begin().await.unwrap();
-    let ended = runs::emission_done(&mut tx, run.run_id, 3, &[("unannounced", 2)])
+    let ended = runs::emission_done(&mut tx, run.run_id, 3, &[("unannounced", 2)], &digests)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -291,9 +300,15 @@ async fn a_run_ends_when_every_command_it_emitted_is_accounted_for() {
         "a run whose commands are out is never run again"
     );
     let mut tx = pool.begin().await.unwrap();
-    runs::record_applied(&mut tx, run.run_id, &[("updated", 1), ("superseded", 1)])
-        .await
-        .unwrap();
+    runs::record_applied(
+        &mut tx,
+        run.run_id,
+        &[("updated", 1), ("superseded", 1)],
+        &[],
+        &digests,
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     let done = runs::get(&pool, run.run_id).await.unwrap().unwrap();
     assert_eq!(done.status, RunStatus::Succeeded);

@@ -43,6 +43,9 @@ pub(crate) struct CardView {
     #[schema(value_type = String)]
     role: &'static str,
     fields: std::collections::BTreeMap<String, Option<String>>,
+    /// The SHA-256 of the image the card shows (`GET …/photo` serves it); absent without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    photo_sha256: Option<String>,
     applied_version: i64,
     created_at: String,
     updated_at: String,
@@ -62,6 +65,7 @@ impl From<&Card> for CardView {
                 .iter()
                 .map(|(name, state)| (name.as_str().to_owned(), state.value.clone()))
                 .collect(),
+            photo_sha256: card.photo.as_ref().map(|photo| photo.sha256.clone()),
             applied_version: card.applied_version,
             created_at: rfc3339(card.created_at),
             updated_at: rfc3339(card.updated_at),
@@ -220,7 +224,7 @@ fn provenance(
     fields
 }
 
-#[utoipa::path(get, operation_id = "cards_show", path = "/v1/tenants/{tenant}/cards/{card}", tag = "cards", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)"), ("card" = Uuid, Path, description = "The card")), responses((status = 200, description = "The card with teams, per-field provenance and history", body = Object), Refusals))]
+#[utoipa::path(get, operation_id = "cards_show", path = "/v1/tenants/{tenant}/cards/{card}", tag = "cards", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)"), ("card" = Uuid, Path, description = "The card")), responses((status = 200, description = "The card with its teams (group id, name, description), per-field provenance and history", body = Object), Refusals))]
 pub(crate) async fn show(
     state: web::Data<AppState>,
     caller: Principal,
@@ -242,7 +246,11 @@ pub(crate) async fn show(
             .map(|row| row.data),
         None => None,
     };
-    let teams = cards::teams_of(&mut *tx, tenant, card_id).await?;
+    let teams: Vec<Value> = cardsync_store::teams::of_card(&mut *tx, tenant, card_id)
+        .await?
+        .into_iter()
+        .map(|team| json!({"group_id": team.group_id, "name": team.name, "description": team.description}))
+        .collect();
     let history = cardsync_store::audit::for_card(&mut *tx, tenant, card_id).await?;
     tx.rollback().await?;
     let history: Vec<Value> = history

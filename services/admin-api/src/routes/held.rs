@@ -13,6 +13,7 @@ use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use cardsync_auth::Principal;
 use cardsync_bus::{Outgoing, names, routing};
+use cardsync_cards::DigestEvents;
 use cardsync_proto::{self as proto, Message as _};
 use cardsync_store::runs::RunStatus;
 use cardsync_store::safety::{self, SafetyState, Thresholds, Worker};
@@ -152,7 +153,16 @@ pub(crate) async fn approve(
     let sent = send_kept(&state, run.run_id, run.tenant_id, &plan.lane).await?;
     let mut tx = state.pool.begin().await?;
     lock_held(&mut tx, run.run_id).await?;
-    safety::approved(&mut tx, run.run_id, run.tenant_id, &caller.subject, sent).await?;
+    let digests = DigestEvents::new(state.topology.name(names::CARD_EVENTS));
+    safety::approved(
+        &mut tx,
+        run.run_id,
+        run.tenant_id,
+        &caller.subject,
+        sent,
+        &digests,
+    )
+    .await?;
     let rail = safety::lock(&mut tx, run.tenant_id).await?;
     if rail.paused_at.is_none() {
         serve_waiting(&state, &mut tx, &rail, &caller.subject).await?;

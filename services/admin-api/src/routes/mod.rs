@@ -9,6 +9,7 @@ pub(crate) mod dead_letters;
 pub(crate) mod held;
 pub(crate) mod mapping;
 pub(crate) mod offboard;
+pub(crate) mod photos;
 pub(crate) mod rules;
 pub(crate) mod runs;
 pub(crate) mod schedules;
@@ -43,6 +44,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
             .configure(mapping::configure)
             .configure(rules::configure)
             .configure(cards::configure)
+            .configure(photos::configure)
             .configure(sync::configure)
             .configure(schedules::configure)
             .configure(runs::configure)

@@ -12,6 +12,7 @@ use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use cardsync_auth::Principal;
 use cardsync_bus::{Outgoing, names, routing};
+use cardsync_cards::DigestEvents;
 use cardsync_proto as proto;
 use cardsync_store::admin::TenantSummary;
 use cardsync_store::runs::{self, NewRun, RunStatus};
@@ -171,12 +172,14 @@ impl RunRequest {
         };
         let outgoing = Outgoing::new(&state.topology.name(names::SYNC), &routing_key, &message);
         if let Err(error) = state.publisher.publish_all(vec![outgoing]).await {
-            let _ = runs::set_status(
-                &state.pool,
-                run_id,
-                RunStatus::Failed,
-                Some("the broker did not take the request"),
-            )
+            let digests = DigestEvents::new(state.topology.name(names::CARD_EVENTS));
+            let _ = async {
+                let mut tx = state.pool.begin().await?;
+                let why = Some("the broker did not take the request");
+                runs::end(&mut tx, run_id, RunStatus::Failed, why, &digests).await?;
+                tx.commit().await?;
+                Ok::<_, cardsync_store::StoreError>(())
+            }
             .await;
             return Err(ApiError::Unavailable {
                 what: "the message broker",

@@ -6,6 +6,7 @@ mod dead_letters;
 mod held;
 mod mapping;
 mod offboard;
+mod photos;
 mod resources;
 mod rules;
 mod schedules;

@@ -54,6 +54,22 @@ async fn seed_rows(pool: &PgPool, tenant: Uuid) {
         .execute(pool)
         .await
         .expect("run counts");
+    // A run's digest bookkeeping (gone with the run) and a daily-digest mark (the tenant's own).
+    let digests = [
+        "INSERT INTO sync_run_people (run_id, direction, user_id, change, card_id)
+         VALUES ($2, 'added', 'u1', 'created', gen_random_uuid())",
+        "INSERT INTO sync_run_failed_commands (run_id, message_key, reason)
+         VALUES ($2, 'm1', 'invalid_command')",
+        "INSERT INTO live_digests (tenant_id, day) VALUES ($1, current_date)",
+    ];
+    for statement in digests {
+        sqlx::query(statement)
+            .bind(tenant)
+            .bind(run)
+            .execute(pool)
+            .await
+            .unwrap_or_else(|error| panic!("{statement}: {error}"));
+    }
     // The safety rail's: the tenant paused by a held run whose plan keeps a command, and a
     // request parked behind it.
     let rail = [
@@ -128,6 +144,17 @@ async fn rows_of(pool: &PgPool, tenant: Uuid) -> Vec<(String, i64)> {
     .await
     .expect("run counts");
     rows.push(("sync_run_counts".into(), counts));
+    for child in ["sync_run_people", "sync_run_failed_commands"] {
+        let sql = format!(
+            "SELECT count(*) FROM {child} c JOIN sync_runs r USING (run_id) WHERE r.tenant_id = $1"
+        );
+        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .fetch_one(pool)
+            .await
+            .expect("run children");
+        rows.push((child.into(), count));
+    }
     rows
 }
 

@@ -568,7 +568,26 @@ async fn cards_are_listed_with_filters_and_paging_and_shown_with_provenance() {
     assert_eq!(seen, expected);
 
     let ann = stored[0].card_id;
+    // Ann is in a team whose group has a description: the card shows both.
+    sqlx::query(
+        "INSERT INTO teams (tenant_id, group_id, name, description)
+         VALUES ($1, 'g-sales', 'Sales', 'Everyone who sells')",
+    )
+    .bind(tenant)
+    .execute(&api.pool)
+    .await
+    .expect("team");
+    sqlx::query("INSERT INTO card_teams (tenant_id, card_id, group_id) VALUES ($1, $2, 'g-sales')")
+        .bind(tenant)
+        .bind(ann)
+        .execute(&api.pool)
+        .await
+        .expect("membership");
     let shown = api.get(&format!("{path}/{ann}"), reader).await.expect(200);
+    assert_eq!(
+        shown["teams"],
+        json!([{"group_id": "g-sales", "name": "Sales", "description": "Everyone who sells"}])
+    );
     let email = &shown["provenance"]["email"];
     assert_eq!(email["rule"], "coalesce(mail, userPrincipalName)");
     assert_eq!(email["set_by"], "directory");

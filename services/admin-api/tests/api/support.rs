@@ -133,7 +133,13 @@ impl Issuer {
 /// Settings for an admin-api trusting `issuer` for `directories` (v1 and v2 shapes).
 pub fn settings_for(issuer: &Issuer, directories: &[&Directory]) -> Settings {
     let prefix = unique_prefix("tadm");
+    // Each test's own photo store: a directory, as the rounds' default is.
+    let photos = std::env::temp_dir().join(format!("cardsync-admin-photos-{prefix}"));
     let env: Vec<(String, String)> = vec![
+        (
+            "CARDSYNC__PHOTOS__URL".into(),
+            photos.to_string_lossy().into_owned(),
+        ),
         ("CARDSYNC__HTTP__LISTEN".into(), "127.0.0.1:0".into()),
         ("CARDSYNC__HTTP__SHUTDOWN_TIMEOUT".into(), "5s".into()),
         ("CARDSYNC__TOPOLOGY__PREFIX".into(), prefix),

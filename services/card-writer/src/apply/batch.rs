@@ -275,7 +275,8 @@ impl Batch {
         self.teams.get(&card_id)
     }
 
-    /// Makes sure every team `command` names exists; a known name replaces the stored one.
+    /// Makes sure every team `command` names exists; a known name names a team that has none
+    /// (renames come from the rounds, `teams::follow_groups`).
     pub(super) fn ensure_teams(&mut self, command: &ValidCommand) {
         for group_id in &command.team_ids {
             let name = command.team_names.get(group_id).map(String::as_str);
@@ -286,14 +287,15 @@ impl Batch {
         }
     }
 
-    /// Makes sure a team exists; a known name replaces the stored one.
+    /// Makes sure a team exists; the first known name of the batch is the one offered, as
+    /// applying the commands one by one would keep it.
     fn ensure_team(&mut self, tenant_id: Uuid, group_id: &str, name: Option<&str>) {
         let entry = self
             .team_names
             .entry((tenant_id, group_id.to_owned()))
             .or_default();
-        if let Some(name) = name {
-            *entry = Some(name.to_owned());
+        if entry.is_none() {
+            *entry = name.map(str::to_owned);
         }
     }
 

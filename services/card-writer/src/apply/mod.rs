@@ -28,9 +28,10 @@ mod decide;
 use crate::command::{InvalidCommand, ValidCommand};
 use batch::{Batch, LinkKey};
 use cardsync_bus::Transience;
-use cardsync_cards::{Entry, Source};
+use cardsync_cards::{DigestEvents, Entry, Source};
 use cardsync_store::StoreError;
 use cardsync_store::cards::{self, Card, CardStatus};
+use cardsync_store::runs::{self, NewPerson};
 use cardsync_store::tenants::{self, Tenant};
 use cardsync_telemetry::propagation::{self, SpanRef};
 use decide::{Change, Step};
@@ -113,6 +114,18 @@ pub struct Applied {
     pub card_id: Option<Uuid>,
     /// Card events enqueued in the outbox.
     pub events: usize,
+    /// The card's name and email when the command added or removed a person (created,
+    /// reactivated, deactivated, deleted): what the run's digest names them by.
+    pub person: Option<Box<Named>>,
+}
+
+/// How a run digest names a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Named {
+    /// The card's name field.
+    pub name: Option<String>,
+    /// The card's email.
+    pub email: Option<String>,
 }
 
 /// Why a command could not be applied.
@@ -233,29 +246,47 @@ async fn apply_all_in(
         results.push(apply_one(&mut tx, tenant, command, span, &mut batch).await?);
     }
     batch.write(&mut tx).await?;
-    record_in_runs(&mut tx, commands, &results).await?;
+    record_in_runs(&mut tx, commands, &results, exchange).await?;
     tx.commit().await?;
     Ok(results)
 }
 
-/// Adds the outcomes of the commands that belong to a sync run to that run's counts, in the
-/// transaction that applied them, so a count is there exactly when its change is. Runs are
-/// visited in id order, so concurrent batches never lock two runs in opposite orders.
+/// Adds the outcomes of the commands that belong to a sync run to that run's counts, and the
+/// people they added or removed to its digest, in the transaction that applied them, so a count
+/// is there exactly when its change is; a run they end has its digest put in the outbox for
+/// `exchange`. Runs are visited in id order, so concurrent batches never lock two runs in
+/// opposite orders.
 async fn record_in_runs(
     conn: &mut PgConnection,
     commands: &[(&ValidCommand, &tracing::Span)],
     results: &[Applied],
+    exchange: &str,
 ) -> Result<(), ApplyError> {
-    let mut by_run: std::collections::BTreeMap<Uuid, HashMap<&'static str, i64>> =
-        std::collections::BTreeMap::new();
+    type OfRun = (HashMap<&'static str, i64>, Vec<NewPerson>);
+    let mut by_run: std::collections::BTreeMap<Uuid, OfRun> = std::collections::BTreeMap::new();
     for ((command, _), applied) in commands.iter().zip(results) {
-        if let (Some(run_id), Some(name)) = (command.run_id, applied.outcome.run_count()) {
-            *by_run.entry(run_id).or_default().entry(name).or_default() += 1;
+        let (Some(run_id), Some(name)) = (command.run_id, applied.outcome.run_count()) else {
+            continue;
+        };
+        let (counts, people) = by_run.entry(run_id).or_default();
+        *counts.entry(name).or_default() += 1;
+        if let (Some(named), Some(card_id)) = (&applied.person, applied.card_id) {
+            people.push(NewPerson {
+                user_id: command.user_id.clone(),
+                card_id,
+                name: named.name.clone(),
+                email: named.email.clone(),
+                change: applied.outcome.as_str().to_owned(),
+            });
         }
     }
-    for (run_id, counts) in by_run {
+    if by_run.is_empty() {
+        return Ok(());
+    }
+    let digests = DigestEvents::new(exchange);
+    for (run_id, (counts, people)) in by_run {
         let counts: Vec<(&str, i64)> = counts.into_iter().collect();
-        cardsync_store::runs::record_applied(&mut *conn, run_id, &counts).await?;
+        runs::record_applied(&mut *conn, run_id, &counts, &people, &digests).await?;
     }
     Ok(())
 }
@@ -276,6 +307,7 @@ async fn apply_one(
             outcome,
             card_id: existing.map(|card| card.card_id),
             events: 0,
+            person: None,
         });
     }
     let change = match decide::step(command.action, tenant.rules.removal) {
@@ -383,12 +415,23 @@ fn finish(
     if let Some(teams) = teams {
         batch.set_teams(after.tenant_id, card_id, teams);
     }
+    let person = matches!(
+        outcome,
+        Outcome::Created | Outcome::Reactivated | Outcome::Deactivated | Outcome::Deleted
+    )
+    .then(|| {
+        Box::new(Named {
+            name: after.fields.value("name").map(str::to_owned),
+            email: after.email.clone(),
+        })
+    });
     // Last, so the card moves into the batch instead of being copied there.
     batch.put(after, new);
     Applied {
         outcome,
         card_id: Some(card_id),
         events,
+        person,
     }
 }
 

@@ -269,7 +269,7 @@ async fn removal_under_the_delete_policy_leaves_a_tombstone_that_keeps_stale_com
 }
 
 #[tokio::test]
-async fn teams_follow_the_groups_of_the_command() {
+async fn teams_follow_the_groups_of_the_command_and_a_late_command_keeps_the_stored_name() {
     let mut app = spawn_app().await;
     let mut first = upsert(app.tenant, "u1", 1, &[("name", Some("Ann"))]);
     first.team_ids = vec!["g-sales".into(), "g-emea".into()];
@@ -280,10 +280,16 @@ async fn teams_follow_the_groups_of_the_command() {
     app.apply(&first).await;
     let mut moved = upsert(app.tenant, "u1", 2, &[("name", Some("Ann"))]);
     moved.team_ids = vec!["g-sales".into()];
-    moved.teams = vec![cardsync_proto::Team {
-        group_id: "g-sales".into(),
-        name: "Sales & Marketing".into(),
-    }];
+    moved.teams = vec![
+        cardsync_proto::Team {
+            group_id: "g-sales".into(),
+            name: "Sales & Marketing".into(),
+        },
+        cardsync_proto::Team {
+            group_id: "g-emea".into(),
+            name: "EMEA".into(),
+        },
+    ];
     app.apply(&moved).await;
 
     let card = app.card_of("u1").await;
@@ -298,10 +304,75 @@ async fn teams_follow_the_groups_of_the_command() {
         .iter()
         .find(|t| t.group_id == "g-sales")
         .expect("sales");
-    assert_eq!(sales.name.as_deref(), Some("Sales & Marketing"));
+    // The stored name stays: a command emitted before a rename could be applied after it, so
+    // only the rounds rename teams (from the directory snapshot).
+    assert_eq!(sales.name.as_deref(), Some("Sales"));
+    let emea = stored
+        .iter()
+        .find(|t| t.group_id == "g-emea")
+        .expect("emea");
+    assert_eq!(
+        emea.name.as_deref(),
+        Some("EMEA"),
+        "a team without a name takes one"
+    );
     let events = app.events().await;
     assert_eq!(kinds(&events), vec!["created", "updated"]);
     assert_eq!(events[1].1.changed_fields, vec!["teams".to_owned()]);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_new_team_takes_its_name_and_description_from_the_directory_snapshot() {
+    let app = spawn_app().await;
+    // The round saved the group, renamed since the command left, before the command arrives.
+    sqlx::query(
+        "INSERT INTO directory_groups (tenant_id, group_id, display_name, description)
+         VALUES ($1, 'g-sales', 'Sales & Marketing', 'Everyone who sells')",
+    )
+    .bind(app.tenant)
+    .execute(&app.pool)
+    .await
+    .expect("group");
+    let mut ann = upsert(app.tenant, "u1", 1, &[("name", Some("Ann"))]);
+    ann.team_ids = vec!["g-sales".into(), "g-unknown".into()];
+    ann.teams = vec![
+        cardsync_proto::Team {
+            group_id: "g-sales".into(),
+            name: "Sales".into(),
+        },
+        cardsync_proto::Team {
+            group_id: "g-unknown".into(),
+            name: "Unknown".into(),
+        },
+    ];
+    app.apply(&ann).await;
+
+    let stored = cardsync_store::teams::list(&app.pool, app.tenant)
+        .await
+        .expect("teams");
+    let named: Vec<(&str, Option<&str>, Option<&str>)> = stored
+        .iter()
+        .map(|t| {
+            (
+                t.group_id.as_str(),
+                t.name.as_deref(),
+                t.description.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        named,
+        vec![
+            (
+                "g-sales",
+                Some("Sales & Marketing"),
+                Some("Everyone who sells")
+            ),
+            ("g-unknown", Some("Unknown"), None),
+        ],
+        "the snapshot names a team it knows; the command names one it does not"
+    );
     app.teardown().await;
 }
 
@@ -448,7 +519,9 @@ async fn a_runs_commands_count_their_outcomes_and_end_the_run_once_all_are_appli
     };
     let mut tx = app.pool.begin().await.expect("tx");
     // Three commands went out: a new card, its update, and an older version overtaken by it.
-    runs::emission_done(&mut tx, run_id, 3, &[])
+    let digests =
+        cardsync_cards::DigestEvents::new(app.topology.name(cardsync_bus::names::CARD_EVENTS));
+    runs::emission_done(&mut tx, run_id, 3, &[], &digests)
         .await
         .expect("emission recorded");
     tx.commit().await.expect("commit");

@@ -5,5 +5,6 @@
 mod batches;
 mod commands;
 mod delivery;
+mod digests;
 mod helpers;
 mod local_edit;

@@ -5,6 +5,7 @@
     reason = "test set-up helpers fail the test by panicking"
 )]
 
+mod checks;
 mod health;
 mod lease;
 mod rounds;

@@ -1,7 +1,7 @@
 //! Delta rounds end to end: initial sync, every kind of directory change, coalescing, expired
 //! tokens, lost Redis state, crash recovery, group scope and photos.
 
-use crate::support::{action, env, field, id_of};
+use crate::support::{action, env, env_with, field, id_of};
 use cardsync_bus::Transience as _;
 use cardsync_proto::Cause;
 use cardsync_proto::card_command::Action;
@@ -333,8 +333,78 @@ async fn group_scope_follows_nested_membership_in_and_out() {
 }
 
 #[tokio::test]
-async fn photo_changes_are_found_by_the_budgeted_scan() {
+async fn a_group_rename_renames_its_team_and_keeps_its_description_without_a_command() {
     let env = env().await;
+    let tenant = env.tenant_text();
+    let alice = env.create_user("Alice").await;
+    let sales = env.create_group("Sales", &[&alice]).await;
+    cardsync_store::directory::set_scope(&env.pool, env.tenant, std::slice::from_ref(&sales))
+        .await
+        .unwrap();
+    env.round(Cause::Manual, Mode::Incremental).await;
+    assert_eq!(env.commands().await.len(), 1, "Alice's card");
+    // The card-writer creates the team when Alice's card joins it (a tenant with the rules a
+    // round uses when it has none stored).
+    cardsync_store::tenants::put(
+        &env.pool,
+        &cardsync_store::tenants::TenantConfig {
+            id: env.tenant,
+            name: "teams".into(),
+            rules: Default::default(),
+            invites_enabled: false,
+            admin_roles_enabled: false,
+        },
+    )
+    .await
+    .unwrap();
+    let mut conn = env.pool.acquire().await.unwrap();
+    cardsync_store::teams::upsert_all(&mut conn, &[(env.tenant, sales.as_str(), Some("Sales"))])
+        .await
+        .unwrap();
+    drop(conn);
+
+    env.control
+        .update_group(
+            &tenant,
+            &sales,
+            json!({"displayName": "Sales & Marketing", "description": "Everyone who sells"}),
+        )
+        .await
+        .unwrap();
+    env.round(Cause::Notification, Mode::Incremental).await;
+    assert!(
+        env.commands().await.is_empty(),
+        "no member moved: no command"
+    );
+    let teams = cardsync_store::teams::list(&env.pool, env.tenant)
+        .await
+        .unwrap();
+    assert_eq!(teams.len(), 1);
+    assert_eq!(teams[0].name.as_deref(), Some("Sales & Marketing"));
+    assert_eq!(teams[0].description.as_deref(), Some("Everyone who sells"));
+
+    // A cleared description is cleared on the team too; the name stays.
+    env.control
+        .update_group(&tenant, &sales, json!({"description": null}))
+        .await
+        .unwrap();
+    env.round(Cause::Notification, Mode::Incremental).await;
+    let teams = cardsync_store::teams::list(&env.pool, env.tenant)
+        .await
+        .unwrap();
+    assert_eq!(teams[0].name.as_deref(), Some("Sales & Marketing"));
+    assert_eq!(teams[0].description, None);
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn photo_changes_are_found_by_the_budgeted_scan() {
+    // Every round is due for its photo check, and every photo for a re-check.
+    let env = env_with(&[
+        ("CARDSYNC__WORKER__PHOTO_CHECK_INTERVAL", "0s"),
+        ("CARDSYNC__WORKER__PHOTO_RECHECK_AFTER", "0s"),
+    ])
+    .await;
     let tenant = env.tenant_text();
     let ada = id_of(
         &env.control
@@ -488,7 +558,7 @@ async fn a_tenant_whose_connection_was_removed_is_no_longer_polled() {
 }
 
 #[tokio::test]
-async fn admin_roles_are_read_on_scheduled_rounds_and_carried_by_the_commands() {
+async fn admin_roles_are_read_on_their_cadence_and_carried_by_the_commands() {
     use cardsync_graph::role_templates::{GLOBAL_ADMINISTRATOR, GROUPS_ADMINISTRATOR};
     use cardsync_proto::Role;
     let env = env().await;
@@ -531,8 +601,9 @@ async fn admin_roles_are_read_on_scheduled_rounds_and_carried_by_the_commands() 
         "a member whose role never moved keeps the card's role"
     );
 
-    // Role assignments make no delta and no notification: a notification round does not look,
-    // the next scheduled round does, and only the moved user gets a command.
+    // Role assignments make no delta and no notification: a round before the tenant's role
+    // check is due (5 minutes after the last) does not look, whatever caused it; the first
+    // round once it is due does, and only the moved users get a command.
     env.control
         .remove_role(&tenant, GLOBAL_ADMINISTRATOR, &boss)
         .await
@@ -541,10 +612,18 @@ async fn admin_roles_are_read_on_scheduled_rounds_and_carried_by_the_commands() 
         .assign_role(&tenant, GLOBAL_ADMINISTRATOR, &staff)
         .await
         .unwrap();
-    let report = env.round(Cause::Notification, Mode::Incremental).await;
+    let report = env.round(Cause::SafetyPoll, Mode::Incremental).await;
     assert_eq!(report.changed, 0);
     assert!(env.commands().await.is_empty());
-    let report = env.round(Cause::SafetyPoll, Mode::Incremental).await;
+    sqlx::query(
+        "UPDATE tenant_sync_state SET roles_checked_at = now() - interval '6 minutes'
+          WHERE tenant_id = $1",
+    )
+    .bind(env.tenant)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let report = env.round(Cause::Notification, Mode::Incremental).await;
     assert_eq!(report.unannounced, 2, "{report:?}");
     let moved: BTreeMap<String, Role> = env
         .commands()

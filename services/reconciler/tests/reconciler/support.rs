@@ -298,9 +298,20 @@ impl Env {
             };
             if !command.run_id.is_empty() {
                 let mut tx = self.pool.begin().await.unwrap();
-                runs::record_applied(&mut tx, command.run_id.parse().unwrap(), &[(outcome, 1)])
-                    .await
-                    .unwrap();
+                let digests = cardsync_cards::DigestEvents::new(format!(
+                    "{}{}",
+                    self.prefix,
+                    cardsync_bus::names::CARD_EVENTS
+                ));
+                runs::record_applied(
+                    &mut tx,
+                    command.run_id.parse().unwrap(),
+                    &[(outcome, 1)],
+                    &[],
+                    &digests,
+                )
+                .await
+                .unwrap();
                 tx.commit().await.unwrap();
             }
             if outcome == "superseded" {

@@ -7,7 +7,7 @@ use cardsync_bus::lapin;
 use cardsync_bus::lapin::options::BasicGetOptions;
 use cardsync_bus::names;
 use cardsync_demo::{Database, Pipeline, PipelineConfig, procs};
-use cardsync_proto::{BusMessage as _, CardEvent, Message as _};
+use cardsync_proto::{BusMessage as _, CardEvent, Message as _, RunDigest};
 use serde_json::Value;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -208,9 +208,19 @@ pub async fn audit_since(pipeline: &Pipeline, mark: i64) -> anyhow::Result<Vec<(
 
 /// Takes (gets, auto-acknowledged) every message on the run's card-events audit queue, where
 /// every card event the card-writer publishes ends up and nothing consumes it, and returns the
-/// tenant's card events in queue order. The next call sees only events published since.
-/// Fails on a message that is not a decodable `CardEvent`.
+/// tenant's card events in queue order (run digests, which share the sink, are skipped). The
+/// next call sees only events published since. Fails on a message that is neither a decodable
+/// `CardEvent` nor a `RunDigest`.
 pub async fn take_events(pipeline: &Pipeline) -> anyhow::Result<Vec<CardEvent>> {
+    Ok(take_sink(pipeline).await?.0)
+}
+
+/// Like [`take_events`], the tenant's run digests instead (card events are skipped).
+pub async fn take_digests(pipeline: &Pipeline) -> anyhow::Result<Vec<RunDigest>> {
+    Ok(take_sink(pipeline).await?.1)
+}
+
+async fn take_sink(pipeline: &Pipeline) -> anyhow::Result<(Vec<CardEvent>, Vec<RunDigest>)> {
     let connection = lapin::Connection::connect(
         &pipeline.config.amqp_url,
         lapin::ConnectionProperties::default(),
@@ -225,11 +235,14 @@ pub async fn take_events(pipeline: &Pipeline) -> anyhow::Result<Vec<CardEvent>> 
 async fn take_audited(
     connection: &lapin::Connection,
     pipeline: &Pipeline,
-) -> anyhow::Result<Vec<CardEvent>> {
+) -> anyhow::Result<(Vec<CardEvent>, Vec<RunDigest>)> {
     let channel = connection.create_channel().await?;
     let queue = pipeline.topology.name(names::CARD_EVENTS_AUDIT);
     let tenant = pipeline.tenant_text();
-    let mut events = Vec::new();
+    let ours = |envelope: Option<&cardsync_proto::Envelope>| {
+        envelope.is_some_and(|e| e.tenant_id == tenant)
+    };
+    let (mut events, mut digests) = (Vec::new(), Vec::new());
     while let Some(message) = channel
         .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
         .await
@@ -237,22 +250,26 @@ async fn take_audited(
     {
         let delivery = message.delivery;
         let kind = delivery.properties.kind().as_ref().map(|k| k.to_string());
+        if kind.as_deref() == Some(RunDigest::TYPE) {
+            let digest = RunDigest::decode(delivery.data.as_slice())
+                .with_context(|| format!("an undecodable run digest on {queue}"))?;
+            if ours(digest.envelope.as_ref()) {
+                digests.push(digest);
+            }
+            continue;
+        }
         ensure!(
             kind.as_deref() == Some(CardEvent::TYPE),
             "a message of type {kind:?} on {queue}"
         );
         let event = CardEvent::decode(delivery.data.as_slice())
             .with_context(|| format!("an undecodable card event on {queue}"))?;
-        if event
-            .envelope
-            .as_ref()
-            .is_some_and(|e| e.tenant_id == tenant)
-        {
+        if ours(event.envelope.as_ref()) {
             events.push(event);
         }
     }
     let _ = channel.close(0, "done".into()).await;
-    Ok(events)
+    Ok((events, digests))
 }
 
 /// Polls `probe` every 100 ms until it returns `Some`, failing after `timeout` with `what`.

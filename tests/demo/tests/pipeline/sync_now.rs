@@ -44,6 +44,40 @@ async fn sync_now_is_a_reconcile_run_that_repairs_a_lost_card_and_ends_with_its_
             support::card_status(p, lost).await?.as_deref() == Some("active"),
             "the lost card is back"
         );
+        // The run's digest, for a mailer: the person it added, by name.
+        let name = support::card_field(p, lost, "name")
+            .await?
+            .and_then(|(_, name)| name);
+        let run_id = run.run_id.to_string();
+        let digest = support::eventually("the run's digest", Duration::from_secs(30), async || {
+            let digests = support::take_digests(p).await?;
+            Ok(digests.into_iter().find(|d| d.run_id == run_id))
+        })
+        .await?;
+        ensure!(
+            (
+                digest.kind.as_str(),
+                digest.status.as_str(),
+                digest.added_total
+            ) == ("reconcile", "succeeded", 1),
+            "{digest:?}"
+        );
+        let added: Vec<(&str, &str)> = digest
+            .added
+            .iter()
+            .map(|person| (person.user_id.as_str(), person.name.as_str()))
+            .collect();
+        ensure!(
+            added == [(lost.as_str(), name.as_deref().unwrap_or(""))],
+            "the digest names the person added: {digest:?}"
+        );
+        ensure!(
+            !support::take_digests(p)
+                .await?
+                .iter()
+                .any(|d| d.run_id == run_id),
+            "one digest per run"
+        );
         Ok(())
     })
     .await;
