@@ -331,6 +331,16 @@ pub async fn present_user_ids(pool: &PgPool, tenant: Uuid) -> Result<Vec<String>
     .await?)
 }
 
+/// Whether the tenant's snapshot holds any user yet (none before its first enumeration).
+pub async fn has_users(pool: &PgPool, tenant: Uuid) -> Result<bool, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM directory_users WHERE tenant_id = $1)")
+            .bind(tenant)
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
 /// Stores changed users, each with a fresh version from the global sequence; returns the
 /// versions given, by user id.
 pub async fn save_users(

@@ -251,6 +251,9 @@ struct Round<'a> {
     run_id: String,
     bulk: bool,
     announced: &'a HashSet<String>,
+    /// The snapshot held no user when the round began: what it finds is the tenant's first
+    /// enumeration, which no notification could have announced, so none of it is unannounced.
+    first_sync: bool,
     /// Users this round sent a command for; kept by a reconcile and an apply only, whose cards
     /// pass leaves them alone (their card is about to change).
     emitted: Option<HashSet<String>>,
@@ -453,6 +456,7 @@ impl Rounds {
         let filter = directory::user_filter(&self.pool, request.tenant).await?;
 
         let lease = self.take_lease(request.tenant).await?;
+        let first_sync = !directory::has_users(&self.pool, request.tenant).await?;
         let mut round = Round {
             tenant: request.tenant,
             tenant_text: request.tenant.to_string(),
@@ -471,6 +475,7 @@ impl Rounds {
                     proto::Cause::Reconcile | proto::Cause::Resync
                 ),
             announced: &request.announced,
+            first_sync,
             emitted: matches!(request.mode, Mode::Reconcile | Mode::Apply).then(HashSet::new),
             notified_at: request.triggers.notified_at(),
             deferring: true,

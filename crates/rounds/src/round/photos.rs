@@ -120,7 +120,9 @@ impl Rounds {
             }
         }
         round.report.changed += changed.len() as u64;
-        round.report.unannounced += changed.len() as u64;
+        if !round.first_sync {
+            round.report.unannounced += changed.len() as u64;
+        }
         self.save_and_emit(round, changed).await?;
         directory::mark_photos_checked(&self.pool, round.tenant, &checked).await?;
         if check.is_some() {

@@ -192,7 +192,9 @@ impl Rounds {
         let versions = directory::save_users(&mut tx, round.tenant, &changed).await?;
         tx.commit().await?;
         round.report.changed += changed.len() as u64;
-        if round.cause != proto::Cause::Notification || !round.announced.is_empty() {
+        if !round.first_sync
+            && (round.cause != proto::Cause::Notification || !round.announced.is_empty())
+        {
             round.report.unannounced += changed
                 .iter()
                 .filter(|row| !round.announced.contains(&row.user_id))

@@ -49,6 +49,29 @@ async fn the_initial_round_emits_one_upsert_per_user_on_the_bulk_queue() {
 }
 
 #[tokio::test]
+async fn a_tenants_first_enumeration_is_not_counted_as_changes_no_notification_announced() {
+    let env = env().await;
+    let users = env.seed(30).await;
+    // The safety poll takes a tenant that never had a round: its first enumeration finds every
+    // user, none of whom a notification could have announced (the loss alerts read this count).
+    let report = env.round(Cause::SafetyPoll, Mode::Incremental).await;
+    assert!(report.full);
+    assert!(report.changed >= users.len() as u64, "{report:?}");
+    assert_eq!(report.unannounced, 0, "{report:?}");
+    env.commands().await;
+
+    // A change whose notification was lost is unannounced, once the snapshot exists.
+    env.control
+        .update_user(&env.tenant_text(), &users[0], json!({"jobTitle": "Lost"}))
+        .await
+        .unwrap();
+    let report = env.round(Cause::SafetyPoll, Mode::Incremental).await;
+    assert_eq!(report.changed, 1, "{report:?}");
+    assert_eq!(report.unannounced, 1, "{report:?}");
+    env.teardown().await;
+}
+
+#[tokio::test]
 async fn every_kind_of_change_becomes_the_right_command_with_a_growing_version() {
     let env = env().await;
     let tenant = env.tenant_text();
