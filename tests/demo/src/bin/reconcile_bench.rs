@@ -8,7 +8,7 @@
 //! (`VmHWM`), and whether every card then matches the directory. The last line is one JSON object.
 
 use anyhow::{Context as _, ensure};
-use cardsync_demo::{Database, Pipeline, PipelineConfig, procs, reconcile, section};
+use cardsync_demo::{Database, Pipeline, PipelineConfig, Service, procs, reconcile, section};
 use clap::Parser;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -164,6 +164,28 @@ async fn run(cli: &Cli, slot: &mut Option<Pipeline>) -> anyhow::Result<Value> {
     let started = Instant::now();
     pipeline
         .initial_sync(Duration::from_secs(cli.timeout))
+        .await?;
+    // The safety poll takes a tenant that never had a round at once, so two full rounds start
+    // together; the Sync Now's waits for the tenant's lease and enumerates again after the cards
+    // are in. Wait for it, or the reconcile below would wait for it too.
+    let waited = Instant::now();
+    while pipeline
+        .metric(
+            Service::DeltaWorker,
+            "cardsync_delta_rounds_total",
+            &[("cause", "manual"), ("outcome", "ok")],
+        )
+        .await?
+        < 1.0
+    {
+        ensure!(
+            waited.elapsed() < Duration::from_secs(cli.timeout),
+            "the initial Sync Now's round did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    pipeline
+        .wait_drained(Duration::from_secs(cli.timeout))
         .await?;
     let active = pipeline.active_cards().await?;
     println!(
