@@ -9,6 +9,7 @@
 
 mod cards;
 mod emit;
+mod error;
 mod groups;
 mod photos;
 mod rail;
@@ -16,21 +17,21 @@ mod scoping;
 mod triggers;
 mod users;
 
+pub use error::RoundError;
 pub use triggers::Triggers;
 
 use crate::keeper::HeldLease;
-use crate::lease::{Collection, RedisError, RedisState};
+use crate::lease::{Collection, RedisState};
 use crate::metrics::RoundMetrics;
 use crate::settings::RoundSettings;
 use crate::snapshot::Scope;
-use cardsync_bus::{PublishError, Publisher, Transience};
+use cardsync_bus::Publisher;
 use cardsync_cards::DigestEvents;
 use cardsync_graph::{DeltaPage, GraphClient, GraphError, TenantConnection};
 use cardsync_photos::PhotoStore;
 use cardsync_proto as proto;
 use cardsync_rules::FieldRules;
-use cardsync_store::StoreError;
-use cardsync_store::connections::{ConnectionError, Keyring};
+use cardsync_store::connections::Keyring;
 use cardsync_store::directory;
 use cardsync_store::runs::{self, RunStatus};
 use cardsync_telemetry::propagation;
@@ -121,71 +122,6 @@ pub struct RoundReport {
     /// The tenant was paused by the safety rail: the round did nothing but leave what it owed
     /// for the resume.
     pub paused: bool,
-}
-
-/// Why a round failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RoundError {
-    /// The tenant has no Graph connection configured.
-    #[error("tenant {0} has no Graph connection")]
-    NoConnection(Uuid),
-    /// The connection cannot be read or opened.
-    #[error("the tenant's connection is unusable")]
-    Connection(#[source] ConnectionError),
-    /// Another replica holds the tenant's lease for longer than we wait.
-    #[error("another replica holds the tenant's lease")]
-    LeaseBusy,
-    /// The lease expired or a newer holder wrote; this replica stopped before writing.
-    #[error("the tenant's lease was lost")]
-    LeaseLost,
-    /// The process is stopping: the round stopped before its next effect and released its
-    /// lease; its trigger belongs back on its queue.
-    #[error("the round was stopped by shutdown")]
-    Interrupted,
-    /// Graph failed.
-    #[error("graph call failed")]
-    Graph(#[from] GraphError),
-    /// PostgreSQL failed.
-    #[error("database failed")]
-    Store(#[from] StoreError),
-    /// The broker did not confirm the card commands.
-    #[error("publishing card commands failed")]
-    Publish(#[from] PublishError),
-    /// Redis failed.
-    #[error("redis failed")]
-    Redis(#[from] RedisError),
-    /// A downloaded photo could not be stored (retried: the store may be back soon).
-    #[error("storing a photo failed")]
-    PhotoStore(#[from] cardsync_photos::PhotoStoreError),
-}
-
-impl Transience for RoundError {
-    fn is_transient(&self) -> bool {
-        match self {
-            RoundError::NoConnection(_) => false,
-            RoundError::Connection(ConnectionError::Store(error)) | RoundError::Store(error) => {
-                error.is_transient()
-            }
-            RoundError::Connection(_) => false,
-            RoundError::Graph(error) => error.is_transient(),
-            RoundError::LeaseBusy
-            | RoundError::LeaseLost
-            | RoundError::Interrupted
-            | RoundError::Publish(_)
-            | RoundError::Redis(_)
-            | RoundError::PhotoStore(_) => true,
-        }
-    }
-
-    fn is_interrupted(&self) -> bool {
-        matches!(self, RoundError::Interrupted)
-    }
-}
-
-impl From<sqlx::Error> for RoundError {
-    fn from(error: sqlx::Error) -> Self {
-        RoundError::Store(StoreError::from(error))
-    }
 }
 
 /// What [`Rounds::new`] wires together.
