@@ -223,7 +223,6 @@ async fn the_safety_poll_starts_a_round_for_a_tenant_whose_photo_check_is_due() 
         || async move {
             let commands = env_ref.commands().await;
             seen_ref.borrow_mut().extend(commands);
-            tokio::time::sleep(Duration::from_millis(100)).await;
             !photo_commands(&seen_ref.borrow(), ada_ref).is_empty()
         },
     )

@@ -8,7 +8,7 @@ use cardsync_demo::{Pipeline, Service};
 use cardsync_proto as proto;
 use reqwest::Method;
 use serde_json::Value;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A Redis database of its own, so a scan for the tenant's keys sees this run's only.
 const OWN_REDIS: &str = "redis://127.0.0.1:6379/12";
@@ -48,19 +48,6 @@ async fn tables_with_rows(p: &Pipeline) -> anyhow::Result<Vec<(String, i64)>> {
     Ok(with_rows)
 }
 
-async fn within<F, Fut>(what: &str, limit: Duration, mut done: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<bool>>,
-{
-    let started = Instant::now();
-    while !done().await? {
-        ensure!(started.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    Ok(())
-}
-
 #[tokio::test]
 async fn an_offboarded_tenant_leaves_nothing_behind_and_its_late_requests_are_dropped() {
     let mut setup = Setup::new("offboard", 10);
@@ -83,34 +70,35 @@ async fn an_offboarded_tenant_leaves_nothing_behind_and_its_late_requests_are_dr
         ensure!(report["rows"]["cards"].as_u64() == Some(10), "{report}");
         ensure!(report["subscriptions_pending"] == true, "{report}");
 
-        within(
+        support::eventually(
             "the Graph subscription and the connection gone",
             Duration::from_secs(60),
-            || async {
+            async || {
                 let connections: i64 = sqlx::query_scalar(
                     "SELECT count(*) FROM tenant_connections WHERE tenant_id = $1",
                 )
                 .bind(p.tenant)
                 .fetch_one(&p.pool)
                 .await?;
-                Ok(connections == 0 && graph_subscriptions(p).await?.is_empty())
+                Ok((connections == 0 && graph_subscriptions(p).await?.is_empty()).then_some(()))
             },
         )
         .await?;
 
         // A request arriving for it now: consumed and counted, never dead-lettered.
         p.request_sync(proto::sync_request::Depth::Info).await?;
-        within(
+        support::eventually(
             "the late request dropped",
             Duration::from_secs(30),
-            || async {
-                Ok(p.metric(
-                    Service::DeltaWorker,
-                    "cardsync_delta_rounds_total",
-                    &[("outcome", "dropped")],
-                )
-                .await?
-                    >= 1.0)
+            async || {
+                let dropped = p
+                    .metric(
+                        Service::DeltaWorker,
+                        "cardsync_delta_rounds_total",
+                        &[("outcome", "dropped")],
+                    )
+                    .await?;
+                Ok((dropped >= 1.0).then_some(()))
             },
         )
         .await?;

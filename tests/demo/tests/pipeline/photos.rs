@@ -47,19 +47,17 @@ async fn a_changed_photo_lands_as_the_image_graph_serves_and_the_admin_api_serve
                 "image/jpeg",
             )
             .await?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        let sha256 = loop {
-            if let Some((_, Some(sha256))) = card_of(p, user).await?
-                && Some(&sha256) != before.as_ref()
-            {
-                break sha256;
-            }
-            ensure!(
-                tokio::time::Instant::now() < deadline,
-                "the card never named a new image (before: {before:?})"
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        };
+        let sha256 = support::eventually(
+            "the card names a new image",
+            Duration::from_secs(60),
+            async || {
+                Ok(match card_of(p, user).await? {
+                    Some((_, Some(sha256))) if Some(&sha256) != before.as_ref() => Some(sha256),
+                    _ => None,
+                })
+            },
+        )
+        .await?;
 
         let from_graph = p.graph_photo(user, 240).await?;
         ensure!(

@@ -138,8 +138,9 @@ async fn a_group_rename_renames_the_team_on_every_members_card_without_a_member_
             members.len(),
             took.as_secs_f64()
         );
-        // Let anything a command would have done land, then prove none was sent.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Let anything a command would have done land (nothing in flight for the tenant), then
+        // prove none was sent.
+        p.wait_drained(Duration::from_secs(60)).await?;
         ensure!(
             versions(p).await? == before,
             "no card was written for the rename"
