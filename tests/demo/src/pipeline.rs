@@ -150,6 +150,33 @@ impl PipelineConfig {
     }
 }
 
+/// The tail of a benchmark's `main`: runs `run` with a slot for its pipeline until it ends or
+/// Ctrl-C, stops whatever pipeline it started, and prints the summary (the last line, JSON) or
+/// the error under `name`.
+pub async fn run_benchmark(
+    name: &str,
+    run: impl AsyncFnOnce(&mut Option<Pipeline>) -> anyhow::Result<serde_json::Value>,
+) -> std::process::ExitCode {
+    let mut pipeline = None;
+    let outcome = tokio::select! {
+        outcome = run(&mut pipeline) => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    if let Some(pipeline) = pipeline {
+        pipeline.stop().await;
+    }
+    match outcome {
+        Ok(summary) => {
+            println!("{summary}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{name}: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// A started service: how to start it again after a crash.
 #[derive(Debug, Clone)]
 struct Running {

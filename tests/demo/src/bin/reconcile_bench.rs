@@ -8,7 +8,9 @@
 //! (`VmHWM`), and whether every card then matches the directory. The last line is one JSON object.
 
 use anyhow::{Context as _, ensure};
-use cardsync_demo::{Database, Pipeline, PipelineConfig, Service, procs, reconcile, section};
+use cardsync_demo::{
+    Database, Pipeline, PipelineConfig, Service, pipeline, procs, reconcile, section,
+};
 use clap::Parser;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -273,22 +275,5 @@ async fn run(cli: &Cli, slot: &mut Option<Pipeline>) -> anyhow::Result<Value> {
 async fn main() -> std::process::ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    let mut pipeline = None;
-    let outcome = tokio::select! {
-        outcome = run(&cli, &mut pipeline) => outcome,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
-    };
-    if let Some(pipeline) = pipeline {
-        pipeline.stop().await;
-    }
-    match outcome {
-        Ok(summary) => {
-            println!("{summary}");
-            std::process::ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("reconcile_bench: {error:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    pipeline::run_benchmark("reconcile_bench", async |slot| run(&cli, slot).await).await
 }

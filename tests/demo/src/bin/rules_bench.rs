@@ -5,7 +5,7 @@
 //! applied); peak memory is each process's `VmHWM`. The last line is one JSON object.
 
 use anyhow::{Context as _, bail, ensure};
-use cardsync_demo::{Database, Pipeline, PipelineConfig, procs, section};
+use cardsync_demo::{Database, Pipeline, PipelineConfig, pipeline, procs, section};
 use cardsync_store::runs::{self, RunStatus};
 use clap::Parser;
 use serde_json::{Value, json};
@@ -269,22 +269,5 @@ async fn run(cli: &Cli, slot: &mut Option<Pipeline>) -> anyhow::Result<Value> {
 async fn main() -> std::process::ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    let mut pipeline = None;
-    let outcome = tokio::select! {
-        outcome = run(&cli, &mut pipeline) => outcome,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
-    };
-    if let Some(pipeline) = pipeline {
-        pipeline.stop().await;
-    }
-    match outcome {
-        Ok(summary) => {
-            println!("{summary}");
-            std::process::ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("rules_bench: {error:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    pipeline::run_benchmark("rules_bench", async |slot| run(&cli, slot).await).await
 }
