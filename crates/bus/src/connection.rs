@@ -9,6 +9,11 @@ use std::time::Duration;
 
 /// A `connection_name` client property unique to this process and purpose, e.g.
 /// `cardsync-bus publisher 4f3a…`. It shows in the management UI and `rabbitmqctl`.
+/// How long a polite close (channels, then the connection) may take in all. The close only
+/// tells the broker what the dropped socket would tell it a moment later, so a stopping service
+/// waits no longer than this for a slow or silent broker, whatever its `connect_timeout`.
+pub(crate) const CLOSE_BUDGET: Duration = Duration::from_secs(2);
+
 pub(crate) fn connection_name(role: &str) -> String {
     format!("cardsync-bus {role} {:016x}", rand::random::<u64>())
 }

@@ -194,21 +194,29 @@ impl Publisher {
         self.publish_raw(raw).await
     }
 
-    /// Closes the connection politely (shutdown). Later publishes reconnect.
+    /// Closes the connection politely (shutdown), within [`connection::CLOSE_BUDGET`] in all, or
+    /// drops it. Later publishes reconnect.
     pub async fn close(&self) {
         // Close channels before their connection, so lapin does not report the connection
-        // close racing with channels still open. Each step is bounded: a broker that stopped
-        // answering must not keep a stopping service alive.
-        let bound = self.shared.connect_timeout;
+        // close racing with channels still open.
         let idle: Vec<Pooled> = std::mem::take(&mut *lock(&self.shared.idle));
-        let closes = idle
-            .iter()
-            .map(|pooled| pooled.channel.close(200, "shutdown".into()));
-        let _ = tokio::time::timeout(bound, futures_util::future::join_all(closes)).await;
         let link = lock(&self.shared.link).take();
-        if let Some(link) = link {
-            let _ =
-                tokio::time::timeout(bound, link.connection.close(200, "shutdown".into())).await;
+        let polite = async {
+            join_all(
+                idle.iter()
+                    .map(|pooled| pooled.channel.close(200, "shutdown".into())),
+            )
+            .await;
+            if let Some(link) = &link {
+                let _ = link.connection.close(200, "shutdown".into()).await;
+            }
+        };
+        let budget = self.shared.connect_timeout.min(connection::CLOSE_BUDGET);
+        if tokio::time::timeout(budget, polite).await.is_err() {
+            tracing::warn!(
+                ?budget,
+                "the broker did not answer the close in time; dropping the connection"
+            );
         }
     }
 

@@ -743,3 +743,31 @@ async fn a_consumer_counts_outcomes_and_reports_its_queues_depth_and_age() {
         .unwrap();
     fixture.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_gives_up_on_a_broker_that_stopped_answering() {
+    let fixture = Fixture::new().await;
+    let proxy = Proxy::start().await;
+    let consumer = Consumer::new(
+        settings_for(&proxy.addr()),
+        fixture.topology.clone(),
+        "work",
+    );
+    publish_one(&fixture, "t").await;
+    let recorder = Scripted::new(|_| Ok(()));
+    assert_eq!(
+        consumer.process_next(&recorder, WAIT).await.unwrap(),
+        Processed::Acked
+    );
+
+    proxy.freeze();
+    let started = std::time::Instant::now();
+    consumer.close().await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(5),
+        "the close waited for the silent broker for about its 2 s budget, not {took:?}"
+    );
+    proxy.cut();
+    fixture.cleanup().await;
+}

@@ -221,3 +221,33 @@ async fn the_publisher_reconnects_after_the_connection_drops() {
     publisher.close().await;
     fixture.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_gives_up_on_a_broker_that_stopped_answering() {
+    let fixture = Fixture::new().await;
+    let proxy = Proxy::start().await;
+    let mut settings = settings_for(&proxy.addr());
+    // A patient connect timeout (the tests' own is 20 s) must not make a stopping service wait.
+    settings.connect_timeout = Duration::from_secs(30);
+    let publisher = Publisher::connect(&settings, fixture.topology.clone())
+        .await
+        .unwrap();
+    publisher
+        .publish_all(vec![outgoing(&fixture, "t")])
+        .await
+        .unwrap();
+    fixture
+        .wait_ready(&fixture.work(), 1, Duration::from_secs(5))
+        .await;
+
+    proxy.freeze();
+    let started = Instant::now();
+    publisher.close().await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(5),
+        "the close waited for the silent broker for about its 2 s budget, not {took:?}"
+    );
+    proxy.cut();
+    fixture.cleanup().await;
+}

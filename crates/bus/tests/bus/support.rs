@@ -247,6 +247,7 @@ pub struct Proxy {
     pub addr: SocketAddr,
     live: Arc<Mutex<CancellationToken>>,
     refusing: Arc<std::sync::atomic::AtomicBool>,
+    frozen: CancellationToken,
     stop: CancellationToken,
 }
 
@@ -257,7 +258,9 @@ impl Proxy {
         let live = Arc::new(Mutex::new(CancellationToken::new()));
         let refusing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop = CancellationToken::new();
+        let frozen = CancellationToken::new();
         let (live2, refusing2, stop2) = (live.clone(), refusing.clone(), stop.clone());
+        let frozen2 = frozen.clone();
         tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -271,14 +274,19 @@ impl Proxy {
                     continue; // dropped: the client sees the connection closed at once
                 }
                 let cut = live2.lock().unwrap().clone();
+                let frozen = frozen2.clone();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(BROKER).await else {
                         return;
                     };
                     tokio::select! {
-                        _ = cut.cancelled() => {}
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.cancelled() => return,
+                        _ = frozen.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => return,
                     }
+                    // Frozen: both sockets stay open and nothing passes, until cut.
+                    cut.cancelled().await;
+                    drop((inbound, outbound));
                 });
             }
         });
@@ -286,6 +294,7 @@ impl Proxy {
             addr,
             live,
             refusing,
+            frozen,
             stop,
         }
     }
@@ -299,6 +308,12 @@ impl Proxy {
         let mut live = self.live.lock().unwrap();
         live.cancel();
         *live = CancellationToken::new();
+    }
+
+    /// Every proxied connection stops passing bytes but stays open: a broker that stopped
+    /// answering.
+    pub fn freeze(&self) {
+        self.frozen.cancel();
     }
 
     /// From now on, accepted connections are closed at once.
