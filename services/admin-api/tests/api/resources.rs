@@ -583,6 +583,37 @@ async fn cards_are_listed_with_filters_and_paging_and_shown_with_provenance() {
         .execute(&api.pool)
         .await
         .expect("membership");
+    let sales = api
+        .get(&format!("{path}?team=g-sales"), reader)
+        .await
+        .expect(200);
+    let sales: Vec<&str> = sales["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| item["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(sales, [ann.to_string()]);
+    // Filters and the cursor combine: the active cards after the first active one.
+    let mut active_ids: Vec<String> = [&stored[0], &stored[2]]
+        .iter()
+        .map(|c| c.card_id.to_string())
+        .collect();
+    active_ids.sort();
+    let rest = api
+        .get(
+            &format!("{path}?status=active&limit=5&cursor={}", active_ids[0]),
+            reader,
+        )
+        .await
+        .expect(200);
+    let rest: Vec<&str> = rest["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| item["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(rest, [active_ids[1].as_str()]);
     let shown = api.get(&format!("{path}/{ann}"), reader).await.expect(200);
     assert_eq!(
         shown["teams"],
