@@ -14,7 +14,7 @@
 //! overlapping `due` jobs enqueue an occurrence once; a job killed in between leaves a queued
 //! run that a later job publishes again.
 
-use crate::handler::{APPLY_KIND, KIND};
+use crate::handler::KIND;
 use crate::settings::ReconcilerSettings;
 use cardsync_bus::{Outgoing, PublishError, Publisher, Topology, names, routing};
 use cardsync_cards::DigestEvents;
@@ -30,7 +30,8 @@ use uuid::Uuid;
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DueReport {
-    /// Runs failed because no reconciler renewed their heartbeat for `abandon_after`.
+    /// Runs failed because no worker renewed their heartbeat (or, for a user sync, ended it)
+    /// for `abandon_after`.
     pub abandoned: usize,
     /// Runs recorded and enqueued for a due schedule occurrence.
     pub enqueued: usize,
@@ -69,13 +70,15 @@ pub async fn enqueue_due(
     settings: &ReconcilerSettings,
     now: OffsetDateTime,
 ) -> Result<DueReport, DueError> {
-    // Rules applies run in the reconciler too: they end the same ways.
+    // Every kind of run a worker runs ends these ways: reconciles and rules applies (this
+    // service), and the delta-worker's user syncs, which have no heartbeat (a user sync takes
+    // seconds) and would otherwise stay running for ever once their request is dead-lettered.
     // Every run that ends here has its digest put in the outbox in the same transaction.
     let digests = DigestEvents::new(topology.name(names::CARD_EVENTS));
     let mut abandoned = Vec::new();
     let mut unsettled = Vec::new();
     let mut tx = pool.begin().await.map_err(StoreError::from)?;
-    for kind in [KIND, APPLY_KIND] {
+    for kind in runs::DIGEST_KINDS {
         abandoned
             .extend(runs::fail_abandoned(&mut tx, kind, settings.abandon_after, &digests).await?);
         unsettled
@@ -83,10 +86,10 @@ pub async fn enqueue_due(
     }
     tx.commit().await.map_err(StoreError::from)?;
     for run_id in &abandoned {
-        tracing::warn!(%run_id, "abandoned reconcile run failed");
+        tracing::warn!(%run_id, "abandoned run failed");
     }
     for run_id in &unsettled {
-        tracing::warn!(%run_id, "unsettled reconcile run failed");
+        tracing::warn!(%run_id, "unsettled run failed");
     }
     let retention = time::Duration::try_from(settings.retention).unwrap_or(time::Duration::MAX);
     let horizon = now

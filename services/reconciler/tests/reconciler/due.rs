@@ -111,3 +111,52 @@ async fn live_rounds_add_into_one_run_per_tenant_and_hour_which_due_ends() {
     env.teardown().await;
     database.drop_database().await;
 }
+
+#[tokio::test]
+async fn a_user_sync_left_running_is_failed_by_the_next_due_job() {
+    let (database, env) = fresh_env().await;
+    let user_sync = |minutes_ago: i32| {
+        let (pool, tenant) = (env.pool.clone(), env.tenant);
+        async move {
+            let run_id = uuid::Uuid::now_v7();
+            runs::create(
+                &pool,
+                &runs::NewRun {
+                    run_id,
+                    tenant_id: tenant,
+                    kind: "user_sync".into(),
+                    cause: "manual".into(),
+                    started_by: "admin@contoso.test".into(),
+                    target: Some("u-ada".into()),
+                },
+            )
+            .await
+            .unwrap();
+            // What the delta-worker does when it takes the request: running, no heartbeat.
+            runs::set_status(&pool, run_id, RunStatus::Running, None)
+                .await
+                .unwrap();
+            sqlx::query(
+                "UPDATE sync_runs SET started_at = now() - make_interval(mins => $2::int)
+                  WHERE run_id = $1",
+            )
+            .bind(run_id)
+            .bind(minutes_ago)
+            .execute(&pool)
+            .await
+            .unwrap();
+            run_id
+        }
+    };
+    // Its request was dead-lettered an hour ago; another one started a minute ago.
+    let lost = user_sync(60).await;
+    let recent = user_sync(1).await;
+    let report = env.app.due(OffsetDateTime::now_utc()).await.unwrap();
+    assert_eq!(report.abandoned, 1);
+    let failed = env.run(lost).await;
+    assert_eq!(failed.status, RunStatus::Failed);
+    assert!(failed.detail.unwrap().starts_with("abandoned"));
+    assert_eq!(env.run(recent).await.status, RunStatus::Running);
+    env.teardown().await;
+    database.drop_database().await;
+}
