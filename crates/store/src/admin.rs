@@ -363,9 +363,10 @@ pub struct CardFilter {
 /// A page of a tenant's cards in card id order, after `after`, at most `limit`.
 ///
 /// The statement holds only the filters given, so each combination is its own prepared
-/// statement whose plan uses the indexes: a `$n IS NULL OR ...` form lets PostgreSQL's generic
-/// plan (chosen after five runs) neither seek to the cursor nor use the email index, and a page
-/// from the middle of 100,000 cards then reads every card before it.
+/// statement whose every plan seeks to the cursor and uses the email index. With the
+/// `$n IS NULL OR ...` form only a custom plan (one that folds the parameters in) can; a generic
+/// plan of it, which PostgreSQL may choose for a prepared statement after five runs, would read
+/// every card before the cursor.
 pub async fn cards(
     executor: impl PgExecutor<'_>,
     tenant_id: Uuid,
