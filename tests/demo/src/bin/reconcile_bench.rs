@@ -209,6 +209,7 @@ async fn run(cli: &Cli, slot: &mut Option<Pipeline>) -> anyhow::Result<Value> {
     );
 
     section("full reconcile (Sync Now)");
+    pipeline.settle().await?;
     let requests_before = requests_by_endpoint(pipeline).await?;
     let reconciler_before = pipeline.peak_mib_of("reconciler");
     let reconciled =

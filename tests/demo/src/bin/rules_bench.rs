@@ -66,6 +66,7 @@ async fn measure(pipeline: &Pipeline, cli: &Cli) -> anyhow::Result<Value> {
     let mut results = Vec::new();
     for (label, change) in changes() {
         section(&format!("rule change: {label}"));
+        pipeline.settle().await?;
         let shown: Value = serde_json::from_str(
             &pipeline.cardsync(&["rules", "show", "--tenant", &tenant, "-o", "json"])?,
         )?;
@@ -152,6 +153,7 @@ async fn measure(pipeline: &Pipeline, cli: &Cli) -> anyhow::Result<Value> {
             "card list: {} requests/s for {} s from this process",
             cli.list_rate, cli.list_seconds
         ));
+        pipeline.settle().await?;
         list_load(pipeline, cli).await?
     } else {
         Value::Null
