@@ -6,6 +6,12 @@ use anyhow::Context as _;
 use cardsync_runtime::Service;
 use std::process::ExitCode;
 
+/// mimalloc, as in every cardsync service: a profile of the rules dry run (100,000 users) found
+/// glibc's malloc and free at a quarter of the admin-api's CPU, and mimalloc returns the memory
+/// of a dry run's pages to the system.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     Service::new(
         "admin-api",
