@@ -144,7 +144,7 @@ fuzz: $(VENV)/.fuzz-deps ## coverage-guided fuzzing, FUZZ_RUNS inputs per target
 # phases do (loopback TCP makes sqlx negotiate TLS with Debian's default server).
 BENCH_PG ?= postgres://postgres@localhost/cardsync?host=/var/run/postgresql
 RELEASE_DIR = $${CARGO_TARGET_DIR:-target}/release
-bench: services ## benchmarks (about 10 minutes); figures go to BENCHMARKS.md
+bench: services ## benchmarks (about 15 minutes, after a release build); figures go to BENCHMARKS.md
 	$(CARGO) build --release --locked -p graph-sim -p webhook -p delta-worker -p card-writer -p subscription-manager -p reconciler -p admin-api -p cardsync-cli -p cardsync-demo --bins
 	"$(RELEASE_DIR)/graph-sim" bench --users 100000 --page-size 999
 	$(CARGO) run --release --locked -p cardsync-bench --bin ingest_bench
