@@ -4,8 +4,10 @@
 # Redis (`make services`), in a vhost, database and key prefix of its own that are removed at the
 # end:
 #   1. the migration, as the hook Job runs it (one-shot);
-#   2. webhook, delta-worker and card-writer `serve`: /health/live, /health/ready, /metrics
-#      (checked with promtool when it is there);
+#   2. every service's `serve` (those the image holds: webhook, delta-worker, card-writer,
+#      subscription-manager, reconciler, admin-api): /health/live, /health/ready, /metrics
+#      (checked with promtool when it is there); the admin API also refuses an unauthenticated
+#      request with 401, and the `cardsync` CLI runs;
 #   3. SIGTERM: each container must exit 0 within its grace period.
 #
 # Usage: deploy/image/smoke.sh [IMAGE]   (root, podman; CONTAINERS_CONF as in README.md)
@@ -17,7 +19,9 @@ VHOST=cardsync-$RUN_ID
 DATABASE=cardsync_$RUN_ID
 PREFIX=$RUN_ID-
 PROMTOOL=${PROMTOOL:-.venv/tools/promtool}
-declare -A PORTS=([webhook]=28180 [delta-worker]=28181 [card-writer]=28182)
+declare -A PORTS=([webhook]=28180 [delta-worker]=28181 [card-writer]=28182
+                  [subscription-manager]=28183 [reconciler]=28184 [admin-api]=28185)
+SERVICES=()   # the services this image holds, in PORTS' order
 
 log() { printf 'smoke: %s\n' "$*"; }
 
@@ -44,6 +48,13 @@ ENV=(
     -e CARDSYNC__TELEMETRY__LOG_FORMAT=json
     -e CARDSYNC__TELEMETRY__LOG_FILTER=info
     -e CARDSYNC__SECRETS__CREDENTIAL_KEY="$(head -c 32 /dev/urandom | base64)"
+    # The chart's photo store with `photos.backend: none`: the pod's scratch /tmp.
+    -e CARDSYNC__PHOTOS__URL=file:///tmp/cardsync-photos
+    # The subscription manager gives Graph this address; nothing calls it here.
+    -e CARDSYNC__SUBSCRIPTIONS__PUBLIC_BASE_URL=https://cardsync.example.com
+    # The admin API's token issuer: an address that answers nothing, so every token is refused.
+    -e CARDSYNC__AUTH__JWKS_URL=http://127.0.0.1:9/keys
+    -e 'CARDSYNC__AUTH__AUDIENCES=["api://cardsync-smoke"]'
 )
 RESTRICTED=(--read-only --read-only-tmpfs=false --tmpfs /tmp:rw,size=64m,mode=1777
             --user 10001:10001 --cap-drop ALL --security-opt no-new-privileges --network host)
@@ -56,13 +67,20 @@ fi
 log "migrate: ${MIGRATE[*]}"
 podman run --rm "${RESTRICTED[@]}" "${ENV[@]}" "$IMAGE" "${MIGRATE[@]}"
 
-for service in "${!PORTS[@]}"; do
+for service in webhook delta-worker card-writer subscription-manager reconciler admin-api; do
+    if podman run --rm --entrypoint sh "$IMAGE" -c "command -v $service" >/dev/null 2>&1; then
+        SERVICES+=("$service")
+    else
+        log "$service: not in this image"
+    fi
+done
+for service in "${SERVICES[@]}"; do
     podman run -d --name "$RUN_ID-$service" "${RESTRICTED[@]}" "${ENV[@]}" \
         -e CARDSYNC__HTTP__LISTEN="127.0.0.1:${PORTS[$service]}" "$IMAGE" "$service" serve >/dev/null
 done
 
 failed=0
-for service in webhook delta-worker card-writer; do
+for service in "${SERVICES[@]}"; do
     port=${PORTS[$service]}
     ready=""
     for _ in $(seq 60); do
@@ -88,7 +106,19 @@ for service in webhook delta-worker card-writer; do
     fi
 done
 
-for service in webhook delta-worker card-writer; do
+if [[ " ${SERVICES[*]} " == *" admin-api "* ]]; then
+    refused=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${PORTS[admin-api]}/v1/tenants" || true)
+    log "admin-api: GET /v1/tenants without a token -> $refused"
+    [[ $refused == 401 ]] || failed=1
+fi
+if version=$(podman run --rm "${RESTRICTED[@]}" "$IMAGE" cardsync --version 2>&1); then
+    log "cardsync CLI: $version"
+else
+    log "cardsync CLI: $version"
+    failed=1
+fi
+
+for service in "${SERVICES[@]}"; do
     started=$(date +%s.%N)
     podman stop -t 30 "$RUN_ID-$service" >/dev/null
     code=$(podman inspect "$RUN_ID-$service" --format '{{.State.ExitCode}}')
