@@ -246,6 +246,10 @@ pub async fn record_failed_attempt(pool: &PgPool, tenant: Uuid) -> Result<(), St
 
 /// Tenants with a connection whose last round is older than `idle` (or that never had one);
 /// disconnected tenants are left out (they are not synced).
+///
+/// A tenant that never had a round but has a run queued or running (its operator's first Sync
+/// Now, say) is left to that run: a poll round beside it would enumerate the whole directory a
+/// second time. If the run never ends, `reconciler due` fails it and the poll takes the tenant.
 pub async fn idle_tenants(
     pool: &PgPool,
     idle: std::time::Duration,
@@ -254,7 +258,12 @@ pub async fn idle_tenants(
     Ok(sqlx::query_scalar(
         "SELECT c.tenant_id FROM tenant_connections c
            LEFT JOIN tenant_sync_state s ON s.tenant_id = c.tenant_id
-          WHERE (s.last_round_at IS NULL OR s.last_round_at < now() - make_interval(secs => $1))
+          WHERE (s.last_round_at < now() - make_interval(secs => $1)
+                 OR (s.last_round_at IS NULL
+                     AND NOT EXISTS (SELECT 1 FROM sync_runs r
+                                      WHERE r.tenant_id = c.tenant_id AND r.kind <> 'live'
+                                        AND r.finished_at IS NULL
+                                        AND r.status IN ('queued', 'running'))))
             AND NOT EXISTS (SELECT 1 FROM tenants t
                              WHERE t.tenant_id = c.tenant_id AND t.disconnected_at IS NOT NULL)",
     )

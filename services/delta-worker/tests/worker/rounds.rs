@@ -897,3 +897,56 @@ async fn a_user_filter_leaves_out_guests_and_users_failing_its_condition_and_res
     assert!(!moved.contains_key(&ids["Bob"]), "{moved:?}");
     env.teardown().await;
 }
+
+#[tokio::test]
+async fn a_new_tenant_whose_first_sync_is_under_way_is_left_to_it_by_the_safety_poll() {
+    let env = env().await;
+    let idle = || async {
+        cardsync_store::directory::idle_tenants(&env.pool, std::time::Duration::from_secs(3600))
+            .await
+            .unwrap()
+    };
+    assert!(
+        idle().await.contains(&env.tenant),
+        "a tenant that never had a round is idle"
+    );
+    // The operator's first Sync Now: a reconcile run, queued, then taken by a reconciler.
+    let run_id = uuid::Uuid::now_v7();
+    cardsync_store::runs::create(
+        &env.pool,
+        &cardsync_store::runs::NewRun {
+            run_id,
+            tenant_id: env.tenant,
+            kind: "reconcile".into(),
+            cause: "manual".into(),
+            started_by: "admin@contoso.test".into(),
+            target: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        !idle().await.contains(&env.tenant),
+        "its queued first sync will enumerate it; a poll round would do it twice"
+    );
+    cardsync_store::runs::set_status(
+        &env.pool,
+        run_id,
+        cardsync_store::runs::RunStatus::Running,
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(!idle().await.contains(&env.tenant));
+    // The run failed before any round: the poll takes the tenant again.
+    cardsync_store::runs::set_status(
+        &env.pool,
+        run_id,
+        cardsync_store::runs::RunStatus::Failed,
+        Some("no connection"),
+    )
+    .await
+    .unwrap();
+    assert!(idle().await.contains(&env.tenant));
+    env.teardown().await;
+}
