@@ -195,16 +195,7 @@ struct Session {
 impl Session {
     /// Closes politely within [`connection::CLOSE_BUDGET`], or drops the connection.
     async fn close(self) {
-        let polite = async {
-            let _ = self.channel.close(200, "shutdown".into()).await;
-            let _ = self.connection.close(200, "shutdown".into()).await;
-        };
-        if tokio::time::timeout(connection::CLOSE_BUDGET, polite)
-            .await
-            .is_err()
-        {
-            tracing::warn!("the broker did not answer the close in time; dropping the connection");
-        }
+        connection::close_politely([&self.channel], Some(&self.connection), "shutdown").await;
     }
 }
 

@@ -277,6 +277,5 @@ async fn give_back(channel: &Channel, held: usize) {
 }
 
 async fn close(connection: Connection, channel: Channel) {
-    let _ = channel.close(200, "done".into()).await;
-    let _ = connection.close(200, "done".into()).await;
+    crate::connection::close_politely([&channel], Some(&connection), "done").await;
 }

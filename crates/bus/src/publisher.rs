@@ -197,27 +197,14 @@ impl Publisher {
     /// Closes the connection politely (shutdown), within [`connection::CLOSE_BUDGET`] in all, or
     /// drops it. Later publishes reconnect.
     pub async fn close(&self) {
-        // Close channels before their connection, so lapin does not report the connection
-        // close racing with channels still open.
         let idle: Vec<Pooled> = std::mem::take(&mut *lock(&self.shared.idle));
         let link = lock(&self.shared.link).take();
-        let polite = async {
-            join_all(
-                idle.iter()
-                    .map(|pooled| pooled.channel.close(200, "shutdown".into())),
-            )
-            .await;
-            if let Some(link) = &link {
-                let _ = link.connection.close(200, "shutdown".into()).await;
-            }
-        };
-        let budget = self.shared.connect_timeout.min(connection::CLOSE_BUDGET);
-        if tokio::time::timeout(budget, polite).await.is_err() {
-            tracing::warn!(
-                ?budget,
-                "the broker did not answer the close in time; dropping the connection"
-            );
-        }
+        connection::close_politely(
+            idle.iter().map(|pooled| &pooled.channel),
+            link.as_ref().map(|link| link.connection.as_ref()),
+            "shutdown",
+        )
+        .await;
     }
 
     pub(crate) async fn publish_raw(&self, batch: Vec<Raw>) -> Result<(), PublishError> {
