@@ -144,6 +144,29 @@ impl PipelineConfig {
         })
     }
 
+    /// A benchmark's settings: the binaries in `bin_dir` (default: next to this one), `users`
+    /// users, a database of the run's own on `server_url`, the topology deleted at the end, and a
+    /// safety poll that stays out of the measurement.
+    pub fn benchmark(
+        label: &str,
+        bin_dir: Option<&PathBuf>,
+        users: usize,
+        server_url: &str,
+    ) -> anyhow::Result<Self> {
+        let bin_dir = match bin_dir {
+            Some(dir) => dir.clone(),
+            None => crate::procs::own_dir()?,
+        };
+        let mut config = Self::new(label, bin_dir)?;
+        config.users = users;
+        config.database = Database::Fresh {
+            server_url: server_url.to_owned(),
+        };
+        config.delete_topology = true;
+        config.safety_poll_interval = "1h".to_owned();
+        Ok(config)
+    }
+
     /// `{label}-{run_id}`: the run's name in queues, keys and the card tenant.
     pub fn name(&self) -> String {
         format!("{}-{}", self.label, self.run_id)
@@ -676,7 +699,7 @@ impl Pipeline {
     /// What autovacuum would have done by now: benchmarks call it between their phases. This
     /// machine's PostgreSQL runs without autovacuum, so a table bulk-loaded by the initial sync
     /// (or rewritten by a rules apply) keeps no statistics and every dead row; the planner then
-    /// takes a 100,000-user snapshot for a few hundred rows and sorts the whole rest of it on
+    /// takes a 100,000-user snapshot for about a thousand rows and sorts the whole rest of it on
     /// disk for each 2,000-row page (0.5 s a page, against 1.3 ms with statistics). A server
     /// with autovacuum (PostgreSQL's default) analyzes such a table within a minute. Then a
     /// checkpoint, so no phase meets a burst of dirty pages left by the one before.

@@ -583,17 +583,19 @@ async fn cards_are_listed_with_filters_and_paging_and_shown_with_provenance() {
         .execute(&api.pool)
         .await
         .expect("membership");
+    let ids = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|item| item["id"].as_str().expect("id").to_owned())
+            .collect()
+    };
     let sales = api
         .get(&format!("{path}?team=g-sales"), reader)
         .await
         .expect(200);
-    let sales: Vec<&str> = sales["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|item| item["id"].as_str().expect("id"))
-        .collect();
-    assert_eq!(sales, [ann.to_string()]);
+    assert_eq!(ids(&sales), [ann.to_string()]);
     // Filters and the cursor combine: the active cards after the first active one.
     let mut active_ids: Vec<String> = [&stored[0], &stored[2]]
         .iter()
@@ -607,13 +609,7 @@ async fn cards_are_listed_with_filters_and_paging_and_shown_with_provenance() {
         )
         .await
         .expect(200);
-    let rest: Vec<&str> = rest["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|item| item["id"].as_str().expect("id"))
-        .collect();
-    assert_eq!(rest, [active_ids[1].as_str()]);
+    assert_eq!(ids(&rest), [active_ids[1].clone()]);
     let shown = api.get(&format!("{path}/{ann}"), reader).await.expect(200);
     assert_eq!(
         shown["teams"],

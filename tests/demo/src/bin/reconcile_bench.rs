@@ -8,9 +8,7 @@
 //! (`VmHWM`), and whether every card then matches the directory. The last line is one JSON object.
 
 use anyhow::{Context as _, ensure};
-use cardsync_demo::{
-    Database, Pipeline, PipelineConfig, Service, pipeline, procs, reconcile, section,
-};
+use cardsync_demo::{Pipeline, PipelineConfig, Service, pipeline, reconcile, section};
 use clap::Parser;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -149,18 +147,13 @@ async fn drift(pipeline: &Pipeline, plan: DriftPlan) -> anyhow::Result<()> {
 }
 
 async fn run(cli: &Cli, slot: &mut Option<Pipeline>) -> anyhow::Result<Value> {
-    let bin_dir = match &cli.bin_dir {
-        Some(dir) => dir.clone(),
-        None => procs::own_dir()?,
-    };
-    let mut config = PipelineConfig::new("reconcile-bench", bin_dir)?;
-    config.users = cli.users;
-    config.database = Database::Fresh {
-        server_url: cli.postgres_url.clone(),
-    };
-    config.delete_topology = true;
     // Nothing but the reconcile finds the drift.
-    config.safety_poll_interval = "1h".to_owned();
+    let config = PipelineConfig::benchmark(
+        "reconcile-bench",
+        cli.bin_dir.as_ref(),
+        cli.users,
+        &cli.postgres_url,
+    )?;
     let pipeline = slot.insert(Pipeline::start(config).await?);
     section("initial sync");
     let started = Instant::now();

@@ -5,7 +5,7 @@
 //! applied); peak memory is each process's `VmHWM`. The last line is one JSON object.
 
 use anyhow::{Context as _, bail, ensure};
-use cardsync_demo::{Database, Pipeline, PipelineConfig, pipeline, procs, section};
+use cardsync_demo::{Pipeline, PipelineConfig, pipeline, section};
 use cardsync_store::runs::{self, RunStatus};
 use clap::Parser;
 use serde_json::{Value, json};
@@ -238,18 +238,13 @@ fn round(seconds: f64) -> f64 {
 }
 
 async fn run(cli: &Cli, slot: &mut Option<Pipeline>) -> anyhow::Result<Value> {
-    let bin_dir = match &cli.bin_dir {
-        Some(dir) => dir.clone(),
-        None => procs::own_dir()?,
-    };
-    let mut config = PipelineConfig::new("rules-bench", bin_dir)?;
-    config.users = cli.users;
-    config.database = Database::Fresh {
-        server_url: cli.postgres_url.clone(),
-    };
-    config.delete_topology = true;
     // Nothing but the measured work moves the cards.
-    config.safety_poll_interval = "1h".to_owned();
+    let mut config = PipelineConfig::benchmark(
+        "rules-bench",
+        cli.bin_dir.as_ref(),
+        cli.users,
+        &cli.postgres_url,
+    )?;
     // A rule change that rewrites every card is what the mass-change safety rail holds for an
     // admin; the benchmark measures the apply itself, so the rail lets it through.
     config.rail = Some((100.0, 100.0, 1_000_000));
