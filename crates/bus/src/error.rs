@@ -12,6 +12,9 @@ pub enum BusError {
     /// Connecting (handshake and topology included) took longer than `connect_timeout`.
     #[error("connecting to RabbitMQ took longer than {0:?}")]
     ConnectTimeout(Duration),
+    /// The connection attempt was stopped before it ended (its runtime is shutting down).
+    #[error("the connection attempt to RabbitMQ was stopped")]
+    ConnectAborted,
     /// Another caller's connection attempt failed while this one waited for it.
     #[error("the connection attempt to RabbitMQ failed just now: {reason}")]
     ConnectFailedRecently {

@@ -100,6 +100,12 @@ struct Shared {
     /// One connection attempt at a time; remembers the last failure so callers that queued
     /// behind a failed attempt fail at once instead of each waiting `connect_timeout`.
     gate: tokio::sync::Mutex<Option<(Instant, String)>>,
+    /// Where connections are opened: the runtime the publisher was made on, which lives as long
+    /// as the service (`None` outside a runtime: opened wherever first used). lapin drives a
+    /// connection with tasks on the runtime that opened it, and an HTTP worker's runtime (actix
+    /// gives each worker one, where a readiness probe may connect first) stops before the
+    /// service's shutdown closes the publisher.
+    runtime: Option<tokio::runtime::Handle>,
     /// Confirm channels not in use.
     idle: Mutex<Vec<Pooled>>,
     /// One permit per channel: a batch holds one while it owns a channel.
@@ -154,6 +160,7 @@ impl Publisher {
                 link: Mutex::new(None),
                 generations: AtomicU64::new(0),
                 gate: tokio::sync::Mutex::new(None),
+                runtime: tokio::runtime::Handle::try_current().ok(),
                 idle: Mutex::new(Vec::with_capacity(channels)),
                 slots: Arc::new(Semaphore::new(channels)),
             }),
@@ -304,7 +311,19 @@ impl Shared {
         let budget = self
             .connect_timeout
             .min(deadline.saturating_duration_since(Instant::now()));
-        match connection::connect(&self.url, &self.name, budget, &self.topology).await {
+        let attempt = {
+            let (url, name, topology) =
+                (self.url.clone(), self.name.clone(), self.topology.clone());
+            async move { connection::connect(&url, &name, budget, &topology).await }
+        };
+        let connected = match &self.runtime {
+            Some(runtime) => runtime
+                .spawn(attempt)
+                .await
+                .unwrap_or(Err(BusError::ConnectAborted)),
+            None => attempt.await,
+        };
+        match connected {
             Ok(connection) => {
                 let link = Link {
                     connection: Arc::new(connection),

@@ -251,3 +251,48 @@ async fn closing_gives_up_on_a_broker_that_stopped_answering() {
     proxy.cut();
     fixture.cleanup().await;
 }
+
+/// actix gives each HTTP worker a runtime of its own, and a readiness probe may be the first to
+/// use a service's publisher; that worker's runtime stops before the service closes the publisher.
+#[test]
+fn a_connection_first_opened_on_a_short_lived_runtime_outlives_it() {
+    let main = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (fixture, publisher) = main.block_on(async {
+        let fixture = Fixture::new().await;
+        let publisher = Publisher::lazy(&settings(), fixture.topology.clone());
+        (fixture, publisher)
+    });
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let worker = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                assert!(worker.block_on(publisher.is_ready()));
+            })
+            .join()
+            .unwrap();
+    });
+    main.block_on(async {
+        publisher
+            .publish_all(vec![outgoing(&fixture, "t")])
+            .await
+            .expect("the connection outlived the runtime that first used it");
+        fixture
+            .wait_ready(&fixture.work(), 1, Duration::from_secs(5))
+            .await;
+        let started = Instant::now();
+        publisher.close().await;
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "the broker answered the close: {:?}",
+            started.elapsed()
+        );
+        fixture.cleanup().await;
+    });
+}
