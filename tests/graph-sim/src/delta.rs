@@ -334,8 +334,11 @@ fn entry(
     member_after: Option<&str>,
 ) -> Option<(Map<String, Value>, Option<String>)> {
     let recently_removed = || opts.removed_since.is_some_and(|t| obj.state_at() >= t);
-    let (mut map, members_since) = match (base, obj.state) {
-        (None, LifeState::Active) => (obj.to_delta_json(sel, None), None),
+    // Which members to list: every present one when the group comes in full, plus every edge added or removed
+    // since the token. A group restored after the token comes in full, but the client may still hold members it
+    // lost meanwhile (a purged user, say), so their removals go with it.
+    let (mut map, all_present, members_since) = match (base, obj.state) {
+        (None, LifeState::Active) => (obj.to_delta_json(sel, None), true, None),
         // Graph's initial rounds carry recently removed objects too (graph-facts §6).
         (None, LifeState::SoftDeleted) => {
             return recently_removed().then(|| (removed(&obj.id, "changed"), None));
@@ -350,21 +353,20 @@ fn entry(
             return (obj.state_seq() > b).then(|| (removed(&obj.id, "deleted"), None));
         }
         (Some(b), LifeState::Active) if obj.full_since() > b => {
-            (obj.to_delta_json(sel, None), None)
+            (obj.to_delta_json(sel, None), true, Some(b))
         }
         (Some(b), LifeState::Active) => {
             if !obj.selected_changed_since(sel, b) {
                 return None;
             }
             let since = opts.minimal.then_some(b);
-            (obj.to_delta_json(sel, since), Some(b))
+            (obj.to_delta_json(sel, since), false, Some(b))
         }
     };
     let mut more = None;
     if sel.members && obj.kind == Kind::Group {
-        let relevant = obj.members.iter().filter(|(_, m)| match members_since {
-            None => m.present,
-            Some(b) => m.seq > b,
+        let relevant = obj.members.iter().filter(|(_, m)| {
+            (all_present && m.present) || members_since.is_some_and(|b| m.seq > b)
         });
         let pending: Vec<_> = relevant
             .filter(|(id, _)| member_after.is_none_or(|a| id.as_str() > a))
@@ -547,6 +549,51 @@ mod tests {
             .map(|m| m["id"].as_str().expect("id"))
             .collect();
         assert_eq!(members, ids.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_restored_group_carries_the_members_it_lost_since_the_token() {
+        let mut dir = Directory::default();
+        let ids = seed(&mut dir, 3);
+        let (g, _) = dir
+            .create(Kind::Group, None, &props(json!({"displayName": "g"})))
+            .expect("group");
+        dir.add_member(&g, &ids[0]).expect("add");
+        dir.add_member(&g, &ids[1]).expect("add");
+        let sel = Select::default_for(Kind::Group);
+        let (_, token, _) = run_round(
+            &dir,
+            begin_round(&dir, "t", Kind::Group, None, None, None, 0),
+            &sel,
+            &opts(10),
+        );
+        dir.soft_delete(Kind::Group, &g).expect("delete");
+        dir.restore(Kind::Group, &g).expect("restore");
+        dir.purge(Kind::User, &ids[0]).expect("purge");
+        dir.add_member(&g, &ids[2]).expect("add");
+        let st = DeltaState {
+            snap: dir.seq(),
+            ..token
+        };
+        let (items, _, _) = run_round(&dir, st, &sel, &opts(10));
+        assert!(items.iter().all(|i| i["id"] == g.as_str()));
+        assert_eq!(
+            items[0]["displayName"], "g",
+            "a restored group comes in full"
+        );
+        let members: Vec<(&str, bool)> = items
+            .iter()
+            .flat_map(|i| i["members@delta"].as_array().expect("members").iter())
+            .map(|m| (m["id"].as_str().expect("id"), m.get("@removed").is_some()))
+            .collect();
+        assert_eq!(
+            members,
+            vec![
+                (ids[0].as_str(), true),
+                (ids[1].as_str(), false),
+                (ids[2].as_str(), false)
+            ]
+        );
     }
 
     #[test]
