@@ -2,7 +2,8 @@
 //! and the types' `ToSchema`, served unauthenticated at `/openapi.json`.
 
 use crate::routes;
-use actix_web::HttpResponse;
+use crate::state::AppState;
+use actix_web::{HttpResponse, web};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
@@ -136,15 +137,136 @@ impl Modify for BearerAuth {
 )]
 pub struct ApiDoc;
 
-/// `GET /openapi.json`.
-pub async fn document() -> HttpResponse {
-    match ApiDoc::openapi().to_json() {
-        Ok(json) => HttpResponse::Ok()
-            .content_type("application/json")
-            .body(json),
-        Err(error) => {
-            tracing::error!(error = %error, "the OpenAPI document does not serialise");
-            HttpResponse::InternalServerError().finish()
+/// The lists that page with `limit` and `cursor`, by operation id, with the JSON Schema of the
+/// cursor each gives out (opaque to clients, but a made-up one is refused).
+const PAGED: &[(&str, &str)] = &[
+    ("tenants_list", r#"{"type": "string", "format": "uuid"}"#),
+    (
+        "tenants_changes",
+        r#"{"type": "string", "pattern": "^[0-9]{1,18}$"}"#,
+    ),
+    ("cards_list", r#"{"type": "string", "format": "uuid"}"#),
+    (
+        "runs_list",
+        r#"{"type": "string", "pattern": "^[0-9]{1,19}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"}"#,
+    ),
+];
+
+/// Which of a schedule's fields its cadence needs and which it refuses (`schedule::Spec::check`),
+/// as JSON Schema conditions on `ScheduleBody`.
+const SCHEDULE_CADENCE_RULES: &str = r#"[
+    {"if": {"required": ["cadence"], "properties": {"cadence": {"const": "daily"}}},
+     "then": {"properties": {"weekday": {"type": "null"}, "day_of_month": {"type": "null"}}}},
+    {"if": {"required": ["cadence"], "properties": {"cadence": {"const": "weekly"}}},
+     "then": {"required": ["weekday"],
+              "properties": {"weekday": {"type": "string"}, "day_of_month": {"type": "null"}}}},
+    {"if": {"required": ["cadence"], "properties": {"cadence": {"enum": ["monthly", "quarterly"]}}},
+     "then": {"required": ["day_of_month"],
+              "properties": {"weekday": {"type": "null"}, "day_of_month": {"type": "integer"}}}}
+]"#;
+
+/// The document as this server answers it: what the handlers' attributes cannot say added (the
+/// paged lists' `limit` bounded by the configured `admin.page_size_max`, their cursors, and a
+/// schedule's fields by cadence).
+pub fn for_server(page_size_max: u32) -> serde_json::Value {
+    let mut document = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    if let Some(schedule) = document.pointer_mut("/components/schemas/ScheduleBody") {
+        schedule["allOf"] = serde_json::from_str(SCHEDULE_CADENCE_RULES).unwrap_or_default();
+    }
+    let Some(paths) = document
+        .get_mut("paths")
+        .and_then(serde_json::Value::as_object_mut)
+    else {
+        return document;
+    };
+    let operations = paths
+        .values_mut()
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|item| item.values_mut());
+    for operation in operations {
+        let id = operation["operationId"].as_str().unwrap_or_default();
+        let Some((_, cursor)) = PAGED.iter().find(|(paged, _)| *paged == id) else {
+            continue;
+        };
+        let cursor: serde_json::Value = serde_json::from_str(cursor).unwrap_or_default();
+        let parameters = operation
+            .get_mut("parameters")
+            .and_then(serde_json::Value::as_array_mut)
+            .into_iter()
+            .flatten();
+        for parameter in parameters {
+            match parameter["name"].as_str() {
+                Some("limit") => {
+                    parameter["schema"] = serde_json::json!({
+                        "type": "integer", "format": "int32",
+                        "minimum": 1, "maximum": page_size_max,
+                    });
+                }
+                Some("cursor") => parameter["schema"] = cursor.clone(),
+                _ => {}
+            }
         }
+    }
+    document
+}
+
+/// `GET /openapi.json`.
+pub async fn document(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(for_server(state.admin.page_size_max))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_paged_list_documents_its_limit_and_cursor() {
+        let document = for_server(250);
+        let operations: Vec<&serde_json::Value> = document["paths"]
+            .as_object()
+            .expect("paths")
+            .values()
+            .flat_map(|item| item.as_object().expect("path item").values())
+            .collect();
+        for (id, _) in PAGED {
+            let operation = operations
+                .iter()
+                .find(|operation| operation["operationId"] == *id)
+                .unwrap_or_else(|| panic!("{id} is not in the document"));
+            let parameter = |name: &str| {
+                operation["parameters"]
+                    .as_array()
+                    .and_then(|all| all.iter().find(|p| p["name"] == name))
+                    .unwrap_or_else(|| panic!("{id} has no {name}"))
+            };
+            assert_eq!(parameter("limit")["schema"]["maximum"], 250, "{id}");
+            assert_eq!(parameter("limit")["schema"]["minimum"], 1, "{id}");
+            let cursor = &parameter("cursor")["schema"];
+            assert!(
+                cursor.get("format").is_some() || cursor.get("pattern").is_some(),
+                "{id}: {cursor}"
+            );
+        }
+        let unlisted: Vec<&str> = operations
+            .iter()
+            .filter(|operation| {
+                operation["parameters"]
+                    .as_array()
+                    .is_some_and(|all| all.iter().any(|p| p["name"] == "cursor"))
+            })
+            .filter_map(|operation| operation["operationId"].as_str())
+            .filter(|id| !PAGED.iter().any(|(paged, _)| paged == id))
+            .collect();
+        assert!(unlisted.is_empty(), "paged but not in PAGED: {unlisted:?}");
+    }
+
+    #[test]
+    fn a_schedule_body_says_which_fields_each_cadence_needs() {
+        let document = for_server(500);
+        let rules = document["components"]["schemas"]["ScheduleBody"]["allOf"]
+            .as_array()
+            .expect("the cadence rules are in the document");
+        assert_eq!(rules.len(), 3);
+        assert_eq!(rules[1]["then"]["required"][0], "weekday");
     }
 }

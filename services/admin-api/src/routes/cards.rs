@@ -76,13 +76,44 @@ impl From<&Card> for CardView {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct CardsQuery {
-    /// `active`, `deactivated` or `deleted`.
+    /// Only cards in this status.
+    #[param(inline, value_type = Option<CardStatusParam>)]
     status: Option<String>,
+    /// Only cards with this email (1 to 1,024 bytes, no control characters).
+    #[param(
+        min_length = 1,
+        max_length = 1024,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     email: Option<String>,
+    /// Only cards with this display name (1 to 1,024 bytes, no control characters).
+    #[param(
+        min_length = 1,
+        max_length = 1024,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     name: Option<String>,
+    /// Only cards of this team (1 to 1,024 bytes, no control characters).
+    #[param(
+        min_length = 1,
+        max_length = 1024,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     team: Option<String>,
+    /// Items per page.
     limit: Option<u32>,
+    /// Where the previous page ended.
     cursor: Option<String>,
+}
+
+/// A card's status, as the list filters by it.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // documents the `status` filter, which is parsed by `CardStatus::parse`
+enum CardStatusParam {
+    Active,
+    Deactivated,
+    Deleted,
 }
 
 fn bounded(value: Option<String>, what: &'static str) -> Result<Option<String>, ApiError> {
@@ -322,7 +353,7 @@ fn edit_failed(error: EditError) -> ApiError {
     }
 }
 
-#[utoipa::path(put, operation_id = "cards_edit_field", path = "/v1/tenants/{tenant}/cards/{card}/fields/{field}", tag = "cards", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)"), ("card" = Uuid, Path, description = "The card"), ("field" = String, Path, description = "The field name")), request_body = FieldEdit, responses((status = 200, description = "The card after the edit", body = CardView), Refusals))]
+#[utoipa::path(put, operation_id = "cards_edit_field", path = "/v1/tenants/{tenant}/cards/{card}/fields/{field}", tag = "cards", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)"), ("card" = Uuid, Path, description = "The card"), ("field" = String, Path, description = "The field name: a lowercase letter, then lowercase letters, digits and `_`", pattern = "^[a-z][a-z0-9_]{0,63}$")), request_body = FieldEdit, responses((status = 200, description = "The card after the edit", body = CardView), Refusals))]
 pub(crate) async fn edit_field(
     state: web::Data<AppState>,
     caller: Principal,

@@ -70,10 +70,16 @@ impl ConnectionView {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewConnection {
+    /// The app's client id (1 to 256 bytes, not blank, no control characters).
+    #[schema(
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     client_id: String,
     kind: Kind,
-    /// A client secret, a PEM bundle (certificate and private key), or a federated token file.
-    #[schema(value_type = String)]
+    /// A client secret, a PEM bundle (certificate and private key), or a federated token file
+    /// (up to 64 KiB, not blank).
+    #[schema(value_type = String, max_length = 65536, pattern = r"\S")]
     credential: SecretString,
 }
 

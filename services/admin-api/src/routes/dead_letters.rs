@@ -92,6 +92,7 @@ pub(crate) struct DeadLettersQuery {
     /// One work queue (`delta-worker.changes`, `card-writer.live`, …); none: every queue.
     queue: Option<String>,
     /// At most this many per queue (1 to 500, default 100).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u16>,
 }
 

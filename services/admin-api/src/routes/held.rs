@@ -75,6 +75,7 @@ pub(crate) struct PlanView {
 #[into_params(parameter_in = Query)]
 pub(crate) struct PlanQuery {
     /// Kept commands to show (1 to 100, default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
 }
 
@@ -383,10 +384,13 @@ pub(crate) async fn show_safety(
 #[serde(deny_unknown_fields)]
 pub(crate) struct SafetyPut {
     /// 0 to 100: hold when deactivations and deletions exceed this share of the active cards.
+    #[schema(minimum = 0, maximum = 100)]
     removal_percent: f32,
     /// 0 to 100: hold when field updates exceed this share of the active cards.
+    #[schema(minimum = 0, maximum = 100)]
     update_percent: f32,
-    /// At least 1: below this many removals (or updates) nothing is held.
+    /// 1 to 1,000,000: below this many removals (or updates) nothing is held.
+    #[schema(minimum = 1, maximum = 1_000_000)]
     minimum: i32,
 }
 

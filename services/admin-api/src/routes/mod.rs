@@ -212,6 +212,18 @@ pub(crate) fn is_object_id(id: &str) -> bool {
     (1..=256).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
+/// The JSON Schema of a list of Graph object ids ([`is_object_id`]).
+pub(crate) fn object_id_list() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[A-Za-z0-9-]{1,256}$")),
+        )
+        .build()
+}
+
 /// The item id a list's `cursor` names (the last item of the previous page).
 pub(crate) fn uuid_cursor(cursor: Option<&str>) -> Result<Option<Uuid>, ApiError> {
     cursor

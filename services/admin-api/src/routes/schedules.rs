@@ -64,12 +64,19 @@ pub(crate) struct ScheduleBody {
 #[serde(deny_unknown_fields)]
 pub(crate) struct SchedulePatch {
     /// `daily`, `weekly`, `monthly` or `quarterly`.
+    #[schema(example = "weekly", pattern = "^(daily|weekly|monthly|quarterly)$")]
     cadence: Option<String>,
     /// Weekly only: `monday` … `sunday`.
+    #[schema(
+        example = "monday",
+        pattern = "^(monday|tuesday|wednesday|thursday|friday|saturday|sunday)$"
+    )]
     weekday: Option<String>,
     /// Monthly and quarterly only: 1 to 31.
+    #[schema(minimum = 1, maximum = 31)]
     day_of_month: Option<i64>,
     /// `HH:MM`.
+    #[schema(example = "02:30", pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")]
     time: Option<String>,
     /// An IANA time zone.
     time_zone: Option<String>,
@@ -347,7 +354,7 @@ pub(crate) async fn list(
     Ok(HttpResponse::Ok().json(Items { items }))
 }
 
-#[utoipa::path(get, operation_id = "schedules_show", path = "/v1/tenants/{tenant}/schedules/{target}", tag = "schedules", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)"), ("target" = String, Path, description = "`tenant`, or a group's object id")), responses((status = 200, description = "The schedule with its next run time (the tenant's default when it has none of its own)", body = ScheduleView), Refusals))]
+#[utoipa::path(get, operation_id = "schedules_show", path = "/v1/tenants/{tenant}/schedules/{target}", tag = "schedules", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)"), ("target" = String, Path, description = "`tenant`, or a group's object id", pattern = "^[A-Za-z0-9-]{1,256}$")), responses((status = 200, description = "The schedule with its next run time (the tenant's default when it has none of its own)", body = ScheduleView), Refusals))]
 pub(crate) async fn show(
     state: web::Data<AppState>,
     caller: Principal,
@@ -364,7 +371,7 @@ pub(crate) async fn show(
     Ok(HttpResponse::Ok().json(view))
 }
 
-#[utoipa::path(put, operation_id = "schedules_put", path = "/v1/tenants/{tenant}/schedules/{target}", tag = "schedules", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)"), ("target" = String, Path, description = "`tenant`, or a group's object id")), request_body = ScheduleBody, responses((status = 200, description = "Replaced", body = ScheduleView), (status = 201, description = "Created", body = ScheduleView), Refusals))]
+#[utoipa::path(put, operation_id = "schedules_put", path = "/v1/tenants/{tenant}/schedules/{target}", tag = "schedules", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)"), ("target" = String, Path, description = "`tenant`, or a group's object id", pattern = "^[A-Za-z0-9-]{1,256}$")), request_body = ScheduleBody, responses((status = 200, description = "Replaced", body = ScheduleView), (status = 201, description = "Created", body = ScheduleView), Refusals))]
 pub(crate) async fn put(
     state: web::Data<AppState>,
     caller: Principal,
@@ -388,7 +395,7 @@ pub(crate) async fn put(
     .await
 }
 
-#[utoipa::path(patch, operation_id = "schedules_patch", path = "/v1/tenants/{tenant}/schedules/{target}", tag = "schedules", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)"), ("target" = String, Path, description = "`tenant`, or a group's object id")), request_body = SchedulePatch, responses((status = 200, description = "Changed (pausing or changing the tenant's default makes it a schedule of its own)", body = ScheduleView), (status = 201, description = "The tenant's default, changed, became its own schedule", body = ScheduleView), Refusals))]
+#[utoipa::path(patch, operation_id = "schedules_patch", path = "/v1/tenants/{tenant}/schedules/{target}", tag = "schedules", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)"), ("target" = String, Path, description = "`tenant`, or a group's object id", pattern = "^[A-Za-z0-9-]{1,256}$")), request_body = SchedulePatch, responses((status = 200, description = "Changed (pausing or changing the tenant's default makes it a schedule of its own)", body = ScheduleView), (status = 201, description = "The tenant's default, changed, became its own schedule", body = ScheduleView), Refusals))]
 pub(crate) async fn patch(
     state: web::Data<AppState>,
     caller: Principal,
@@ -417,7 +424,7 @@ pub(crate) async fn patch(
     .await
 }
 
-#[utoipa::path(delete, operation_id = "schedules_delete", path = "/v1/tenants/{tenant}/schedules/{target}", tag = "schedules", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)"), ("target" = String, Path, description = "`tenant`, or a group's object id")), responses((status = 204, description = "Deleted: a group's schedule is gone; the tenant runs the default schedule again"), Refusals))]
+#[utoipa::path(delete, operation_id = "schedules_delete", path = "/v1/tenants/{tenant}/schedules/{target}", tag = "schedules", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)"), ("target" = String, Path, description = "`tenant`, or a group's object id", pattern = "^[A-Za-z0-9-]{1,256}$")), responses((status = 204, description = "Deleted: a group's schedule is gone; the tenant runs the default schedule again"), Refusals))]
 pub(crate) async fn delete(
     state: web::Data<AppState>,
     caller: Principal,

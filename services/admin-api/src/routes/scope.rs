@@ -34,6 +34,7 @@ const MAX_SCOPE_GROUPS: usize = 500;
 #[serde(deny_unknown_fields)]
 pub(crate) struct Scope {
     /// Group ids whose (nested) members are in scope; empty: every user.
+    #[schema(schema_with = super::object_id_list)]
     groups: Vec<String>,
     /// Leave out guests (`userType` `Guest`).
     #[serde(default)]
@@ -172,9 +173,15 @@ pub(crate) async fn put_scope(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct GroupSearch {
-    /// Words the group's display name starts with.
+    /// Words the group's display name starts with (1 to 256 bytes, no double quotes or control
+    /// characters).
+    #[param(
+        max_length = 256,
+        pattern = r#"^[^"\u0000-\u001F\u007F-\u009F]*[^"\s\u0000-\u001F\u007F-\u009F][^"\u0000-\u001F\u007F-\u009F]*$"#
+    )]
     search: String,
     /// At most this many groups (1 to 50, default 20).
+    #[param(minimum = 1, maximum = 50)]
     limit: Option<u8>,
 }
 

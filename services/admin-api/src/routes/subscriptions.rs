@@ -95,6 +95,11 @@ pub(crate) async fn list(
 pub(crate) struct RecreateRequest {
     /// The resource (`/users`, `/groups`).
     #[serde(default = "default_resource")]
+    #[schema(
+        default = "/users",
+        max_length = 256,
+        pattern = r"^/[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     resource: String,
 }
 
@@ -143,12 +148,19 @@ pub(crate) async fn recreate(
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewSubscription {
     id: Uuid,
+    /// The Graph resource subscribed to (`/users`, `/groups`).
     #[serde(default = "default_resource")]
+    #[schema(
+        default = "/users",
+        max_length = 256,
+        pattern = r"^/[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     resource: String,
-    /// RFC 3339.
+    /// When Graph ends the subscription (RFC 3339).
+    #[schema(format = DateTime)]
     expires_at: String,
     /// The clientState given to Graph (1 to 128 characters); only its hash is stored.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, min_length = 1, max_length = 128)]
     client_state: SecretString,
 }
 

@@ -262,7 +262,7 @@ pub(crate) async fn sync_tenant(
     }
 }
 
-#[utoipa::path(post, operation_id = "sync_sync_user", path = "/v1/tenants/{tenant}/users/{user}/sync", tag = "sync", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)"), ("user" = String, Path, description = "The user's Entra object id")), request_body(content = Option<SyncUser>, description = "How deep (default full)"), responses((status = 202, description = "Requested; the run id names it", body = SyncAccepted), Refusals))]
+#[utoipa::path(post, operation_id = "sync_sync_user", path = "/v1/tenants/{tenant}/users/{user}/sync", tag = "sync", params(("tenant" = Uuid, Path, description = "The tenant (its Entra tenant id)"), ("user" = String, Path, description = "The user's Entra object id", pattern = "^[A-Za-z0-9-]{1,256}$")), request_body(content = Option<SyncUser>, description = "How deep (default full)"), responses((status = 202, description = "Requested; the run id names it", body = SyncAccepted), Refusals))]
 pub(crate) async fn sync_user(
     state: web::Data<AppState>,
     caller: Principal,

@@ -292,3 +292,28 @@ async fn runs_are_listed_across_tenants_for_an_all_tenants_caller_and_a_limited_
     assert_eq!(ids, [runs[0].as_str()]);
     assert_eq!(own["items"][0]["tenant_id"], contoso.id.as_str());
 }
+
+#[tokio::test]
+async fn the_document_states_the_page_size_this_server_allows() {
+    let issuer = Issuer::start().await;
+    let directory = issuer.directory(1).await;
+    let mut settings = settings_for(&issuer, &[&directory]);
+    settings.admin.page_size_max = 7;
+    let api = spawn(settings).await;
+    let admin = issuer.token(&directory, &directory.admin).await;
+    let document = api
+        .call(reqwest::Method::GET, "/openapi.json", None, None)
+        .await
+        .expect(200);
+    let limit = document["paths"]["/v1/tenants"]["get"]["parameters"]
+        .as_array()
+        .and_then(|all| all.iter().find(|p| p["name"] == "limit"))
+        .expect("the tenant list has a limit")["schema"]
+        .clone();
+    assert_eq!(limit["maximum"], 7, "{limit}");
+    assert_eq!(limit["minimum"], 1, "{limit}");
+    api.get("/v1/tenants?limit=7", &admin).await.expect(200);
+    api.get("/v1/tenants?limit=8", &admin)
+        .await
+        .assert_problem(400, "invalid-limit");
+}
