@@ -162,16 +162,19 @@ pub async fn set_disconnected(
         == 1)
 }
 
-/// The tenant's rules and their version, locking the row for the transaction.
+/// The tenant's rules and their version, locking the row for the transaction against other
+/// rule changes (`FOR NO KEY UPDATE`, the lock the rules' own `UPDATE` takes: card writes, which
+/// hold the row only against deletion, go on meanwhile).
 pub async fn lock_rules(
     conn: &mut PgConnection,
     tenant_id: Uuid,
 ) -> Result<Option<(FieldRules, i64)>, StoreError> {
-    let row: Option<(Json<FieldRules>, i64)> =
-        sqlx::query_as("SELECT rules, rules_version FROM tenants WHERE tenant_id = $1 FOR UPDATE")
-            .bind(tenant_id)
-            .fetch_optional(conn)
-            .await?;
+    let row: Option<(Json<FieldRules>, i64)> = sqlx::query_as(
+        "SELECT rules, rules_version FROM tenants WHERE tenant_id = $1 FOR NO KEY UPDATE",
+    )
+    .bind(tenant_id)
+    .fetch_optional(conn)
+    .await?;
     Ok(row.map(|(rules, version)| (rules.0, version)))
 }
 

@@ -4,7 +4,7 @@
 use crate::StoreError;
 use cardsync_rules::FieldRules;
 use sqlx::types::Json;
-use sqlx::{FromRow, PgExecutor};
+use sqlx::{FromRow, PgConnection, PgExecutor};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -78,6 +78,23 @@ pub async fn get(executor: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Tenan
     )
     .bind(id)
     .fetch_optional(executor)
+    .await?)
+}
+
+/// The tenant, its row held against deletion until the transaction ends (`FOR KEY SHARE`, the
+/// lock a foreign-key check takes), or `None` when it is unknown. A write that starts this way
+/// never meets an offboarding half-way: one in progress is waited for, after which the tenant
+/// is gone, and one that starts later waits for the write to commit (and then deletes it).
+pub async fn get_for_write(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<Tenant>, StoreError> {
+    Ok(sqlx::query_as::<_, Tenant>(
+        "SELECT tenant_id, name, rules, invites_enabled, admin_roles_enabled, created_at, updated_at
+         FROM tenants WHERE tenant_id = $1 FOR KEY SHARE",
+    )
+    .bind(id)
+    .fetch_optional(conn)
     .await?)
 }
 

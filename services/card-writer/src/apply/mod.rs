@@ -219,7 +219,8 @@ async fn apply_all_in(
     let mut tenants: HashMap<Uuid, Tenant> = HashMap::new();
     for (command, _) in commands {
         if let std::collections::hash_map::Entry::Vacant(entry) = tenants.entry(command.tenant_id) {
-            let tenant = tenants::get(&mut *tx, command.tenant_id)
+            // Held until the commit: an offboarding of the tenant cannot delete it half-way.
+            let tenant = tenants::get_for_write(&mut tx, command.tenant_id)
                 .await?
                 .ok_or(ApplyError::UnknownTenant(command.tenant_id))?;
             entry.insert(tenant);

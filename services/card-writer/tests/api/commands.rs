@@ -409,6 +409,65 @@ async fn invalid_commands_are_dead_lettered_and_commands_of_unknown_tenants_drop
 }
 
 #[tokio::test]
+async fn a_command_that_meets_an_offboarding_in_progress_is_dropped_with_the_tenant() {
+    let app = spawn_app().await;
+    app.apply(&upsert(app.tenant, "early", 1, &[("name", Some("Early"))]))
+        .await;
+    // The admin API's offboarding, holding the tenant's row until it commits.
+    let mut offboarding = app.pool.begin().await.expect("transaction");
+    let offboarder: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *offboarding)
+        .await
+        .expect("backend pid");
+    cardsync_store::offboarding::offboard(&mut offboarding, app.tenant)
+        .await
+        .expect("offboarded")
+        .expect("the tenant existed");
+    app.send(&upsert(app.tenant, "late", 1, &[("name", Some("Late"))]))
+        .await;
+    let commit = async {
+        // Commits once the writer waits on the offboarding, so it meets the deletion half-way.
+        let waiting = || {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+            )
+            .bind(offboarder)
+            .fetch_one(&app.pool)
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while waiting().await.expect("pg_stat_activity") == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer never waited on the offboarding"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        offboarding.commit().await.expect("committed");
+    };
+    let (processed, ()) = tokio::join!(app.step(), commit);
+    assert_eq!(
+        processed,
+        Processed::Acked,
+        "dropped with the tenant, neither retried nor dead-lettered"
+    );
+    let dropped = app
+        .sample(
+            "cardsync_card_writer_commands_total",
+            &[
+                ("outcome", "unknown_tenant"),
+                ("tenant", app.tenant.to_string().as_str()),
+            ],
+        )
+        .await;
+    assert_eq!(dropped, Some(1.0));
+    assert!(
+        app.cards().await.is_empty(),
+        "the offboarding took every card"
+    );
+    app.teardown().await;
+}
+
+#[tokio::test]
 async fn directory_roles_apply_only_when_the_tenant_turns_admin_roles_on() {
     use cardsync_proto::Role;
     use cardsync_store::cards::CardRole;
